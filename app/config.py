@@ -1,0 +1,79 @@
+"""Where state lives and the user's settings, kept across restarts as one JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import platformdirs
+
+HOME_ENV = "NEMO_CHAT_HOME"
+
+
+def app_home() -> Path:
+    """The root of all state: $NEMO_CHAT_HOME, else the platform's user data folder."""
+    root = os.environ.get(HOME_ENV) or platformdirs.user_data_dir("nemo-chat", appauthor=False)
+    path = Path(root).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def database_path() -> Path:
+    return app_home() / "nemo-chat.db"
+
+
+def models_dir() -> Path:
+    path = app_home() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class Settings:
+    """Everything the user can set; defaults suit Mistral NeMo (temperature 0.3)."""
+
+    model: str = ""  # a GGUF path or a catalog name; "" = the first model found
+    n_ctx: int = 8192
+    n_gpu_layers: int = -1  # -1 = all layers that the build can offload
+    n_threads: int = 0  # 0 = one per CPU core
+    kv_type: str = "f16"  # f16 | q8_0 | q4_0 (quantized types switch flash attention on)
+    temperature: float = 0.3
+    top_p: float = 0.95
+    max_tokens: int = 1024
+    system_prompt: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Settings":
+        known = {f.name: f.type for f in fields(cls)}
+        defaults = cls()
+        values = {}
+        for name in known:
+            if name in data:
+                kind = type(getattr(defaults, name))
+                try:
+                    values[name] = kind(data[name])
+                except (TypeError, ValueError):
+                    continue  # a hand-edited bad value falls back to its default
+        return cls(**values)
+
+
+def settings_path() -> Path:
+    return app_home() / "settings.json"
+
+
+def load_settings() -> Settings:
+    """The saved settings, or the defaults when none (or an unreadable file) exist."""
+    try:
+        return Settings.from_dict(json.loads(settings_path().read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return Settings()
+
+
+def save_settings(settings: Settings) -> None:
+    """Write atomically: a crash never leaves half a settings file."""
+    path = settings_path()
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(asdict(settings), indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)

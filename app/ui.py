@@ -1,0 +1,263 @@
+"""The Gradio face: layout and event wiring only; every action calls a plain service."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from .chat import ChatService
+from .config import Settings, app_home, database_path, load_settings, save_settings
+from .errors import UserError
+from .history import History
+from .jobs import CancelToken
+from .models import HOW_TO_GET_A_MODEL, available_models, resolve_model
+from .config import models_dir
+from .runtime import Engine
+
+STREAM_UPDATE_S = 0.08  # browser updates while streaming: at most one per 80 ms
+CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "app.css"
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False},
+         {"left": "\\(", "right": "\\)", "display": False}, {"left": "\\[", "right": "\\]", "display": True}]
+SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "sans-serif"]
+MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Consolas", "monospace"]
+
+
+def _private_gradio_environment() -> None:
+    """No analytics, uploads in an app-private folder: set before gradio is imported."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(app_home() / "tmp"))
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+
+class ChatUI:
+    """State shared by all browser sessions: one history, one engine, one settings object."""
+
+    def __init__(self, model: str | None = None) -> None:
+        self.history = History(database_path())
+        self.service = ChatService(self.history, Engine())
+        self.settings = load_settings()
+        if model:
+            self.settings = replace(self.settings, model=model)
+        self._cancels: dict[str, CancelToken] = {}
+
+    # -- helpers that turn service data into what the widgets show ------------------------------
+    def model_notice(self) -> str:
+        try:
+            path = resolve_model(self.settings.model)
+        except UserError as exc:
+            return f"⚠️ {exc}"
+        return f"Model: **{path.name}** · context {self.settings.n_ctx:,} tokens"
+
+    def conversation_choices(self, query: str = "") -> list[tuple[str, int]]:
+        if query.strip():
+            seen: dict[int, str] = {}
+            for hit in self.history.search(query):
+                seen.setdefault(hit.conversation_id, hit.conversation_title)
+            return [(title, cid) for cid, title in seen.items()]
+        return [(c["title"], c["id"]) for c in self.history.conversations()]
+
+    def chat_messages(self, conversation_id: int | None) -> tuple[list[dict], list[int]]:
+        if conversation_id is None:
+            return [], []
+        rows = self.history.messages(conversation_id)
+        return [{"role": r["role"], "content": r["content"]} for r in rows], [r["id"] for r in rows]
+
+    def meter(self, conversation_id: int | None, stats=None) -> str:
+        """Token meter (conversation tokens / context) and the last reply's speed."""
+        if conversation_id is None:
+            return ""
+        if stats is None:
+            replies = [m for m in self.history.messages(conversation_id) if m["role"] == "assistant"]
+            if not replies or not replies[-1]["prompt_tokens"]:
+                return ""
+            stats = replies[-1]
+            used = (stats["prompt_tokens"] or 0) + (stats["completion_tokens"] or 0)
+            speed, ttft = stats["tokens_per_s"] or 0, stats["ttft_s"] or 0
+        else:
+            used = stats.prompt_tokens + stats.completion_tokens
+            speed, ttft = stats.tokens_per_s, stats.ttft_s
+        return (f"🧮 {used:,} / {self.settings.n_ctx:,} tokens · ⚡ {speed:.1f} tok/s · "
+                f"⏱ first token {ttft:.2f} s")
+
+    def new_cancel(self, session: str) -> CancelToken:
+        token = self._cancels[session] = CancelToken()
+        return token
+
+    def stop(self, session: str) -> None:
+        token = self._cancels.get(session)
+        if token:
+            token.cancel()
+
+    def stream(self, updates, conversation_id: int | None):
+        """Throttled (chatbot, ids, conversation, stats, notice) tuples from ReplyUpdates."""
+        shown_at = 0.0
+        try:
+            for update in updates:
+                conversation_id = update.conversation_id
+                if update.done or time.monotonic() - shown_at >= STREAM_UPDATE_S:
+                    shown_at = time.monotonic()
+                    messages, ids = self.chat_messages(conversation_id)
+                    messages[-1]["content"] = update.text
+                    stats = self.meter(conversation_id, update.stats) if update.done else "…"
+                    if update.done and update.status == "stopped":
+                        stats = "⏹ stopped · " + stats
+                    yield messages, ids, conversation_id, stats, ""
+        finally:
+            updates.close()  # a Stop closes this generator: close the reply so it is saved
+
+
+def build_app(model: str | None = None, max_file_mb: int = 100):
+    """The Gradio Blocks app (not launched)."""
+    _private_gradio_environment()
+    import gradio as gr
+
+    ui = ChatUI(model)
+
+    def refresh_sidebar(query=""):
+        return gr.update(choices=ui.conversation_choices(query))
+
+    def guarded(run):
+        """Run a chat generator; a UserError becomes the notice line, never a traceback."""
+        def handler(*args):
+            try:
+                yield from run(*args)
+            except UserError as exc:
+                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"⚠️ {exc}"
+        return handler
+
+    def send(text, conversation_id, request: gr.Request):
+        cancel = ui.new_cancel(request.session_hash)
+        updates = ui.service.send(conversation_id, text, ui.settings, cancel)
+        yield from ui.stream(updates, conversation_id)
+
+    def retry(conversation_id, request: gr.Request):
+        if conversation_id is None:
+            raise UserError("nothing to retry yet")
+        cancel = ui.new_cancel(request.session_hash)
+        yield from ui.stream(ui.service.retry(conversation_id, ui.settings, cancel), conversation_id)
+
+    def edit(conversation_id, ids, edit: gr.EditData, request: gr.Request):
+        if conversation_id is None or edit.index >= len(ids):
+            raise UserError("that message can no longer be edited")
+        text = edit.value if isinstance(edit.value, str) else str(edit.value)
+        cancel = ui.new_cancel(request.session_hash)
+        updates = ui.service.edit(conversation_id, ids[edit.index], text, ui.settings, cancel)
+        yield from ui.stream(updates, conversation_id)
+
+    def open_conversation(conversation_id):
+        messages, ids = ui.chat_messages(conversation_id)
+        return messages, ids, conversation_id, ui.meter(conversation_id), ""
+
+    def new_conversation():
+        return [], [], None, "", "", gr.update(value=None)
+
+    def rename(conversation_id, title, query):
+        try:
+            if conversation_id is None:
+                raise UserError("open a conversation first")
+            ui.history.rename(conversation_id, title)
+        except UserError as exc:
+            return gr.skip(), f"⚠️ {exc}"
+        return refresh_sidebar(query), ""
+
+    def delete(conversation_id, query):
+        if conversation_id is not None:
+            ui.history.delete_conversation(conversation_id)
+        return (*new_conversation()[:5], refresh_sidebar(query))
+
+    def save(model_name, n_ctx, n_gpu_layers, temperature, top_p, max_tokens, system_prompt):
+        candidate = replace(
+            ui.settings, model=(model_name or "").strip(), n_ctx=int(n_ctx), n_gpu_layers=int(n_gpu_layers),
+            temperature=float(temperature), top_p=float(top_p), max_tokens=int(max_tokens),
+            system_prompt=system_prompt or "",
+        )
+        try:
+            ui.service.ensure_model(candidate)
+        except UserError as exc:
+            return f"⚠️ Not saved: {exc}", ui.model_notice()
+        ui.settings = candidate
+        save_settings(candidate)
+        return f"✅ Saved. {ui.model_notice()}", ui.model_notice()
+
+    theme = gr.themes.Soft(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
+    with gr.Blocks(title="nemo-chat", analytics_enabled=False) as demo:
+        conversation = gr.State(None)
+        message_ids = gr.State([])
+        with gr.Sidebar(open=True):
+            gr.Markdown("### nemo-chat")
+            new_btn = gr.Button("➕ New chat", variant="primary")
+            search = gr.Textbox(placeholder="Search conversations…", show_label=False, elem_id="search")
+            conversations = gr.Radio(choices=ui.conversation_choices(), label="Conversations",
+                                     elem_id="conversation-list")
+            with gr.Accordion("Rename or delete", open=False):
+                title = gr.Textbox(label="New title", elem_id="rename-title")
+                with gr.Row():
+                    rename_btn = gr.Button("Rename", size="sm")
+                    delete_btn = gr.Button("Delete", size="sm", variant="stop")
+        with gr.Tab("Chat"):
+            model_line = gr.Markdown(ui.model_notice(), elem_id="model-line")
+            notice = gr.Markdown("", elem_id="notice")
+            chatbot = gr.Chatbot(elem_id="chatbot", height="65vh", latex_delimiters=LATEX, editable="user",
+                                 buttons=["copy", "copy_all"], placeholder="Ask anything. Everything stays on this machine.")
+            stats = gr.Markdown("", elem_id="reply-stats")
+            with gr.Row():
+                box = gr.Textbox(placeholder="Message (Enter to send, Shift+Enter for a new line)", show_label=False,
+                                 scale=8, lines=2, max_lines=12, elem_id="message-box", autofocus=True)
+                send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+                stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="stop")
+        with gr.Tab("Settings"):
+            s = ui.settings
+            model_name = gr.Dropdown(choices=available_models(), value=s.model or None, allow_custom_value=True,
+                                     label="Model (catalog name or path to a .gguf file)", elem_id="model-name")
+            gr.Markdown(f"GGUF files in `{models_dir()}` are listed here.")
+            with gr.Row():
+                n_ctx = gr.Number(s.n_ctx, label="Context size (tokens)", precision=0, minimum=256)
+                n_gpu_layers = gr.Number(s.n_gpu_layers, label="GPU layers (-1 = all)", precision=0, minimum=-1)
+                max_tokens = gr.Number(s.max_tokens, label="Max reply tokens", precision=0, minimum=1)
+            with gr.Row():
+                temperature = gr.Slider(0, 2, s.temperature, step=0.05, label="Temperature (NeMo: 0.3)")
+                top_p = gr.Slider(0.05, 1, s.top_p, step=0.01, label="Top-p")
+            system_prompt = gr.Textbox(s.system_prompt, label="System prompt", lines=3)
+            save_btn = gr.Button("Save and load the model", variant="primary", elem_id="save-settings")
+            settings_status = gr.Markdown("", elem_id="settings-status")
+
+        chat_outputs = [chatbot, message_ids, conversation, stats, notice]
+        llm = {"concurrency_id": "llm", "concurrency_limit": 1}
+        sent = [
+            trigger(guarded(send), [box, conversation], chat_outputs, **llm)
+            for trigger in (box.submit, send_btn.click)
+        ]
+        for event in sent:
+            event.then(lambda: "", None, box).then(refresh_sidebar, search, conversations)
+        retried = chatbot.retry(guarded(retry), [conversation], chat_outputs, **llm)
+        edited = chatbot.edit(guarded(edit), [conversation, message_ids], chat_outputs, **llm)
+        running = [*sent, retried, edited]
+        stop_btn.click(lambda request: ui.stop(request.session_hash), None, None, cancels=running, queue=False)
+
+        conversations.input(open_conversation, conversations, chat_outputs)
+        new_btn.click(new_conversation, None, [*chat_outputs, conversations])
+        search.change(refresh_sidebar, search, conversations)
+        rename_btn.click(rename, [conversation, title, search], [conversations, notice])
+        delete_btn.click(delete, [conversation, search], [*chat_outputs, conversations])
+        save_btn.click(save, [model_name, n_ctx, n_gpu_layers, temperature, top_p, max_tokens, system_prompt],
+                       [settings_status, model_line])
+    demo.nemo = ui  # tests reach the services through the app
+    return demo, dict(theme=theme, css=CSS_PATH.read_text(encoding="utf-8"))
+
+
+def launch(demo, style: dict, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = False,
+           block: bool = True, max_file_mb: int = 100):
+    """Serve privately: loopback by default, no share link, no monitoring, no extra paths."""
+    return demo.queue(default_concurrency_limit=1).launch(
+        server_name=host, server_port=port, share=False, inbrowser=open_browser,
+        enable_monitoring=False, allowed_paths=[], max_file_size=f"{max_file_mb}mb",
+        prevent_thread_lock=not block, quiet=True, footer_links=[], **style,
+    )
+
+
+def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = True) -> None:
+    demo, style = build_app(model)
+    print(f"nemo-chat: serving on http://{host}:{port}", flush=True)
+    launch(demo, style, host, port, open_browser)

@@ -1,0 +1,77 @@
+"""Our streaming engine vs raw llama-cpp-python `create_completion(stream=True)`, same model,
+same settings, same process, alternating runs. Prints decode tok/s ratio and TTFT difference.
+
+    .venv/bin/python bench/bench_stream.py [--model smollm2] [--runs 5] [--tokens 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+from llama_cpp import StoppingCriteriaList
+
+from app.chat_format import TemplateChatFormat
+from app.models import resolve_model
+from app.runtime import Engine, LoadOptions, SamplingOptions
+
+PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
+
+
+def run_ours(engine: Engine, ids: list[int], tokens: int) -> tuple[float, float, int]:
+    engine.llm.reset()
+    completion = engine.complete(ids, SamplingOptions(temperature=0.0, max_tokens=tokens))
+    completion.text()
+    s = completion.stats
+    return s.ttft_s, s.tokens_per_s, s.completion_tokens
+
+
+def run_raw(llm, ids: list[int], tokens: int) -> tuple[float, float, int]:
+    llm.reset()
+    times: list[float] = []
+
+    def count(_ids, _logits) -> bool:  # called once per sampled token
+        times.append(time.perf_counter())
+        return False
+
+    started = time.perf_counter()
+    for _ in llm.create_completion(prompt=ids, max_tokens=tokens, temperature=0.0, top_k=40, top_p=0.95,
+                                   min_p=0.05, repeat_penalty=1.0, stream=True,
+                                   stopping_criteria=StoppingCriteriaList([count])):
+        pass
+    ttft = times[0] - started
+    rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+    return ttft, rate, len(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--ctx", type=int, default=2048)
+    args = parser.parse_args()
+
+    engine = Engine()
+    engine.load(LoadOptions(str(resolve_model(args.model)), n_ctx=args.ctx))
+    ids = TemplateChatFormat(engine).encode([{"role": "user", "content": PROMPT}])
+    run_ours(engine, ids, 16), run_raw(engine.llm, ids, 16)  # warm-up
+    ours, raw = [], []
+    for _ in range(args.runs):
+        ours.append(run_ours(engine, ids, args.tokens))
+        raw.append(run_raw(engine.llm, ids, args.tokens))
+    med = lambda rows, i: statistics.median(r[i] for r in rows)  # noqa: E731
+    print(f"machine: {platform.processor() or platform.machine()}, {platform.system()}, model {args.model}, "
+          f"prompt {len(ids)} tokens, {args.runs} runs x {args.tokens} tokens")
+    print(f"{'':24}{'ours':>10}{'raw':>10}")
+    print(f"{'decode tok/s (median)':24}{med(ours, 1):10.1f}{med(raw, 1):10.1f}")
+    print(f"{'TTFT ms (median)':24}{med(ours, 0) * 1e3:10.1f}{med(raw, 0) * 1e3:10.1f}")
+    print(f"{'tokens generated':24}{med(ours, 2):10.0f}{med(raw, 2):10.0f}")
+    print(f"decode ratio ours/raw: {med(ours, 1) / med(raw, 1):.3f} (target >= 0.97)")
+    print(f"TTFT difference ours-raw: {(med(ours, 0) - med(raw, 0)) * 1e3:+.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

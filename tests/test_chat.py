@@ -1,0 +1,124 @@
+"""Chat service end to end: real engine, real SQLite, a real process killed mid-reply."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from app.chat import ChatService
+from app.config import Settings
+from app.errors import UserError
+from app.history import COMPLETE, INTERRUPTED, STOPPED, History
+from app.jobs import CancelToken
+
+SETTINGS = Settings(model="smollm2", n_ctx=2048, temperature=0.0, max_tokens=40)
+
+
+@pytest.fixture()
+def service(tmp_path, engine):
+    history = History(tmp_path / "chat.db")
+    yield ChatService(history, engine)
+    history.close()
+
+
+def test_a_reply_streams_and_is_kept_with_its_stats(service):
+    updates = list(service.send(None, "Say hello in French.", SETTINGS))
+    final = updates[-1]
+    assert final.done and final.status == COMPLETE and len(updates) > 3
+    rows = service.history.messages(final.conversation_id)
+    assert [r["role"] for r in rows] == ["user", "assistant"]
+    assert rows[1]["content"] == final.text and rows[1]["completion_tokens"] == final.stats.completion_tokens
+    assert rows[1]["model"] and '"temperature": 0.0' in rows[1]["options"]
+    assert service.history.conversation(final.conversation_id)["title"] == "Say hello in French."
+
+
+def test_stop_keeps_the_partial_reply(service):
+    cancel = CancelToken()
+    settings = Settings(model="smollm2", n_ctx=2048, temperature=0.0, max_tokens=300)
+    updates = service.send(None, "Tell me a long story about dragons.", settings, cancel)
+    for count, update in enumerate(updates, 1):
+        if count == 5:
+            cancel.cancel()
+    assert update.done and update.status == STOPPED
+    saved = service.history.message(update.message_id)
+    assert saved["status"] == STOPPED and saved["content"] == update.text and update.text
+
+
+def test_closing_the_stream_early_saves_what_was_said(service):
+    updates = service.send(None, "Count from one to fifty in words.", SETTINGS)
+    for count, update in enumerate(updates, 1):
+        if count == 4:
+            break
+    updates.close()  # what Gradio does when Stop cancels the event
+    saved = service.history.message(update.message_id)
+    assert saved["status"] == STOPPED and saved["content"].startswith(update.text) and update.text
+
+
+def test_retry_and_edit_replace_the_tail_of_the_conversation(service):
+    first = list(service.send(None, "What is 2+2?", SETTINGS))[-1]
+    cid = first.conversation_id
+    again = list(service.retry(cid, SETTINGS))[-1]
+    rows = service.history.messages(cid)
+    assert [r["role"] for r in rows] == ["user", "assistant"] and rows[1]["id"] == again.message_id
+    edited = list(service.edit(cid, rows[0]["id"], "What is 3+3?", SETTINGS))[-1]
+    rows = service.history.messages(cid)
+    assert [r["content"] for r in rows] == ["What is 3+3?", edited.text]
+    with pytest.raises(UserError):
+        service.edit(cid, rows[1]["id"], "not mine", SETTINGS)
+
+
+def test_a_bad_model_stores_nothing(service, tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        service.send(None, "Hello", Settings(model=str(tmp_path / "none.gguf")))
+    assert service.history.conversations() == []
+
+
+KILLED_CHILD = textwrap.dedent(
+    """
+    import sys
+    from app.chat import ChatService
+    from app.config import Settings
+    from app.history import History
+    from app.runtime import Engine
+    service = ChatService(History(sys.argv[1]), Engine())
+    settings = Settings(model="smollm2", n_ctx=2048, temperature=0.7, max_tokens=2000)
+    for update in service.send(None, "Write a very long essay about the history of ships.", settings):
+        pass
+    """
+)
+
+
+def test_a_killed_process_loses_at_most_a_second_of_the_reply(tmp_path):
+    db = tmp_path / "killed.db"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(db)])
+    try:
+        deadline = time.monotonic() + 120
+        saved = ""
+        while time.monotonic() < deadline and len(saved) < 80:
+            time.sleep(0.2)
+            if db.exists():
+                try:
+                    with sqlite3.connect(db, timeout=5) as conn:
+                        row = conn.execute("SELECT content FROM messages WHERE role='assistant'").fetchone()
+                    saved = row[0] if row else ""
+                except sqlite3.OperationalError:
+                    continue  # the schema is still being created
+        assert len(saved) >= 80, "the streaming reply should reach the database while it grows"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    history = History(db)
+    [conversation] = history.conversations()
+    user, reply = history.messages(conversation["id"])
+    assert user["content"].startswith("Write a very long essay")
+    assert reply["status"] == INTERRUPTED and reply["content"].startswith(saved)
+    assert history.integrity_ok()
+    history.close()

@@ -1,0 +1,49 @@
+"""The command line in child processes: exit codes, one-line errors, JSON output."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_cli
+
+
+def test_chat_json_reports_the_reply_and_its_counters(home):
+    result = run_cli("chat", "Say hi.", "--model", "smollm2", "--max-tokens", "20", "--temperature", "0",
+                     "--json", home=home)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    for key in ("text", "prompt_tokens", "cached_tokens", "completion_tokens", "ttft_s", "tokens_per_s"):
+        assert key in out
+    assert out["text"] and 0 < out["completion_tokens"] <= 20 and out["prompt_tokens"] > 5
+    assert (home / "nemo-chat.db").exists()
+
+
+def test_chat_streams_plain_text(home):
+    result = run_cli("chat", "Say hi.", "--model", "smollm2", "--max-tokens", "12", home=home)
+    assert result.returncode == 0 and result.stdout.strip()
+
+
+def test_bad_models_exit_2_with_one_line(home, tmp_path, model_path):
+    text = tmp_path / "readme.gguf"
+    text.write_text("hello")
+    half = tmp_path / "cut.gguf"
+    half.write_bytes(model_path.read_bytes()[:40_000_000])
+    for path, words in [(tmp_path / "nope.gguf", "not found"), (text, "not a GGUF"), (half, "truncated")]:
+        result = run_cli("chat", "hi", "--model", str(path), home=home)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and path.name in lines[0] and words in lines[0], lines
+        assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2(home):
+    result = run_cli("chat", home=home)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert run_cli("frobnicate", home=home).returncode == 2
+
+
+def test_home_option_moves_all_state(tmp_path, home):
+    elsewhere = tmp_path / "elsewhere"
+    result = run_cli("--home", str(elsewhere), "chat", "Hi", "--model", "smollm2", "--max-tokens", "4", home=home)
+    assert result.returncode == 0, result.stderr
+    assert (elsewhere / "nemo-chat.db").exists() and not (home / "nemo-chat.db").exists()

@@ -1,0 +1,79 @@
+"""The SQLite store on a real file: migrations, WAL, CRUD, search in every script."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from app.errors import UserError
+from app.history import COMPLETE, INTERRUPTED, MIGRATIONS, STREAMING, History
+
+
+@pytest.fixture()
+def history(tmp_path):
+    store = History(tmp_path / "chat.db")
+    yield store
+    store.close()
+
+
+def test_migrations_are_named_recorded_and_applied_once(tmp_path):
+    History(tmp_path / "a.db").close()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    names = [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY name")]
+    assert names == [name for name, _ in MIGRATIONS]
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    History(tmp_path / "a.db").close()  # reopening applies nothing twice
+
+
+def test_conversations_and_messages_round_trip(history):
+    cid = history.create_conversation("First")
+    history.add_message(cid, "user", "Hello")
+    reply = history.add_message(cid, "assistant", "", STREAMING, model="m", options={"temperature": 0.3})
+    history.update_message(reply, "Hi there", COMPLETE, prompt_tokens=12, cached_tokens=3,
+                           completion_tokens=2, ttft_s=0.1, tokens_per_s=40.0)
+    rows = history.messages(cid)
+    assert [(r["role"], r["content"], r["status"]) for r in rows] == [
+        ("user", "Hello", COMPLETE), ("assistant", "Hi there", COMPLETE)]
+    assert rows[1]["options"] == '{"temperature": 0.3}' and rows[1]["prompt_tokens"] == 12
+    history.rename(cid, "  Renamed   chat ")
+    assert history.conversation(cid)["title"] == "Renamed chat"
+    with pytest.raises(UserError):
+        history.rename(cid, "   ")
+    history.delete_messages_from(cid, reply)
+    assert [r["role"] for r in history.messages(cid)] == ["user"]
+    history.delete_conversation(cid)
+    assert history.conversations() == [] and history.search("Hello") == []
+
+
+def test_search_finds_text_in_every_script(history):
+    samples = {
+        "zh": "我们明天去北京看长城吧", "ja": "東京で寿司を食べました", "ko": "서울에서 김치를 먹었어요",
+        "ar": "ذهبت إلى المكتبة أمس", "hi": "मैं कल बाज़ार गया था", "fr": "Le café était délicieux",
+    }
+    ids = {}
+    for lang, text in samples.items():
+        cid = history.create_conversation(lang)
+        history.add_message(cid, "user", text)
+        ids[lang] = cid
+    queries = {"zh": "北京看", "ja": "寿司", "ko": "김치를", "ar": "المكتبة", "hi": "बाज़ार", "fr": "délicieux"}
+    for lang, query in queries.items():
+        hits = history.search(query)
+        assert [h.conversation_id for h in hits] == [ids[lang]], lang
+        assert query in hits[0].snippet
+    assert history.search("长城") and history.search("nothing like this") == []
+    mid = history.add_message(ids["fr"], "assistant", "", STREAMING)
+    history.update_message(mid, "une réponse sur Montréal", COMPLETE)
+    assert [h.message_id for h in history.search("Montréal")] == [mid]  # updates are indexed
+
+
+def test_replies_left_streaming_are_marked_interrupted_on_reopen(tmp_path):
+    store = History(tmp_path / "c.db")
+    cid = store.create_conversation()
+    mid = store.add_message(cid, "assistant", "partial", STREAMING)
+    store.close()
+    again = History(tmp_path / "c.db")
+    assert again.message(mid)["status"] == INTERRUPTED and again.message(mid)["content"] == "partial"
+    assert again.integrity_ok()
+    again.close()

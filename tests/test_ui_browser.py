@@ -1,0 +1,127 @@
+"""The real UI in Debian's headless Chromium, driven by Playwright, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+from app.config import Settings, save_settings
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def served(home):
+    """The app with SmolLM2, served on loopback in this process."""
+    from app.ui import build_app, launch
+
+    save_settings(Settings(model="smollm2", n_ctx=2048, max_tokens=600, temperature=0.7))
+    demo, style = build_app()
+    port = free_port()
+    launch(demo, style, port=port, block=False)
+    yield demo, f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture()
+def page(artifacts):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.requests_seen = []
+        page.on("request", lambda r: page.requests_seen.append(r.url))
+        yield page
+        browser.close()
+
+
+def bot_text(page) -> str:
+    bots = page.locator("#chatbot .message.bot, #chatbot [data-testid='bot']")
+    return bots.last.inner_text() if bots.count() else ""
+
+
+def test_send_stream_stop_reload_and_reopen(served, page, artifacts):
+    demo, url = served
+    page.goto(url)
+    page.locator("#message-box textarea").fill("Write a long story about a lighthouse keeper and the sea.")
+    page.locator("#send").click()
+    page.wait_for_function(
+        "() => { const b = document.querySelectorAll('#chatbot .message.bot, #chatbot [data-testid=\"bot\"]');"
+        " return b.length && b[b.length-1].innerText.length > 20; }", timeout=60_000)
+    first = len(bot_text(page))
+    page.wait_for_timeout(700)
+    assert len(bot_text(page)) > first, "the reply should keep growing while it streams"
+    page.locator("#stop").click()
+    page.wait_for_function("() => document.querySelector('#reply-stats').innerText.includes('stopped')",
+                           timeout=30_000)
+    stopped_text = bot_text(page)
+    page.wait_for_timeout(500)
+    assert bot_text(page) == stopped_text, "nothing more arrives after Stop"
+
+    ui = demo.nemo
+    [conversation] = ui.history.conversations()
+    user, reply = ui.history.messages(conversation["id"])
+    assert reply["status"] == "stopped" and reply["content"].strip()
+
+    page.reload()
+    item = page.locator("#conversation-list label", has_text="lighthouse keeper")
+    item.wait_for(timeout=30_000)
+    item.click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#chatbot .message.bot, #chatbot [data-testid=\"bot\"]').length == 1",
+        timeout=30_000)
+    assert "lighthouse keeper" in page.locator("#chatbot").inner_text()
+    assert reply["content"].strip()[:30] in bot_text(page).replace("\n", " ") or \
+        reply["content"].split()[0] in bot_text(page)
+    page.screenshot(path=str(artifacts / "ui-chat-reopened.png"), full_page=True)
+
+    hosts = {urlparse(u).hostname for u in page.requests_seen if u.startswith("http")}
+    assert hosts <= {"127.0.0.1"}, f"the page must not call out: {hosts}"
+
+
+def test_right_to_left_text_is_laid_out_right_to_left(served, page):
+    demo, url = served
+    ui = demo.nemo
+    cid = ui.history.create_conversation("عربي")
+    ui.history.add_message(cid, "user", "مرحبا، كيف حالك اليوم؟ هذا نص عربي طويل بما يكفي.")
+    ui.history.add_message(cid, "assistant", "This reply is English, written left to right.")
+    page.goto(url)
+    page.locator("#conversation-list label", has_text="عربي").click()
+    page.locator("#chatbot p", has_text="مرحبا").wait_for(timeout=30_000)
+    rtl = page.locator("#chatbot p", has_text="مرحبا").evaluate(
+        "p => { const r = document.createRange(); r.selectNodeContents(p); const t = r.getBoundingClientRect();"
+        " const box = p.getBoundingClientRect(); return [t.right - box.left, box.right - t.right]; }")
+    ltr = page.locator("#chatbot p", has_text="English").evaluate(
+        "p => { const r = document.createRange(); r.selectNodeContents(p); const t = r.getBoundingClientRect();"
+        " const box = p.getBoundingClientRect(); return [t.left - box.left, box.right - t.right]; }")
+    assert rtl[1] < 2, "Arabic text hugs the right edge"
+    assert ltr[0] < 2, "English text hugs the left edge"
+
+
+def test_a_bad_model_shows_a_message_and_the_app_keeps_serving(served, page, tmp_path):
+    demo, url = served
+    page.goto(url)
+    page.get_by_role("tab", name="Settings").click()
+    model_box = page.locator("#model-name input")
+    model_box.fill(str(tmp_path / "missing.gguf"))
+    model_box.press("Enter")
+    page.locator("#save-settings").click()
+    page.wait_for_function("() => document.querySelector('#settings-status').innerText.includes('not found')",
+                           timeout=30_000)
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#message-box textarea").fill("Still there?")
+    page.locator("#send").click()
+    page.wait_for_function("() => document.querySelectorAll('#chatbot .message.bot, #chatbot [data-testid=\"bot\"]').length == 1",
+                           timeout=60_000)
+    assert bot_text(page).strip()
