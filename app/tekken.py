@@ -175,6 +175,35 @@ class Tekken:
         writer.add_add_eos_token(False)
 
 
+def write_vocab_gguf(tekken: Tekken, path: str | Path) -> None:
+    """A GGUF with NeMo's llama hyper-parameters and vocabulary but no tensors.
+
+    llama.cpp loads it with `vocab_only=True`: enough to run llama.cpp's own tokenizer.
+    """
+    import gguf  # slow to import (~1.5 s); only this helper needs it
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(131072)
+    writer.add_embedding_length(5120)
+    writer.add_block_count(40)
+    writer.add_feed_forward_length(14336)
+    writer.add_head_count(32)
+    writer.add_head_count_kv(8)
+    writer.add_key_length(128)
+    writer.add_value_length(128)
+    writer.add_rope_dimension_count(128)
+    writer.add_rope_freq_base(1e6)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(tekken.vocab_size)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    tekken.write_gguf_vocab(writer)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 class StreamDecoder:
     """Turns ids fed one at a time into text deltas, holding back split UTF-8 sequences."""
 
