@@ -204,7 +204,7 @@ def read_safetensors_header(path: Path) -> dict[str, StoredTensor]:
     return tensors
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -219,7 +219,7 @@ def _context(configured: int | None) -> int:
 
 def hf_config(path: Path) -> ModelConfig:
     """ModelConfig from a Hugging Face config.json; refuses architectures other than Mistral."""
-    c = _read_json(path)
+    c = read_json(path)
     archs = c.get("architectures") or [c.get("model_type", "unknown")]
     if "num_local_experts" in c or "MixtralForCausalLM" in archs:
         raise UserError(f"{path}: {archs[0]} is a Mixtral mixture-of-experts model; only Mistral NeMo (MistralForCausalLM) converts")
@@ -242,7 +242,7 @@ def hf_config(path: Path) -> ModelConfig:
 
 def native_config(path: Path) -> ModelConfig:
     """ModelConfig from a Mistral-native params.json; refuses MoE and vision models."""
-    p = _read_json(path)
+    p = read_json(path)
     if "moe" in p:
         raise UserError(f"{path}: a Mixtral mixture-of-experts model (params.json has 'moe'); only Mistral NeMo converts")
     if "vision_encoder" in p:
@@ -332,7 +332,7 @@ def _scale_names(weight: str) -> list[str]:
 def _hf_tensors(folder: Path) -> dict[str, StoredTensor]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = _read_json(index).get("weight_map") or {}
+        weight_map = read_json(index).get("weight_map") or {}
         files = sorted(set(weight_map.values()))
     elif (folder / "model.safetensors").is_file():
         weight_map, files = None, ["model.safetensors"]
