@@ -1,0 +1,318 @@
+"""Built-in tools for NeMo's native function calling, and the bounded loop that runs them.
+
+Tools: the current date and time, a calculator (an `ast` walk over numbers, arithmetic and a few
+math functions; nothing is evaluated as Python), and a search of the saved conversations through
+a function the caller passes in. Nothing here runs code that a model or a user wrote.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import operator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Iterable, Iterator, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from . import tekken as tk
+from .nemo_prompt import NAME_RE, ToolCall, encode_chat, is_tool_call_reply, parse_tool_calls
+
+
+class ToolError(Exception):
+    """A tool could not do what was asked; the message goes back to the model."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call: `run(**arguments)` returns a JSON-able result."""
+
+    name: str
+    description: str
+    parameters: dict
+    run: Callable[..., Any]
+
+    def schema(self) -> dict:
+        """The OpenAI-style function schema offered to the model."""
+        function = {"name": self.name, "description": self.description, "parameters": self.parameters}
+        return {"type": "function", "function": function}
+
+
+def _object(properties: dict, required: Sequence[str] = ()) -> dict:
+    return {"type": "object", "properties": properties, "required": list(required)}
+
+
+# --- date and time ---------------------------------------------------------------------------
+
+
+def current_datetime(timezone: str = "") -> dict:
+    """Now, in an IANA time zone (e.g. "Europe/Paris"), or in the computer's own."""
+    try:
+        now = datetime.now(ZoneInfo(timezone)) if timezone else datetime.now().astimezone()
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ToolError(f"unknown time zone {timezone!r}; use an IANA name such as Europe/Paris") from None
+    return {"datetime": now.isoformat(timespec="seconds"), "weekday": now.strftime("%A"), "timezone": timezone or now.tzname()}
+
+
+DATETIME_TOOL = Tool(
+    "current_datetime",
+    "Get the current date, time and weekday, optionally in a given IANA time zone.",
+    _object({"timezone": {"type": "string", "description": 'IANA time zone, e.g. "Asia/Tokyo"; omit for local time'}}),
+    current_datetime,
+)
+
+
+# --- calculator ------------------------------------------------------------------------------
+
+MAX_EXPRESSION_CHARS = 500
+MAX_INT_BITS = 4096  # about 1,200 decimal digits
+MAX_FACTORIAL = 500
+
+_BINARY = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+}  # fmt: skip
+_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
+
+
+def _factorial(n: Any) -> int:
+    if not isinstance(n, int) or not 0 <= n <= MAX_FACTORIAL:
+        raise ToolError(f"factorial takes a whole number from 0 to {MAX_FACTORIAL}")
+    return math.factorial(n)
+
+
+def _round(x: Any, digits: Any = 0) -> int | float:
+    if not isinstance(digits, int) or abs(digits) > 100:
+        raise ToolError("round takes a whole number of digits from -100 to 100")
+    return round(x, digits) if digits else round(x)
+
+
+_FUNCTIONS = {
+    "sqrt": math.sqrt, "exp": math.exp, "log": math.log, "log10": math.log10, "log2": math.log2,
+    "sin": math.sin, "cos": math.cos, "tan": math.tan, "asin": math.asin, "acos": math.acos,
+    "atan": math.atan, "abs": abs, "floor": math.floor, "ceil": math.ceil, "round": _round,
+    "factorial": _factorial,
+}  # fmt: skip
+
+
+def calculate(expression: str) -> int | float:
+    """The value of an arithmetic expression such as "2 * (3 + 4) ** 2 / sqrt(7)"."""
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise ToolError(f"the expression is longer than {MAX_EXPRESSION_CHARS} characters")
+    try:
+        return _evaluate(ast.parse(expression.strip(), mode="eval").body)
+    except SyntaxError as e:
+        raise ToolError(f"not an arithmetic expression ({e.msg})") from None
+    except (ArithmeticError, ValueError, TypeError) as e:
+        raise ToolError(f"cannot compute this: {e}") from None
+    except RecursionError:
+        raise ToolError("the expression is nested too deeply") from None
+
+
+def _evaluate(node: ast.AST) -> int | float:
+    match node:
+        case ast.Constant(value=value) if type(value) in (int, float):
+            return value
+        case ast.Name(id=name) if name in _CONSTANTS:
+            return _CONSTANTS[name]
+        case ast.UnaryOp(op=op, operand=operand) if type(op) in _UNARY:
+            return _UNARY[type(op)](_evaluate(operand))
+        case ast.BinOp(left=left, op=op, right=right) if type(op) in _BINARY:
+            a, b = _evaluate(left), _evaluate(right)
+            if isinstance(op, ast.Pow):
+                _check_power(a, b)
+            return _checked(_BINARY[type(op)](a, b))
+        case ast.Call(func=ast.Name(id=name), args=args, keywords=[]) if name in _FUNCTIONS:
+            return _checked(_FUNCTIONS[name](*map(_evaluate, args)))
+    raise ToolError(f"not allowed in a calculation: {ast.unparse(node)[:60]!r}")
+
+
+def _check_power(base: int | float, exponent: int | float) -> None:
+    """Refuse powers whose result would be a huge integer, before computing them."""
+    if isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1 and exponent > 0:
+        if exponent * math.log2(abs(base)) > MAX_INT_BITS:
+            raise ToolError(f"the result would have more than {MAX_INT_BITS} bits")
+
+
+def _checked(value: Any) -> int | float:
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        raise ToolError(f"the result has more than {MAX_INT_BITS} bits")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ToolError("the result is not a finite number")
+    if not isinstance(value, (int, float)):
+        raise ToolError("the result is not a real number")
+    return value
+
+
+CALCULATOR_TOOL = Tool(
+    "calculator",
+    "Evaluate an arithmetic expression exactly: + - * / // % **, parentheses, pi, e, and "
+    "sqrt, exp, log, log10, log2, sin, cos, tan, asin, acos, atan, abs, floor, ceil, round, factorial.",
+    _object({"expression": {"type": "string", "description": 'e.g. "(17 * 23) / sqrt(2)"'}}, ["expression"]),
+    lambda expression: {"expression": expression, "result": calculate(expression)},
+)
+
+
+# --- conversation search ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One match in the saved conversations."""
+
+    conversation_id: int | str
+    title: str
+    snippet: str
+
+
+ConversationSearch = Callable[[str], Iterable[SearchHit]]
+MAX_HITS = 10
+MAX_SNIPPET_CHARS = 400
+
+
+def search_tool(search: ConversationSearch) -> Tool:
+    """A tool that searches the saved conversations with `search(query)`."""
+
+    def run(query: str, limit: int = 5) -> dict:
+        if not str(query).strip():
+            raise ToolError("the query is empty")
+        hits = list(search(str(query)))[: max(1, min(int(limit), MAX_HITS))]
+        return {
+            "query": query,
+            "hits": [
+                {"conversation_id": h.conversation_id, "title": h.title, "snippet": h.snippet[:MAX_SNIPPET_CHARS]}
+                for h in hits
+            ],
+        }
+
+    parameters = _object(
+        {
+            "query": {"type": "string", "description": "words to look for"},
+            "limit": {"type": "integer", "description": f"most hits to return (1-{MAX_HITS}, default 5)"},
+        },
+        ["query"],
+    )
+    return Tool("search_conversations", "Search the user's saved conversations for earlier messages.", parameters, run)
+
+
+def builtin_tools(search: ConversationSearch | None = None) -> list[Tool]:
+    """The date/time and calculator tools, and conversation search when `search` is given."""
+    return [DATETIME_TOOL, CALCULATOR_TOOL, *([search_tool(search)] if search else [])]
+
+
+# --- the tool loop ---------------------------------------------------------------------------
+
+Generate = Callable[[list[int]], Iterable[int]]
+
+
+@dataclass(frozen=True)
+class ToolStep:
+    """One call the model made and what it got back (`error` set when the call failed)."""
+
+    call: ToolCall
+    result: Any
+    error: str | None
+    round: int
+
+    @property
+    def content(self) -> str:
+        """The tool message's content as the model reads it."""
+        return json.dumps({"error": self.error} if self.error else self.result, ensure_ascii=False, default=str)
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New text of the final answer, as it streams."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The end of the loop: the answer, the conversation with the tool turns and the answer
+    appended, how many tool rounds ran, and why it ended ("stop" or "max_rounds")."""
+
+    text: str
+    ids: list[int]
+    messages: list[dict]
+    rounds: int
+    finish: str
+
+
+def run_tool_loop(
+    generate: Generate,
+    tekken: tk.Tekken,
+    messages: Sequence[dict],
+    tools: Sequence[Tool],
+    max_rounds: int = 4,
+) -> Iterator[ToolStep | TextDelta | Answer]:
+    """Generate, run the calls of a `[TOOL_CALLS]` reply, feed the results back, repeat.
+
+    `generate(prompt_ids)` yields the reply's ids (the engine seam). Yields each `ToolStep`,
+    the answer's `TextDelta`s, then one `Answer`. After `max_rounds` rounds of calls the model is
+    asked once more without tools, so it answers from what it has. `messages` is not changed.
+    """
+    messages = list(messages)
+    by_name = {tool.name: tool for tool in tools}
+    schemas = [tool.schema() for tool in tools]
+    for round_ in range(max_rounds + 1):
+        offered = schemas if round_ < max_rounds else None
+        reply: list[int] = []
+        decoder = tekken.stream_decoder()
+        for token in _until_eos(generate(encode_chat(tekken, messages, offered))):
+            reply.append(token)
+            if not is_tool_call_reply(reply) and (delta := decoder.feed(token)):
+                yield TextDelta(delta)
+        if not is_tool_call_reply(reply):
+            if tail := decoder.flush():
+                yield TextDelta(tail)
+            text = tekken.decode(reply)
+            if text.strip():
+                messages.append({"role": "assistant", "content": text})
+            yield Answer(text, reply, messages, round_, "stop")
+            return
+        if offered is None:
+            break
+        calls = parse_tool_calls(reply, tekken)
+        messages.append({"role": "assistant", "content": None, "tool_calls": [_as_message(c).to_openai() for c in calls]})
+        for call in calls:
+            step = run_tool_call(call, by_name, round_ + 1)
+            messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": step.content})
+            yield step
+    yield Answer("", reply, messages, max_rounds, "max_rounds")
+
+
+def run_tool_call(call: ToolCall, tools: dict[str, Tool], round_: int = 1) -> ToolStep:
+    """Run one call; a malformed call, an unknown tool or a failing tool gives an error step."""
+    if call.error:
+        return ToolStep(call, None, f"malformed tool call: {call.error}", round_)
+    tool = tools.get(call.name)
+    if tool is None:
+        return ToolStep(call, None, f"unknown tool {call.name!r}; available: {', '.join(tools) or 'none'}", round_)
+    try:
+        return ToolStep(call, tool.run(**call.arguments), None, round_)
+    except ToolError as e:
+        return ToolStep(call, None, str(e), round_)
+    except TypeError as e:
+        return ToolStep(call, None, f"wrong arguments for {call.name}: {e}", round_)
+    except Exception as e:  # a tool's failure is reported to the model, never raised
+        return ToolStep(call, None, f"{call.name} failed: {type(e).__name__}: {e}", round_)
+
+
+def _as_message(call: ToolCall) -> ToolCall:
+    """The call as it can be written back into the prompt (a usable name even if malformed)."""
+    return call if NAME_RE.fullmatch(call.name) else ToolCall("invalid_tool_call", {}, call.id, call.error)
+
+
+def _until_eos(ids: Iterable[int]) -> Iterator[int]:
+    """The reply's ids up to `</s>`; the engine's stream is closed when the reply ends."""
+    stream = iter(ids)
+    try:
+        for token in stream:
+            if token == tk.EOS:
+                return
+            yield token
+    finally:
+        getattr(stream, "close", lambda: None)()
