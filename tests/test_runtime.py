@@ -46,7 +46,7 @@ def test_cancel_mid_reply_stops_within_one_token(engine):
 
 
 def test_cancel_during_prompt_ingestion_stops_within_one_batch(engine):
-    long_text = " ".join(f"Sentence number {i} is about the sea." for i in range(200))
+    long_text = " ".join(f"Sentence number {i} is about the sea." for i in range(110))
     ids = prompt(engine, long_text)
     assert len(ids) > 3 * engine.llm.n_batch
     engine.complete(prompt(engine, "reset the cache"), SamplingOptions(max_tokens=1)).text()
@@ -71,9 +71,11 @@ def test_second_turn_evaluates_only_the_new_tokens(engine):
     reply = engine.complete(first, GREEDY)
     answer = reply.text()
     second = prompt(engine, "What is the capital of France?", answer, "And of Italy?")
+    in_cache = engine.llm._input_ids.tolist()  # the first turn and its reply, as evaluated
+    assert in_cache[: len(first)] == first and len(in_cache) >= len(first) + len(reply.token_ids) - 1
     follow = engine.complete(second, GREEDY)
     follow.text()
-    history = first + reply.token_ids
+    history = in_cache
     shared = next((i for i, (a, b) in enumerate(zip(history, second)) if a != b), min(len(history), len(second)))
     assert shared >= len(first)
     assert follow.stats.cached_tokens == shared
