@@ -124,9 +124,6 @@ class Tekken:
             raise ValueError(f"token id {token_id} is outside the vocabulary (0..{self.vocab_size - 1})")
         return b"" if token_id < self.num_special else self._ranks[token_id - self.num_special]
 
-    def is_control(self, token_id: int) -> bool:
-        return 0 <= token_id < self.num_special
-
     def stream_decoder(self) -> StreamDecoder:
         """A decoder for ids arriving one at a time."""
         return StreamDecoder(self)
