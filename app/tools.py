@@ -11,6 +11,7 @@ import ast
 import json
 import math
 import operator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -261,10 +262,11 @@ def run_tool_loop(
         offered = schemas if round_ < max_rounds else None
         reply: list[int] = []
         decoder = tekken.stream_decoder()
-        for token in _until_eos(generate(encode_chat(tekken, messages, offered))):
-            reply.append(token)
-            if not is_tool_call_reply(reply) and (delta := decoder.feed(token)):
-                yield TextDelta(delta)
+        with closing(_until_eos(generate(encode_chat(tekken, messages, offered)))) as stream:
+            for token in stream:
+                reply.append(token)
+                if not is_tool_call_reply(reply) and (delta := decoder.feed(token)):
+                    yield TextDelta(delta)
         if not is_tool_call_reply(reply):
             if tail := decoder.flush():
                 yield TextDelta(tail)

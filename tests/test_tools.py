@@ -220,3 +220,11 @@ def test_loop_plain_answer(tekken):
     steps, streamed, answer = run(engine, tekken)
     assert steps == [] and streamed == answer.text == "Hello! [INST] </s> stays text."
     assert answer.messages[-1] == {"role": "assistant", "content": answer.text}
+
+
+def test_closing_the_loop_closes_the_engine_stream(tekken):
+    engine = ScriptedEngine(tekken, ["A long answer that the user stops."])
+    loop = run_tool_loop(engine, tekken, [{"role": "user", "content": "Talk"}], builtin_tools())
+    assert isinstance(next(loop), TextDelta)
+    loop.close()
+    assert engine.closed == 1
