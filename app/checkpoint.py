@@ -189,17 +189,17 @@ def read_safetensors_header(path: Path) -> dict[str, StoredTensor]:
         raise UserError(f"{path}: file is missing") from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise UserError(f"{path}: not a safetensors file (unreadable header)") from None
+    header.pop("__metadata__", None)
     data_start, tensors = 8 + length, {}
+    needed = data_start + max((meta["data_offsets"][1] for meta in header.values()), default=0)
+    if needed > size:
+        raise UserError(f"{path}: truncated ({size} bytes, its header needs {needed})")
     for name, meta in header.items():
-        if name == "__metadata__":
-            continue
         dtype, shape, (begin, end) = meta["dtype"], tuple(meta["shape"]), meta["data_offsets"]
         if dtype not in STORAGE:
             raise UserError(f"{path}: {name} has dtype {dtype}; supported: {', '.join(STORAGE)}")
         if end - begin != math.prod(shape) * np.dtype(STORAGE[dtype]).itemsize:
             raise UserError(f"{path}: {name} takes {end - begin} bytes, its shape {list(shape)} needs another size")
-        if data_start + end > size:
-            raise UserError(f"{path}: truncated ({size} bytes, its header needs {data_start + end})")
         tensors[name] = StoredTensor(path, name, dtype, shape, data_start + begin)
     return tensors
 

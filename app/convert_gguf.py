@@ -268,13 +268,13 @@ def _llama_quantize(src: Path, dst: Path, kind: OutType, n_params: int, meter: _
                                 stdout=log, stderr=subprocess.STDOUT)
         try:
             while True:
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
                 try:
                     proc.wait(timeout=0.25)
                     break
                 except subprocess.TimeoutExpired:
                     pass
-                if cancel is not None:
-                    cancel.raise_if_cancelled()
                 now = int(n_params * min(0.99, dst.stat().st_size / expected))
                 if now > reported:
                     meter.add(now - reported, "llama.cpp quantizer")

@@ -168,6 +168,7 @@ def write_hf(folder: Path, weights: dict[str, np.ndarray], cfg: Tiny = Tiny(), s
 
 def e4m3_value(byte: int) -> float:
     """The value of one FP8 E4M3 (fn) byte, by the format's definition."""
+    byte = int(byte)
     sign = -1.0 if byte & 0x80 else 1.0
     exp, man = (byte >> 3) & 0xF, byte & 0x7
     if exp == 0xF and man == 0x7:
@@ -235,3 +236,57 @@ def forward(weights: dict[str, np.ndarray], tokens: list[int], cfg: Tiny = Tiny(
         gate = h @ w[p + "feed_forward.w1.weight"].T
         x = x + (gate / (1 + np.exp(-gate)) * (h @ w[p + "feed_forward.w3.weight"].T)) @ w[p + "feed_forward.w2.weight"].T
     return rms(x, w["norm.weight"]) @ w["output.weight"].T
+
+
+# --- reading a GGUF back (gguf.GGUFReader takes ~20 s on a 131072-token vocabulary) ---------
+
+SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def read_gguf(path: Path) -> tuple[dict, dict[str, tuple[int, tuple[int, ...], int]]]:
+    """(metadata, name -> (GGML type, numpy-order shape, absolute data offset))."""
+    import struct
+
+    with open(path, "rb") as f:
+        buf = memoryview(f.read(64 * 1024 * 1024))
+    pos = 24
+    n_tensors, n_kv = struct.unpack_from("<QQ", buf, 8)
+
+    def take(fmt: str):
+        nonlocal pos
+        value = struct.unpack_from("<" + fmt, buf, pos)[0]
+        pos += struct.calcsize(fmt)
+        return value
+
+    def string() -> str:
+        nonlocal pos
+        n = take("Q")
+        pos += n
+        return bytes(buf[pos - n : pos]).decode()
+
+    def value(vtype: int):
+        if vtype == 8:
+            return string()
+        if vtype == 9:
+            item, count = take("I"), take("Q")
+            return [value(item) for _ in range(count)]
+        return take(SCALARS[vtype])
+
+    kv = {}
+    for _ in range(n_kv):
+        key = string()
+        kv[key] = value(take("I"))
+    infos = []
+    for _ in range(n_tensors):
+        name = string()
+        dims = [take("Q") for _ in range(take("I"))]
+        infos.append((name, take("I"), tuple(reversed(dims)), take("Q")))
+    align = kv.get("general.alignment", 32)
+    start = pos + (-pos % align)
+    return kv, {name: (ggml_type, shape, start + offset) for name, ggml_type, shape, offset in infos}
+
+
+def gguf_f32_tensor(path: Path, tensors: dict, name: str) -> np.ndarray:
+    ggml_type, shape, offset = tensors[name]
+    assert ggml_type == 0, f"{name} is not F32"
+    return np.fromfile(path, dtype=np.float32, count=math.prod(shape), offset=offset).reshape(shape)
