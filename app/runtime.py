@@ -131,7 +131,9 @@ class Engine:
     """One loaded model behind one lock. `complete()` streams text deltas from token ids."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
+        # A plain Lock, not an RLock: Gradio may resume a streaming generator on another thread,
+        # so the thread that releases the lock is not always the one that took it.
+        self._lock = threading.Lock()
         self._llm = None
         self.options: LoadOptions | None = None
         self.info: GgufInfo | None = None
@@ -144,7 +146,7 @@ class Engine:
                 return
             info = read_gguf_info(options.model_path)
             check_fits_in_memory(info, options)
-            self.unload()
+            self._free()
             self._llm = self._create_llama(info, options)
             self.options, self.info = options, info
 
@@ -173,9 +175,12 @@ class Engine:
 
     def unload(self) -> None:
         with self._lock:
-            if self._llm is not None:
-                self._llm.close()
-            self._llm, self.options, self.info = None, None, None
+            self._free()
+
+    def _free(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+        self._llm, self.options, self.info = None, None, None
 
     @property
     def loaded(self) -> bool:

@@ -12,8 +12,6 @@ import base64
 import codecs
 import gzip
 import json
-import mmap
-import struct
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Iterable
@@ -21,6 +19,7 @@ from typing import Iterable
 import tiktoken
 
 from .errors import UserError
+from .gguf_info import read_gguf_header
 
 UNK, BOS, EOS, INST, INST_END = 0, 1, 2, 3, 4
 TOOLS, TOOLS_END, TOOL_RESULTS, TOOL_RESULTS_END, TOOL_CALLS, PAD = 5, 6, 7, 8, 9, 11
@@ -247,7 +246,7 @@ def _from_json(path: str) -> Tekken:
 
 @cache
 def _from_gguf(path: str) -> Tekken:
-    meta = _read_gguf_metadata(Path(path))
+    meta, _tensors = read_gguf_header(path)
     if meta.get("tokenizer.ggml.model") != "gpt2" or meta.get("tokenizer.ggml.pre") != "tekken":
         raise UserError(f"{path}: its vocabulary is not Tekken (Mistral NeMo)")
     tokens = meta.get("tokenizer.ggml.tokens", [])
@@ -262,55 +261,3 @@ def _from_gguf(path: str) -> Tekken:
     return Tekken(ranks, TEKKEN_PATTERN, tokens[:num_special], source=path)
 
 
-_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-def _read_gguf_metadata(path: Path) -> dict:
-    """The key/value metadata of a GGUF file (the tensors are not read).
-
-    A small reader of its own: `gguf.GGUFReader` takes ~20 s on a NeMo vocabulary.
-    """
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            if buf[:4] != b"GGUF":
-                raise ValueError("no GGUF magic")
-            _version, _tensors, count = struct.unpack_from("<IQQ", buf, 4)
-            reader = _GGUFCursor(buf, 24)
-            return {reader.string(): reader.value(reader.uint32()) for _ in range(count)}
-    except FileNotFoundError:
-        raise UserError(f"Model file not found: {path}") from None
-    except (OSError, ValueError, struct.error) as e:
-        raise UserError(f"{path}: not a readable GGUF file ({e})") from None
-
-
-class _GGUFCursor:
-    """Reads GGUF values from a buffer, moving forward."""
-
-    def __init__(self, buf, pos: int) -> None:
-        self.buf, self.pos = buf, pos
-
-    def _unpack(self, fmt: str, count: int = 1) -> tuple:
-        values = struct.unpack_from(f"<{count}{fmt}", self.buf, self.pos)
-        self.pos += struct.calcsize(f"<{count}{fmt}")
-        return values
-
-    def uint32(self) -> int:
-        return self._unpack("I")[0]
-
-    def string(self) -> str:
-        (size,) = self._unpack("Q")
-        self.pos += size
-        return bytes(self.buf[self.pos - size : self.pos]).decode("utf-8")
-
-    def value(self, kind: int):
-        if kind == _GGUF_STRING:
-            return self.string()
-        if kind == _GGUF_ARRAY:
-            item_kind, size = self._unpack("IQ")
-            if item_kind in _GGUF_SCALARS:
-                return list(self._unpack(_GGUF_SCALARS[item_kind], size))
-            return [self.value(item_kind) for _ in range(size)]
-        if kind in _GGUF_SCALARS:
-            return self._unpack(_GGUF_SCALARS[kind])[0]
-        raise ValueError(f"unknown GGUF value type {kind}")

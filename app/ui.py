@@ -1,6 +1,5 @@
 """The Gradio face: layout and event wiring only; every action calls a plain service."""
 
-from __future__ import annotations
 
 import os
 import time
@@ -34,7 +33,7 @@ def _private_gradio_environment() -> None:
 class ChatUI:
     """State shared by all browser sessions: one history, one engine, one settings object."""
 
-    def __init__(self, model: str | None = None) -> None:
+    def __init__(self, model: "str | None" = None) -> None:
         self.history = History(database_path())
         self.service = ChatService(self.history, Engine())
         self.settings = load_settings()
@@ -78,8 +77,7 @@ class ChatUI:
         else:
             used = stats.prompt_tokens + stats.completion_tokens
             speed, ttft = stats.tokens_per_s, stats.ttft_s
-        return (f"🧮 {used:,} / {self.settings.n_ctx:,} tokens · ⚡ {speed:.1f} tok/s · "
-                f"⏱ first token {ttft:.2f} s")
+        return f"{used:,} / {self.settings.n_ctx:,} tokens · {speed:.1f} tok/s · first token {ttft:.2f} s"
 
     def new_cancel(self, session: str) -> CancelToken:
         token = self._cancels[session] = CancelToken()
@@ -102,7 +100,7 @@ class ChatUI:
                     messages[-1]["content"] = update.text
                     stats = self.meter(conversation_id, update.stats) if update.done else "…"
                     if update.done and update.status == "stopped":
-                        stats = "⏹ stopped · " + stats
+                        stats = "stopped · " + stats
                     yield messages, ids, conversation_id, stats, ""
         finally:
             updates.close()  # a Stop closes this generator: close the reply so it is saved
@@ -118,33 +116,36 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
     def refresh_sidebar(query=""):
         return gr.update(choices=ui.conversation_choices(query))
 
-    def guarded(run):
-        """Run a chat generator; a UserError becomes the notice line, never a traceback."""
-        def handler(*args):
-            try:
-                yield from run(*args)
-            except UserError as exc:
-                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"⚠️ {exc}"
-        return handler
+    def guarded(start_stream):
+        """Stream a reply; a UserError becomes the notice line, never a traceback."""
+        try:
+            yield from start_stream()
+        except UserError as exc:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"⚠️ {exc}"
 
     def send(text, conversation_id, request: gr.Request):
-        cancel = ui.new_cancel(request.session_hash)
-        updates = ui.service.send(conversation_id, text, ui.settings, cancel)
-        yield from ui.stream(updates, conversation_id)
+        def start():
+            cancel = ui.new_cancel(request.session_hash)
+            return ui.stream(ui.service.send(conversation_id, text, ui.settings, cancel), conversation_id)
+        yield from guarded(start)
 
     def retry(conversation_id, request: gr.Request):
-        if conversation_id is None:
-            raise UserError("nothing to retry yet")
-        cancel = ui.new_cancel(request.session_hash)
-        yield from ui.stream(ui.service.retry(conversation_id, ui.settings, cancel), conversation_id)
+        def start():
+            if conversation_id is None:
+                raise UserError("nothing to retry yet")
+            cancel = ui.new_cancel(request.session_hash)
+            return ui.stream(ui.service.retry(conversation_id, ui.settings, cancel), conversation_id)
+        yield from guarded(start)
 
     def edit(conversation_id, ids, edit: gr.EditData, request: gr.Request):
-        if conversation_id is None or edit.index >= len(ids):
-            raise UserError("that message can no longer be edited")
-        text = edit.value if isinstance(edit.value, str) else str(edit.value)
-        cancel = ui.new_cancel(request.session_hash)
-        updates = ui.service.edit(conversation_id, ids[edit.index], text, ui.settings, cancel)
-        yield from ui.stream(updates, conversation_id)
+        def start():
+            if conversation_id is None or edit.index >= len(ids):
+                raise UserError("that message can no longer be edited")
+            text = edit.value if isinstance(edit.value, str) else str(edit.value)
+            cancel = ui.new_cancel(request.session_hash)
+            updates = ui.service.edit(conversation_id, ids[edit.index], text, ui.settings, cancel)
+            return ui.stream(updates, conversation_id)
+        yield from guarded(start)
 
     def open_conversation(conversation_id):
         messages, ids = ui.chat_messages(conversation_id)
@@ -185,9 +186,10 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
     with gr.Blocks(title="nemo-chat", analytics_enabled=False) as demo:
         conversation = gr.State(None)
         message_ids = gr.State([])
+        pending = gr.State("")
         with gr.Sidebar(open=True):
             gr.Markdown("### nemo-chat")
-            new_btn = gr.Button("➕ New chat", variant="primary")
+            new_btn = gr.Button("+ New chat", variant="primary", elem_id="new-chat")
             search = gr.Textbox(placeholder="Search conversations…", show_label=False, elem_id="search")
             conversations = gr.Radio(choices=ui.conversation_choices(), label="Conversations",
                                      elem_id="conversation-list")
@@ -199,7 +201,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
         with gr.Tab("Chat"):
             model_line = gr.Markdown(ui.model_notice(), elem_id="model-line")
             notice = gr.Markdown("", elem_id="notice")
-            chatbot = gr.Chatbot(elem_id="chatbot", height="65vh", latex_delimiters=LATEX, editable="user",
+            chatbot = gr.Chatbot(elem_id="chatbot", show_label=False, height="65vh", latex_delimiters=LATEX, editable="user",
                                  buttons=["copy", "copy_all"], placeholder="Ask anything. Everything stays on this machine.")
             stats = gr.Markdown("", elem_id="reply-stats")
             with gr.Row():
@@ -225,17 +227,23 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
 
         chat_outputs = [chatbot, message_ids, conversation, stats, notice]
         llm = {"concurrency_id": "llm", "concurrency_limit": 1}
-        sent = [
-            trigger(guarded(send), [box, conversation], chat_outputs, **llm)
+        sent = [  # the box empties at once; the text travels in `pending`
+            trigger(lambda text: ("", text), box, [box, pending], queue=False)
+            .then(send, [pending, conversation], chat_outputs, **llm)
             for trigger in (box.submit, send_btn.click)
         ]
         for event in sent:
-            event.then(lambda: "", None, box).then(refresh_sidebar, search, conversations)
-        retried = chatbot.retry(guarded(retry), [conversation], chat_outputs, **llm)
-        edited = chatbot.edit(guarded(edit), [conversation, message_ids], chat_outputs, **llm)
-        running = [*sent, retried, edited]
-        stop_btn.click(lambda request: ui.stop(request.session_hash), None, None, cancels=running, queue=False)
+            event.then(refresh_sidebar, search, conversations)
+        chatbot.retry(retry, [conversation], chat_outputs, **llm)
+        chatbot.edit(edit, [conversation, message_ids], chat_outputs, **llm)
+        def stop(request: gr.Request):
+            ui.stop(request.session_hash)
 
+        # Stop sets the session's cancel token: the engine stops within one token (or one batch of
+        # prompt) and the stream ends by itself, saving the reply and showing it as stopped.
+        stop_btn.click(stop, None, None, concurrency_limit=None)
+
+        demo.load(lambda: (refresh_sidebar(), ui.model_notice()), None, [conversations, model_line])
         conversations.input(open_conversation, conversations, chat_outputs)
         new_btn.click(new_conversation, None, [*chat_outputs, conversations])
         search.change(refresh_sidebar, search, conversations)

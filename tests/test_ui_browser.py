@@ -47,7 +47,7 @@ def page(artifacts):
 
 
 def bot_text(page) -> str:
-    bots = page.locator("#chatbot .message.bot, #chatbot [data-testid='bot']")
+    bots = page.locator("#chatbot .message.bot")
     return bots.last.inner_text() if bots.count() else ""
 
 
@@ -57,7 +57,7 @@ def test_send_stream_stop_reload_and_reopen(served, page, artifacts):
     page.locator("#message-box textarea").fill("Write a long story about a lighthouse keeper and the sea.")
     page.locator("#send").click()
     page.wait_for_function(
-        "() => { const b = document.querySelectorAll('#chatbot .message.bot, #chatbot [data-testid=\"bot\"]');"
+        "() => { const b = document.querySelectorAll('#chatbot .message.bot');"
         " return b.length && b[b.length-1].innerText.length > 20; }", timeout=60_000)
     first = len(bot_text(page))
     page.wait_for_timeout(700)
@@ -79,7 +79,7 @@ def test_send_stream_stop_reload_and_reopen(served, page, artifacts):
     item.wait_for(timeout=30_000)
     item.click()
     page.wait_for_function(
-        "() => document.querySelectorAll('#chatbot .message.bot, #chatbot [data-testid=\"bot\"]').length == 1",
+        "() => document.querySelectorAll('#chatbot .message.bot').length == 1",
         timeout=30_000)
     assert "lighthouse keeper" in page.locator("#chatbot").inner_text()
     assert reply["content"].strip()[:30] in bot_text(page).replace("\n", " ") or \
@@ -122,6 +122,6 @@ def test_a_bad_model_shows_a_message_and_the_app_keeps_serving(served, page, tmp
     page.get_by_role("tab", name="Chat").click()
     page.locator("#message-box textarea").fill("Still there?")
     page.locator("#send").click()
-    page.wait_for_function("() => document.querySelectorAll('#chatbot .message.bot, #chatbot [data-testid=\"bot\"]').length == 1",
+    page.wait_for_function("() => document.querySelectorAll('#chatbot .message.bot').length == 1",
                            timeout=60_000)
     assert bot_text(page).strip()
