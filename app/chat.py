@@ -100,10 +100,10 @@ class ChatService:
         return self._reply(conversation_id, settings, cancel or CancelToken())
 
     def prompt_messages(self, conversation_id: int, settings: Settings) -> list[dict]:
-        """The conversation as the model sees it: system prompt first, failed replies left out."""
+        """The conversation as the model sees it: system prompt first; failed or empty replies left out."""
         messages = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt.strip() else []
         for m in self.history.messages(conversation_id):
-            if m["role"] == "user" or m["status"] in CONTEXT_STATUSES:
+            if m["role"] == "user" or (m["status"] in CONTEXT_STATUSES and m["content"].strip()):
                 messages.append({"role": m["role"], "content": m["content"]})
         return messages
 

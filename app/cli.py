@@ -39,7 +39,53 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--ctx", type=int, help="context size in tokens")
     chat.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+
+    tokens = commands.add_parser("tokens", help="count Tekken tokens of FILE (or stdin)")
+    tokens.add_argument("file", nargs="?", help="a UTF-8 text file (default: stdin)")
+    tokens.add_argument("--ids", action="store_true", help="print the token ids as a JSON list")
+    tokens.add_argument("--model", help="take the Tekken vocabulary from this NeMo GGUF")
+
+    prompt = commands.add_parser("prompt", help="NeMo prompt token ids for an OpenAI-style request")
+    prompt.add_argument("conversation", help='a JSON file: {"messages": [...], "tools": [...]}')
+    prompt.add_argument("--model", help="take the Tekken vocabulary from this NeMo GGUF")
     return parser
+
+
+def _tekken(model: str | None):
+    from .models import resolve_model
+    from .tekken import Tekken
+
+    return Tekken.from_gguf(resolve_model(model)) if model else Tekken.default()
+
+
+def _read_text(path: str | None) -> str:
+    if path is None:
+        return sys.stdin.read()
+    try:
+        return open(path, encoding="utf-8").read()
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def run_tokens(args) -> int:
+    ids = _tekken(args.model).encode(_read_text(args.file))
+    print(json.dumps(ids) if args.ids else len(ids))
+    return 0
+
+
+def run_prompt(args) -> int:
+    from .nemo_prompt import encode_request
+
+    try:
+        request = json.loads(_read_text(args.conversation))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{args.conversation}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    print(json.dumps(encode_request(_tekken(args.model), request)))
+    return 0
 
 
 def run_chat(args) -> int:
@@ -79,7 +125,7 @@ def run_ui(args) -> int:
     return 0
 
 
-COMMANDS = {"ui": run_ui, "chat": run_chat}
+COMMANDS = {"ui": run_ui, "chat": run_chat, "tokens": run_tokens, "prompt": run_prompt}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,3 +47,37 @@ def test_home_option_moves_all_state(tmp_path, home):
     result = run_cli("--home", str(elsewhere), "chat", "Hi", "--model", "smollm2", "--max-tokens", "4", home=home)
     assert result.returncode == 0, result.stderr
     assert (elsewhere / "nemo-chat.db").exists() and not (home / "nemo-chat.db").exists()
+
+
+def test_tokens_and_prompt_commands_match_mistral_common(home, tmp_path):
+    from mistral_common.protocol.instruct.messages import UserMessage
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+    reference = MistralTokenizer.v3(is_tekken=True)
+    text = "Bonjour [INST] le monde </s> नमस्ते 你好\n"
+    source = tmp_path / "text.txt"
+    source.write_text(text, encoding="utf-8")
+    ids = json.loads(run_cli("tokens", str(source), "--ids", home=home).stdout)
+    assert ids == reference.instruct_tokenizer.tokenizer.encode(text, bos=False, eos=False)
+    assert run_cli("tokens", str(source), home=home).stdout.strip() == str(len(ids))
+
+    conversation = tmp_path / "conversation.json"
+    conversation.write_text(json.dumps({"messages": [{"role": "system", "content": "Be brief."},
+                                                     {"role": "user", "content": "Hello [INST]"}]}))
+    result = run_cli("prompt", str(conversation), home=home)
+    assert result.returncode == 0, result.stderr
+    expected = reference.encode_chat_completion(ChatCompletionRequest(
+        messages=[{"role": "system", "content": "Be brief."}, UserMessage(content="Hello [INST]")])).tokens
+    assert json.loads(result.stdout) == expected
+
+
+def test_prompt_command_rejects_bad_requests_in_one_line(home, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    nameless = tmp_path / "nameless.json"
+    nameless.write_text(json.dumps({"messages": [{"content": "no role"}]}))
+    for path in (bad, nameless, tmp_path / "missing.json"):
+        result = run_cli("prompt", str(path), home=home)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert path.name in result.stderr or "message" in result.stderr
