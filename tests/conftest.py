@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
 import pytest
 
+from app.config import Settings, save_settings
 from app.models import smollm2_path
 from app.runtime import Engine, LoadOptions
 
@@ -50,3 +52,40 @@ def run_cli(*args: str, home: Path, timeout: float = 300):
     env = {**os.environ, "NEMO_CHAT_HOME": str(home)}
     return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def served(home):
+    """The app with SmolLM2, served on loopback in this process."""
+    from app.ui import build_app, launch
+
+    save_settings(Settings(model="smollm2", n_ctx=2048, max_tokens=600, temperature=0.7))
+    demo, style = build_app()
+    port = free_port()
+    launch(demo, style, port=port, block=False)
+    yield demo, f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture()
+def page(artifacts):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.requests_seen = []
+        page.on("request", lambda r: page.requests_seen.append(r.url))
+        yield page
+        browser.close()
