@@ -118,6 +118,8 @@ def convert(
     out = Path(out_path)
     if not out.parent.is_dir():
         raise UserError(f"{out}: folder {out.parent} does not exist")
+    if context_length is not None and context_length < 1:
+        raise UserError(f"context length must be a positive number of tokens, not {context_length}")
     ckpt = Checkpoint.open(src_dir)
     tensors = ckpt.tensors()
     config = replace(ckpt.config, context_length=context_length) if context_length else ckpt.config
@@ -129,10 +131,12 @@ def convert(
     _check_space(out, needed)
 
     meter = _Meter(progress, n_params * (2 if kind.llama_ftype else 1))
-    written, final = _temp_path(out), _temp_path(out) if kind.llama_ftype else None
+    written = final = None
     try:
-        _write_gguf(written, plan, config, vocab, ckpt.folder.name, FILE_TYPES[qtype], meter, cancel)
+        written = _temp_path(out)
+        _write_gguf(written, plan, config, vocab, _model_name(ckpt.folder), FILE_TYPES[qtype], meter, cancel)
         if kind.llama_ftype:
+            final = _temp_path(out)
             _llama_quantize(written, final, kind, n_params, meter, cancel)
             written.unlink()
             written = final
@@ -146,6 +150,14 @@ def convert(
             if path is not None and path.exists():
                 path.unlink()
     return ConvertResult(out, outtype, ckpt.layout, n_params, out.stat().st_size, time.monotonic() - started)
+
+
+def _model_name(folder: Path) -> str:
+    """The folder's name; for a Hugging Face cache snapshot (models--org--name/snapshots/sha), the model's."""
+    folder = folder.resolve()
+    if folder.parent.name == "snapshots":
+        return folder.parent.parent.name.split("--")[-1]
+    return folder.name
 
 
 class _Meter:

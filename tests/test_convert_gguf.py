@@ -24,7 +24,7 @@ from app.jobs import CancelToken
 from app.tekken import Tekken
 from tiny_nemo import (
     Tiny, as_bf16, bf16_bytes, e4m3_value, forward, fp8_block, hf_config, hf_name, make_weights, tekken_json,
-    gguf_f32_tensor, read_gguf, to_e4m3, to_hf, write_hf, write_native,
+    gguf_f32_tensor, read_gguf, to_e4m3, to_hf, write_hf, write_native, write_safetensors,
 )  # fmt: skip
 
 TEXTS = {
@@ -304,6 +304,25 @@ def test_truncated_safetensors(tiny, tmp_path):
     (folder / name).write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match=rf"src/{name}: truncated \({len(data) // 2} bytes, its header needs {len(data)}\)$"):
         convert(folder, tmp_path / "out.gguf")
+
+
+def test_unexpected_tensor(tiny, tmp_path, weights):
+    folder = linked_copy(tiny["native"], tmp_path / "src")
+    write_safetensors(folder / "consolidated.bias.safetensors", {"layers.0.attention.wq.bias": ("F32", np.zeros(512, np.float32))})
+    with pytest.raises(UserError, match=r"consolidated\.bias\.safetensors: unexpected tensor 'layers\.0\.attention\.wq\.bias'"):
+        convert(folder, tmp_path / "out.gguf")
+
+
+def test_bad_context_length(tiny, tmp_path):
+    with pytest.raises(UserError, match="context length must be a positive number of tokens, not 0"):
+        convert(tiny["hf"], tmp_path / "out.gguf", context_length=0)
+
+
+def test_name_of_a_hugging_face_cache_snapshot(tmp_path):
+    snapshot = tmp_path / "models--mistralai--Mistral-Nemo-Instruct-2407" / "snapshots" / "04d8a90549d2"
+    snapshot.mkdir(parents=True)
+    assert convert_gguf._model_name(snapshot) == "Mistral-Nemo-Instruct-2407"
+    assert convert_gguf._model_name(tmp_path) == tmp_path.name
 
 
 def test_unknown_outtype(tiny, tmp_path):
