@@ -236,6 +236,20 @@ class Completion:
         return "".join(self)
 
     def __iter__(self) -> Iterator[str]:
+        """Text deltas; split UTF-8 characters are held back until complete."""
+        decoder = self.decoder or LlamaTokenDecoder(self.engine.llm)
+        tokens = self.ids()
+        try:
+            for token in tokens:
+                if delta := decoder.feed(token):
+                    yield delta
+        finally:
+            tokens.close()  # an early close of this stream stops generation at once
+        if tail := decoder.flush():
+            yield tail
+
+    def ids(self) -> Iterator[int]:
+        """Generated token ids (end-of-generation not included), holding the engine's lock."""
         engine = self.engine
         with engine._lock:
             llm = engine.llm
@@ -247,14 +261,13 @@ class Completion:
                     f"the prompt is {len(self.prompt_ids):,} tokens but the context holds {n_ctx:,}; "
                     "start a new conversation or raise the context size"
                 )
-            decoder = self.decoder or LlamaTokenDecoder(llm)
             started = time.perf_counter()
             self._ingest(llm)
             if self.cancel.cancelled:
                 self.stats.stop_reason = "cancelled"
                 return
             budget = min(self.sampling.max_tokens, n_ctx - len(self.prompt_ids))
-            yield from self._generate(llm, decoder, budget, started)
+            yield from self._generate(llm, budget, started)
 
     def _ingest(self, llm) -> None:
         """Evaluate all but the last prompt token in batches, reusing the cached prefix."""
@@ -274,7 +287,7 @@ class Completion:
             llm.eval(todo[start : start + step])
         self.progress(Progress(len(todo), len(todo), "reading the prompt"))
 
-    def _generate(self, llm, decoder: TokenDecoder, budget: int, started: float) -> Iterator[str]:
+    def _generate(self, llm, budget: int, started: float) -> Iterator[int]:
         s = self.sampling
         if s.seed is not None:
             llm.set_seed(s.seed)
@@ -294,9 +307,7 @@ class Completion:
                     break
                 self.token_ids.append(token)
                 self.stats.completion_tokens += 1
-                delta = decoder.feed(token)
-                if delta:
-                    yield delta
+                yield token
                 if self.cancel.cancelled:
                     self.stats.stop_reason = "cancelled"
                     break
@@ -304,10 +315,6 @@ class Completion:
                     break
         finally:
             tokens.close()
-            tail = decoder.flush()
             if first_at is not None and self.stats.completion_tokens > 1:
                 elapsed = time.perf_counter() - first_at
                 self.stats.tokens_per_s = (self.stats.completion_tokens - 1) / elapsed if elapsed else 0.0
-        if tail:
-            yield tail
-
