@@ -60,9 +60,43 @@ def _m002_search(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m003_documents(db: sqlite_utils.Database) -> None:
+    """Documents stored once by SHA-256, their chunks and summaries, and a generic result cache.
+
+    `cached_results` holds per-chunk work (kind 'summary', 'translation', ...) under a key made of
+    the chunk hash, model, prompt version and options; `source` is the document's SHA-256 so that
+    deleting a document deletes what was made from it.
+    """
+    db.executescript(
+        """
+        CREATE TABLE documents (
+            id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, title TEXT NOT NULL,
+            file_name TEXT NOT NULL, kind TEXT NOT NULL, pages INTEGER, language TEXT NOT NULL,
+            tokens INTEGER NOT NULL, markdown TEXT NOT NULL, created_at REAL NOT NULL);
+        CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY,
+            document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL, text TEXT NOT NULL, tokens INTEGER NOT NULL,
+            page_start INTEGER, page_end INTEGER, section TEXT NOT NULL DEFAULT '');
+        CREATE UNIQUE INDEX chunks_position ON chunks(document_id, position);
+        CREATE TABLE summaries (
+            id INTEGER PRIMARY KEY,
+            document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+            model TEXT NOT NULL, options TEXT NOT NULL, text TEXT NOT NULL,
+            chunks INTEGER NOT NULL, levels INTEGER NOT NULL, created_at REAL NOT NULL);
+        CREATE UNIQUE INDEX summaries_options ON summaries(document_id, model, options);
+        CREATE TABLE cached_results (
+            key TEXT PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL, source TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL);
+        CREATE INDEX cached_results_source ON cached_results(source);
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("m001_conversations", _m001_conversations),
     ("m002_search", _m002_search),
+    ("m003_documents", _m003_documents),
 ]
 
 
