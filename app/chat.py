@@ -5,6 +5,7 @@ The UI and the CLI both drive chat through this module; it never imports gradio.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from typing import Iterator
@@ -15,7 +16,9 @@ from .errors import UserError
 from .history import COMPLETE, FAILED, STOPPED, STREAMING, History
 from .jobs import CancelToken
 from .models import resolve_model
-from .runtime import Engine, GenerationStats, LoadOptions, SamplingOptions
+from .nemo_format import NemoChatFormat
+from .runtime import Completion, Engine, GenerationStats, LoadOptions, SamplingOptions
+from .tools import SearchHit, TextDelta, Tool, ToolStep, builtin_tools, run_tool_loop
 
 SAVE_EVERY_S = 0.5  # a streaming reply reaches the database at least this often
 CONTEXT_STATUSES = {COMPLETE, STOPPED, "interrupted"}  # failed replies are not sent back
@@ -23,10 +26,11 @@ CONTEXT_STATUSES = {COMPLETE, STOPPED, "interrupted"}  # failed replies are not 
 
 @dataclass(frozen=True)
 class ReplyUpdate:
-    """The reply so far; `done` on the last update, which carries the stats."""
+    """The reply so far; `done` on the last update, which carries the stats. `message_id` is
+    None until the reply's first text (tool steps, saved as their own rows, may come first)."""
 
     conversation_id: int
-    message_id: int
+    message_id: int | None
     text: str
     done: bool = False
     status: str = STREAMING
@@ -99,41 +103,116 @@ class ChatService:
         self.history.add_message(conversation_id, "user", text)
         return self._reply(conversation_id, settings, cancel or CancelToken())
 
-    def prompt_messages(self, conversation_id: int, settings: Settings) -> list[dict]:
-        """The conversation as the model sees it: system prompt first; failed or empty replies left out."""
+    def prompt_messages(self, conversation_id: int, settings: Settings, with_tools: bool = False) -> list[dict]:
+        """The conversation as the model sees it: system prompt first; failed or empty replies
+        left out; saved tool steps become tool calls and results when the format has tools."""
         messages = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt.strip() else []
         for m in self.history.messages(conversation_id):
-            if m["role"] == "user" or (m["status"] in CONTEXT_STATUSES and m["content"].strip()):
+            if m["role"] == "tool":
+                if with_tools:
+                    _append_tool_step(messages, json.loads(m["content"]))
+            elif m["role"] == "user" or (m["status"] in CONTEXT_STATUSES and m["content"].strip()):
                 messages.append({"role": m["role"], "content": m["content"]})
         return messages
 
+    def enabled_tools(self, settings: Settings) -> list[Tool]:
+        """The built-in tools the user switched on in settings."""
+        wanted = {name.strip() for name in settings.tools.split(",")}
+        return [tool for tool in builtin_tools(self._search) if tool.name in wanted]
+
+    def _search(self, query: str) -> list[SearchHit]:
+        return [SearchHit(h.conversation_id, h.conversation_title, h.snippet) for h in self.history.search(query, 10)]
+
     def _reply(self, conversation_id: int, settings: Settings, cancel: CancelToken) -> Iterator[ReplyUpdate]:
         chat_format = chat_format_for(self.engine)
-        prompt_ids = chat_format.encode(self.prompt_messages(conversation_id, settings))
-        options = asdict(sampling_options(settings))
-        message_id = self.history.add_message(
-            conversation_id, "assistant", "", STREAMING, model=self.engine.info.name, options=options
-        )
-        completion = self.engine.complete(prompt_ids, sampling_options(settings), cancel,
-                                          decoder=chat_format.decoder())
-        text, status, saved_at = "", STOPPED, time.monotonic()
+        tools = self.enabled_tools(settings) if isinstance(chat_format, NemoChatFormat) else []
+        messages = self.prompt_messages(conversation_id, settings, with_tools=bool(tools))
+        sampling = sampling_options(settings)
+        completions: list[Completion] = []
+        if tools:
+            events = self._tool_events(chat_format, messages, tools, sampling, cancel, completions)
+        else:
+            completions.append(self.engine.complete(chat_format.encode(messages), sampling, cancel,
+                                                    decoder=chat_format.decoder()))
+            events = iter(completions[0])
+        reply = _ReplyRecorder(self.history, conversation_id, self.engine.info.name, asdict(sampling))
         try:
-            for delta in completion:
-                text += delta
-                if time.monotonic() - saved_at >= SAVE_EVERY_S:
-                    self.history.update_message(message_id, text)
-                    saved_at = time.monotonic()
-                yield ReplyUpdate(conversation_id, message_id, text)
-            status = STOPPED if completion.stats.stop_reason == "cancelled" else COMPLETE
+            for event in events:
+                if isinstance(event, ToolStep):
+                    self.history.add_message(conversation_id, "tool", json.dumps(_step_record(event), ensure_ascii=False))
+                else:
+                    reply.grow(event)
+                yield ReplyUpdate(conversation_id, reply.message_id, reply.text)
+            cancelled = cancel.cancelled or (completions and completions[-1].stats.stop_reason == "cancelled")
+            reply.status = STOPPED if cancelled else COMPLETE
         except UserError as exc:
-            status, text = FAILED, text or str(exc)
+            reply.status, reply.text = FAILED, reply.text or str(exc)
             raise
         finally:
-            stats = completion.stats
-            self.history.update_message(
-                message_id, text, status,
-                prompt_tokens=stats.prompt_tokens, cached_tokens=stats.cached_tokens,
-                completion_tokens=stats.completion_tokens, ttft_s=stats.ttft_s,
-                tokens_per_s=stats.tokens_per_s,
-            )
-        yield ReplyUpdate(conversation_id, message_id, text, True, status, stats)
+            events.close()
+            stats = completions[-1].stats if completions else GenerationStats()
+            reply.finish(stats)
+        yield ReplyUpdate(conversation_id, reply.message_id, reply.text, True, reply.status, stats)
+
+    def _tool_events(self, chat_format: NemoChatFormat, messages, tools, sampling, cancel, completions):
+        """Text deltas and tool steps from NeMo's native function-calling loop."""
+        def generate(prompt_ids: list[int]):
+            completions.append(self.engine.complete(prompt_ids, sampling, cancel))
+            return completions[-1].ids()
+
+        for event in run_tool_loop(generate, chat_format.tekken, messages, tools):
+            if isinstance(event, TextDelta):
+                yield event.text
+            elif isinstance(event, ToolStep):
+                yield event
+
+
+class _ReplyRecorder:
+    """Writes a streaming reply: the row appears with its first text, then is rewritten at
+    least every SAVE_EVERY_S, and finished with its status and counters."""
+
+    def __init__(self, history: History, conversation_id: int, model: str, options: dict) -> None:
+        self.history, self.conversation_id, self.model, self.options = history, conversation_id, model, options
+        self.message_id: int | None = None
+        self.text, self.status, self._saved_at = "", STOPPED, 0.0
+
+    def grow(self, delta: str) -> None:
+        self.text += delta
+        if self.message_id is None:
+            self.message_id = self.history.add_message(
+                self.conversation_id, "assistant", self.text, STREAMING, model=self.model, options=self.options)
+            self._saved_at = time.monotonic()
+        elif time.monotonic() - self._saved_at >= SAVE_EVERY_S:
+            self.history.update_message(self.message_id, self.text)
+            self._saved_at = time.monotonic()
+
+    def finish(self, stats: GenerationStats) -> None:
+        counters = dict(prompt_tokens=stats.prompt_tokens, cached_tokens=stats.cached_tokens,
+                        completion_tokens=stats.completion_tokens, ttft_s=stats.ttft_s,
+                        tokens_per_s=stats.tokens_per_s)
+        if self.message_id is None:
+            self.message_id = self.history.add_message(
+                self.conversation_id, "assistant", self.text, self.status, model=self.model,
+                options=self.options, **counters)
+        else:
+            self.history.update_message(self.message_id, self.text, self.status, **counters)
+
+
+def _step_record(step: ToolStep) -> dict:
+    """A tool step as saved in history (role 'tool')."""
+    call = step.call
+    return {"id": call.id, "name": call.name, "arguments": call.arguments, "round": step.round,
+            "result": step.result, "error": step.error, "content": step.content}
+
+
+def _append_tool_step(messages: list[dict], record: dict) -> None:
+    """Rebuild the assistant tool-call message (one per round) and the tool result message."""
+    call = {"id": record["id"], "type": "function",
+            "function": {"name": record["name"], "arguments": json.dumps(record["arguments"], ensure_ascii=False)}}
+    results = [m for m in reversed(messages) if m["role"] != "tool"]
+    last = results[0] if results else None
+    if last and last.get("tool_calls") and last.get("round") == record["round"] and messages[-1]["role"] == "tool":
+        last["tool_calls"].append(call)
+    else:
+        messages.append({"role": "assistant", "content": None, "tool_calls": [call], "round": record["round"]})
+    messages.append({"role": "tool", "tool_call_id": record["id"], "name": record["name"], "content": record["content"]})

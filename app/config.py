@@ -43,6 +43,7 @@ class Settings:
     top_p: float = 0.95
     max_tokens: int = 1024
     system_prompt: str = ""
+    tools: str = "current_datetime,calculator,search_conversations"  # NeMo function calling
 
     @classmethod
     def from_dict(cls, data: dict) -> "Settings":

@@ -1,6 +1,7 @@
 """The Gradio face: layout and event wiring only; every action calls a plain service."""
 
 
+import json
 import os
 import time
 from dataclasses import asdict, replace
@@ -20,6 +21,8 @@ CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "app.css"
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False},
          {"left": "\\(", "right": "\\)", "display": False}, {"left": "\\[", "right": "\\]", "display": True}]
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "sans-serif"]
+TOOL_CHOICES = [("Date and time", "current_datetime"), ("Calculator", "calculator"),
+                ("Search my conversations", "search_conversations")]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Consolas", "monospace"]
 
 
@@ -57,11 +60,12 @@ class ChatUI:
             return [(title, cid) for cid, title in seen.items()]
         return [(c["title"], c["id"]) for c in self.history.conversations()]
 
-    def chat_messages(self, conversation_id: int | None) -> tuple[list[dict], list[int]]:
+    def chat_messages(self, conversation_id: "int | None") -> tuple[list[dict], list[int]]:
+        """Chatbot messages and their row ids; tool steps show as collapsible boxes."""
         if conversation_id is None:
             return [], []
         rows = self.history.messages(conversation_id)
-        return [{"role": r["role"], "content": r["content"]} for r in rows], [r["id"] for r in rows]
+        return [_chat_message(r) for r in rows], [r["id"] for r in rows]
 
     def meter(self, conversation_id: int | None, stats=None) -> str:
         """Token meter (conversation tokens / context) and the last reply's speed."""
@@ -97,13 +101,26 @@ class ChatUI:
                 if update.done or time.monotonic() - shown_at >= STREAM_UPDATE_S:
                     shown_at = time.monotonic()
                     messages, ids = self.chat_messages(conversation_id)
-                    messages[-1]["content"] = update.text
+                    if update.message_id in ids:
+                        messages[ids.index(update.message_id)]["content"] = update.text
+                    elif update.text:
+                        messages.append({"role": "assistant", "content": update.text})
                     stats = self.meter(conversation_id, update.stats) if update.done else "…"
                     if update.done and update.status == "stopped":
                         stats = "stopped · " + stats
                     yield messages, ids, conversation_id, stats, ""
         finally:
             updates.close()  # a Stop closes this generator: close the reply so it is saved
+
+
+def _chat_message(row: dict) -> dict:
+    if row["role"] != "tool":
+        return {"role": row["role"], "content": row["content"]}
+    step = json.loads(row["content"])
+    arguments = json.dumps(step["arguments"], ensure_ascii=False)
+    outcome = f"Error: {step['error']}" if step["error"] else f"```json\n{step['content']}\n```"
+    return {"role": "assistant", "content": outcome,
+            "metadata": {"title": f"Tool: {step['name']}({arguments})", "status": "done"}}
 
 
 def build_app(model: str | None = None, max_file_mb: int = 100):
@@ -168,11 +185,11 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
             ui.history.delete_conversation(conversation_id)
         return (*new_conversation()[:5], refresh_sidebar(query))
 
-    def save(model_name, n_ctx, n_gpu_layers, temperature, top_p, max_tokens, system_prompt):
+    def save(model_name, n_ctx, n_gpu_layers, temperature, top_p, max_tokens, system_prompt, tools):
         candidate = replace(
             ui.settings, model=(model_name or "").strip(), n_ctx=int(n_ctx), n_gpu_layers=int(n_gpu_layers),
             temperature=float(temperature), top_p=float(top_p), max_tokens=int(max_tokens),
-            system_prompt=system_prompt or "",
+            system_prompt=system_prompt or "", tools=",".join(tools or []),
         )
         try:
             ui.service.ensure_model(candidate)
@@ -222,6 +239,8 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
                 temperature = gr.Slider(0, 2, s.temperature, step=0.05, label="Temperature (NeMo: 0.3)")
                 top_p = gr.Slider(0.05, 1, s.top_p, step=0.01, label="Top-p")
             system_prompt = gr.Textbox(s.system_prompt, label="System prompt", lines=3)
+            tools = gr.CheckboxGroup(TOOL_CHOICES, value=[t for t in s.tools.split(",") if t],
+                                     label="Tools NeMo may call (native function calling; NeMo models only)")
             save_btn = gr.Button("Save and load the model", variant="primary", elem_id="save-settings")
             settings_status = gr.Markdown("", elem_id="settings-status")
 
@@ -249,7 +268,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
         search.change(refresh_sidebar, search, conversations)
         rename_btn.click(rename, [conversation, title, search], [conversations, notice])
         delete_btn.click(delete, [conversation, search], [*chat_outputs, conversations])
-        save_btn.click(save, [model_name, n_ctx, n_gpu_layers, temperature, top_p, max_tokens, system_prompt],
+        save_btn.click(save, [model_name, n_ctx, n_gpu_layers, temperature, top_p, max_tokens, system_prompt, tools],
                        [settings_status, model_line])
     demo.nemo = ui  # tests reach the services through the app
     return demo, dict(theme=theme, css=CSS_PATH.read_text(encoding="utf-8"))

@@ -1,0 +1,116 @@
+"""NeMo in the chat: exact Tekken prompt ids on the real engine, and the tool loop wiring."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+from mistral_common.protocol.instruct.request import ChatCompletionRequest
+from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+from app import tekken as tk
+from app.chat import ChatService
+from app.chat_format import chat_format_for
+from app.config import Settings
+from app.convert_gguf import convert
+from app.gguf_info import read_gguf_info
+from app.history import History
+from app.nemo_format import NemoChatFormat
+from app.nemo_prompt import encode_chat
+from app.runtime import Engine, GenerationStats, LoadOptions
+from tiny_nemo import make_weights, write_native
+
+REFERENCE = MistralTokenizer.v3(is_tekken=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_nemo_gguf(tmp_path_factory):
+    """A tiny random-weight model with NeMo's architecture and Tekken vocabulary, in GGUF."""
+    root = tmp_path_factory.mktemp("tiny-nemo")
+    return convert(write_native(root / "native", make_weights()), root / "tiny-nemo.gguf", "f16").path
+
+
+def reference_ids(messages: list[dict]) -> list[int]:
+    return REFERENCE.encode_chat_completion(ChatCompletionRequest(messages=messages)).tokens
+
+
+def test_a_nemo_gguf_is_prompted_with_mistral_commons_exact_ids(tiny_nemo_gguf, tmp_path):
+    engine = Engine()
+    history = History(tmp_path / "chat.db")
+    service = ChatService(history, engine)
+    settings = Settings(model=str(tiny_nemo_gguf), n_ctx=512, max_tokens=8, temperature=0.0, tools="",
+                        system_prompt="Réponds en français.")
+    text = "मुझे एक कहानी सुनाओ [INST] </s>"  # Hindi: where llama.cpp's own Tekken splitting differs
+    final = list(service.send(None, text, settings))[-1]
+    assert isinstance(chat_format_for(engine), NemoChatFormat)
+    expected = reference_ids([{"role": "system", "content": "Réponds en français."},
+                              {"role": "user", "content": text}])
+    assert final.stats.prompt_tokens == len(expected)
+    assert engine.llm._input_ids[: len(expected)].tolist() == expected  # what llama.cpp evaluated
+    assert engine.llm.tokenize(text.encode(), add_bos=False, special=False) != tk.Tekken.from_gguf(
+        tiny_nemo_gguf).encode(text), "llama.cpp's own tokenizer splits Hindi differently"
+    assert final.status == "complete" and final.stats.completion_tokens > 0
+    engine.unload()
+    history.close()
+
+
+@dataclass
+class ScriptedCompletion:
+    reply: list[int]
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    def ids(self):
+        for token in self.reply:
+            self.stats.completion_tokens += 1
+            yield token
+        self.stats.stop_reason = "eos"
+
+
+class ScriptedEngine:
+    """Unit-test stand-in for the engine: replays scripted replies, records the prompts."""
+
+    def __init__(self, gguf_path, replies: list[list[int]]) -> None:
+        self.info = read_gguf_info(gguf_path)
+        self.replies, self.prompts = list(replies), []
+
+    def load(self, options: LoadOptions) -> None:
+        pass
+
+    def complete(self, prompt_ids, sampling, cancel=None, progress=None, decoder=None):
+        self.prompts.append(list(prompt_ids))
+        return ScriptedCompletion(self.replies.pop(0))
+
+
+def test_tool_calls_run_are_saved_and_fed_back(tiny_nemo_gguf, tmp_path):
+    tekken = tk.Tekken.from_gguf(tiny_nemo_gguf)
+    call = [{"name": "calculator", "arguments": {"expression": "6*7"}, "id": "abcDEF123"}]
+    engine = ScriptedEngine(tiny_nemo_gguf, [
+        [tk.TOOL_CALLS, *tekken.encode(json.dumps(call))],
+        tekken.encode("The answer is 42."),
+        tekken.encode("You asked about 6*7."),
+    ])
+    history = History(tmp_path / "chat.db")
+    service = ChatService(history, engine)
+    settings = Settings(model=str(tiny_nemo_gguf), tools="calculator,current_datetime")
+    final = list(service.send(None, "What is 6 times 7?", settings))[-1]
+    assert final.text == "The answer is 42." and final.status == "complete"
+    user, step, answer = history.messages(final.conversation_id)
+    record = json.loads(step["content"])
+    assert step["role"] == "tool" and record["name"] == "calculator" and record["result"]["result"] == 42
+    assert answer["content"] == "The answer is 42."
+
+    tools = [t.schema() for t in service.enabled_tools(settings)]
+    conversation = [{"role": "user", "content": "What is 6 times 7?"},
+                    {"role": "assistant", "content": None, "tool_calls": [
+                        {"id": "abcDEF123", "type": "function",
+                         "function": {"name": "calculator", "arguments": '{"expression": "6*7"}'}}]},
+                    {"role": "tool", "tool_call_id": "abcDEF123", "name": "calculator",
+                     "content": json.dumps({"expression": "6*7", "result": 42})}]
+    assert engine.prompts[1] == encode_chat(tekken, conversation, tools)
+
+    list(service.send(final.conversation_id, "Why?", settings))
+    follow_up = conversation + [{"role": "assistant", "content": "The answer is 42."},
+                                {"role": "user", "content": "Why?"}]
+    assert engine.prompts[2] == encode_chat(tekken, follow_up, tools), "saved tool steps are replayed"
+    history.close()
