@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlparse
 
 
@@ -85,3 +86,19 @@ def test_a_bad_model_shows_a_message_and_the_app_keeps_serving(served, page, tmp
     page.wait_for_function("() => document.querySelectorAll('#chatbot .message.bot').length == 1",
                            timeout=60_000)
     assert bot_text(page).strip()
+
+
+def test_tool_steps_show_as_collapsible_boxes(served, page):
+    demo, url = served
+    history = demo.nemo.history
+    cid = history.create_conversation("tool use")
+    history.add_message(cid, "user", "What is 6 times 7?")
+    step = {"id": "abcDEF123", "name": "calculator", "arguments": {"expression": "6*7"}, "round": 1,
+            "result": {"result": 42}, "error": None, "content": '{"result": 42}'}
+    history.add_message(cid, "tool", json.dumps(step))
+    history.add_message(cid, "assistant", "It is 42.")
+    page.goto(url)
+    page.locator("#conversation-list label", has_text="tool use").click()
+    title = page.locator("#chatbot", has_text="Tool: calculator")
+    title.wait_for(timeout=30_000)
+    assert "It is 42." in page.locator("#chatbot").inner_text()
