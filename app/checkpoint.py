@@ -185,13 +185,13 @@ def read_safetensors_header(path: Path) -> dict[str, StoredTensor]:
             if not 0 < length <= size - 8:
                 raise UserError(f"{path}: truncated or not a safetensors file ({size} bytes)")
             header = json.loads(f.read(length))
+        header.pop("__metadata__", None)
+        needed = 8 + length + max((meta["data_offsets"][1] for meta in header.values()), default=0)
     except FileNotFoundError:
         raise UserError(f"{path}: file is missing") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, AttributeError, KeyError, TypeError, IndexError):
         raise UserError(f"{path}: not a safetensors file (unreadable header)") from None
-    header.pop("__metadata__", None)
     data_start, tensors = 8 + length, {}
-    needed = data_start + max((meta["data_offsets"][1] for meta in header.values()), default=0)
     if needed > size:
         raise UserError(f"{path}: truncated ({size} bytes, its header needs {needed})")
     for name, meta in header.items():

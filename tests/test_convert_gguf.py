@@ -306,6 +306,13 @@ def test_truncated_safetensors(tiny, tmp_path):
         convert(folder, tmp_path / "out.gguf")
 
 
+def test_not_a_safetensors_file(tiny, tmp_path):
+    folder = linked_copy(tiny["native"], tmp_path / "src", skip={"consolidated.safetensors"})
+    (folder / "consolidated.safetensors").write_bytes((20).to_bytes(8, "little") + b"<html>not json</html>")
+    with pytest.raises(UserError, match=r"src/consolidated\.safetensors: not a safetensors file \(unreadable header\)$"):
+        convert(folder, tmp_path / "out.gguf")
+
+
 def test_unexpected_tensor(tiny, tmp_path, weights):
     folder = linked_copy(tiny["native"], tmp_path / "src")
     write_safetensors(folder / "consolidated.bias.safetensors", {"layers.0.attention.wq.bias": ("F32", np.zeros(512, np.float32))})
