@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import replace
 
 from .config import HOME_ENV, load_settings
@@ -48,7 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
     prompt = commands.add_parser("prompt", help="NeMo prompt token ids for an OpenAI-style request")
     prompt.add_argument("conversation", help='a JSON file: {"messages": [...], "tools": [...]}')
     prompt.add_argument("--model", help="take the Tekken vocabulary from this NeMo GGUF")
+    _add_model_commands(commands)
     return parser
+
+
+def _add_model_commands(commands) -> None:
+    models = commands.add_parser("models", help="list, download or inspect models")
+    actions = models.add_subparsers(dest="action", parser_class=_Parser)
+    listing = actions.add_parser("list", help="the catalog, the demo model and your own GGUF files (default)")
+    listing.add_argument("--json", action="store_true")
+    download = actions.add_parser("download", help="download a catalog model into the Hugging Face cache")
+    download.add_argument("name", help="a catalog name, e.g. nemo-q4_k_m")
+    info = actions.add_parser("info", help="what a GGUF holds, read from its header (no weights loaded)")
+    info.add_argument("path", help="a GGUF path or a catalog name")
+    info.add_argument("--json", action="store_true")
+
+    plan = commands.add_parser("plan", help="how a model fits this machine's GPU: layers, context, K/V cache")
+    plan.add_argument("--model", help="GGUF path or catalog name (default: the one in settings)")
+    plan.add_argument("--vram", type=float, metavar="GIB", help="plan for a GPU with this much free memory")
+    plan.add_argument("--ctx", type=int, help="context size in tokens (default: the largest that fits)")
+    plan.add_argument("--kv", choices=["f16", "q8_0", "q4_0"], help="K/V cache type (default: chosen)")
+    plan.add_argument("--json", action="store_true")
 
 
 def _tekken(model: str | None):
@@ -125,7 +146,71 @@ def run_ui(args) -> int:
     return 0
 
 
-COMMANDS = {"ui": run_ui, "chat": run_chat, "tokens": run_tokens, "prompt": run_prompt}
+def _byte_progress(every_s: float = 0.5):
+    """A progress callback for byte counts: one stderr line, rewritten at most every `every_s`."""
+    shown = [0.0]
+    end = "\r" if sys.stderr.isatty() else "\n"
+
+    def show(p) -> None:
+        if time.monotonic() - shown[0] < every_s and p.done < p.total:
+            return
+        shown[0] = time.monotonic()
+        sys.stderr.write(f"{p.label}: {p.done / 1e9:.2f} of {p.total / 1e9:.2f} GB ({p.fraction:.0%}){end}")
+        sys.stderr.flush()
+
+    return show
+
+
+def run_models(args) -> int:
+    from . import models
+
+    if args.action == "download":
+        from .downloads import download
+
+        print(download(args.name, _byte_progress()))
+        return 0
+    if args.action == "info":
+        described = models.describe_gguf(models.resolve_model(args.path))
+        print(json.dumps(described) if args.json else models.format_description(described))
+        return 0
+    from .gpu_plan import detected_gpu
+    from .runtime import _free_memory_bytes
+
+    rows = models.model_rows(detected_gpu(), _free_memory_bytes())
+    if getattr(args, "json", False):
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        status = "ready" if row["path"] else "not downloaded"
+        print(f"{'*' if row['recommended'] else ' '} {row['name']:<14} {row['size_bytes'] / 1e9:5.1f} GB  "
+              f"{status:<15} {row['description']}")
+    best = next(row for row in rows if row["recommended"])
+    print(f"\n* recommended for this machine: {best['name']} ({best['why']})")
+    print("download one with: nemo-chat models download NAME")
+    return 0
+
+
+def run_plan(args) -> int:
+    from .gpu_plan import context_costs, context_label, model_memory, plan_for
+    from .models import resolve_model
+
+    path = resolve_model(args.model or load_settings().model)
+    plan = plan_for(path, args.vram, args.ctx, args.kv)
+    if args.json:
+        print(json.dumps(plan.to_json()))
+        return 0
+    print(f"{path.name}: {plan.explanation}")
+    for note in plan.notes:
+        print(f"note: {note}")
+    kinds = ("f16", "q8_0", "q4_0")
+    print(f"\n{'context':>7}" + "".join(f"{kv + ' K/V':>12}" for kv in kinds))
+    for n_ctx, costs in context_costs(model_memory(path)):
+        print(f"{context_label(n_ctx):>7}" + "".join(f"{costs[kv] / 2**30:>8.1f} GiB" for kv in kinds))
+    return 0
+
+
+COMMANDS = {"ui": run_ui, "chat": run_chat, "tokens": run_tokens, "prompt": run_prompt, "models": run_models,
+            "plan": run_plan}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,183 @@
+"""Catalog downloads from the Hugging Face Hub into its cache: progress, Stop, resume, checksum.
+
+huggingface_hub decides where things go and how to reach the hub (HF_HOME / HF_HUB_CACHE,
+HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN or `hf auth login`). Its hf_hub_download cannot be stopped
+and starts over after an interruption (each attempt writes a new temporary name), so the transfer
+is done here with its http_get (Range requests, retries on dropped connections) into a partial
+file with a fixed name beside the cache's blobs: the next call goes on where the last one stopped.
+The bytes are checked against the hub's ETag (a large file's SHA-256) before hf_hub_download
+links the blob into the cache like any download of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import Cancelled, UserError
+from .jobs import CancelToken, Progress, ProgressCallback, no_progress
+from .models import CatalogModel, cached_path, catalog_model
+
+READ_BLOCK = 16 * 2**20
+WHAT_TO_DO = "download it on another machine and point --model at the .gguf file (or copy it into the models folder)"
+
+
+def download(name: str, progress: ProgressCallback = no_progress, cancel: CancelToken | None = None) -> Path:
+    """Download a catalog model (no-op when cached) and return its path in the cache.
+    Raises UserError with what to do, Cancelled when stopped (the partial file stays for a resume)."""
+    model = catalog_model(name)
+    cancel = cancel or CancelToken()
+    found = cached_path(model)
+    if found is not None:
+        size = found.stat().st_size
+        progress(Progress(size, size, f"{model.name} is already downloaded"))
+        return found
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.file_download import repo_folder_name
+    from huggingface_hub.utils import WeakFileLock
+
+    if constants.is_offline_mode():
+        raise UserError(f"offline (HF_HUB_OFFLINE is set) and {model.name} is not downloaded: {WHAT_TO_DO}")
+    with _hub_errors(model):
+        url, headers, size, etag = _metadata(model)
+        blob = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model.repo, repo_type="model") / "blobs" / etag
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        with WeakFileLock(f"{blob}.lock"):
+            if not blob.exists():
+                partial = blob.with_name(f"{etag}.incomplete")
+                _transfer(url, headers, size, etag, partial, _Reporter(progress, cancel, size, model.name))
+                os.replace(partial, blob)
+        return Path(hf_hub_download(model.repo, model.filename, revision=model.revision))  # links the blob
+
+
+def _metadata(model: CatalogModel) -> tuple[str, dict, int, str]:
+    """(download URL, headers, size, ETag) from one HEAD request."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    url = hf_hub_url(model.repo, model.filename, revision=model.revision)
+    meta = get_hf_file_metadata(url)
+    if not meta.etag or not meta.commit_hash or meta.size is None:
+        raise UserError(f"{url} did not answer like the Hugging Face Hub (no ETag, commit or size); check HF_ENDPOINT")
+    headers = build_hf_headers()
+    if urlparse(meta.location).netloc != urlparse(url).netloc:
+        headers.pop("authorization", None)  # a signed CDN address: the token stays with the hub
+    return meta.location, headers, meta.size, meta.etag
+
+
+@contextmanager
+def _hub_errors(model: CatalogModel):
+    """huggingface_hub's and the network's exceptions -> one line that says what to do."""
+    import httpx2
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
+                                        RemoteEntryNotFoundError, RepositoryNotFoundError)
+
+    where = f"the Hugging Face Hub at {constants.ENDPOINT}"
+    try:
+        yield
+    except OfflineModeIsEnabled:
+        raise UserError(f"offline (HF_HUB_OFFLINE is set) and {model.name} is not downloaded: {WHAT_TO_DO}") from None
+    except GatedRepoError:
+        raise UserError(f"{model.repo} needs you to accept its terms on the hub and a token "
+                        "(`hf auth login` or HF_TOKEN)") from None
+    except RepositoryNotFoundError:
+        raise UserError(f"{model.repo} was not found on {where} (or it needs a token: HF_TOKEN)") from None
+    except RemoteEntryNotFoundError:
+        raise UserError(f"{model.repo} has no file {model.filename}") from None
+    except HfHubHTTPError as exc:
+        status = getattr(exc.response, "status_code", "with an error")
+        raise UserError(f"{where} answered {status} for {model.filename}; try again later or {WHAT_TO_DO}") from None
+    except httpx2.TransportError as exc:
+        raise UserError(f"cannot reach {where} ({type(exc).__name__}: {exc}); check the network or HF_ENDPOINT, "
+                        f"run the same command again to resume, or {WHAT_TO_DO}") from None
+
+
+class _Reporter:
+    """Progress in bytes for one download; raises Cancelled once Stop was pressed."""
+
+    def __init__(self, progress: ProgressCallback, cancel: CancelToken, total: int, name: str) -> None:
+        self.progress, self.cancel, self.total, self.name = progress, cancel, total, name
+
+    def __call__(self, done: int, label: str) -> None:
+        if self.cancel.cancelled:
+            raise Cancelled()
+        self.progress(Progress(done, self.total, f"{label} {self.name}"))
+
+
+def _transfer(url: str, headers: dict, size: int, etag: str, partial: Path, report: _Reporter) -> None:
+    """Fetch the rest of `partial` and check it; a file that fails the check is deleted."""
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import silent_tqdm
+
+    have = partial.stat().st_size if partial.exists() else 0
+    if have > size:
+        partial.unlink()
+        have = 0
+    free = shutil.disk_usage(partial.parent).free
+    if size - have > free:
+        raise UserError(f"{partial.parent}: {(size - have) / 1e9:.1f} GB are needed and {free / 1e9:.1f} GB are free; "
+                        "make room or set HF_HOME to a larger disk")
+    with open(partial, "ab") as f:
+        sink = _Sink(f, partial, _hasher(etag, size), report)
+        sink.rehash(have)
+        http_get(url, sink, resume_size=have, headers=headers, expected_size=size, tqdm_class=silent_tqdm)
+    if sink.digest is not None and sink.digest.hexdigest() != etag:
+        partial.unlink()
+        raise UserError(f"{report.name}: the downloaded file does not match the hub's checksum and was deleted; "
+                        "download it again")
+
+
+def _hasher(etag: str, size: int):
+    """SHA-256 for large (LFS) files, git's blob SHA-1 for small ones; None for other ETags."""
+    if len(etag) == 64:
+        return hashlib.sha256()
+    if len(etag) == 40:
+        return hashlib.sha1(f"blob {size}\0".encode())
+    return None
+
+
+class _Sink:
+    """The partial file as http_get writes into it: hashed, counted and stoppable between chunks."""
+
+    def __init__(self, file, path: Path, digest, report: _Reporter) -> None:
+        self.file, self.path, self.digest, self.report = file, path, digest, report
+        self.start = digest.copy() if digest is not None else None
+        self.done = 0
+
+    def rehash(self, upto: int) -> None:
+        """Hash (again) the first `upto` bytes already on disk."""
+        self.digest = self.start.copy() if self.start is not None else None
+        self.done = 0
+        with open(self.path, "rb") as f:
+            while self.done < upto:
+                block = f.read(min(READ_BLOCK, upto - self.done))
+                if self.digest is not None:
+                    self.digest.update(block)
+                self.done += len(block)
+                self.report(self.done, "checking the partial download of")
+
+    def write(self, chunk: bytes) -> int:
+        self.file.write(chunk)
+        if self.digest is not None:
+            self.digest.update(chunk)
+        self.done += len(chunk)
+        self.report(self.done, "downloading")
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.file.seek(offset, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        """The server ignored the Range request: http_get starts over from here."""
+        end = self.file.truncate(size)
+        self.file.flush()
+        self.rehash(end)
+        return end

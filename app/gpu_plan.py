@@ -1,0 +1,322 @@
+"""The GPU offload plan: GPU layers, context size, K/V cache type and flash attention chosen so
+that a GGUF fits in the GPU's free memory with a safety margin, explained in one sentence.
+
+The arithmetic follows llama.cpp's placement. Token embeddings always stay on the CPU.
+`n_gpu_layers` counts the repeating blocks plus the output layer (NeMo: 40 + 1 = 41); the output
+layer goes to the GPU first, then the blocks from the last one down, and each block on the GPU
+keeps its K/V cache there. Free GPU memory comes from NVML (nvidia-ml-py), else nvidia-smi, else
+the caller (`--vram`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .errors import UserError
+from .gguf_info import read_gguf_header, read_gguf_info
+from .runtime import KV_TYPES, MEMORY_HEADROOM, _free_memory_bytes, gpu_offload_supported
+
+GIB = 2**30
+CONTEXT_SIZES = (8192, 16384, 32768, 49152, 65536, 98304, 131072)  # what settings offer
+MAX_CONTEXT = 131072  # NeMo's supported window (its GGUF claims 1,024,000)
+CPU_AUTO_CONTEXT = 16384  # the largest context a plan picks by itself without a GPU
+N_UBATCH = 512  # LoadOptions.n_batch: tokens per compute step
+CUDA_RESERVE = 512 * 2**20  # CUDA context, cuBLAS workspace
+RESERVE_SHARE = 0.05  # and this share of the card, for fragmentation and other programs
+REBUILD_HINT = (
+    "this llama.cpp build is CPU-only: rebuild it with CUDA (`NEMO_CHAT_BACKEND=cuda ./run.sh`, "
+    "see scripts/setup.sh) to use the GPU"
+)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    free_bytes: int
+    total_bytes: int
+    source: str  # NVML | nvidia-smi | --vram
+
+    @property
+    def usable_bytes(self) -> int:
+        """Free memory less the safety margin."""
+        return self.free_bytes - CUDA_RESERVE - int(RESERVE_SHARE * self.total_bytes)
+
+
+def vram_gpu(gib: float) -> Gpu:
+    """A card with this much free memory (`--vram GIB`)."""
+    if gib <= 0:
+        raise UserError(f"--vram must be a positive number of GiB, not {gib}")
+    return Gpu(f"{gib:g} GiB GPU", int(gib * GIB), int(gib * GIB), "--vram")
+
+
+def detect_gpu() -> Gpu | None:
+    """The first NVIDIA GPU's free and total memory, or None without one."""
+    return _nvml_gpu() or _nvidia_smi_gpu()
+
+
+@functools.lru_cache(maxsize=1)
+def detected_gpu() -> Gpu | None:
+    """`detect_gpu()` once per process: measured before this app puts a model on the card."""
+    return detect_gpu()
+
+
+def _nvml_gpu() -> Gpu | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # not installed, or no driver
+        return None
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        name = pynvml.nvmlDeviceGetName(handle)
+        name = name.decode() if isinstance(name, bytes) else name
+        return Gpu(name, int(memory.free), int(memory.total), "NVML")
+    except pynvml.NVMLError:
+        return None
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _nvidia_smi_gpu() -> Gpu | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    query = [exe, "--query-gpu=name,memory.free,memory.total", "--format=csv,noheader,nounits"]
+    try:
+        done = subprocess.run(query, capture_output=True, text=True, timeout=15)
+        name, free, total = done.stdout.strip().splitlines()[0].rsplit(",", 2)
+        return Gpu(name.strip(), int(float(free)) * 2**20, int(float(total)) * 2**20, "nvidia-smi")
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return None
+
+
+def compute_buffer_bytes(n_vocab: int, n_embd: int, n_ff: int, n_head: int, n_ctx: int, flash_attn: bool) -> int:
+    """llama.cpp's scratch memory for one step of N_UBATCH tokens: logits and activations in f32;
+    without flash attention also the attention scores (twice: scores and softmax)."""
+    scores = 0 if flash_attn else 2 * n_ctx * n_head
+    return N_UBATCH * 4 * (n_vocab + 2 * n_ff + 4 * n_embd + scores)
+
+
+@dataclass(frozen=True)
+class ModelMemory:
+    """What a GGUF needs where, read from its tensor table."""
+
+    name: str
+    block_bytes: tuple[int, ...]  # each repeating block's weights
+    output_bytes: int  # output layer (its norm too; the embeddings again when they are tied)
+    input_bytes: int  # token embeddings: always on the CPU
+    kv_values_per_token: int  # per block: K/V heads x (key + value length)
+    n_vocab: int
+    n_embd: int
+    n_ff: int
+    n_head: int
+    context_length: int
+
+    @property
+    def n_layers(self) -> int:
+        """Offloadable layers: the blocks and the output layer."""
+        return len(self.block_bytes) + 1
+
+    @property
+    def weights_bytes(self) -> int:
+        return self.input_bytes + self.output_bytes + sum(self.block_bytes)
+
+    def kv_bytes(self, n_ctx: int, kv_type: str, blocks: int | None = None) -> int:
+        blocks = len(self.block_bytes) if blocks is None else blocks
+        return math.ceil(n_ctx * blocks * self.kv_values_per_token * KV_TYPES[kv_type][1])
+
+    def compute_bytes(self, n_ctx: int, flash_attn: bool) -> int:
+        return compute_buffer_bytes(self.n_vocab, self.n_embd, self.n_ff, self.n_head, n_ctx, flash_attn)
+
+    def gpu_weight_bytes(self, layers: int) -> int:
+        """Weights of the top `layers` layers: the output layer, then blocks from the last one down."""
+        if layers <= 0:
+            return 0
+        blocks = layers - 1
+        return self.output_bytes + (sum(self.block_bytes[len(self.block_bytes) - blocks :]) if blocks else 0)
+
+    def gpu_bytes(self, layers: int, n_ctx: int, kv_type: str) -> int:
+        """GPU memory with the top `layers` layers offloaded (flash attention on)."""
+        if layers <= 0:
+            return 0
+        return self.gpu_weight_bytes(layers) + self.kv_bytes(n_ctx, kv_type, layers - 1) + self.compute_bytes(n_ctx, True)
+
+
+def model_memory(path: str | Path) -> ModelMemory:
+    """The memory facts of a GGUF (cached while the file is unchanged)."""
+    path = Path(path).expanduser()
+    stat = path.stat() if path.exists() else None
+    return _model_memory(path, stat.st_size if stat else 0, stat.st_mtime_ns if stat else 0)
+
+
+@functools.lru_cache(maxsize=8)
+def _model_memory(path: Path, _size: int, _mtime: int) -> ModelMemory:
+    info = read_gguf_info(path)
+    metadata, tensors = read_gguf_header(path)
+    blocks = [0] * info.n_layers
+    by_name = {t.name: t for t in tensors}
+    output = 0
+    for t in tensors:
+        if t.name.startswith("blk."):
+            blocks[int(t.name.split(".")[1])] += t.n_bytes
+        elif t.name != "token_embd.weight":
+            output += t.n_bytes
+    embd = by_name.get("token_embd.weight")
+    if embd is None or not info.n_layers:
+        raise UserError(f"{path}: not a llama.cpp language model (no token embeddings or layers)")
+    if "output.weight" not in by_name:
+        output += embd.n_bytes  # tied embeddings: llama.cpp loads them again as the output layer
+    value_length = int(metadata.get(f"{info.architecture}.attention.value_length", info.head_dim))
+    return ModelMemory(
+        name=path.name,
+        block_bytes=tuple(blocks),
+        output_bytes=output,
+        input_bytes=embd.n_bytes,
+        kv_values_per_token=info.n_head_kv * (info.head_dim + value_length),
+        n_vocab=embd.shape[1],
+        n_embd=info.n_embd,
+        n_ff=int(metadata.get(f"{info.architecture}.feed_forward_length", 4 * info.n_embd)),
+        n_head=info.n_head,
+        context_length=info.context_length or MAX_CONTEXT,
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    n_gpu_layers: int  # -1 = all, 0 = none
+    n_ctx: int
+    type_k: str
+    type_v: str
+    flash_attn: bool
+    vram_bytes_used: int
+    vram_bytes: int  # the card's memory (0 without one)
+    ram_bytes_used: int  # weights and K/V cache left on the CPU
+    layers_on_gpu: int
+    layers_total: int
+    explanation: str
+    gpu: str = ""
+    notes: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"notes": list(self.notes)}
+
+
+def context_label(n_ctx: int) -> str:
+    return f"{n_ctx // 1024}k" if n_ctx % 1024 == 0 else f"{n_ctx:,}-token"
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.1f}"
+
+
+def auto_contexts(mem: ModelMemory, cap: int = MAX_CONTEXT) -> list[int]:
+    """Context sizes to try, largest first, within the model's training context."""
+    limit = min(mem.context_length, cap)
+    return sorted((c for c in CONTEXT_SIZES if c <= limit), reverse=True) or [limit]
+
+
+def _candidates(contexts: list[int], kv_type: str | None) -> list[tuple[int, str]]:
+    """(context, K/V type) in order of preference: the largest context first, f16 where it fits;
+    q4_0 (which costs some quality) only at the smallest context."""
+    if kv_type:
+        return [(c, kv_type) for c in contexts]
+    return [(c, kv) for c in contexts for kv in ("f16", "q8_0")] + [(contexts[-1], "q4_0")]
+
+
+def make_plan(mem: ModelMemory, gpu: Gpu | None, ram_bytes: int, n_ctx: int | None = None,
+              kv_type: str | None = None, can_offload: bool = True) -> Plan:
+    """The plan for this model on this GPU (None: none) with `ram_bytes` of free memory.
+    `n_ctx` / `kv_type` fix those choices; without them the largest context that fits is chosen."""
+    if n_ctx is not None and n_ctx <= 0:
+        raise UserError(f"context size must be a positive number of tokens, not {n_ctx}")
+    if kv_type is not None and kv_type not in KV_TYPES:
+        raise UserError(f"unknown K/V cache type {kv_type!r} (choose {', '.join(KV_TYPES)})")
+    notes = []
+    if n_ctx and n_ctx > mem.context_length:
+        notes.append(f"{context_label(n_ctx)} is beyond the {mem.context_length:,} tokens the model was trained for")
+    if gpu is not None and not can_offload:
+        notes.append(f"an NVIDIA GPU ({gpu.name}) is present but {REBUILD_HINT}")
+    if gpu is None or not can_offload:
+        reason = "this llama.cpp build cannot use a GPU" if gpu is not None else "no NVIDIA GPU found"
+        return _cpu_plan(mem, ram_bytes, n_ctx, kv_type, reason, gpu.name if gpu else "", notes)
+    usable = gpu.usable_bytes
+    contexts = [n_ctx] if n_ctx else auto_contexts(mem)
+    for ctx, kv in _candidates(contexts, kv_type):
+        used = mem.gpu_bytes(mem.n_layers, ctx, kv)
+        if used <= usable:
+            sentence = (f"all {mem.n_layers} layers on the GPU, {context_label(ctx)} context, {kv} KV cache: "
+                        f"{_gib(used)} of {_gib(gpu.total_bytes)} GiB")
+            return Plan(-1, ctx, kv, kv, True, used, gpu.total_bytes, mem.input_bytes, mem.n_layers,
+                        mem.n_layers, sentence, gpu.name, tuple(notes))
+    ctx, kv = contexts[-1], kv_type or "q8_0"
+    layers = max((n for n in range(mem.n_layers) if mem.gpu_bytes(n, ctx, kv) <= usable), default=0)
+    if layers == 0:
+        reason = (f"the GPU's {_gib(gpu.free_bytes)} GiB free cannot hold even one layer and its margin "
+                  f"({_gib(mem.gpu_bytes(1, ctx, kv))} + {_gib(gpu.free_bytes - usable)} GiB)")
+        return _cpu_plan(mem, ram_bytes, ctx, kv_type, reason, gpu.name, notes)
+    used = mem.gpu_bytes(layers, ctx, kv)
+    cpu_cache = mem.kv_bytes(ctx, kv, mem.n_layers - layers)
+    _check_ram(mem, cpu_cache, ram_bytes, ctx, kv)
+    ram = mem.weights_bytes - mem.gpu_weight_bytes(layers) + cpu_cache
+    full = mem.gpu_bytes(mem.n_layers, ctx, kv)
+    sentence = (f"{layers} of {mem.n_layers} layers on the GPU and the rest on the CPU, {context_label(ctx)} context, "
+                f"{kv} KV cache: {_gib(used)} of {_gib(gpu.total_bytes)} GiB (all layers would need {_gib(full)} GiB)")
+    return Plan(layers, ctx, kv, kv, True, used, gpu.total_bytes, ram, layers, mem.n_layers, sentence, gpu.name,
+                tuple(notes))
+
+
+def _cpu_plan(mem: ModelMemory, ram_bytes: int, n_ctx: int | None, kv_type: str | None, reason: str,
+              gpu_name: str, notes: list[str]) -> Plan:
+    """Everything on the CPU: the largest context (up to CPU_AUTO_CONTEXT) whose cache fits in RAM."""
+    contexts = [n_ctx] if n_ctx else auto_contexts(mem, CPU_AUTO_CONTEXT)
+    for ctx, kv in _candidates(contexts, kv_type):
+        flash = kv != "f16"
+        need = mem.kv_bytes(ctx, kv) + mem.compute_bytes(ctx, flash)
+        if need <= ram_bytes * MEMORY_HEADROOM:
+            break
+    else:
+        _check_ram(mem, need, ram_bytes, ctx, kv)
+    total = mem.weights_bytes + need
+    if total > ram_bytes:
+        notes.append(f"the weights and cache ({_gib(total)} GiB) exceed the free memory: parts will be read from disk, slowly")
+    sentence = (f"{reason}: all {mem.n_layers} layers on the CPU, {context_label(ctx)} context, {kv} KV cache: "
+                f"{_gib(total)} GiB of memory")
+    return Plan(0, ctx, kv, kv, flash, 0, 0, total, 0, mem.n_layers, sentence, gpu_name, tuple(notes))
+
+
+def _check_ram(mem: ModelMemory, need: int, ram_bytes: int, n_ctx: int, kv: str) -> None:
+    """Refuse a context whose CPU-side cache cannot fit in free memory, naming the largest that can."""
+    budget = ram_bytes * MEMORY_HEADROOM
+    if need <= budget:
+        return
+    per_token = mem.kv_bytes(1, "q4_0")
+    largest = int((budget - mem.compute_bytes(0, True)) // per_token) // 1024 * 1024
+    advice = f"the largest that fits is about {largest:,} tokens" if largest >= 1024 else "choose a smaller model"
+    raise UserError(
+        f"{mem.name}: a {n_ctx:,}-token context needs {_gib(need)} GiB of memory for its {kv} K/V cache but only "
+        f"{_gib(ram_bytes)} GiB is free; {advice}"
+    )
+
+
+def plan_for(model_path: str | Path, vram_gib: float | None = None, n_ctx: int | None = None,
+             kv_type: str | None = None) -> Plan:
+    """The plan on this machine: its GPU (or a `vram_gib` card) and its free memory."""
+    mem = model_memory(model_path)
+    can_offload = gpu_offload_supported()
+    gpu = vram_gpu(vram_gib) if vram_gib is not None else detected_gpu()
+    plan = make_plan(mem, gpu, _free_memory_bytes(), n_ctx, kv_type, can_offload or vram_gib is not None)
+    if vram_gib is not None and not can_offload:
+        plan = replace(plan, notes=(*plan.notes, f"planned for a card with {vram_gib:g} GiB, but {REBUILD_HINT}"))
+    return plan
+
+
+def context_costs(mem: ModelMemory) -> list[tuple[int, dict[str, int]]]:
+    """The K/V cache of each offered context size for each K/V type."""
+    return [(c, {kv: mem.kv_bytes(c, kv) for kv in KV_TYPES}) for c in CONTEXT_SIZES if c <= mem.context_length]
