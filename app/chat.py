@@ -13,6 +13,7 @@ from typing import Iterator
 from .chat_format import chat_format_for
 from .config import Settings
 from .errors import UserError
+from .gpu_plan import planned_options
 from .history import COMPLETE, FAILED, STOPPED, STREAMING, History
 from .jobs import CancelToken
 from .models import resolve_model
@@ -38,13 +39,14 @@ class ReplyUpdate:
 
 
 def load_options(settings: Settings) -> LoadOptions:
-    return LoadOptions(
+    options = LoadOptions(
         model_path=str(resolve_model(settings.model)),
         n_ctx=settings.n_ctx,
         n_gpu_layers=settings.n_gpu_layers,
         n_threads=settings.n_threads,
         kv_type=settings.kv_type,
     )
+    return planned_options(options) if settings.gpu == "auto" else options
 
 
 def sampling_options(settings: Settings) -> SamplingOptions:

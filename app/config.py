@@ -39,6 +39,7 @@ class Settings:
     n_gpu_layers: int = -1  # -1 = all layers that the build can offload
     n_threads: int = 0  # 0 = one per CPU core
     kv_type: str = "f16"  # f16 | q8_0 | q4_0 (quantized types switch flash attention on)
+    gpu: str = "auto"  # auto: the GPU plan (gpu_plan.py) sets layers, K/V type and flash attention; manual
     temperature: float = 0.3
     top_p: float = 0.95
     max_tokens: int = 1024

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .gguf_info import read_gguf_header, read_gguf_info
-from .runtime import KV_TYPES, MEMORY_HEADROOM, _free_memory_bytes, gpu_offload_supported
+from .runtime import KV_TYPES, MEMORY_HEADROOM, LoadOptions, _free_memory_bytes, gpu_offload_supported
 
 GIB = 2**30
 CONTEXT_SIZES = (8192, 16384, 32768, 49152, 65536, 98304, 131072)  # what settings offer
@@ -315,6 +315,12 @@ def plan_for(model_path: str | Path, vram_gib: float | None = None, n_ctx: int |
     if vram_gib is not None and not can_offload:
         plan = replace(plan, notes=(*plan.notes, f"planned for a card with {vram_gib:g} GiB, but {REBUILD_HINT}"))
     return plan
+
+
+def planned_options(options: LoadOptions) -> LoadOptions:
+    """`options` with GPU layers, K/V type and flash attention from the plan for its context."""
+    plan = plan_for(options.model_path, n_ctx=options.n_ctx)
+    return replace(options, n_gpu_layers=plan.n_gpu_layers, kv_type=plan.type_k, flash_attn=plan.flash_attn)
 
 
 def context_costs(mem: ModelMemory) -> list[tuple[int, dict[str, int]]]:

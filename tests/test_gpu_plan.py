@@ -183,3 +183,21 @@ def test_tied_embeddings_count_again_as_the_output_layer(model_path):
     assert mem.output_bytes == embd.n_bytes + 576 * 4 and mem.input_bytes == embd.n_bytes
     plan = make_plan(mem, None, RAM)
     assert (plan.n_ctx, plan.n_gpu_layers) == (8192, 0)  # its training context caps the choice
+
+
+def test_auto_settings_take_layers_and_cache_type_from_the_plan(nemo, monkeypatch):
+    from app import gpu_plan
+    from app.chat import load_options
+    from app.config import Settings
+
+    monkeypatch.setattr(gpu_plan, "detected_gpu", lambda: vram_gpu(12))
+    monkeypatch.setattr(gpu_plan, "gpu_offload_supported", lambda: True)
+    monkeypatch.setattr(gpu_plan, "_free_memory_bytes", lambda: RAM)
+    model = str(nemo["Q4_K_M"])
+    auto = load_options(Settings(model=model, n_ctx=32768))
+    assert (auto.n_ctx, auto.n_gpu_layers, auto.kv_type, auto.flash_attn) == (32768, -1, "q8_0", True)
+    manual = load_options(Settings(model=model, n_ctx=32768, gpu="manual", n_gpu_layers=20))
+    assert (manual.n_gpu_layers, manual.kv_type, manual.flash_attn) == (20, "f16", None)
+    monkeypatch.setattr(gpu_plan, "_free_memory_bytes", lambda: 2 * GIB)
+    with pytest.raises(UserError, match="131,072-token context needs"):  # 25 layers on the GPU, the rest does not fit
+        load_options(Settings(model=model, n_ctx=131072))
