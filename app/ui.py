@@ -15,6 +15,7 @@ from .jobs import CancelToken
 from .models import HOW_TO_GET_A_MODEL, available_models, resolve_model
 from .config import models_dir
 from .runtime import Engine
+from .ui_models import model_section
 
 STREAM_UPDATE_S = 0.08  # browser updates while streaming: at most one per 80 ms
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "app.css"
@@ -243,6 +244,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
                                      label="Tools NeMo may call (native function calling; NeMo models only)")
             save_btn = gr.Button("Save and load the model", variant="primary", elem_id="save-settings")
             settings_status = gr.Markdown("", elem_id="settings-status")
+            model_section(ui, model_name, n_ctx)
 
         chat_outputs = [chatbot, message_ids, conversation, stats, notice]
         llm = {"concurrency_id": "llm", "concurrency_limit": 1}

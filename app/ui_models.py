@@ -1,0 +1,136 @@
+"""The Settings tab's model part: the GPU plan next to the chosen model, what each context size
+costs, GPU offload auto or manual, and "Download a model" with progress and Stop."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+from .config import save_settings
+from .errors import Cancelled, UserError
+from .gpu_plan import CONTEXT_SIZES, context_costs, context_label, detected_gpu, model_memory, plan_for
+from .jobs import CancelToken, Progress
+from .models import available_models, model_rows, resolve_model
+from .runtime import KV_TYPES, _free_memory_bytes
+
+POLL_S = 0.5  # how often the download's progress line is refreshed
+
+
+def plan_markdown(model: str, n_ctx: int, gpu_mode: str = "auto", kv_type: str = "f16") -> str:
+    """The plan for this model and context, the largest context that fits, and the cost table."""
+    try:
+        path = resolve_model(model)
+        mem = model_memory(path)
+    except UserError as exc:
+        return f"⚠️ {exc}"
+    try:
+        plan = plan_for(path, n_ctx=int(n_ctx))
+        line = f"**GPU plan** for {path.name}: {plan.explanation}."
+    except UserError as exc:
+        plan, line = None, f"⚠️ {exc}"
+    if gpu_mode != "auto":
+        line += f" *GPU offload is manual: your GPU layers and a {kv_type} K/V cache are used instead.*"
+    lines = [line, *(f"- {note}" for note in (plan.notes if plan else ()))]
+    try:
+        best = plan_for(path)
+        lines.append(f"\nThe largest context that fits: **{context_label(best.n_ctx)}** ({best.type_k} K/V cache).")
+    except UserError as exc:
+        lines.append(f"\n⚠️ {exc}")
+    lines.append("\n| context | " + " | ".join(f"{kv} K/V" for kv in KV_TYPES) + " |")
+    lines.append("|---|" + "---|" * len(KV_TYPES))
+    for size, costs in context_costs(mem):
+        lines.append(f"| {context_label(size)} | " + " | ".join(f"{costs[kv] / 2**30:.1f} GiB" for kv in KV_TYPES) + " |")
+    return "\n".join(lines)
+
+
+def context_choices(model: str) -> list[tuple[str, int]]:
+    """Context sizes labelled with what their K/V cache costs for this model."""
+    try:
+        costs = dict(context_costs(model_memory(resolve_model(model))))
+    except UserError:
+        costs = {}
+    return [(context_label(size) + (" · K/V " + ", ".join(f"{costs[size][kv] / 2**30:.1f} GiB {kv}" for kv in KV_TYPES)
+                                    if size in costs else ""), size) for size in CONTEXT_SIZES]
+
+
+def download_choices() -> list[tuple[str, str]]:
+    """(label, catalog name) for every NeMo quant: size, recommended, downloaded."""
+    rows = model_rows(detected_gpu(), _free_memory_bytes())
+    return [(f"{r['name']} · {r['size_bytes'] / 1e9:.1f} GB" + (" · recommended" if r["recommended"] else "")
+             + (" · downloaded" if r["path"] else ""), r["name"]) for r in rows if r["name"].startswith("nemo-")]
+
+
+def progress_line(p: Progress) -> str:
+    return f"{p.label}: {p.done / 1e9:.2f} of {p.total / 1e9:.2f} GB ({p.fraction:.0%})"
+
+
+def model_section(ui, model_name, n_ctx) -> None:
+    """Build the section inside the Settings tab; `model_name` and `n_ctx` are the tab's inputs."""
+    import gradio as gr
+
+    from .downloads import download
+
+    s = ui.settings
+    cancel = {"token": CancelToken()}
+    with gr.Accordion("GPU offload plan and context", open=True):
+        plan_md = gr.Markdown(plan_markdown(s.model, s.n_ctx, s.gpu, s.kv_type), elem_id="gpu-plan")
+        with gr.Row():
+            preset = gr.Dropdown(context_choices(s.model), value=None, label="Context size presets",
+                                 elem_id="context-preset")
+            gpu_mode = gr.Radio(["auto", "manual"], value=s.gpu, label="GPU offload (auto: the plan above)",
+                                elem_id="gpu-mode")
+            kv_type = gr.Dropdown(list(KV_TYPES), value=s.kv_type, label="K/V cache type when manual", elem_id="kv-type")
+    with gr.Accordion("Download a model", open=False):
+        choice = gr.Dropdown(download_choices(), label="Mistral NeMo Instruct 2407 (from the Hugging Face Hub)",
+                             elem_id="download-choice")
+        with gr.Row():
+            start_btn = gr.Button("Download", variant="primary", elem_id="download")
+            stop_btn = gr.Button("Stop", variant="stop", elem_id="download-stop")
+        status = gr.Markdown("", elem_id="download-status")
+
+    def show_plan(model, ctx):
+        return plan_markdown(model or "", ctx or s.n_ctx, ui.settings.gpu, ui.settings.kv_type)
+
+    def set_mode(model, ctx, mode, kv):
+        ui.settings = replace(ui.settings, gpu=mode, kv_type=kv)
+        save_settings(ui.settings)
+        return show_plan(model, ctx)
+
+    def run_download(name):
+        if not name:
+            yield "Choose a model first.", gr.skip(), gr.skip()
+            return
+        token = cancel["token"] = CancelToken()
+        latest, outcome = {}, {}
+
+        def work():
+            try:
+                outcome["path"] = download(name, lambda p: latest.update(p=p), token)
+            except (UserError, Cancelled) as exc:
+                outcome["error"] = exc
+            except Exception as exc:  # shown, not raised: this thread has no caller
+                outcome["error"] = f"{type(exc).__name__}: {exc}"
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(POLL_S)
+            if "p" in latest:
+                yield progress_line(latest["p"]), gr.skip(), gr.skip()
+        error = outcome.get("error")
+        if isinstance(error, Cancelled):
+            yield "Stopped. Press Download again to go on where it stopped.", gr.skip(), gr.skip()
+        elif error:
+            yield f"⚠️ {error}", gr.skip(), gr.skip()
+        else:
+            yield (f"✅ {name} is ready: `{outcome['path']}`", gr.update(choices=available_models(), value=name),
+                   gr.update(choices=download_choices(), value=name))
+
+    model_name.change(lambda model, ctx: (show_plan(model, ctx), gr.update(choices=context_choices(model or ""))),
+                      [model_name, n_ctx], [plan_md, preset])
+    n_ctx.change(show_plan, [model_name, n_ctx], plan_md)
+    preset.input(lambda size: size, preset, n_ctx)
+    for control in (gpu_mode, kv_type):
+        control.input(set_mode, [model_name, n_ctx, gpu_mode, kv_type], plan_md)
+    start_btn.click(run_download, choice, [status, model_name, choice], concurrency_id="download", concurrency_limit=1)
+    stop_btn.click(lambda: cancel["token"].cancel(), None, None, concurrency_limit=None)
