@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--ctx", type=int, help="context size in tokens")
     chat.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
 
+    convert = commands.add_parser("convert", help="convert a NeMo checkpoint folder to GGUF")
+    convert.add_argument("src_dir", help="a Hugging Face or Mistral-native checkpoint folder")
+    convert.add_argument("-o", "--output", required=True, help="the .gguf file to write")
+    convert.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"])
+    convert.add_argument("--ctx", type=int, help="context length to record (default: the checkpoint's, at most 131072)")
+
     tokens = commands.add_parser("tokens", help="count Tekken tokens of FILE (or stdin)")
     tokens.add_argument("file", nargs="?", help="a UTF-8 text file (default: stdin)")
     tokens.add_argument("--ids", action="store_true", help="print the token ids as a JSON list")
@@ -50,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("conversation", help='a JSON file: {"messages": [...], "tools": [...]}')
     prompt.add_argument("--model", help="take the Tekken vocabulary from this NeMo GGUF")
     _add_model_commands(commands)
+
+    summarize = commands.add_parser("summarize", help="summarize whole documents (PDF, DOCX, HTML, Markdown, text)")
+    summarize.add_argument("files", nargs="+", metavar="FILE")
+    summarize.add_argument("--model", help="GGUF path or catalog name (e.g. smollm2)")
+    summarize.add_argument("--length", choices=["short", "medium", "long", "bullets"], default="medium")
+    summarize.add_argument("--lang", help="language of the summary, e.g. fr (default: the document's)")
+    summarize.add_argument("--references", action="store_true", help="cite pages or sections, like [p. 3]")
+    summarize.add_argument("--ctx", type=int, help="context size in tokens")
+    summarize.add_argument("--temperature", type=float)
+    summarize.add_argument("--json", action="store_true", help="print one JSON object per file")
     return parser
 
 
@@ -139,6 +155,33 @@ def run_chat(args) -> int:
     return 0
 
 
+def progress_bar(progress) -> None:
+    """A one-line progress bar on stderr (a ProgressCallback); silent when stderr is no terminal
+    except for the last update, so logs stay short."""
+    done = progress.done >= progress.total > 0
+    if not sys.stderr.isatty() and not done:
+        return
+    width = 30
+    filled = int(width * progress.fraction)
+    sys.stderr.write(f"\r{progress.label[:40]:40} [{'#' * filled}{'.' * (width - filled)}] {progress.fraction:6.1%}")
+    if done:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def run_convert(args) -> int:
+    from .convert_gguf import convert
+    from .errors import Cancelled
+
+    try:
+        result = convert(args.src_dir, args.output, args.outtype, args.ctx, progress=progress_bar)
+    except Cancelled:
+        raise KeyboardInterrupt from None
+    print(f"{result.path} ({result.outtype}, {result.n_params:,} parameters, {result.size_bytes / 1e9:.2f} GB, "
+          f"{result.seconds:.1f} s)")
+    return 0
+
+
 def run_ui(args) -> int:
     from .ui import serve
 
@@ -209,8 +252,47 @@ def run_plan(args) -> int:
     return 0
 
 
-COMMANDS = {"ui": run_ui, "chat": run_chat, "tokens": run_tokens, "prompt": run_prompt, "models": run_models,
-            "plan": run_plan}
+def run_summarize(args) -> int:
+    from .chat import load_options, sampling_options
+    from .config import database_path
+    from .doc_store import DocumentStore
+    from .documents import read_document
+    from .history import History
+    from .runtime import Engine
+    from .summarize import SummaryOptions, format_progress, summarize
+
+    overrides = {"model": args.model, "n_ctx": args.ctx, "temperature": args.temperature}
+    settings = replace(load_settings(), **{k: v for k, v in overrides.items() if v is not None})
+    options = SummaryOptions(args.length, args.lang or "", args.references)
+    documents = [read_document(path) for path in args.files]  # every file is checked before any is stored
+    store, engine = DocumentStore(History(database_path())), Engine()
+    engine.load(load_options(settings))
+    end = "\r" if sys.stderr.isatty() else "\n"
+    for document in documents:
+        document_id, _ = store.add(document)
+        started = shown = time.monotonic()
+        for update in summarize(engine, store, document_id, options, sampling_options(settings)):
+            if update.result or time.monotonic() - shown >= 0.5:
+                shown = time.monotonic()
+                bar = "#" * int(24 * update.progress.fraction)
+                sys.stderr.write(f"{document.file_name} [{bar:<24}] {format_progress(update)}{end}")
+        result = update.result
+        sys.stderr.write("\n" if end == "\r" else "")
+        if args.json:
+            print(json.dumps({
+                "file": document.file_name, "document_id": document_id, "title": document.title,
+                "language": document.language, "pages": document.pages, "summary": result.text,
+                "chunks": result.chunks, "levels": len(result.levels), "document_tokens": result.document_tokens,
+                "engine_calls": result.engine_calls, "cached_calls": result.cached_calls,
+                "seconds": round(time.monotonic() - started, 2),
+            }, ensure_ascii=False))
+        else:
+            print(f"# {document.title}\n\n{result.text}\n")
+    return 0
+
+
+COMMANDS = {"ui": run_ui, "chat": run_chat, "convert": run_convert, "tokens": run_tokens, "prompt": run_prompt, "models": run_models,
+            "plan": run_plan, "summarize": run_summarize}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,21 +1,25 @@
 """The Gradio face: layout and event wiring only; every action calls a plain service."""
 
 
-import json
 import os
-import time
-from dataclasses import asdict, replace
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is first imported (ui_* modules do)
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+import json  # noqa: E402
+import time  # noqa: E402
+from dataclasses import replace
 from pathlib import Path
 
-from .chat import ChatService
-from .config import Settings, app_home, database_path, load_settings, save_settings
-from .errors import UserError
-from .history import History
-from .jobs import CancelToken
-from .models import HOW_TO_GET_A_MODEL, available_models, resolve_model
-from .config import models_dir
-from .runtime import Engine
-from .ui_models import model_section
+from .chat import ChatService  # noqa: E402
+from .config import app_home, database_path, load_settings, models_dir, save_settings  # noqa: E402
+from .errors import UserError  # noqa: E402
+from .history import History  # noqa: E402
+from .jobs import CancelToken  # noqa: E402
+from .models import available_models, resolve_model  # noqa: E402
+from .runtime import Engine  # noqa: E402
+from .ui_convert import convert_panel  # noqa: E402
+from .ui_models import model_section  # noqa: E402
 
 STREAM_UPDATE_S = 0.08  # browser updates while streaming: at most one per 80 ms
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "app.css"
@@ -27,11 +31,9 @@ TOOL_CHOICES = [("Date and time", "current_datetime"), ("Calculator", "calculato
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Consolas", "monospace"]
 
 
-def _private_gradio_environment() -> None:
-    """No analytics, uploads in an app-private folder: set before gradio is imported."""
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+def _private_upload_folder() -> None:
+    """Uploads go to an app-private folder (unless the user chose one with GRADIO_TEMP_DIR)."""
     os.environ.setdefault("GRADIO_TEMP_DIR", str(app_home() / "tmp"))
-    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 
 class ChatUI:
@@ -126,7 +128,7 @@ def _chat_message(row: dict) -> dict:
 
 def build_app(model: str | None = None, max_file_mb: int = 100):
     """The Gradio Blocks app (not launched)."""
-    _private_gradio_environment()
+    _private_upload_folder()
     import gradio as gr
 
     ui = ChatUI(model)
@@ -245,6 +247,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
             save_btn = gr.Button("Save and load the model", variant="primary", elem_id="save-settings")
             settings_status = gr.Markdown("", elem_id="settings-status")
             model_section(ui, model_name, n_ctx)
+            convert_panel(on_done=(lambda: gr.update(choices=available_models()), model_name))
 
         chat_outputs = [chatbot, message_ids, conversation, stats, notice]
         llm = {"concurrency_id": "llm", "concurrency_limit": 1}

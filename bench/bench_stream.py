@@ -59,9 +59,12 @@ def main() -> None:
     ids = TemplateChatFormat(engine).encode([{"role": "user", "content": PROMPT}])
     run_ours(engine, ids, 16), run_raw(engine.llm, ids, 16)  # warm-up
     ours, raw = [], []
-    for _ in range(args.runs):
+    for i in range(args.runs):  # alternate which goes first, so background load hits both alike
+        if i % 2:
+            raw.append(run_raw(engine.llm, ids, args.tokens))
         ours.append(run_ours(engine, ids, args.tokens))
-        raw.append(run_raw(engine.llm, ids, args.tokens))
+        if not i % 2:
+            raw.append(run_raw(engine.llm, ids, args.tokens))
     med = lambda rows, i: statistics.median(r[i] for r in rows)  # noqa: E731
     print(f"machine: {platform.processor() or platform.machine()}, {platform.system()}, model {args.model}, "
           f"prompt {len(ids)} tokens, {args.runs} runs x {args.tokens} tokens")

@@ -81,3 +81,23 @@ def test_prompt_command_rejects_bad_requests_in_one_line(home, tmp_path):
         result = run_cli("prompt", str(path), home=home)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert path.name in result.stderr or "message" in result.stderr
+
+
+def test_convert_command_writes_a_loadable_gguf_and_rejects_bad_folders(home, tmp_path):
+    from tiny_nemo import make_weights, write_native
+
+    from app.gguf_info import read_gguf_info
+
+    source = write_native(tmp_path / "native", make_weights())
+    out = tmp_path / "tiny.gguf"
+    result = run_cli("convert", str(source), "-o", str(out), "--outtype", "q8_0", "--ctx", "4096", home=home)
+    assert result.returncode == 0, result.stderr
+    info = read_gguf_info(out)
+    assert info.is_tekken and info.context_length == 4096 and info.head_dim == 128
+    assert str(out) in result.stdout
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli("convert", str(empty), "-o", str(tmp_path / "x.gguf"), home=home)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "empty" in result.stderr and not (tmp_path / "x.gguf").exists()
