@@ -101,3 +101,46 @@ def test_convert_command_writes_a_loadable_gguf_and_rejects_bad_folders(home, tm
     result = run_cli("convert", str(empty), "-o", str(tmp_path / "x.gguf"), home=home)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "empty" in result.stderr and not (tmp_path / "x.gguf").exists()
+
+
+def test_ui_command_serves_on_loopback_only(home):
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import free_port
+
+    port = free_port()
+    env = {**os.environ, "NEMO_CHAT_HOME": str(home)}
+    server = subprocess.Popen([sys.executable, "-m", "app", "ui", "--no-browser", "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, page = time.monotonic() + 120, ""
+        while time.monotonic() < deadline and not page:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+            except OSError:
+                time.sleep(0.5)
+        assert "nemo-chat" in page
+        assert listening_addresses(port) == {"127.0.0.1"}
+        assert server.poll() is None
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local IPv4 addresses with a socket listening on `port` (read from /proc/net/tcp)."""
+    import socket
+    import struct
+
+    found = set()
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state == "0A" and int(port_hex, 16) == port:  # 0A = LISTEN
+                found.add(socket.inet_ntoa(struct.pack("<I", int(address, 16))))
+    return found
