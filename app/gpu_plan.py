@@ -319,8 +319,16 @@ def plan_for(model_path: str | Path, vram_gib: float | None = None, n_ctx: int |
 
 def planned_options(options: LoadOptions) -> LoadOptions:
     """`options` with GPU layers, K/V type and flash attention from the plan for its context."""
-    plan = plan_for(options.model_path, n_ctx=options.n_ctx)
+    path = Path(options.model_path).expanduser().resolve()
+    plan = _kept_plan(path, path.stat().st_mtime_ns, options.n_ctx)
     return replace(options, n_gpu_layers=plan.n_gpu_layers, kv_type=plan.type_k, flash_attn=plan.flash_attn)
+
+
+@functools.lru_cache(maxsize=16)
+def _kept_plan(path: Path, _mtime: int, n_ctx: int) -> Plan:
+    """The first plan for a file and context is kept for the process: once the model is loaded, the
+    free memory it is planned from has shrunk by what the model took (a refusal is not kept)."""
+    return plan_for(path, n_ctx=n_ctx)
 
 
 def context_costs(mem: ModelMemory) -> list[tuple[int, dict[str, int]]]:

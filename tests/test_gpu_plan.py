@@ -198,6 +198,8 @@ def test_auto_settings_take_layers_and_cache_type_from_the_plan(nemo, monkeypatc
     assert (auto.n_ctx, auto.n_gpu_layers, auto.kv_type, auto.flash_attn) == (32768, -1, "q8_0", True)
     manual = load_options(Settings(model=model, n_ctx=32768, gpu="manual", n_gpu_layers=20))
     assert (manual.n_gpu_layers, manual.kv_type, manual.flash_attn) == (20, "f16", None)
+    monkeypatch.setattr(gpu_plan, "detected_gpu", lambda: None)
+    assert load_options(Settings(model=model, n_ctx=32768)) == auto  # kept: the model may be loaded by now
     monkeypatch.setattr(gpu_plan, "_free_memory_bytes", lambda: 2 * GIB)
-    with pytest.raises(UserError, match="131,072-token context needs"):  # 25 layers on the GPU, the rest does not fit
+    with pytest.raises(UserError, match="131,072-token context needs"):  # the cache does not fit in RAM
         load_options(Settings(model=model, n_ctx=131072))
