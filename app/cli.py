@@ -66,6 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--ctx", type=int, help="context size in tokens")
     summarize.add_argument("--temperature", type=float)
     summarize.add_argument("--json", action="store_true", help="print one JSON object per file")
+
+    translate = commands.add_parser("translate", help="translate text or a document, structure kept")
+    translate.add_argument("file", nargs="?", metavar="FILE", help="PDF, DOCX, HTML, Markdown or text")
+    translate.add_argument("--text", help="translate this text instead of a file")
+    translate.add_argument("--to", required=True, help="target language, e.g. fr or French")
+    translate.add_argument("--from", dest="source", default="auto", help="source language (default: auto)")
+    translate.add_argument("-o", "--output", metavar="OUT", help="write the translation here (default: stdout)")
+    translate.add_argument("--glossary", metavar="CSV", help="term pairs: source term, target term")
+    translate.add_argument("--plain", action="store_true", help="treat the text as plain text, not Markdown")
+    translate.add_argument("--model", help="GGUF path or catalog name (e.g. smollm2)")
+    translate.add_argument("--ctx", type=int, help="context size in tokens")
+    translate.add_argument("--temperature", type=float)
+    translate.add_argument("--max-tokens", type=int, help="most tokens one request may write")
+    translate.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -291,8 +305,63 @@ def run_summarize(args) -> int:
     return 0
 
 
+def run_translate(args) -> int:
+    from .chat import load_options
+    from .config import database_path
+    from .doc_store import DocumentStore
+    from .documents import read_document
+    from .history import History
+    from .runtime import Engine
+    from .translate import TranslateOptions, TranslationJob, TranslationRequest, read_glossary
+
+    if (args.file is None) == (args.text is None):
+        raise UserError("translate: give a FILE or --text, not both")
+    overrides = {"model": args.model, "n_ctx": args.ctx, "temperature": args.temperature}
+    settings = replace(load_settings(), **{k: v for k, v in overrides.items() if v is not None})
+    glossary = read_glossary(args.glossary) if args.glossary else ()
+    store = DocumentStore(History(database_path()))
+    if args.text is not None:
+        request = TranslationRequest(args.text, args.to, args.source, not args.plain, glossary)
+    else:
+        document = read_document(args.file)
+        document_id, _ = store.add(document)
+        request = TranslationRequest(document.markdown, args.to, args.source, not args.plain and document.kind != "text",
+                                     glossary, document.title, document_id)
+    engine = Engine()
+    engine.load(load_options(settings))
+    options = TranslateOptions(temperature=settings.temperature, max_tokens=args.max_tokens or 0)
+    job = TranslationJob(engine, store, request, options)
+    end = "\r" if sys.stderr.isatty() else "\n"
+    for update in job.run():
+        if update.segment is None and update.result is None:
+            p = update.progress
+            sys.stderr.write(f"translate [{'#' * int(24 * p.fraction):<24}] {p.done}/{p.total} segments{end}")
+    result = update.result
+    sys.stderr.write("\n" if end == "\r" else "")
+    for miss in result.misses:
+        sys.stderr.write(f"glossary: “{miss.source}” was not translated as “{miss.target}” "
+                         f"(segments {', '.join(map(str, miss.segments))})\n")
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as handle:
+                handle.write(result.text)
+        except OSError as exc:
+            raise UserError(f"{args.output}: cannot write ({exc.strerror})") from None
+    if args.json:
+        print(json.dumps({
+            "translation": result.text, "source_language": result.source_language,
+            "target_language": result.target_language, "segments": result.segments,
+            "engine_calls": result.engine_calls, "cached_segments": result.cached_segments,
+            "glossary_misses": [[m.source, m.target] for m in result.misses], "problems": result.problems,
+            "structure_kept": result.structure_kept, "translation_id": result.translation_id,
+        }, ensure_ascii=False))
+    elif not args.output:
+        print(result.text)
+    return 0
+
+
 COMMANDS = {"ui": run_ui, "chat": run_chat, "convert": run_convert, "tokens": run_tokens, "prompt": run_prompt, "models": run_models,
-            "plan": run_plan, "summarize": run_summarize}
+            "plan": run_plan, "summarize": run_summarize, "translate": run_translate}
 
 
 def main(argv: list[str] | None = None) -> int:

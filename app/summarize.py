@@ -1,0 +1,335 @@
+"""Whole-document summaries: one pass when the document fits the context, else map-reduce.
+
+Chunk sizes come from the loaded model's context. Level 1 summarizes each chunk; each further
+level combines groups of the previous level's summaries until all of them fit one final pass, so
+every part of the document reaches the final summary. Every call's result is cached under a hash
+of (model, prompt version, prompt, options): a re-run after a Stop, a crash or a restart only does
+what is missing. The finished summary is kept with the document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from typing import Iterator
+
+from .chat_format import chat_format_for
+from .doc_store import DocumentStore
+from .documents import Chunk, CountTokens, pack
+from .errors import UserError
+from .jobs import CancelToken, Progress
+from .language import LANGUAGES, language_name
+from .runtime import Engine, SamplingOptions
+
+PROMPT_VERSION = 1
+LENGTHS = {  # how the final summary is asked for, and its most tokens
+    "short": ("in two or three sentences", 160),
+    "medium": ("in one or two paragraphs", 400),
+    "long": ("in detail, in several paragraphs that follow the document's structure", 900),
+    "bullets": ("as five to ten Markdown bullet points", 450),
+}
+PARTIAL_TOKENS = 300  # most tokens of one partial summary (fewer on small contexts)
+SINGLE, MAP, REDUCE, FINAL = "single", "map", "reduce", "final"
+
+
+@dataclass(frozen=True)
+class SummaryOptions:
+    length: str = "medium"
+    language: str = ""  # "" = the document's own language
+    references: bool = False  # cite pages or sections as [p. 3]
+
+
+@dataclass
+class Level:
+    """One level of the tree: the inputs of each call and what each call wrote."""
+
+    kind: str
+    groups: list[list[str]]
+    outputs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SummaryResult:
+    text: str
+    stopped: bool
+    document_tokens: int  # Tekken tokens, as shown for the document
+    chunks: int  # calls that read the document itself
+    levels: list[Level]
+    engine_calls: int
+    cached_calls: int
+    summary_id: int | None = None
+
+
+@dataclass(frozen=True)
+class SummaryUpdate:
+    """How far the job is; `text` is the final summary as it streams; `result` comes last."""
+
+    progress: Progress  # calls done / calls expected
+    tokens_read: int  # document tokens (model's tokenizer) read so far
+    tokens_total: int
+    eta_s: float | None
+    text: str = ""
+    result: SummaryResult | None = None
+
+
+def token_counter(engine: Engine) -> CountTokens:
+    """Counts tokens as the loaded model sees them (Tekken for NeMo models)."""
+    if engine.info.is_tekken:
+        from .tekken import Tekken
+
+        return Tekken.default().count
+    return lambda text: len(engine.tokenize(text))
+
+
+def summarize(engine: Engine, store: DocumentStore, document_id: int, options: SummaryOptions = SummaryOptions(),
+              sampling: SamplingOptions = SamplingOptions(), cancel: CancelToken | None = None,
+              partial_tokens: int = PARTIAL_TOKENS) -> Iterator[SummaryUpdate]:
+    """Summarize a stored document with the loaded model; the last update carries the result."""
+    return SummaryJob(engine, store, document_id, options, sampling, cancel or CancelToken(), partial_tokens).run()
+
+
+class SummaryJob:
+    """One run of `summarize`: the plan, the counters and the calls."""
+
+    def __init__(self, engine: Engine, store: DocumentStore, document_id: int, options: SummaryOptions,
+                 sampling: SamplingOptions, cancel: CancelToken, partial_tokens: int) -> None:
+        if options.length not in LENGTHS:
+            raise UserError(f"unknown summary length {options.length!r} (choose {', '.join(LENGTHS)})")
+        if options.language and options.language not in LANGUAGES:
+            raise UserError(f"unknown language {options.language!r} (choose {', '.join(LANGUAGES)})")
+        self.engine, self.store, self.options, self.sampling, self.cancel = engine, store, options, sampling, cancel
+        self.document = store.document(document_id)
+        self.language = options.language or self.document["language"]
+        self.format = chat_format_for(engine)
+        self.count = token_counter(engine)
+        self.model = engine.info.path.name
+        n_ctx = engine.n_ctx
+        self.margin = 16 + n_ctx // 50
+        room = n_ctx - self.margin - max(self._overhead(kind, 0) for kind in (MAP, REDUCE))
+        if room < 64:
+            raise UserError(f"a {n_ctx:,}-token context is too small to summarize in; raise the context size")
+        self.partial_tokens = min(partial_tokens, room // 5)  # a group always holds 4+ partial summaries
+        self.chunk_tokens = room - self.partial_tokens
+        self.final_tokens = min(LENGTHS[options.length][1], n_ctx // 4)
+        self.final_room = n_ctx - self.margin - self.final_tokens - self._overhead(FINAL, self.final_tokens)
+        self.levels: list[Level] = []
+        self.calls_done = self.calls_expected = self.engine_calls = self.cached_calls = 0
+        self.engine_seconds = 0.0
+        self.tokens_read = self.tokens_total = 0
+
+    # -- the plan --------------------------------------------------------------------------------
+    def run(self) -> Iterator[SummaryUpdate]:
+        summary = yield from self._summary()
+        stopped = summary is None
+        first = self.levels[0] if self.levels else None
+        result = SummaryResult(
+            text=summary or "", stopped=stopped, document_tokens=self.document["tokens"],
+            chunks=len(first.groups) if first else 0, levels=self.levels, engine_calls=self.engine_calls,
+            cached_calls=self.cached_calls,
+        )
+        if not stopped:
+            result.summary_id = self.store.save_summary(
+                self.document["id"], self.model, asdict(replace(self.options, language=self.language)),
+                summary, result.chunks, len(self.levels),
+            )
+        yield self._update(summary or "", result)
+
+    def _summary(self) -> Iterator[SummaryUpdate]:
+        """Level by level until everything fits one pass; returns the summary (None when stopped)."""
+        pieces = self._document_pieces()
+        counts = [self.count(p.text) for p in pieces]
+        self.tokens_total = sum(counts)
+        kind = MAP
+        while sum(counts) + len(counts) > self.final_room:
+            groups = [[p.text for p in group] for group in pack(pieces, self.chunk_tokens, self.count)]
+            level = Level(kind, groups)
+            self.levels.append(level)
+            self.calls_expected = self.calls_done + self._calls_left(len(groups))
+            for group in groups:
+                output = yield from self._call(kind, group, self.partial_tokens)
+                if output is None:
+                    return None
+                level.outputs.append(output)
+            pieces, kind = [Chunk(text) for text in level.outputs], REDUCE
+            counts = [self.count(text) for text in level.outputs]
+        kind = SINGLE if not self.levels else FINAL
+        group = [p.text for p in pieces]
+        level = Level(kind, [group])
+        self.levels.append(level)
+        self.calls_expected = self.calls_done + 1
+        summary = yield from self._call(kind, group, self.final_tokens, stream=True)
+        if summary is not None:
+            level.outputs.append(summary)
+        return summary
+
+    def _document_pieces(self) -> list[Chunk]:
+        pieces = self.store.chunks(self.document["id"])
+        if not self.options.references:
+            return pieces
+        return [replace(p, text=f"[{p.reference()}] {p.text}") if p.reference() else p for p in pieces]
+
+    def _calls_left(self, n: int) -> int:
+        """Calls expected from a level of `n` calls on: this level, the reductions, the final pass."""
+        total = n
+        while n * (self.partial_tokens + 1) > self.final_room:
+            n = math.ceil(n * (self.partial_tokens + 1) / self.chunk_tokens)
+            total += n
+        return total + 1
+
+    # -- one call --------------------------------------------------------------------------------
+    def _call(self, kind: str, group: list[str], max_tokens: int, stream: bool = False) -> Iterator[SummaryUpdate]:
+        """Run (or take from the cache) one call; returns its text, None when stopped."""
+        if self.cancel.cancelled:
+            return None
+        text = "\n\n".join(group)
+        messages = self._messages(kind, text, max_tokens)
+        sampling = replace(self.sampling, max_tokens=max_tokens)
+        key = hashlib.sha256(json.dumps(
+            {"v": PROMPT_VERSION, "model": [self.model, self.engine.info.file_size], "messages": messages,
+             "sampling": asdict(sampling)}, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+        output = self.store.cached(key)
+        if output is not None:
+            self.cached_calls += 1
+        else:
+            output = yield from self._generate(messages, sampling, stream)
+            if output is None:
+                return None
+            self.store.put_cached(key, "summary", output, source=self.document["sha256"])
+        self.calls_done += 1
+        if kind in (MAP, SINGLE):
+            self.tokens_read += sum(self.count(t) for t in group)
+        yield self._update(output if stream else "")
+        return output
+
+    def _generate(self, messages: list[dict], sampling: SamplingOptions, stream: bool) -> Iterator[SummaryUpdate]:
+        started = time.perf_counter()
+        completion = self.engine.complete(self.format.encode(messages), sampling, self.cancel,
+                                          decoder=self.format.decoder())
+        text = ""
+        for delta in completion:
+            text += delta
+            if stream:
+                yield self._update(text)
+        self.engine_calls += 1
+        self.engine_seconds += time.perf_counter() - started
+        return None if completion.stats.stop_reason == "cancelled" else text.strip()
+
+    def _update(self, text: str, result: SummaryResult | None = None) -> SummaryUpdate:
+        eta = None
+        if self.engine_calls:
+            eta = self.engine_seconds / self.engine_calls * max(0, self.calls_expected - self.calls_done)
+        label = {MAP: "reading the document", REDUCE: "combining summaries", SINGLE: "writing the summary",
+                 FINAL: "writing the summary"}[self.levels[-1].kind] if self.levels else "starting"
+        if result is not None:
+            label = "stopped" if result.stopped else "done"
+        progress = Progress(self.calls_done, max(self.calls_expected, self.calls_done), label)
+        return SummaryUpdate(progress, self.tokens_read, self.tokens_total, eta, text, result)
+
+    # -- prompts ---------------------------------------------------------------------------------
+    def _messages(self, kind: str, text: str, max_tokens: int) -> list[dict]:
+        title = self.document["title"]
+        words = max(20, int(max_tokens * 0.6))
+        write = f"Write in {language_name(self.language)}. Reply with the summary only."
+        if kind in (SINGLE, FINAL):
+            style = LENGTHS[self.options.length][0]
+            cite = " Cite the page or section references given in square brackets, like [p. 3]."
+            task = (f"Summarize the document “{title}” {style}." if kind == SINGLE else
+                    f"These are summaries of consecutive parts of the document “{title}”. "
+                    f"From them, summarize the whole document {style}.")
+        else:
+            cite = " Keep the references in square brackets, like [p. 3], next to the points they support."
+            task = (f"This is one part of the longer document “{title}”. Summarize this part in at most "
+                    f"{words} words, keeping names, numbers, dates and conclusions." if kind == MAP else
+                    f"These are summaries of consecutive parts of the document “{title}”. Combine them into "
+                    f"one summary of at most {words} words that keeps every important point, in order.")
+        system = f"{task}{cite if self.options.references else ''} {write}"
+        return [{"role": "system", "content": system}, {"role": "user", "content": text}]
+
+    def _overhead(self, kind: str, max_tokens: int) -> int:
+        """Prompt tokens of a call apart from its text."""
+        return len(self.format.encode(self._messages(kind, "", max_tokens)))
+
+
+def format_progress(update: SummaryUpdate) -> str:
+    """'reading the document · 12/63 · 23,400 / 110,000 tokens read · about 1 min 20 s left'."""
+    p = update.progress
+    line = f"{p.label} · {p.done}/{p.total} · {update.tokens_read:,} / {update.tokens_total:,} tokens read"
+    if update.eta_s is not None and p.done < p.total:
+        minutes, seconds = divmod(int(update.eta_s), 60)
+        line += f" · about {minutes} min {seconds} s left" if minutes else f" · about {seconds} s left"
+    return line
+
+
+# -- chat about a document ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatContext:
+    """What to put in a conversation for a document, and the note that tells the user which."""
+
+    text: str
+    note: str
+    whole: bool
+
+
+def context_for_chat(store: DocumentStore, document_id: int, question: str, budget_tokens: int,
+                     count: CountTokens | None = None) -> ChatContext:
+    """The whole document when it fits `budget_tokens`, else its latest summary plus the passages
+    most related to `question` (lexical overlap), in document order."""
+    from .tekken import Tekken
+
+    count = count or Tekken.default().count
+    document = store.document(document_id)
+    title = document["title"]
+    whole = f"Document “{title}”:\n\n{document['markdown']}"
+    if count(whole) <= budget_tokens:
+        return ChatContext(whole, f"The whole of “{title}” ({document['tokens']:,} tokens) is in the conversation.", True)
+    summaries = store.summaries(document_id)
+    head = f"Document “{title}” (too long to include whole)."
+    if summaries:
+        head += f"\n\nSummary of the whole document:\n{summaries[0]['text']}"
+    chunks = store.chunks(document_id)
+    left = budget_tokens - count(head) - 8
+    chosen = []
+    for index in _by_relevance(question, [c.text for c in chunks]):
+        tokens = count(chunks[index].text) + 8
+        if tokens <= left:
+            chosen.append(index)
+            left -= tokens
+    passages = [f"[{chunks[i].reference()}] {chunks[i].text}" if chunks[i].reference() else chunks[i].text
+                for i in sorted(chosen)]
+    text = "\n\n".join([head, "Passages most related to the question:", *passages]) if passages else head
+    what = "its summary and" if summaries else "no summary yet (Summarize it for an overview), only"
+    note = (f"“{title}” ({document['tokens']:,} tokens) is too long for the {budget_tokens:,} tokens left: "
+            f"the conversation has {what} the {len(passages)} passages most related to your question.")
+    return ChatContext(text, note, False)
+
+
+def _terms(text: str) -> list[str]:
+    """Lower-case words; runs of CJK characters become character pairs."""
+    terms = []
+    for word in re.findall(r"\w+", text.lower()):
+        if any(ord(c) >= 0x2E80 for c in word):
+            terms += [word[i : i + 2] for i in range(max(1, len(word) - 1))]
+        else:
+            terms.append(word)
+    return terms
+
+
+def _by_relevance(question: str, texts: list[str]) -> list[int]:
+    """Indexes of `texts`, best match for `question` first (BM25-like; ties keep document order)."""
+    docs = [Counter(_terms(t)) for t in texts]
+    frequency = Counter(term for doc in docs for term in doc)
+    wanted = set(_terms(question))
+    n = len(texts)
+
+    def score(doc) -> float:
+        return sum(math.log(1 + (n - frequency[t] + 0.5) / (frequency[t] + 0.5)) * doc[t] / (doc[t] + 1.2)
+                   for t in wanted if t in doc)
+
+    return sorted(range(n), key=lambda i: -score(docs[i]))

@@ -1,0 +1,147 @@
+"""The Documents tab: drop files, see them against the context, summarize with a progress bar,
+download the summary as Markdown, delete. Layout and wiring only; the work is in the services."""
+
+import html
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .chat import sampling_options
+from .doc_store import DocumentStore
+from .documents import KINDS, read_document
+from .errors import UserError
+from .jobs import CancelToken
+from .language import LANGUAGES, language_name
+from .summarize import LENGTHS, SummaryOptions, SummaryUpdate, format_progress, summarize
+
+UPDATE_EVERY_S = 0.1  # browser updates while a summary streams
+HEADERS = ["Document", "Title", "Language", "Pages", "Tokens", "Against the context"]
+
+
+def context_fit(tokens: int, n_ctx: int) -> str:
+    """'fits in one pass' or '12.3× the context: read in parts'."""
+    if tokens <= n_ctx * 0.75:
+        return "fits in one pass"
+    return f"{tokens / n_ctx:,.1f}× the context: read in parts"
+
+
+def progress_html(update: SummaryUpdate) -> str:
+    p = update.progress
+    hint = " (Summarize again to go on from here)" if update.result and update.result.stopped else ""
+    return (f"<div class='doc-progress'><progress value='{p.done}' max='{max(p.total, 1)}'></progress> "
+            f"<span>{html.escape(format_progress(update) + hint)}</span></div>")
+
+
+def save_markdown(title: str, text: str) -> str:
+    """The summary as a Markdown file in the app's private upload folder, for the download button."""
+    folder = tempfile.mkdtemp(prefix="summary-", dir=os.environ.get("GRADIO_TEMP_DIR") or None)
+    stem = "".join(c if c.isalnum() or c in " -_" else "_" for c in title)[:80].strip() or "summary"
+    path = Path(folder) / f"{stem} - summary.md"
+    path.write_text(f"# {title}\n\n{text}\n", encoding="utf-8")
+    return str(path)
+
+
+def documents_tab(ui, max_file_mb: int = 100) -> None:
+    """Build the Documents tab inside the current gr.Blocks; `ui` is the app's ChatUI."""
+    import gradio as gr
+
+    store = DocumentStore(ui.history)
+    cancels: dict[str, CancelToken] = {}
+
+    def rows() -> list[list]:
+        n_ctx = ui.settings.n_ctx
+        return [[d["file_name"], d["title"], language_name(d["language"]), d["pages"] or "—", f"{d['tokens']:,}",
+                 context_fit(d["tokens"], n_ctx)] for d in store.documents()]
+
+    def choices() -> list[tuple[str, int]]:
+        return [(f"{d['file_name']} ({d['tokens']:,} tokens)", d["id"]) for d in store.documents()]
+
+    def refresh(selected=None):
+        return gr.update(value=rows()), gr.update(choices=choices(), value=selected)
+
+    def add_files(paths):
+        lines, selected = [], None
+        for path in paths or []:
+            name = Path(path).name
+            try:
+                document = read_document(path, name, max_file_mb * 2**20)
+                selected, added = store.add(document)
+                size = f"{document.pages} pages · " if document.pages else ""
+                lines.append(f"✅ {document.file_name}: {size}{language_name(document.language)} · "
+                             f"{document.tokens:,} tokens" + ("" if added else " (already here)"))
+            except UserError as exc:
+                lines.append(f"⚠️ {exc}")
+            finally:
+                Path(path).unlink(missing_ok=True)  # the upload is not kept once read
+        return ("\n\n".join(lines), None, *refresh(selected))
+
+    def show(document_id):
+        if document_id is None:
+            return "", "", gr.update(value=None, interactive=False)
+        document = store.document(document_id)
+        kept = store.summaries(document_id)
+        if not kept:
+            return "", "", gr.update(value=None, interactive=False)
+        path = save_markdown(document["title"], kept[0]["text"])
+        return "", kept[0]["text"], gr.update(value=path, interactive=True)
+
+    def run_summary(document_id, length, language, references, request: gr.Request):
+        if document_id is None:
+            yield "⚠️ Drop a document or choose one first.", gr.skip(), gr.skip()
+            return
+        cancel = cancels[request.session_hash] = CancelToken()
+        try:
+            ui.service.ensure_model(ui.settings)
+            options = SummaryOptions(length, language or "", bool(references))
+            updates = summarize(ui.service.engine, store, document_id, options, sampling_options(ui.settings), cancel)
+            yield "<div class='doc-progress'><progress></progress> starting…</div>", "", gr.update(interactive=False)
+            shown = 0.0
+            for update in updates:
+                if update.result is None and time.monotonic() - shown < UPDATE_EVERY_S:
+                    continue
+                shown = time.monotonic()
+                download = gr.skip()
+                if update.result is not None and not update.result.stopped:
+                    path = save_markdown(store.document(document_id)["title"], update.result.text)
+                    download = gr.update(value=path, interactive=True)
+                yield progress_html(update), update.text or gr.skip(), download
+        except UserError as exc:
+            yield f"⚠️ {html.escape(str(exc))}", gr.skip(), gr.skip()
+
+    def stop(request: gr.Request):
+        token = cancels.get(request.session_hash)
+        if token:
+            token.cancel()
+
+    def delete(document_id):
+        if document_id is not None:
+            store.delete(document_id)
+        return ("", "", gr.update(value=None, interactive=False), *refresh())
+
+    with gr.Tab("Documents") as tab:
+        drop = gr.File(label=f"Drop PDF, DOCX, HTML, Markdown or text files here (up to {max_file_mb} MB each)",
+                       file_count="multiple", file_types=sorted(KINDS), type="filepath", elem_id="doc-drop")
+        status = gr.Markdown("", elem_id="doc-status")
+        table = gr.Dataframe(value=rows(), headers=HEADERS, interactive=False, elem_id="doc-table")
+        with gr.Row():
+            choice = gr.Dropdown(choices=choices(), value=None, label="Document", elem_id="doc-choice", scale=3)
+            length = gr.Radio(list(LENGTHS), value="medium", label="Length", elem_id="doc-length", scale=2)
+            language = gr.Dropdown([("The document's language", ""), *((n, c) for c, n in LANGUAGES.items())],
+                                   value="", label="Summary language", elem_id="doc-language", scale=2)
+            references = gr.Checkbox(label="Page or section references", elem_id="doc-references", scale=1)
+        with gr.Row():
+            summarize_btn = gr.Button("Summarize", variant="primary", elem_id="summarize")
+            stop_btn = gr.Button("Stop", variant="stop", elem_id="doc-stop")
+            download = gr.DownloadButton("Download as Markdown", interactive=False, elem_id="doc-download")
+            delete_btn = gr.Button("Delete", elem_id="doc-delete")
+        progress = gr.HTML("", elem_id="doc-progress")
+        summary = gr.Markdown("", elem_id="doc-summary")
+
+    tab.select(refresh, None, [table, choice])
+    drop.upload(add_files, drop, [status, drop, table, choice])
+    choice.input(show, choice, [progress, summary, download])
+    summarize_btn.click(run_summary, [choice, length, language, references], [progress, summary, download],
+                        concurrency_id="llm", concurrency_limit=1)
+    stop_btn.click(stop, None, None, concurrency_limit=None)
+    delete_btn.click(delete, choice, [progress, summary, download, table, choice])
