@@ -19,6 +19,7 @@ from .jobs import CancelToken  # noqa: E402
 from .models import available_models, resolve_model  # noqa: E402
 from .runtime import Engine  # noqa: E402
 from .ui_convert import convert_panel  # noqa: E402
+from .ui_documents import documents_tab  # noqa: E402
 from .ui_models import model_section  # noqa: E402
 
 STREAM_UPDATE_S = 0.08  # browser updates while streaming: at most one per 80 ms
@@ -229,6 +230,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
                                  scale=8, lines=2, max_lines=12, elem_id="message-box", autofocus=True)
                 send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                 stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="stop")
+        documents_tab(ui, max_file_mb)
         with gr.Tab("Settings"):
             s = ui.settings
             model_name = gr.Dropdown(choices=available_models(), value=s.model or None, allow_custom_value=True,
