@@ -231,9 +231,9 @@ def run_models(args) -> int:
         print(json.dumps(described) if args.json else models.format_description(described))
         return 0
     from .gpu_plan import detected_gpu
-    from .runtime import _free_memory_bytes
+    from .runtime import free_memory_bytes
 
-    rows = models.model_rows(detected_gpu(), _free_memory_bytes())
+    rows = models.model_rows(detected_gpu(), free_memory_bytes())
     if getattr(args, "json", False):
         print(json.dumps(rows))
         return 0

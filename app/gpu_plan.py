@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .gguf_info import read_gguf_header, read_gguf_info
-from .runtime import KV_TYPES, MEMORY_HEADROOM, LoadOptions, _free_memory_bytes, gpu_offload_supported
+from .runtime import KV_TYPES, MEMORY_HEADROOM, LoadOptions, free_memory_bytes, gpu_offload_supported
 
 GIB = 2**30
 CONTEXT_SIZES = (8192, 16384, 32768, 49152, 65536, 98304, 131072)  # what settings offer
@@ -311,7 +311,7 @@ def plan_for(model_path: str | Path, vram_gib: float | None = None, n_ctx: int |
     mem = model_memory(model_path)
     can_offload = gpu_offload_supported()
     gpu = vram_gpu(vram_gib) if vram_gib is not None else detected_gpu()
-    plan = make_plan(mem, gpu, _free_memory_bytes(), n_ctx, kv_type, can_offload or vram_gib is not None)
+    plan = make_plan(mem, gpu, free_memory_bytes(), n_ctx, kv_type, can_offload or vram_gib is not None)
     if vram_gib is not None and not can_offload:
         plan = replace(plan, notes=(*plan.notes, f"planned for a card with {vram_gib:g} GiB, but {REBUILD_HINT}"))
     return plan

@@ -82,7 +82,7 @@ class LlamaTokenDecoder:
         return self._utf8.decode(b"", final=True)
 
 
-def _free_memory_bytes() -> int:
+def free_memory_bytes() -> int:
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
             for line in handle:
@@ -102,7 +102,7 @@ def check_fits_in_memory(info: GgufInfo, options: LoadOptions) -> None:
     if options.n_gpu_layers != 0 and gpu_offload_supported():
         return  # the GPU plan (models.py) checks VRAM; llama.cpp reports what is left
     kv_bytes = info.kv_cache_bytes(options.n_ctx, KV_TYPES[options.kv_type][1])
-    free = _free_memory_bytes()
+    free = free_memory_bytes()
     if kv_bytes > free * MEMORY_HEADROOM:
         raise UserError(
             f"{info.path.name}: a {options.n_ctx:,}-token context needs {kv_bytes / 2**30:.1f} GiB "

@@ -11,7 +11,7 @@ from .errors import Cancelled, UserError
 from .gpu_plan import CONTEXT_SIZES, context_costs, context_label, detected_gpu, model_memory, plan_for
 from .jobs import CancelToken, Progress
 from .models import available_models, model_rows, resolve_model
-from .runtime import KV_TYPES, _free_memory_bytes
+from .runtime import KV_TYPES, free_memory_bytes
 
 POLL_S = 0.5  # how often the download's progress line is refreshed
 
@@ -55,7 +55,7 @@ def context_choices(model: str) -> list[tuple[str, int]]:
 
 def download_choices() -> list[tuple[str, str]]:
     """(label, catalog name) for every NeMo quant: size, recommended, downloaded."""
-    rows = model_rows(detected_gpu(), _free_memory_bytes())
+    rows = model_rows(detected_gpu(), free_memory_bytes())
     return [(f"{r['name']} · {r['size_bytes'] / 1e9:.1f} GB" + (" · recommended" if r["recommended"] else "")
              + (" · downloaded" if r["path"] else ""), r["name"]) for r in rows if r["name"].startswith("nemo-")]
 

@@ -7,6 +7,7 @@ same settings, same process, alternating runs. Prints decode tok/s ratio and TTF
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -66,14 +67,18 @@ def main() -> None:
         if not i % 2:
             raw.append(run_raw(engine.llm, ids, args.tokens))
     med = lambda rows, i: statistics.median(r[i] for r in rows)  # noqa: E731
-    print(f"machine: {platform.processor() or platform.machine()}, {platform.system()}, model {args.model}, "
-          f"prompt {len(ids)} tokens, {args.runs} runs x {args.tokens} tokens")
-    print(f"{'':24}{'ours':>10}{'raw':>10}")
-    print(f"{'decode tok/s (median)':24}{med(ours, 1):10.1f}{med(raw, 1):10.1f}")
-    print(f"{'TTFT ms (median)':24}{med(ours, 0) * 1e3:10.1f}{med(raw, 0) * 1e3:10.1f}")
-    print(f"{'tokens generated':24}{med(ours, 2):10.0f}{med(raw, 2):10.0f}")
-    print(f"decode ratio ours/raw: {med(ours, 1) / med(raw, 1):.3f} (target >= 0.97)")
-    print(f"TTFT difference ours-raw: {(med(ours, 0) - med(raw, 0)) * 1e3:+.1f} ms")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
+          f"model {args.model}, prompt {len(ids)} tokens, {args.runs} runs x {args.tokens} tokens")
+    print(f"{'':28}{'ours':>10}{'raw':>10}{'ratio':>8}")
+    rows = [("decode tok/s (median)", med(ours, 1), med(raw, 1)),
+            ("decode tok/s (best)", max(r[1] for r in ours), max(r[1] for r in raw)),
+            ("TTFT ms (median)", med(ours, 0) * 1e3, med(raw, 0) * 1e3),
+            ("TTFT ms (best)", min(r[0] for r in ours) * 1e3, min(r[0] for r in raw) * 1e3)]
+    for name, a, b in rows:
+        print(f"{name:28}{a:10.1f}{b:10.1f}{a / b:8.3f}")
+    print(f"decode ratio ours/raw (median): {rows[0][1] / rows[0][2]:.3f}, best-of: {rows[1][1] / rows[1][2]:.3f} "
+          "(target >= 0.97)")
+    print(f"TTFT difference ours-raw (median): {(med(ours, 0) - med(raw, 0)) * 1e3:+.1f} ms")
 
 
 if __name__ == "__main__":

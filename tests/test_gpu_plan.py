@@ -192,7 +192,7 @@ def test_auto_settings_take_layers_and_cache_type_from_the_plan(nemo, monkeypatc
 
     monkeypatch.setattr(gpu_plan, "detected_gpu", lambda: vram_gpu(12))
     monkeypatch.setattr(gpu_plan, "gpu_offload_supported", lambda: True)
-    monkeypatch.setattr(gpu_plan, "_free_memory_bytes", lambda: RAM)
+    monkeypatch.setattr(gpu_plan, "free_memory_bytes", lambda: RAM)
     model = str(nemo["Q4_K_M"])
     auto = load_options(Settings(model=model, n_ctx=32768))
     assert (auto.n_ctx, auto.n_gpu_layers, auto.kv_type, auto.flash_attn) == (32768, -1, "q8_0", True)
@@ -200,6 +200,6 @@ def test_auto_settings_take_layers_and_cache_type_from_the_plan(nemo, monkeypatc
     assert (manual.n_gpu_layers, manual.kv_type, manual.flash_attn) == (20, "f16", None)
     monkeypatch.setattr(gpu_plan, "detected_gpu", lambda: None)
     assert load_options(Settings(model=model, n_ctx=32768)) == auto  # kept: the model may be loaded by now
-    monkeypatch.setattr(gpu_plan, "_free_memory_bytes", lambda: 2 * GIB)
+    monkeypatch.setattr(gpu_plan, "free_memory_bytes", lambda: 2 * GIB)
     with pytest.raises(UserError, match="131,072-token context needs"):  # the cache does not fit in RAM
         load_options(Settings(model=model, n_ctx=131072))
