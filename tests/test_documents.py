@@ -186,6 +186,14 @@ def test_chunks_prefer_sections_and_carry_pages():
     assert "".join("".join(c.text.split()) for c in chunks) == "".join("".join(p.text.split()) for p in pieces)
 
 
+def test_an_odd_name_is_stored_as_its_last_component(tmp_path, store):
+    path = tmp_path / "upload.bin"
+    path.write_text("# Notizen\n\n" + GERMAN, encoding="utf-8")
+    document = read_document(path, name="../../home/évé/\u202e名前 notes.md")
+    document_id, _ = store.add(document)
+    assert store.document(document_id)["file_name"] == "名前 notes.md" and document.kind == "markdown"
+
+
 def test_safe_names():
     assert safe_name("../../etc/passwd.txt") == "passwd.txt"
     assert safe_name("C:\\Users\\me\\notes.md") == "notes.md"
@@ -206,7 +214,7 @@ def test_store_keeps_each_document_once_and_deletes_everything_made_from_it(tmp_
     assert created and not created_again and again == first and len(store.documents()) == 1
     listed = store.documents()[0]
     assert listed["file_name"] == "a.pdf" and listed["pages"] == 2 and "markdown" not in listed
-    assert [c.reference() for c in store.chunks(first)] == ["p. 1", "pp. 1-2"]
+    assert [c.reference() for c in store.chunks(first)] == ["p. 1", "p. 1", "p. 2"]
 
     sha = store.document(first)["sha256"]
     store.put_cached("k1", "summary", "partial", source=sha)
