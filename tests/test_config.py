@@ -1,0 +1,36 @@
+"""Settings survive restarts; a damaged settings file falls back to the defaults."""
+
+from __future__ import annotations
+
+from app.config import Settings, load_settings, save_settings, settings_path
+
+
+def test_settings_round_trip_and_defaults(home):
+    assert load_settings() == Settings() and Settings().temperature == 0.3
+    chosen = Settings(model="smollm2", n_ctx=4096, temperature=0.7, system_prompt="Sois bref. 简短。")
+    save_settings(chosen)
+    assert load_settings() == chosen
+    settings_path().write_text('{"n_ctx": "lots", "temperature": 0.5, "unknown": 1}')
+    assert load_settings() == Settings(temperature=0.5)  # the bad value falls back, the good one stays
+    settings_path().write_text("{not json")
+    assert load_settings() == Settings()
+
+
+def test_the_ui_opens_without_any_model_and_says_how_to_get_one(home, monkeypatch, page):
+    from app import models
+    from app.ui import build_app, launch
+    from conftest import free_port
+
+    monkeypatch.setitem(models.BUILTIN_NAMES, "smollm2", lambda: None)  # as on a machine with no model
+    demo, style = build_app()
+    port = free_port()
+    launch(demo, style, port=port, block=False)
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.locator("#model-line", has_text="No model found").wait_for(timeout=30_000)
+        page.locator("#message-box textarea").fill("Hello?")
+        page.locator("#send").click()
+        page.locator("#notice", has_text="No model found").wait_for(timeout=30_000)
+        assert demo.nemo.history.conversations() == []  # nothing half-written
+    finally:
+        demo.close()
