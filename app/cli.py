@@ -312,10 +312,12 @@ def run_translate(args) -> int:
     from .documents import read_document
     from .history import History
     from .runtime import Engine
-    from .translate import TranslateOptions, TranslationJob, TranslationRequest, read_glossary
+    from .translate import TranslateOptions, TranslationJob, TranslationRequest, read_glossary, resolve_language
 
     if (args.file is None) == (args.text is None):
         raise UserError("translate: give a FILE or --text, not both")
+    resolve_language(args.to)  # bad languages are refused before the model loads
+    resolve_language(args.source, allow_auto=True)
     overrides = {"model": args.model, "n_ctx": args.ctx, "temperature": args.temperature}
     settings = replace(load_settings(), **{k: v for k, v in overrides.items() if v is not None})
     glossary = read_glossary(args.glossary) if args.glossary else ()

@@ -93,10 +93,30 @@ def _m003_documents(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m004_translations(db: sqlite_utils.Database) -> None:
+    """Translations, kept with their source document (or their pasted text), one per job settings."""
+    db.executescript(
+        """
+        CREATE TABLE translations (
+            id INTEGER PRIMARY KEY,
+            document_id INTEGER REFERENCES documents(id) ON DELETE CASCADE,
+            source_sha256 TEXT NOT NULL, source_text TEXT NOT NULL, title TEXT NOT NULL, format TEXT NOT NULL,
+            source_language TEXT NOT NULL, target_language TEXT NOT NULL, model TEXT NOT NULL,
+            glossary TEXT NOT NULL, text TEXT NOT NULL, status TEXT NOT NULL, segments INTEGER NOT NULL,
+            segments_done INTEGER NOT NULL, misses TEXT NOT NULL, created_at REAL NOT NULL,
+            updated_at REAL NOT NULL);
+        CREATE UNIQUE INDEX translations_job ON translations(
+            source_sha256, format, source_language, target_language, model, glossary);
+        CREATE INDEX translations_document ON translations(document_id);
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("m001_conversations", _m001_conversations),
     ("m002_search", _m002_search),
     ("m003_documents", _m003_documents),
+    ("m004_translations", _m004_translations),
 ]
 
 

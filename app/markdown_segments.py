@@ -19,6 +19,7 @@ from functools import cache
 
 MARKER = "⟦{}⟧"
 MARKER_RE = re.compile(r"⟦\s*(\d+)\s*⟧")
+STRAY_RE = re.compile(r"⟦\s*\d*\s*\ufffd?|⟧")  # what is left of a marker the model broke
 PARAGRAPH, HEADING, CELL, LINE = "paragraph", "heading", "cell", "line"
 _SPANS = "nemo_kept_spans"  # env key: id(inline token list) -> [(start, end, is_break)]
 
@@ -242,6 +243,7 @@ def fill(piece: Piece, translation: str) -> tuple[str, list[str]]:
             parts.append("\0" + str(n) + "\0")
         position = match.end()
     parts.append(_escape(text[position:], piece.where))
+    parts = [STRAY_RE.sub("", part) if part[:1] != "\0" else part for part in parts]
     for n in range(1, len(piece.kept) + 1):
         if n not in used:
             if n not in piece.breaks:
@@ -250,7 +252,7 @@ def fill(piece: Piece, translation: str) -> tuple[str, list[str]]:
     joined = re.sub(r" {2,}", " ", "".join(parts)).strip()
     if piece.where == PARAGRAPH:  # each line (hard breaks start new ones) must stay inside the paragraph
         lines = re.split("(\0(?:%s)\0)" % "|".join(map(str, piece.breaks)), joined) if piece.breaks else [joined]
-        joined = "".join(line if i % 2 else _as_paragraph(line) for i, line in enumerate(lines))
+        joined = "".join(line if i % 2 else _as_paragraph(line.strip()) for i, line in enumerate(lines))
     return re.sub("\0(\\d+)\0", lambda m: piece.kept[int(m.group(1)) - 1], joined), problems
 
 

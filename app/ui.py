@@ -21,6 +21,7 @@ from .runtime import Engine  # noqa: E402
 from .ui_convert import convert_panel  # noqa: E402
 from .ui_documents import documents_tab  # noqa: E402
 from .ui_models import model_section  # noqa: E402
+from .ui_translate import translate_tab  # noqa: E402
 
 STREAM_UPDATE_S = 0.08  # browser updates while streaming: at most one per 80 ms
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "app.css"
@@ -250,6 +251,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
             settings_status = gr.Markdown("", elem_id="settings-status")
             model_section(ui, model_name, n_ctx)
             convert_panel(on_done=(lambda: gr.update(choices=available_models()), model_name))
+        translate_tab(ui)
 
         chat_outputs = [chatbot, message_ids, conversation, stats, notice]
         llm = {"concurrency_id": "llm", "concurrency_limit": 1}

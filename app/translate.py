@@ -1,0 +1,464 @@
+"""Translation of text and whole documents, structure kept, resumable.
+
+The text (Markdown, or plain text) is cut into pieces by `markdown_segments`: only prose reaches
+the model, with code, URLs, link targets and HTML replaced by markers. Pieces are grouped into
+segments of a token budget; each segment is one request of numbered lines, carrying the previous
+segment and its translation as an earlier turn so that terms stay consistent. Each segment's
+result is cached under a hash of (its text, languages, model, prompt version, the glossary terms
+that occur in it): a re-run after a Stop does no finished segment again, and a changed glossary
+redoes only the segments that contain a changed term. The context turn is not part of the key.
+
+What this module guarantees is tested with a small model; how well Mistral NeMo translates can't
+be measured here without its weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+from . import markdown_segments as md
+from .chat_format import chat_format_for
+from .doc_store import DocumentStore
+from .documents import Chunk, pack, split_text
+from .errors import UserError
+from .jobs import CancelToken, Progress
+from .language import LANGUAGES, detect_language
+from .runtime import Engine, SamplingOptions
+from .summarize import token_counter
+from .translation_store import save_translation
+
+PROMPT_VERSION = 1
+AUTO = "auto"
+SEGMENT_TOKENS = 400  # most source tokens in one request (fewer on small contexts)
+NO_SPACES = {"zh", "ja"}  # parts of a long paragraph are joined without a space
+LINE_RE = re.compile(r"\s*\[(\d+)\]\s?(.*)")
+
+Glossary = tuple[tuple[str, str], ...]
+
+
+# -- languages -----------------------------------------------------------------------------------
+
+
+def _other_languages() -> dict[str, str]:
+    """Languages the detector library knows beyond NeMo's eleven: code -> English name."""
+    from lingua import Language
+
+    return {lang.iso_code_639_1.name.lower(): lang.name.title() for lang in Language.all()}
+
+
+def language_label(code: str) -> str:
+    """'French', or 'Swedish (less supported)' for a language NeMo was not trained for."""
+    if code in LANGUAGES:
+        return LANGUAGES[code]
+    return f"{_other_languages().get(code, code)} (less supported)"
+
+
+def language_choices() -> list[tuple[str, str]]:
+    """(label, code) pairs: NeMo's languages first, then the others."""
+    others = sorted((name, code) for code, name in _other_languages().items() if code not in LANGUAGES)
+    return [(name, code) for code, name in LANGUAGES.items()] + [(f"{n} (less supported)", c) for n, c in others]
+
+
+def resolve_language(value: str, allow_auto: bool = False) -> str:
+    """An ISO 639-1 code from a code or an English name ('fr', 'French'); UserError if unknown."""
+    wanted = (value or "").strip().lower()
+    if allow_auto and wanted in (AUTO, ""):
+        return AUTO
+    known = {**_other_languages(), **LANGUAGES}
+    for code, name in known.items():
+        if wanted in (code, name.lower()):
+            return code
+    raise UserError(f"unknown language {value!r}; use a code such as {', '.join(LANGUAGES)}")
+
+
+# -- glossary ------------------------------------------------------------------------------------
+
+
+def glossary_from_rows(rows) -> Glossary:
+    """Term pairs from table rows (source, target); blank and header rows are skipped."""
+    pairs: dict[str, str] = {}
+    for row in rows or []:
+        cells = [str(c).strip() if c is not None else "" for c in list(row)[:2]] + ["", ""]
+        source, target = cells[0], cells[1]
+        if source and target and (source.lower(), target.lower()) != ("source", "target"):
+            pairs.setdefault(source, target)
+    return tuple(pairs.items())
+
+
+def read_glossary(path: str) -> Glossary:
+    """A CSV file of `source,target` rows (a header row is optional)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the glossary ({exc})") from None
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    rows = list(csv.reader(io.StringIO(text), dialect))
+    if any(len([c for c in row if c.strip()]) not in (0, 2) for row in rows):
+        raise UserError(f"{path}: each glossary row needs two columns, source term and target term")
+    return glossary_from_rows(rows)
+
+
+def term_in(term: str, text: str) -> bool:
+    """Whether `term` occurs in `text`, ignoring case; a word-like term must start a word."""
+    escaped = re.escape(term)
+    pattern = rf"(?<!\w){escaped}" if re.match(r"\w", term) and not _unspaced(term) else escaped
+    return re.search(pattern, text, re.IGNORECASE) is not None
+
+
+def _unspaced(text: str) -> bool:
+    """Chinese, Japanese or Korean characters: words are not separated by spaces."""
+    return any("\u3040" <= c <= "\u9fff" or "\uac00" <= c <= "\ud7af" for c in text)
+
+
+def glossary_for(glossary: Glossary, text: str) -> Glossary:
+    """The pairs whose source term occurs in `text`."""
+    return tuple(pair for pair in glossary if term_in(pair[0], text))
+
+
+# -- requests and replies ------------------------------------------------------------------------
+
+
+def system_prompt(source: str, target: str, glossary: Glossary) -> str:
+    prompt = (
+        f"You are a professional translator. Translate the user's text from {language_label(source)} into "
+        f"{language_label(target)}. The text comes as numbered lines like “[1] …”: reply with the same "
+        "numbered lines, each one translated, in the same order, and nothing else. Markers like ⟦1⟧ stand "
+        "for code, links or formatting: copy every marker unchanged to the place where it belongs. Keep "
+        "Markdown emphasis (*, **, _), names and numbers."
+    )
+    if glossary:
+        terms = "; ".join(f"“{s}” → “{t}”" for s, t in glossary)
+        prompt += f" Always translate these terms this way: {terms}."
+    return prompt
+
+
+def numbered(texts: list[str]) -> str:
+    return "\n".join(f"[{n}] {text}" for n, text in enumerate(texts, 1))
+
+
+def parse_numbered(reply: str, count: int) -> list[str] | None:
+    """The `count` translated lines of a reply, or None when its numbering is broken.
+
+    A one-line request always succeeds: line 1 if the reply numbers it, else the whole reply.
+    """
+    lines = [line.strip() for line in reply.splitlines() if line.strip()]
+    found: dict[int, str] = {}
+    current, repeated = None, False
+    for line in lines:
+        match = LINE_RE.match(line)
+        if match:
+            current = int(match.group(1))
+            repeated = repeated or current in found
+            found.setdefault(current, match.group(2))
+        elif current is not None:
+            found[current] += " " + line
+    if count == 1:
+        return [found[1].strip() if 1 in found else " ".join(lines)]
+    if repeated or sorted(found) != list(range(1, count + 1)):
+        return None
+    return [found[n].strip() for n in range(1, count + 1)]
+
+
+# -- the plan ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A piece's text, or one part of a piece too long for one request."""
+
+    piece: int
+    text: str
+
+
+@dataclass(frozen=True)
+class TranslateOptions:
+    segment_tokens: int = SEGMENT_TOKENS
+    temperature: float = 0.3
+    max_tokens: int = 0  # a cap on what one request may write (else twice its source and some room)
+
+
+@dataclass(frozen=True)
+class TranslationRequest:
+    text: str
+    target: str
+    source: str = AUTO
+    markdown: bool = True
+    glossary: Glossary = ()
+    title: str = ""
+    document_id: int | None = None
+
+
+@dataclass(frozen=True)
+class GlossaryMiss:
+    source: str
+    target: str
+    segments: tuple[int, ...]  # 1-based numbers of the segments where the target term is missing
+
+
+@dataclass
+class TranslationResult:
+    text: str
+    stopped: bool
+    source_language: str
+    target_language: str
+    segments: int
+    engine_calls: int
+    cached_segments: int
+    misses: list[GlossaryMiss]
+    problems: list[str]
+    structure_kept: bool
+    translation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class TranslationUpdate:
+    """Segments done / total; while a segment is written, its number and the reply so far."""
+
+    progress: Progress
+    segment: int | None = None
+    partial: str = ""
+    result: TranslationResult | None = None
+
+
+def plan_segments(pieces: list[md.Piece], budget: int, count) -> list[list[Unit]]:
+    """Pieces cut into units of at most `budget` tokens, grouped into requests of about `budget`."""
+    units = []
+    for i, piece in enumerate(pieces):
+        parts = [piece.text] if count(piece.text) <= budget else split_text(piece.text, budget, count)
+        units += [Unit(i, part.strip()) for part in parts if part.strip()]
+    groups = pack([Chunk(unit.text) for unit in units], budget, count)
+    segments, start = [], 0
+    for group in groups:
+        segments.append(units[start : start + len(group)])
+        start += len(group)
+    return segments
+
+
+class TranslationJob:
+    """One translation: the plan, the outputs so far, and the run that fills them."""
+
+    def __init__(self, engine: Engine, store: DocumentStore, request: TranslationRequest,
+                 options: TranslateOptions = TranslateOptions()) -> None:
+        self.engine, self.store, self.request, self.options = engine, store, request, options
+        self.source = md.normalize(request.text)
+        self.pieces = (md.markdown_pieces if request.markdown else md.text_pieces)(self.source)
+        if not self.pieces:
+            raise UserError("nothing to translate: the text has no prose (only code, links or numbers)")
+        self.target = resolve_language(request.target)
+        self.source_language = resolve_language(request.source, allow_auto=True)
+        if self.source_language == AUTO:
+            self.source_language = detect_language(" ".join(md.MARKER_RE.sub(" ", p.text) for p in self.pieces))
+        if self.source_language == self.target:
+            raise UserError(f"the text is already in {language_label(self.target)}"
+                            + (" (detected); choose the source language" if request.source in (AUTO, "") else ""))
+        self.format = chat_format_for(engine)
+        self.count = token_counter(engine)
+        self.model = [engine.info.path.name, engine.info.file_size]
+        room = engine.n_ctx - len(self.format.encode(self._messages([""], request.glossary)))
+        if room // 7 < 24:
+            raise UserError(f"a {engine.n_ctx:,}-token context is too small to translate in; raise the context size")
+        self.segments = plan_segments(self.pieces, min(options.segment_tokens, room // 7), self.count)
+        self.row_bounds = self._row_bounds()
+        self.units_per_piece = Counter(unit.piece for segment in self.segments for unit in segment)
+        self.source_sha256 = (store.document(request.document_id)["sha256"] if request.document_id is not None
+                              else hashlib.sha256(self.source.encode()).hexdigest())
+        self.outputs: list[list[str] | None] = [None] * len(self.segments)
+        self.engine_calls = self.cached_segments = 0
+        self.engine_seconds = 0.0
+        self.problems: list[str] = []
+        self.result: TranslationResult | None = None
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self, cancel: CancelToken | None = None) -> Iterator[TranslationUpdate]:
+        """Translate segment by segment (cached ones at once); the last update carries the result."""
+        cancel = cancel or CancelToken()
+        for index in range(len(self.segments)):
+            if cancel.cancelled:
+                break
+            key = self._key(index)
+            cached = self.store.cached(key)
+            if cached is not None:
+                self.outputs[index] = json.loads(cached)
+                self.cached_segments += 1
+            else:
+                outputs = yield from self._translate(index, cancel)
+                if outputs is None:
+                    break
+                self.outputs[index] = outputs
+                self.store.put_cached(key, "translation", json.dumps(outputs, ensure_ascii=False), self.source_sha256)
+            yield TranslationUpdate(self.progress())
+        self.result = self._finish(stopped=None in self.outputs)
+        yield TranslationUpdate(self.progress(), result=self.result)
+
+    def _translate(self, index: int, cancel: CancelToken) -> Iterator[TranslationUpdate]:
+        """One segment's unit translations (several requests when the numbering came back broken)."""
+        texts = [unit.text for unit in self.segments[index]]
+        reply = yield from self._request(index, texts, cancel)
+        if reply is None:
+            return None
+        outputs = parse_numbered(reply, len(texts))
+        if outputs is not None:
+            return outputs
+        outputs = []
+        for text in texts:  # one unit per request: the numbering cannot break
+            reply = yield from self._request(index, [text], cancel)
+            if reply is None:
+                return None
+            outputs += parse_numbered(reply, 1)
+        return outputs
+
+    def _request(self, index: int, texts: list[str], cancel: CancelToken) -> Iterator[TranslationUpdate]:
+        """Stream one request's reply; None when stopped."""
+        glossary = glossary_for(self.request.glossary, " ".join(texts))
+        context = self._context(index)
+        ids = self.format.encode(self._messages(texts, glossary, context))
+        wanted = self._most_tokens(texts)
+        room = self.engine.n_ctx - len(ids) - 1
+        if room < min(wanted, 64) and context:  # a long previous segment: go without it
+            ids = self.format.encode(self._messages(texts, glossary))
+            room = self.engine.n_ctx - len(ids) - 1
+        sampling = SamplingOptions(temperature=self.options.temperature, max_tokens=max(1, min(wanted, room)))
+        started = time.perf_counter()
+        completion = self.engine.complete(ids, sampling, cancel, decoder=self.format.decoder())
+        reply = ""
+        for delta in completion:
+            reply += delta
+            yield TranslationUpdate(self.progress(), index, reply)
+        self.engine_calls += 1
+        self.engine_seconds += time.perf_counter() - started
+        if completion.stats.stop_reason == "cancelled":
+            return None
+        if completion.stats.stop_reason == "length":
+            self.problems.append(f"segment {index + 1}: the reply was cut at {sampling.max_tokens} tokens")
+        return reply
+
+    def _most_tokens(self, texts: list[str]) -> int:
+        """What a request may write: twice its source and some room, or the cap if lower."""
+        wanted = 2 * self.count(" ".join(texts)) + 8 * len(texts) + 32
+        return min(wanted, self.options.max_tokens or wanted)
+
+    def _context(self, index: int) -> tuple[list[str], list[str]] | None:
+        if index == 0 or self.outputs[index - 1] is None:
+            return None
+        return [unit.text for unit in self.segments[index - 1]], self.outputs[index - 1]
+
+    def _messages(self, texts: list[str], glossary: Glossary,
+                  context: tuple[list[str], list[str]] | None = None) -> list[dict]:
+        messages = [{"role": "system", "content": system_prompt(self.source_language, self.target, glossary)}]
+        if context:
+            messages += [{"role": "user", "content": numbered(context[0])},
+                         {"role": "assistant", "content": numbered(context[1])}]
+        return messages + [{"role": "user", "content": numbered(texts)}]
+
+    def _key(self, index: int) -> str:
+        texts = [unit.text for unit in self.segments[index]]
+        return hashlib.sha256(json.dumps({
+            "v": PROMPT_VERSION, "kind": "translation", "model": self.model, "from": self.source_language,
+            "to": self.target, "texts": texts, "glossary": glossary_for(self.request.glossary, " ".join(texts)),
+            "temperature": self.options.temperature, "max_tokens": self._most_tokens(texts),
+        }, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+    def progress(self) -> Progress:
+        done = sum(output is not None for output in self.outputs)
+        return Progress(done, len(self.segments), f"translating into {language_label(self.target)}")
+
+    # -- the text --------------------------------------------------------------------------------
+    def piece_texts(self) -> tuple[dict[int, str], list[str]]:
+        """Each translated piece's final text, and what went wrong putting it back."""
+        parts: dict[int, list[str]] = {}
+        for segment, outputs in zip(self.segments, self.outputs):
+            for unit, output in zip(segment, outputs or []):
+                parts.setdefault(unit.piece, []).append(output)
+        joiner = "" if self.target in NO_SPACES else " "
+        texts, problems = {}, []
+        for i, found in parts.items():
+            if len(found) == self.units_per_piece[i]:
+                texts[i], wrong = md.fill(self.pieces[i], joiner.join(found))
+                problems += wrong
+        return texts, problems
+
+    def text(self) -> str:
+        """The translation so far; pieces not translated yet keep their source text."""
+        return md.assemble(self.source, self.pieces, self.piece_texts()[0])
+
+    def _row_bounds(self) -> list[tuple[int, int, list[int]]]:
+        """(start, end, segment numbers) of each side-by-side row; the rows join to the whole text.
+
+        A row ends where its last segment's last piece ends; a paragraph too long for one segment
+        keeps all its segments in one row."""
+        bounds: list[tuple[int, int, list[int]]] = []
+        for n, segment in enumerate(self.segments):
+            end = self.pieces[segment[-1].piece].end
+            if bounds and self.pieces[segment[0].piece].start < bounds[-1][1]:
+                bounds[-1] = (bounds[-1][0], end, bounds[-1][2] + [n])
+            else:
+                bounds.append((bounds[-1][1] if bounds else 0, end, [n]))
+        bounds[-1] = (bounds[-1][0], len(self.source), bounds[-1][2])
+        return bounds
+
+    def rows(self) -> list[tuple[str, str | None]]:
+        """(source, translation) of each row; the translation is None until a segment in it is done."""
+        texts = self.piece_texts()[0]
+        return [(self.source[start:end],
+                 md.assemble(self.source, self.pieces, texts, start, end)
+                 if any(self.outputs[n] is not None for n in segments) else None)
+                for start, end, segments in self.row_bounds]
+
+    def row_of(self, segment: int) -> int:
+        return next(i for i, (_, _, segments) in enumerate(self.row_bounds) if segment in segments)
+
+    def misses(self) -> list[GlossaryMiss]:
+        """Glossary pairs whose source term is in a segment but whose target term is not in its translation."""
+        found: dict[tuple[str, str], list[int]] = {}
+        for n, (segment, outputs) in enumerate(zip(self.segments, self.outputs), 1):
+            if outputs is None:
+                continue
+            for source, target in glossary_for(self.request.glossary, " ".join(u.text for u in segment)):
+                if not term_in(target, " ".join(outputs)):
+                    found.setdefault((source, target), []).append(n)
+        return [GlossaryMiss(s, t, tuple(segments)) for (s, t), segments in found.items()]
+
+    def _finish(self, stopped: bool) -> TranslationResult:
+        texts, problems = self.piece_texts()
+        text = md.assemble(self.source, self.pieces, texts)
+        kept = not self.request.markdown or md.outline(text) == md.outline(self.source)
+        result = TranslationResult(
+            text=text, stopped=stopped, source_language=self.source_language, target_language=self.target,
+            segments=len(self.segments), engine_calls=self.engine_calls, cached_segments=self.cached_segments,
+            misses=self.misses(), problems=self.problems + problems, structure_kept=kept,
+        )
+        result.translation_id = save_translation(self.store, {
+            "document_id": self.request.document_id, "source_sha256": self.source_sha256,
+            "source_text": "" if self.request.document_id is not None else self.source,
+            "title": self.request.title or md.MARKER_RE.sub("…", self.pieces[0].text)[:80],
+            "format": "markdown" if self.request.markdown else "text", "source_language": self.source_language,
+            "target_language": self.target, "model": self.model[0],
+            "glossary": json.dumps(self.request.glossary, ensure_ascii=False), "text": text,
+            "status": "stopped" if stopped else "complete", "segments": len(self.segments),
+            "segments_done": len(self.segments) - self.outputs.count(None),
+            "misses": json.dumps([asdict(m) for m in result.misses], ensure_ascii=False),
+        })
+        return result
+
+
+def translate(engine: Engine, store: DocumentStore, request: TranslationRequest,
+              options: TranslateOptions = TranslateOptions(), cancel: CancelToken | None = None) -> TranslationResult:
+    """Translate to the end (or until stopped) and return the result."""
+    job = TranslationJob(engine, store, request, options)
+    for _ in job.run(cancel):
+        pass
+    return job.result

@@ -1,0 +1,195 @@
+"""The Translate tab: a thin face over translate.TranslationJob.
+
+Paste text or drop a document, choose the languages (the detected source is shown), optionally a
+glossary; the source and its translation stream side by side, one row per segment; Stop keeps
+what is done (a new run resumes from the cache); the result downloads as Markdown or text.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from .doc_store import DocumentStore
+from .documents import ACCEPTED, KINDS, read_document
+from .errors import UserError
+from .jobs import CancelToken
+from .language import detect_language
+from .translate import (AUTO, TranslateOptions, TranslationJob, TranslationRequest, glossary_from_rows,
+                        language_choices, language_label, read_glossary)
+from .translation_store import translation, translations
+
+STREAM_UPDATE_S = 0.08  # at most one browser update per 80 ms
+CELL = "white-space:pre-wrap;vertical-align:top;padding:6px 10px;border-top:1px solid #8884;width:50%"
+WAITING = "<span style='opacity:.5'>…</span>"
+
+
+def side_by_side(rows: list[tuple[str, str | None]], partial: tuple[int, str] | None = None) -> str:
+    """An HTML table: source and translation of each segment on one row (text shown as written)."""
+    cells = []
+    for n, (source, target) in enumerate(rows):
+        shown = html.escape(target) if target is not None else WAITING
+        if partial and partial[0] == n:
+            shown = f"<span style='opacity:.7'>{html.escape(partial[1])}</span>"
+        cells.append(f"<tr><td dir='auto' style='{CELL}'>{html.escape(source)}</td>"
+                     f"<td dir='auto' style='{CELL}'>{shown}</td></tr>")
+    return ("<table id='translation-table' style='width:100%;border-collapse:collapse'>"
+            "<tr><th>Source</th><th>Translation</th></tr>" + "".join(cells) + "</table>")
+
+
+def status_line(job: TranslationJob, started: float) -> str:
+    p = job.progress()
+    line = f"{p.label} · segment {p.done} of {p.total}"
+    if job.cached_segments:
+        line += f" · {job.cached_segments} from earlier runs"
+    if job.engine_calls and p.done < p.total:
+        left = job.engine_seconds / max(1, p.done - job.cached_segments) * (p.total - p.done)
+        line += f" · about {int(left)} s left"
+    return line + f" · {time.monotonic() - started:.0f} s"
+
+
+def result_line(job: TranslationJob) -> str:
+    result = job.result
+    line = ("⏹ Stopped: translate again to go on from here." if result.stopped else "✅ Translated") + \
+        f" {language_label(result.source_language)} → {language_label(result.target_language)}, " \
+        f"{result.segments} segments ({result.cached_segments} from earlier runs)."
+    if not result.structure_kept:
+        line += " ⚠️ The structure changed; check the result."
+    for miss in result.misses:
+        line += f"\n\n⚠️ Glossary: “{miss.source}” was not translated as “{miss.target}” in segment " \
+                f"{', '.join(map(str, miss.segments))}."
+    if result.problems:
+        line += f"\n\n{len(result.problems)} notes: " + "; ".join(result.problems[:5])
+    return line
+
+
+def download_file(name: str, text: str, markdown: bool) -> str:
+    """Write the translation into the app's private upload folder; Gradio serves it from there."""
+    folder = Path(tempfile.mkdtemp(prefix="translation-", dir=os.environ.get("GRADIO_TEMP_DIR") or None))
+    path = folder / (Path(name).stem + (".md" if markdown else ".txt"))
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def translate_tab(ui) -> None:
+    """The Translate tab; call inside the Blocks context. `ui` is the app's ChatUI."""
+    store = DocumentStore(ui.history)
+    cancels: dict[str, CancelToken] = {}
+    languages = language_choices()
+    with gr.Tab("Translate"):
+        document = gr.State(None)
+        with gr.Row():
+            with gr.Column():
+                text = gr.Textbox(label="Text to translate (Markdown)", lines=8, max_lines=20, elem_id="translate-text")
+                upload = gr.File(label=f"…or drop a document ({ACCEPTED})", file_types=list(KINDS),
+                                 elem_id="translate-file")
+                plain = gr.Checkbox(False, label="Plain text, not Markdown")
+            with gr.Column():
+                with gr.Row():
+                    source = gr.Dropdown([("Detect the language", AUTO), *languages], value=AUTO, label="From",
+                                         elem_id="translate-from")
+                    target = gr.Dropdown(languages, value="fr", label="To", elem_id="translate-to")
+                detected = gr.Markdown("", elem_id="translate-detected")
+                glossary = gr.Dataframe(headers=["Source term", "Target term"], column_count=(2, "fixed"),
+                                        row_count=(2, "dynamic"), type="array", interactive=True,
+                                        label="Glossary (optional)", elem_id="translate-glossary")
+                glossary_csv = gr.UploadButton("Load a glossary CSV", file_types=[".csv"], size="sm")
+        with gr.Row():
+            start = gr.Button("Translate", variant="primary", elem_id="translate-start")
+            stop = gr.Button("Stop", variant="stop", elem_id="translate-stop")
+        status = gr.Markdown("", elem_id="translate-status")
+        table = gr.HTML("", elem_id="translate-side")
+        download = gr.File(label="Download the translation", interactive=False, height=90,
+                           elem_id="translate-download")
+        with gr.Accordion("Saved translations", open=False):
+            saved = gr.Dropdown([], label="Open a saved translation", elem_id="translate-saved")
+
+    def saved_choices():
+        rows = translations(store)
+        return gr.update(choices=[(f"{r['title']} · {r['source_language']}→{r['target_language']} · {r['status']}",
+                                   r["id"]) for r in rows])
+
+    def load_document(path):
+        if not path:
+            return None, ""
+        try:
+            doc = read_document(path)
+            document_id, _ = store.add(doc)
+        except UserError as exc:
+            return None, f"⚠️ {exc}"
+        return document_id, (f"**{doc.title}** · {doc.kind} · {doc.tokens:,} tokens · "
+                             f"detected: {language_label(doc.language)}")
+
+    def detect(value, document_id):
+        if document_id is not None or not (value or "").strip():
+            return gr.skip()
+        return f"Detected: {language_label(detect_language(value))}"
+
+    def load_glossary(file):
+        try:
+            return [list(pair) for pair in read_glossary(file)] or [["", ""]], ""
+        except UserError as exc:
+            return gr.skip(), f"⚠️ {exc}"
+
+    def run(value, document_id, plain_text, source_language, target_language, terms, request: gr.Request):
+        cancel = cancels[request.session_hash] = CancelToken()
+        started = time.monotonic()
+        try:
+            ui.service.ensure_model(ui.settings)
+            if document_id is not None:
+                doc = store.document(document_id)
+                job_request = TranslationRequest(
+                    doc["markdown"], target_language, source_language, not plain_text and doc["kind"] != "text",
+                    glossary_from_rows(terms), doc["title"], document_id)
+                name = doc["file_name"]
+            elif (value or "").strip():
+                job_request = TranslationRequest(value, target_language, source_language, not plain_text,
+                                                 glossary_from_rows(terms))
+                name = "translation"
+            else:
+                raise UserError("paste some text or drop a document first")
+            job = TranslationJob(ui.service.engine, store, job_request,
+                                 TranslateOptions(temperature=ui.settings.temperature,
+                                                  max_tokens=ui.settings.max_tokens))
+        except UserError as exc:
+            yield f"⚠️ {exc}", gr.skip(), gr.skip(), gr.skip()
+            return
+        detected_line = f"Source: {language_label(job.source_language)}" + \
+            (" (detected)" if source_language == AUTO else "")
+        yield status_line(job, started), side_by_side(job.rows()), None, detected_line
+        shown = 0.0
+        for update in job.run(cancel):
+            if update.result is None and time.monotonic() - shown < STREAM_UPDATE_S:
+                continue
+            shown = time.monotonic()
+            partial = (job.row_of(update.segment), update.partial) if update.segment is not None else None
+            yield status_line(job, started), side_by_side(job.rows(), partial), gr.skip(), gr.skip()
+        file = download_file(name, job.result.text, job_request.markdown)
+        yield result_line(job), side_by_side(job.rows()), file, gr.skip()
+
+    def stop_job(request: gr.Request):
+        token = cancels.get(request.session_hash)
+        if token:
+            token.cancel()
+
+    def open_saved(translation_id):
+        if translation_id is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        row = translation(store, translation_id)
+        file = download_file(row["title"] or "translation", row["text"], row["format"] == "markdown")
+        return f"Saved translation ({row['status']}, {row['model']})", side_by_side([(row["source"], row["text"])]), file
+
+    upload.change(load_document, upload, [document, detected])
+    text.input(detect, [text, document], detected, trigger_mode="always_last", show_progress="hidden")
+    glossary_csv.upload(load_glossary, glossary_csv, [glossary, status])
+    event = start.click(run, [text, document, plain, source, target, glossary], [status, table, download, detected],
+                        concurrency_id="llm", concurrency_limit=1)
+    event.then(saved_choices, None, saved)
+    stop.click(stop_job, None, None, concurrency_limit=None)
+    saved.input(open_saved, saved, [status, table, download])
+    saved.focus(saved_choices, None, saved)

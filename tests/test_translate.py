@@ -1,0 +1,289 @@
+"""Translation: structure kept byte for byte, resume after Stop, glossary, CLI.
+
+The real SmolLM2 engine translates badly; these tests check only what the pipeline guarantees
+(what reaches the model, what comes back unchanged, what is redone). NeMo's translation quality
+can't be measured here without its weights.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+
+import pytest
+
+from app import markdown_segments as md
+from app.doc_store import DocumentStore
+from app.errors import UserError
+from app.history import History
+from app.jobs import CancelToken
+from app.translate import (TranslateOptions, TranslationJob, TranslationRequest, glossary_from_rows,
+                           language_label, parse_numbered, plan_segments, read_glossary, resolve_language,
+                           term_in, translate)
+from app.translation_store import translation, translations
+
+from conftest import run_cli
+
+DOCUMENT = """---
+title: Release notes
+tags: [docs, test]
+---
+
+# Getting started with `nemo`
+
+Install it with `pip install nemo-chat` and read [the guide](https://example.com/guide?x=1&y=2 "Guide").
+Questions go to https://forum.example.org/t/42 or to help@example.com.
+
+<div class="note">Raw HTML block.</div>
+
+Some <b>bold HTML</b> and an ![image of a cat](img/cat.png) here.  
+After a hard break comes a [reference link][docs].
+
+| Fruit | Count | Note |
+|-------|------:|------|
+| Apples | 12 | fresh from the farm |
+| Pears \\| quinces | 3.5 | 2024-01-02 |
+
+- The first item with **bold** text
+- The second item
+  goes on here
+  1. A nested step
+
+> A quoted line
+> and its second line
+
+```python
+def greet(name):
+    return f"Hello, {name}!"  # never translated
+```
+
+    indented_code = True
+
+[docs]: https://docs.example.com/start
+"""
+
+CODE = ['def greet(name):\n    return f"Hello, {name}!"  # never translated\n', "    indented_code = True",
+        "`nemo`", "`pip install nemo-chat`", "<b>", "</b>", '<div class="note">Raw HTML block.</div>']
+URLS = ["(https://example.com/guide?x=1&y=2 \"Guide\")", "https://forum.example.org/t/42", "help@example.com",
+        "(img/cat.png)", "[docs]", "[docs]: https://docs.example.com/start", "---\ntitle: Release notes\ntags: [docs, test]\n---\n"]
+
+
+def counts(markdown: str) -> dict:
+    found = md.outline(markdown)
+    return {k: found[k] for k in ("heading_open", "list_item_open", "tr_open", "blocks", "fence", "code_block",
+                                  "html_block", "table_open", "front_matter", "blockquote_open")}
+
+
+@pytest.fixture()
+def store(tmp_path):
+    history = History(tmp_path / "nemo-chat.db")
+    yield DocumentStore(history)
+    history.close()
+
+
+class CountingEngine:
+    """The real engine; counts `complete` calls and keeps each request's last user text."""
+
+    def __init__(self, engine) -> None:
+        self._engine = engine
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def complete(self, *args, **kwargs):
+        self.calls += 1
+        return self._engine.complete(*args, **kwargs)
+
+
+FAST = TranslateOptions(temperature=0, max_tokens=8)  # output quality is not tested: keep calls short
+
+
+# -- what reaches the model, what comes back (no model) ------------------------------------------
+
+
+def test_pieces_hold_prose_only_and_markers_stand_for_kept_source():
+    source = md.normalize(DOCUMENT)
+    pieces = md.markdown_pieces(source)
+    sent = "\n".join(p.text for p in pieces)
+    for kept in CODE + ["https://", "help@example.com", "img/cat.png", "title:", "[docs]", "Raw HTML"]:
+        assert kept.strip() not in sent, kept
+    for piece in pieces:
+        assert [int(n) for n in md.MARKER_RE.findall(piece.text)] == list(range(1, len(piece.kept) + 1))
+    unchanged = md.assemble(source, pieces, {i: md.fill(p, p.text)[0] for i, p in enumerate(pieces)})
+    assert counts(unchanged) == counts(source)
+    for kept in CODE + URLS:
+        assert kept in unchanged, kept
+    assert [p.text for p in pieces if p.where == "cell"] == ["Fruit", "Count", "Note", "Apples",
+                                                             "fresh from the farm", "Pears \\| quinces"]
+    assert not any(p.text in ("12", "3.5", "2024-01-02") for p in pieces), "numbers-only cells stay"
+
+
+def test_any_model_output_keeps_code_urls_and_structure():
+    """Whatever the model writes (here: damaged on purpose) the kept parts and the layout survive."""
+    source = md.normalize(DOCUMENT)
+    pieces = md.markdown_pieces(source)
+    nasty = ["# {}", "- {}\n\n1. more", "{} | with | pipes", "> {}", "```\n{}", "<div>{}</div>", "{}\n===",
+             "    {}", "{} ⟦1⟧ ⟦1⟧ ⟦99⟧ ⟦2"]
+    texts = {}
+    for i, piece in enumerate(pieces):
+        damaged = md.MARKER_RE.sub("", piece.text) if i % 2 else piece.text
+        texts[i] = md.fill(piece, nasty[i % len(nasty)].format(damaged.upper()))[0]
+    out = md.assemble(source, pieces, texts)
+    for kept in CODE + URLS:
+        assert kept in out, kept
+    assert counts(out) == counts(source)
+
+
+def test_fill_puts_dropped_markers_back_and_escapes_block_markers():
+    [piece] = md.markdown_pieces("See `a` and [b](http://x.org).")
+    text, problems = md.fill(piece, "# Voir et [b]")
+    assert text == "\\# Voir et [b] `a` (http://x.org)" and len(problems) == 2
+    assert md.fill(piece, "1. Voir ⟦1⟧ et [b]⟦2⟧")[0] == "1\\. Voir `a` et [b](http://x.org)"
+    assert md.fill(piece, "   ")[0] == ""  # an empty reply keeps the source
+    [cell] = [p for p in md.markdown_pieces("| a |\n|---|\n| word |\n") if p.text == "word"]
+    assert md.fill(cell, "x | y")[0] == "x \\| y"
+    [broken] = md.markdown_pieces("one  \ntwo\n")
+    assert broken.breaks == {1} and md.fill(broken, "eins ⟦1⟧- zwei")[0] == "eins  \n\\- zwei"
+    assert md.fill(broken, "eins zwei") == ("eins zwei", [])  # a dropped line break is no problem
+
+
+def test_plain_text_pieces_are_lines_with_urls_kept():
+    pieces = md.text_pieces("Hello there, see https://x.org/a.\n\n  # not a heading  \n42\n")
+    assert [p.text for p in pieces] == ["Hello there, see ⟦1⟧.", "# not a heading"]
+    assert md.fill(pieces[1], "# pas un titre")[0] == "# pas un titre"
+
+
+def test_nothing_to_translate_and_same_language_are_refused_before_the_model_runs(store):
+    with pytest.raises(UserError, match="nothing to translate"):
+        TranslationJob(None, store, TranslationRequest("```\ncode\n```\n\n| 1 | 2 |\n|---|---|\n", "fr"))
+    with pytest.raises(UserError, match="already in French .detected.; choose the source language"):
+        TranslationJob(None, store, TranslationRequest("Le gardien du phare attendait la lumière du matin.", "fr"))
+    with pytest.raises(UserError, match="already in French$"):
+        TranslationJob(None, store, TranslationRequest("Hello there, my friend.", "fr", "French"))
+
+
+def test_parse_numbered_replies():
+    assert parse_numbered("[1] Un\n[2] Deux\nsuite", 2) == ["Un", "Deux suite"]
+    assert parse_numbered("[1] Un\n[1] Deux", 2) is None
+    assert parse_numbered("[1] Un", 2) is None
+    assert parse_numbered("Voici: Bonjour", 1) == ["Voici: Bonjour"]
+    assert parse_numbered("[1] Bonjour\n[2] inventé", 1) == ["Bonjour"]
+
+
+def test_segments_respect_the_budget_and_rows_join_to_the_text():
+    long = " ".join(f"Sentence number {n} is here." for n in range(60))
+    source = md.normalize(f"# Title\n\n{long}\n\nShort one.\n\n| a | b |\n|---|---|\n| c | d |\n")
+    pieces = md.markdown_pieces(source)
+    count = lambda text: len(text.split())  # noqa: E731
+    segments = plan_segments(pieces, 40, count)
+    assert all(sum(count(u.text) for u in s) <= 40 for s in segments)
+    long_units = [u for s in segments for u in s if u.piece == 1]
+    assert len(long_units) > 5 and " ".join(u.text for u in long_units) == long
+
+
+def test_languages_and_glossary_files(tmp_path):
+    assert resolve_language("French") == "fr" and resolve_language("auto", allow_auto=True) == "auto"
+    assert language_label("sv") == "Swedish (less supported)" and language_label("ja") == "Japanese"
+    with pytest.raises(UserError, match="unknown language"):
+        resolve_language("xx")
+    path = tmp_path / "terms.csv"
+    path.write_text("source,target\nlighthouse,phare\nkeeper;gardien\n\ncloud,nuage\n", encoding="utf-8")
+    with pytest.raises(UserError, match="two columns"):
+        read_glossary(str(path))
+    path.write_text("source;target\nlighthouse;phare\n\"big, red\";rouge\n", encoding="utf-8")
+    assert read_glossary(str(path)) == (("lighthouse", "phare"), ("big, red", "rouge"))
+    assert glossary_from_rows([["a", "b"], ["", ""], ["a", "c"], [None, "x"]]) == (("a", "b"),)
+    assert term_in("phare", "Le Phares brille") and not term_in("are", "Le phare")
+    assert term_in("灯塔", "这是一座灯塔。")
+
+
+# -- the real engine -----------------------------------------------------------------------------
+
+
+def test_structure_kept_with_the_real_model(engine, store, artifacts):
+    result = translate(engine, store, TranslationRequest(DOCUMENT, "fr", "en", title="notes"), FAST)
+    (artifacts / "translate-structure.md").write_text(result.text, encoding="utf-8")
+    for kept in CODE + URLS:
+        assert kept in result.text, kept
+    assert counts(result.text) == counts(DOCUMENT) and result.structure_kept
+    assert result.text.startswith("---\ntitle: Release notes\n")
+    assert not result.stopped and result.source_language == "en" and result.engine_calls >= result.segments
+    [saved] = translations(store)
+    assert saved["target_language"] == "fr" and translation(store, saved["id"])["text"] == result.text
+
+
+def texts(n: int) -> str:
+    subjects = ["The lighthouse keeper", "The old fisherman", "A small boat", "The harbour master", "The storm"]
+    return "\n\n".join(f"{subjects[i]} waited by the grey sea for the morning light." for i in range(n))
+
+
+def test_resume_after_stop_redoes_no_finished_segment(engine, store):
+    counting = CountingEngine(engine)
+    request = TranslationRequest(texts(4), "fr", "en")
+    options = replace(FAST, segment_tokens=16)  # one paragraph per segment
+    job = TranslationJob(counting, store, request, options)
+    assert len(job.segments) == 4
+    cancel = CancelToken()
+    for update in job.run(cancel):
+        if update.segment is None and update.progress.done == 2:
+            cancel.cancel()
+    assert job.result.stopped and counting.calls == 2
+    [saved] = translations(store)
+    assert saved["status"] == "stopped" and saved["segments_done"] == 2
+
+    counting.calls = 0
+    again = TranslationJob(counting, store, request, options)
+    for _ in again.run():
+        pass
+    assert counting.calls == 2 and again.result.cached_segments == 2 and not again.result.stopped
+    [saved] = translations(store)
+    assert saved["status"] == "complete" and saved["segments_done"] == 4, "the same row is updated"
+
+
+def test_a_changed_glossary_redoes_only_the_segments_with_that_term(engine, store):
+    counting = CountingEngine(engine)
+    options = replace(FAST, segment_tokens=16)
+
+    def run(glossary):
+        counting.calls = 0
+        return translate(counting, store, TranslationRequest(texts(3), "fr", "en", glossary=glossary), options)
+
+    run((("lighthouse", "phare"),))
+    assert counting.calls == 3
+    run((("lighthouse", "fanal"),))
+    assert counting.calls == 1, "only the paragraph that has 'lighthouse'"
+    result = run((("lighthouse", "fanal"), ("volcano", "volcan")))
+    assert counting.calls == 0, "a term that occurs nowhere changes nothing"
+    assert result.cached_segments == 3
+
+
+def test_glossary_misses_name_the_term_and_segment(engine, store):
+    job = TranslationJob(engine, store, TranslationRequest(texts(2), "fr", "en", glossary=(
+        ("lighthouse", "phare"), ("fisherman", "pêcheur"), ("volcano", "volcan"))), replace(FAST, segment_tokens=16))
+    job.outputs = [["Le gardien du phare attendait."], ["Le vieux marin attendait."]]
+    assert [(m.source, m.segments) for m in job.misses()] == [("fisherman", (2,))]
+
+
+def test_cli_translates_text_and_files(home, tmp_path):
+    args = ["--model", "smollm2", "--ctx", "2048", "--temperature", "0", "--max-tokens", "8"]
+    done = run_cli("translate", "--text", "Please run `make test` now and then see <https://x.org> for the whole report.", "--to", "de", *args, "--json",
+                   home=home)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert "`make test`" in out["translation"] and "<https://x.org>" in out["translation"]
+    assert out["source_language"] == "en" and out["segments"] == 1 and "1/1 segments" in done.stderr
+
+    source, glossary, target = tmp_path / "notes.md", tmp_path / "terms.csv", tmp_path / "notes.fr.md"
+    source.write_text("# Notes\n\n```\nkeep me\n```\n\nThe lighthouse is white.\n", encoding="utf-8")
+    glossary.write_text("lighthouse,phare\n", encoding="utf-8")
+    done = run_cli("translate", str(source), "--to", "French", "-o", str(target), "--glossary", str(glossary),
+                   *args, home=home)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and "```\nkeep me\n```" in target.read_text(encoding="utf-8")
+
+    for bad, message in [(["--text", "Hi", "--to", "xx"], "unknown language"),
+                         ([str(source), "--text", "Hi", "--to", "fr"], "not both")]:
+        done = run_cli("translate", *bad, *args, home=home)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
