@@ -18,8 +18,8 @@ log() { echo "[setup] $*" >&2; }
   || { log "Python >= 3.11 is needed (found $("$PYTHON" --version 2>&1)); set PYTHON=/path/to/python3.11"; exit 1; }
 [ -x .venv/bin/python ] || { log "creating .venv"; "$PYTHON" -m venv .venv; }
 VPY=.venv/bin/python
-# Run pip from its own folder: a stray file in the checkout must never shadow a package.
-vpip() { "$VPY" -m pip --disable-pip-version-check -q "$@"; }
+# Quiet pip; drop its warnings about configured package folders that this machine lacks.
+vpip() { "$VPY" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 
 gpu_present() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; }
 case "$BACKEND" in
