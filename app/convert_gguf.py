@@ -29,7 +29,7 @@ from gguf import LlamaFileType as FT
 from .checkpoint import Checkpoint, ModelConfig, SourceTensor, read_json
 from .errors import UserError
 from .jobs import CancelToken, Progress, ProgressCallback, no_progress
-from .tekken import TEKKEN_PATTERN, Tekken, _from_gpt2
+from .tekken import TEKKEN_PATTERN, Tekken, gpt2_token_bytes
 
 CHUNK_ELEMENTS = 8 * 1024 * 1024  # rows converted at a time: about 32 MB of float32
 WORKERS = min(4, os.cpu_count() or 1)  # threads encoding chunks ahead of the writer (numpy frees the GIL)
@@ -188,7 +188,7 @@ def _from_tokenizer_json(path: Path) -> Tekken:
     if [i for i, _ in specials] != list(range(len(specials))):
         raise UserError(f"{path}: its special tokens are not the first ids")
     by_id = sorted((i, token) for token, i in model["vocab"].items() if i >= len(specials))
-    return Tekken([_from_gpt2(token) for _, token in by_id], TEKKEN_PATTERN, [s for _, s in specials], str(path))
+    return Tekken([gpt2_token_bytes(token) for _, token in by_id], TEKKEN_PATTERN, [s for _, s in specials], str(path))
 
 
 def _intermediate_type(tensors: list[SourceTensor]) -> Q:

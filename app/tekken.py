@@ -68,7 +68,7 @@ def _to_gpt2(token: bytes) -> str:
     return "".join(table[b] for b in token)
 
 
-def _from_gpt2(token: str) -> bytes:
+def gpt2_token_bytes(token: str) -> bytes:
     table = _unicode_to_byte()
     return bytes(table[c] for c in token)
 
@@ -255,7 +255,7 @@ def _from_gguf(path: str) -> Tekken:
         raise UserError(f"{path}: its vocabulary has no token list with token types")
     num_special = next((i for i, kind in enumerate(types) if kind == GGUF_NORMAL), len(types))
     try:
-        ranks = [_from_gpt2(token) for token in tokens[num_special:]]
+        ranks = [gpt2_token_bytes(token) for token in tokens[num_special:]]
     except KeyError:
         raise UserError(f"{path}: its vocabulary is not byte-level BPE") from None
     return Tekken(ranks, TEKKEN_PATTERN, tokens[:num_special], source=path)
