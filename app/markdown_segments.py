@@ -230,6 +230,8 @@ def fill(piece: Piece, translation: str) -> tuple[str, list[str]]:
     break becomes a space); one it repeated is used once. An empty translation keeps the source.
     """
     text = _one_line(translation.strip())
+    if "\ufffd" not in piece.text:
+        text = text.replace("\ufffd", "")  # half a character: the reply was cut inside it
     if not MARKER_RE.sub("", text).strip():
         return "", [f"no translation for “{_short(piece.text)}”; kept as it was"]
     problems: list[str] = []
@@ -283,15 +285,13 @@ def _short(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def assemble(source: str, pieces: list[Piece], texts: dict[int, str], start: int = 0, end: int | None = None) -> str:
-    """`source[start:end]` with each piece i that has a non-empty `texts[i]` replaced by it."""
+def assemble(source: str, replacements: list[tuple[int, int, str]], start: int = 0, end: int | None = None) -> str:
+    """`source[start:end]` with each (piece start, piece end, text), in order, put in its place."""
     end = len(source) if end is None else end
     out, position = [], start
-    for i, piece in enumerate(pieces):
-        if piece.start < start or piece.end > end or not texts.get(i):
-            continue
-        out += [source[position : piece.start], texts[i]]
-        position = piece.end
+    for a, b, text in replacements:
+        out += [source[position:a], text]
+        position = b
     out.append(source[position:end])
     return "".join(out)
 

@@ -14,6 +14,7 @@ be measured here without its weights.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import hashlib
 import io
@@ -274,6 +275,11 @@ class TranslationJob:
         self.segments = plan_segments(self.pieces, min(options.segment_tokens, room // 7), self.count)
         self.row_bounds = self._row_bounds()
         self.units_per_piece = Counter(unit.piece for segment in self.segments for unit in segment)
+        self.piece_segments: dict[int, list[int]] = {}
+        for n, segment in enumerate(self.segments):
+            for i in dict.fromkeys(unit.piece for unit in segment):
+                self.piece_segments.setdefault(i, []).append(n)
+        self.filled: dict[int, tuple[str, list[str]]] = {}  # piece -> (its translation put back, problems)
         self.source_sha256 = (store.document(request.document_id)["sha256"] if request.document_id is not None
                               else hashlib.sha256(self.source.encode()).hexdigest())
         self.outputs: list[list[str] | None] = [None] * len(self.segments)
@@ -300,6 +306,7 @@ class TranslationJob:
                     break
                 self.outputs[index] = outputs
                 self.store.put_cached(key, "translation", json.dumps(outputs, ensure_ascii=False), self.source_sha256)
+            self._fill(index)
             yield TranslationUpdate(self.progress())
         self.result = self._finish(stopped=None in self.outputs)
         yield TranslationUpdate(self.progress(), result=self.result)
@@ -377,23 +384,23 @@ class TranslationJob:
         return Progress(done, len(self.segments), f"translating into {language_label(self.target)}")
 
     # -- the text --------------------------------------------------------------------------------
-    def piece_texts(self) -> tuple[dict[int, str], list[str]]:
-        """Each translated piece's final text, and what went wrong putting it back."""
-        parts: dict[int, list[str]] = {}
-        for segment, outputs in zip(self.segments, self.outputs):
-            for unit, output in zip(segment, outputs or []):
-                parts.setdefault(unit.piece, []).append(output)
+    def _fill(self, index: int) -> None:
+        """Put back each piece of segment `index` whose every part is translated now."""
         joiner = "" if self.target in NO_SPACES else " "
-        texts, problems = {}, []
-        for i, found in parts.items():
-            if len(found) == self.units_per_piece[i]:
-                texts[i], wrong = md.fill(self.pieces[i], joiner.join(found))
-                problems += wrong
-        return texts, problems
+        for i in dict.fromkeys(unit.piece for unit in self.segments[index]):
+            parts = [output for n in self.piece_segments[i] for unit, output in
+                     zip(self.segments[n], self.outputs[n] or []) if unit.piece == i]
+            if len(parts) == self.units_per_piece[i]:
+                self.filled[i] = md.fill(self.pieces[i], joiner.join(parts))
+
+    def _replacements(self) -> list[tuple[int, int, str]]:
+        """(start, end, translation) of every translated piece, in order (an empty one keeps its source)."""
+        return [(self.pieces[i].start, self.pieces[i].end, self.filled[i][0])
+                for i in sorted(self.filled) if self.filled[i][0]]
 
     def text(self) -> str:
         """The translation so far; pieces not translated yet keep their source text."""
-        return md.assemble(self.source, self.pieces, self.piece_texts()[0])
+        return md.assemble(self.source, self._replacements())
 
     def _row_bounds(self) -> list[tuple[int, int, list[int]]]:
         """(start, end, segment numbers) of each side-by-side row; the rows join to the whole text.
@@ -412,11 +419,16 @@ class TranslationJob:
 
     def rows(self) -> list[tuple[str, str | None]]:
         """(source, translation) of each row; the translation is None until a segment in it is done."""
-        texts = self.piece_texts()[0]
-        return [(self.source[start:end],
-                 md.assemble(self.source, self.pieces, texts, start, end)
-                 if any(self.outputs[n] is not None for n in segments) else None)
-                for start, end, segments in self.row_bounds]
+        done = self._replacements()
+        starts = [start for start, _, _ in done]
+        rows = []
+        for start, end, segments in self.row_bounds:
+            translated = None
+            if any(self.outputs[n] is not None for n in segments):
+                inside = done[bisect.bisect_left(starts, start) : bisect.bisect_left(starts, end)]
+                translated = md.assemble(self.source, inside, start, end)
+            rows.append((self.source[start:end], translated))
+        return rows
 
     def row_of(self, segment: int) -> int:
         return next(i for i, (_, _, segments) in enumerate(self.row_bounds) if segment in segments)
@@ -433,8 +445,8 @@ class TranslationJob:
         return [GlossaryMiss(s, t, tuple(segments)) for (s, t), segments in found.items()]
 
     def _finish(self, stopped: bool) -> TranslationResult:
-        texts, problems = self.piece_texts()
-        text = md.assemble(self.source, self.pieces, texts)
+        text = self.text()
+        problems = [problem for i in sorted(self.filled) for problem in self.filled[i][1]]
         kept = not self.request.markdown or md.outline(text) == md.outline(self.source)
         result = TranslationResult(
             text=text, stopped=stopped, source_language=self.source_language, target_language=self.target,

@@ -11,6 +11,7 @@ import html
 import os
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import gradio as gr
@@ -64,7 +65,8 @@ def result_line(job: TranslationJob) -> str:
         line += f"\n\n⚠️ Glossary: “{miss.source}” was not translated as “{miss.target}” in segment " \
                 f"{', '.join(map(str, miss.segments))}."
     if result.problems:
-        line += f"\n\n{len(result.problems)} notes: " + "; ".join(result.problems[:5])
+        notes = Counter(result.problems)
+        line += "\n\nNotes: " + "; ".join(f"{note} (×{n})" if n > 1 else note for note, n in list(notes.items())[:5])
     return line
 
 
@@ -96,7 +98,7 @@ def translate_tab(ui) -> None:
                     target = gr.Dropdown(languages, value="fr", label="To", elem_id="translate-to")
                 detected = gr.Markdown("", elem_id="translate-detected")
                 glossary = gr.Dataframe(headers=["Source term", "Target term"], column_count=(2, "fixed"),
-                                        row_count=(2, "dynamic"), type="array", interactive=True,
+                                        row_count=2, type="array", interactive=True,
                                         label="Glossary (optional)", elem_id="translate-glossary")
                 glossary_csv = gr.UploadButton("Load a glossary CSV", file_types=[".csv"], size="sm")
         with gr.Row():

@@ -111,7 +111,7 @@ def test_pieces_hold_prose_only_and_markers_stand_for_kept_source():
         assert kept.strip() not in sent, kept
     for piece in pieces:
         assert [int(n) for n in md.MARKER_RE.findall(piece.text)] == list(range(1, len(piece.kept) + 1))
-    unchanged = md.assemble(source, pieces, {i: md.fill(p, p.text)[0] for i, p in enumerate(pieces)})
+    unchanged = md.assemble(source, [(p.start, p.end, md.fill(p, p.text)[0]) for p in pieces])
     assert counts(unchanged) == counts(source)
     for kept in CODE + URLS:
         assert kept in unchanged, kept
@@ -126,11 +126,11 @@ def test_any_model_output_keeps_code_urls_and_structure():
     pieces = md.markdown_pieces(source)
     nasty = ["# {}", "- {}\n\n1. more", "{} | with | pipes", "> {}", "```\n{}", "<div>{}</div>", "{}\n===",
              "    {}", "{} ⟦1⟧ ⟦1⟧ ⟦99⟧ ⟦2"]
-    texts = {}
+    replacements = []
     for i, piece in enumerate(pieces):
         damaged = md.MARKER_RE.sub("", piece.text) if i % 2 else piece.text
-        texts[i] = md.fill(piece, nasty[i % len(nasty)].format(damaged.upper()))[0]
-    out = md.assemble(source, pieces, texts)
+        replacements.append((piece.start, piece.end, md.fill(piece, nasty[i % len(nasty)].format(damaged.upper()))[0]))
+    out = md.assemble(source, replacements)
     for kept in CODE + URLS:
         assert kept in out, kept
     assert counts(out) == counts(source)

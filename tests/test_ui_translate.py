@@ -1,0 +1,53 @@
+"""The Translate tab in headless Chromium: a real drop of a Markdown document, translated side by side."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+
+from app.doc_store import DocumentStore
+from app.translation_store import translation, translations
+
+from test_ui_documents import DROP
+
+NOTES = b"""# Release notes
+
+Run `make check` before you push, and read [the guide](https://example.com/guide).
+
+```sh
+make check && git push
+```
+
+- Faster start-up
+- Smaller downloads
+"""
+
+
+def test_drop_a_document_translate_it_side_by_side_and_download(served, page, artifacts):
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, temperature=0, max_tokens=8)  # short replies: fast
+    page.goto(url)
+    page.get_by_role("tab", name="Translate").click()
+    zone = page.locator("#translate-file .upload-container")
+    zone.wait_for(timeout=30_000)
+    zone.evaluate(DROP, [["release notes.md", "text/markdown", base64.b64encode(NOTES).decode()]])
+    page.locator("#translate-detected", has_text="detected: English").wait_for(timeout=30_000)
+
+    page.locator("#translate-start").click()
+    page.locator("#translate-status", has_text="Translated").wait_for(timeout=180_000)
+    rows = page.locator("#translation-table tr")
+    assert rows.count() >= 2, "a header and one row per segment"
+    sources = page.locator("#translation-table td:nth-child(1)").all_inner_texts()
+    targets = page.locator("#translation-table td:nth-child(2)").all_inner_texts()
+    assert "".join(sources).strip() == NOTES.decode().strip(), "the rows join to the whole document"
+    joined = "".join(targets)
+    for kept in ["```sh\nmake check && git push\n```", "`make check`", "(https://example.com/guide)"]:
+        assert kept in joined, kept
+    page.locator("#translate-download a").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(artifacts / "ui-translate.png"), full_page=True)
+
+    store = DocumentStore(demo.nemo.history)
+    [saved] = translations(store)
+    row = translation(store, saved["id"])
+    assert saved["document_id"] is not None and saved["status"] == "complete"
+    assert row["source"] == NOTES.decode().strip() and "make check && git push" in row["text"]
