@@ -105,6 +105,34 @@ class ChatService:
         self.history.add_message(conversation_id, "user", text)
         return self._reply(conversation_id, settings, cancel or CancelToken())
 
+    def attach(self, conversation_id: int | None, path: str, question: str, settings: Settings,
+               name: str | None = None) -> tuple[int, str]:
+        """Put a document into a conversation: the whole text when it fits what is left of the
+        context, else its summary and the passages most related to `question`. Returns the
+        conversation id and a note that tells the user which."""
+        from .doc_store import DocumentStore
+        from .documents import read_document
+        from .summarize import context_for_chat
+
+        document = read_document(path, name)  # bad files fail here, before anything is written
+        self.ensure_model(settings)
+        store = DocumentStore(self.history)
+        document_id, _ = store.add(document)
+        used = 0
+        if conversation_id is not None:
+            messages = self.prompt_messages(conversation_id, settings)
+            used = len(chat_format_for(self.engine).encode(messages)) if messages else 0
+        budget = self.engine.n_ctx - used - settings.max_tokens - len(self.engine.tokenize(question)) - 64
+        if budget < 64:
+            raise UserError(f"{document.file_name}: no room left in the context for it; start a new conversation")
+        context = context_for_chat(store, document_id, question, budget,
+                                   count=lambda text: len(self.engine.tokenize(text)))
+        if conversation_id is None:
+            conversation_id = self.history.create_conversation(title_from(f"{question} {document.title}"))
+        record = {"document_id": document_id, "title": document.title, "note": context.note, "text": context.text}
+        self.history.add_message(conversation_id, "document", json.dumps(record, ensure_ascii=False))
+        return conversation_id, context.note
+
     def prompt_messages(self, conversation_id: int, settings: Settings, with_tools: bool = False) -> list[dict]:
         """The conversation as the model sees it: system prompt first; failed or empty replies
         left out; saved tool steps become tool calls and results when the format has tools."""
@@ -113,6 +141,8 @@ class ChatService:
             if m["role"] == "tool":
                 if with_tools:
                     _append_tool_step(messages, json.loads(m["content"]))
+            elif m["role"] == "document":  # an attached document reaches the model as user text
+                messages.append({"role": "user", "content": json.loads(m["content"])["text"]})
             elif m["role"] == "user" or (m["status"] in CONTEXT_STATUSES and m["content"].strip()):
                 messages.append({"role": m["role"], "content": m["content"]})
         return messages

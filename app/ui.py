@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .chat import ChatService  # noqa: E402
 from .config import app_home, database_path, load_settings, models_dir, save_settings  # noqa: E402
+from .documents import KINDS as DOCUMENT_KINDS  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .history import History  # noqa: E402
 from .jobs import CancelToken  # noqa: E402
@@ -97,7 +98,7 @@ class ChatUI:
         if token:
             token.cancel()
 
-    def stream(self, updates, conversation_id: int | None):
+    def stream(self, updates, conversation_id: "int | None", notice: str = ""):
         """Throttled (chatbot, ids, conversation, stats, notice) tuples from ReplyUpdates."""
         shown_at = 0.0
         try:
@@ -113,12 +114,16 @@ class ChatUI:
                     stats = self.meter(conversation_id, update.stats) if update.done else "…"
                     if update.done and update.status == "stopped":
                         stats = "stopped · " + stats
-                    yield messages, ids, conversation_id, stats, ""
+                    yield messages, ids, conversation_id, stats, notice
         finally:
             updates.close()  # a Stop closes this generator: close the reply so it is saved
 
 
 def _chat_message(row: dict) -> dict:
+    if row["role"] == "document":
+        attached = json.loads(row["content"])
+        return {"role": "user", "content": attached["note"],
+                "metadata": {"title": f"Attached: {attached['title']}", "status": "done"}}
     if row["role"] != "tool":
         return {"role": row["role"], "content": row["content"]}
     step = json.loads(row["content"])
@@ -145,10 +150,21 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
         except UserError as exc:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"⚠️ {exc}"
 
-    def send(text, conversation_id, request: gr.Request):
+    def send(message, conversation_id, request: gr.Request):
+        text = str((message or {}).get("text") or "")
+        files = [f if isinstance(f, str) else f["path"] for f in (message or {}).get("files") or []]
+
         def start():
+            cid, notes = conversation_id, []
+            for path in files:  # "chat about this document": attach first, then ask
+                cid, note = ui.service.attach(cid, path, text or "overview", ui.settings)
+                notes.append(note)
+            if not text.strip():
+                if not files:
+                    raise UserError("the message is empty")
+                return iter([(*ui.chat_messages(cid), cid, ui.meter(cid), " ".join(notes))])
             cancel = ui.new_cancel(request.session_hash)
-            return ui.stream(ui.service.send(conversation_id, text, ui.settings, cancel), conversation_id)
+            return ui.stream(ui.service.send(cid, text, ui.settings, cancel), cid, " ".join(notes))
         yield from guarded(start)
 
     def retry(conversation_id, request: gr.Request):
@@ -208,7 +224,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
     with gr.Blocks(title="nemo-chat", analytics_enabled=False) as demo:
         conversation = gr.State(None)
         message_ids = gr.State([])
-        pending = gr.State("")
+        pending = gr.State(None)
         with gr.Sidebar(open=True):
             gr.Markdown("### nemo-chat")
             new_btn = gr.Button("+ New chat", variant="primary", elem_id="new-chat")
@@ -227,11 +243,14 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
                                  buttons=["copy", "copy_all"], placeholder="Ask anything. Everything stays on this machine.")
             stats = gr.Markdown("", elem_id="reply-stats")
             with gr.Row():
-                box = gr.Textbox(placeholder="Message (Enter to send, Shift+Enter for a new line)", show_label=False,
-                                 scale=8, lines=2, max_lines=12, elem_id="message-box", autofocus=True)
+                box = gr.MultimodalTextbox(
+                    placeholder="Message (Enter to send, Shift+Enter for a new line). Drop a document here to chat about it.",
+                    show_label=False, scale=8, lines=2, max_lines=12, elem_id="message-box", autofocus=True,
+                    file_count="multiple", file_types=list(DOCUMENT_KINDS), sources=["upload"])
                 send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                 stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="stop")
         documents_tab(ui, max_file_mb)
+        translate_tab(ui)
         with gr.Tab("Settings"):
             s = ui.settings
             model_name = gr.Dropdown(choices=available_models(), value=s.model or None, allow_custom_value=True,
@@ -251,12 +270,11 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
             settings_status = gr.Markdown("", elem_id="settings-status")
             model_section(ui, model_name, n_ctx)
             convert_panel(on_done=(lambda: gr.update(choices=available_models()), model_name))
-        translate_tab(ui)
 
         chat_outputs = [chatbot, message_ids, conversation, stats, notice]
         llm = {"concurrency_id": "llm", "concurrency_limit": 1}
         sent = [  # the box empties at once; the text travels in `pending`
-            trigger(lambda text: ("", text), box, [box, pending], queue=False)
+            trigger(lambda message: (None, message), box, [box, pending], queue=False)
             .then(send, [pending, conversation], chat_outputs, **llm)
             for trigger in (box.submit, send_btn.click)
         ]
