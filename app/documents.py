@@ -17,6 +17,7 @@ import unicodedata
 import zipfile
 from dataclasses import dataclass, replace
 from functools import partial
+from itertools import groupby
 from pathlib import Path, PurePath
 from typing import Callable
 
@@ -115,7 +116,8 @@ def read_document(path: str | Path, name: str | None = None, max_bytes: int = DE
         sha256=hashlib.sha256(data).hexdigest(), file_name=name, kind=kind,
         title=" ".join((title or "").split())[:200] or PurePath(name).stem or name, pages=pages,
         language=detect_language(markdown), tokens=tekken.count(markdown), markdown=markdown,
-        chunks=chunk(markdown_blocks(parts), STORE_CHUNK_TOKENS, tekken.count),
+        chunks=[c for _, page in groupby(markdown_blocks(parts), key=lambda block: block.page_start)
+                for c in chunk(list(page), STORE_CHUNK_TOKENS, tekken.count)],  # a chunk never spans pages
     )
 
 

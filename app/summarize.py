@@ -62,6 +62,7 @@ class SummaryResult:
     levels: list[Level]
     engine_calls: int
     cached_calls: int
+    engine_seconds: float  # time spent inside the engine
     summary_id: int | None = None
 
 
@@ -130,7 +131,7 @@ class SummaryJob:
         result = SummaryResult(
             text=summary or "", stopped=stopped, document_tokens=self.document["tokens"],
             chunks=len(first.groups) if first else 0, levels=self.levels, engine_calls=self.engine_calls,
-            cached_calls=self.cached_calls,
+            cached_calls=self.cached_calls, engine_seconds=self.engine_seconds,
         )
         if not stopped:
             result.summary_id = self.store.save_summary(
