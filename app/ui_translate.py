@@ -88,7 +88,7 @@ def translate_tab(ui) -> None:
         with gr.Row():
             with gr.Column():
                 text = gr.Textbox(label="Text to translate (Markdown)", lines=8, max_lines=20, elem_id="translate-text")
-                upload = gr.File(label=f"…or drop a document ({ACCEPTED})", file_types=list(KINDS),
+                upload = gr.File(label=f"…or drop a document ({ACCEPTED}); while it is here, it is translated", file_types=list(KINDS),
                                  elem_id="translate-file")
                 plain = gr.Checkbox(False, label="Plain text, not Markdown")
             with gr.Column():
@@ -165,12 +165,16 @@ def translate_tab(ui) -> None:
             (" (detected)" if source_language == AUTO else "")
         yield status_line(job, started), side_by_side(job.rows()), None, detected_line
         shown = 0.0
-        for update in job.run(cancel):
-            if update.result is None and time.monotonic() - shown < STREAM_UPDATE_S:
-                continue
-            shown = time.monotonic()
-            partial = (job.row_of(update.segment), update.partial) if update.segment is not None else None
-            yield status_line(job, started), side_by_side(job.rows(), partial), gr.skip(), gr.skip()
+        try:
+            for update in job.run(cancel):
+                if update.result is None and time.monotonic() - shown < STREAM_UPDATE_S:
+                    continue
+                shown = time.monotonic()
+                partial = (job.row_of(update.segment), update.partial) if update.segment is not None else None
+                yield status_line(job, started), side_by_side(job.rows(), partial), gr.skip(), gr.skip()
+        except UserError as exc:
+            yield f"⚠️ {exc}", side_by_side(job.rows()), gr.skip(), gr.skip()
+            return
         file = download_file(name, job.result.text, job_request.markdown)
         yield result_line(job), side_by_side(job.rows()), file, gr.skip()
 
