@@ -56,12 +56,12 @@ def make_scanned_pdf(path: Path) -> Path:
     return path
 
 
-def make_encrypted_pdf(path: Path, user_password: str = "secret") -> Path:
+def make_encrypted_pdf(path: Path, user_password: str = "secret", algorithm: str = "AES-256") -> Path:
     from pypdf import PdfReader, PdfWriter
 
     plain = make_pdf(path.with_name("plain-" + path.name), [ENGLISH * 3])
     writer = PdfWriter(clone_from=PdfReader(plain))
-    writer.encrypt(user_password=user_password, owner_password="owner", algorithm="RC4-128")
+    writer.encrypt(user_password=user_password, owner_password="owner", algorithm=algorithm)
     writer.write(path)
     return path
 
@@ -113,8 +113,9 @@ def test_pdf_pages_title_language_and_tokens(tmp_path):
     assert doc.chunks[-1].reference() == "p. 2" and doc.chunks[-1].text.endswith("Fin du rapport.")
 
 
-def test_owner_password_only_pdf_opens(tmp_path):
-    doc = read_document(make_encrypted_pdf(tmp_path / "locked-for-editing.pdf", user_password=""))
+@pytest.mark.parametrize("algorithm", ["RC4-128", "AES-256"])
+def test_owner_password_only_pdf_opens(tmp_path, algorithm):
+    doc = read_document(make_encrypted_pdf(tmp_path / "locked-for-editing.pdf", "", algorithm))
     assert doc.language == "en" and "town council of Leeds" in doc.markdown
 
 
