@@ -12,6 +12,7 @@ a kept span is wrapped to record where it started and ended.
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ def markdown_pieces(source: str) -> list[Piece]:
         offsets.append(offsets[-1] + len(line) + 1)
     pieces = []
     row_cursor: dict[int, int] = {}
-    for before, token in zip(tokens, tokens[1:]):
+    for before, token in itertools.pairwise(tokens):
         if token.type != "inline" or not token.map or not token.content.strip():
             continue
         where = {"th_open": CELL, "td_open": CELL, "heading_open": HEADING}.get(before.type, PARAGRAPH)
@@ -247,13 +248,13 @@ def fill(piece: Piece, translation: str) -> tuple[str, list[str]]:
     parts.append(_escape(text[position:], piece.where))
     parts = [STRAY_RE.sub("", part) if part[:1] != "\0" else part for part in parts]
     for n in range(1, len(piece.kept) + 1):
-        if n not in used:
-            if n not in piece.breaks:
-                parts.append(" \0" + str(n) + "\0")
-                problems.append(f"{_short(piece.kept[n - 1])} was misplaced by the model; put at the end")
+        if n not in used and n not in piece.breaks:
+            parts.append(" \0" + str(n) + "\0")
+            problems.append(f"{_short(piece.kept[n - 1])} was misplaced by the model; put at the end")
     joined = re.sub(r" {2,}", " ", "".join(parts)).strip()
     if piece.where == PARAGRAPH:  # each line (hard breaks start new ones) must stay inside the paragraph
-        lines = re.split("(\0(?:%s)\0)" % "|".join(map(str, piece.breaks)), joined) if piece.breaks else [joined]
+        breaks = "|".join(map(str, piece.breaks))
+        lines = re.split(f"(\0(?:{breaks})\0)", joined) if piece.breaks else [joined]
         joined = "".join(line if i % 2 else _as_paragraph(line.strip()) for i, line in enumerate(lines))
     return re.sub("\0(\\d+)\0", lambda m: piece.kept[int(m.group(1)) - 1], joined), problems
 

@@ -22,8 +22,8 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 from . import markdown_segments as md
 from .chat_format import chat_format_for
