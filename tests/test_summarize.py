@@ -1,0 +1,179 @@
+"""Whole-document summaries with the real SmolLM2 at a 2048-token context: one pass, map-reduce over
+a document of more than 100k tokens with Stop and resume, the CLI, and context for a chat."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+
+from app.doc_store import DocumentStore
+from app.documents import read_document
+from app.history import History
+from app.jobs import CancelToken
+from app.runtime import SamplingOptions
+from app.summarize import FINAL, MAP, REDUCE, SINGLE, SummaryOptions, context_for_chat, summarize, token_counter
+from conftest import run_cli
+from test_documents import CHINESE, ENGLISH, FRENCH, make_pdf
+
+GREEDY = SamplingOptions(temperature=0.0)
+
+
+@pytest.fixture()
+def store(tmp_path) -> DocumentStore:
+    return DocumentStore(History(tmp_path / "nemo-chat.db"))
+
+
+class CountingEngine:
+    """The real engine, counting `complete` calls; `stop_at` sets the job's cancel token as that call starts."""
+
+    def __init__(self, engine, stop_at: int | None = None) -> None:
+        self.engine, self.stop_at, self.calls = engine, stop_at, 0
+
+    def complete(self, prompt_ids, sampling, cancel, progress=None, decoder=None):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            cancel.cancel()  # Stop pressed while this call is reading its prompt
+        return self.engine.complete(prompt_ids, sampling, cancel, decoder=decoder)
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+
+def run_to_end(updates):
+    last = None
+    for last in updates:
+        pass
+    return last.result
+
+
+def long_markdown(min_words: int, seed: int = 5) -> str:
+    """A made-up town chronicle in chapters, different in every sentence."""
+    rng = random.Random(seed)
+    towns = ["Ashford", "Brookmere", "Caldwell", "Dunmore", "Elmstead", "Fairhaven", "Glenrock", "Harlow"]
+    people = ["the mayor", "a baker", "the council", "two teachers", "a fisherman", "the doctor", "farmers"]
+    acts = ["built a bridge over", "argued about", "repaired the mill near", "planted orchards along",
+            "opened a school beside", "held a market in", "mapped the marshes of", "sold wool in"]
+    things = ["after the floods", "before the harvest", "during a cold winter", "with borrowed money",
+              "to everyone's surprise", "despite the drought", "for the first time", "as the railway came"]
+    lines, words, chapter = [], 0, 0
+    while words < min_words:
+        chapter += 1
+        town = rng.choice(towns)
+        lines.append(f"## Chapter {chapter}: {town}")
+        for _ in range(6):
+            paragraph = " ".join(
+                f"In {rng.randint(1700, 1950)}, {rng.choice(people)} of {town} {rng.choice(acts)} "
+                f"{rng.choice(towns)} {rng.choice(things)}." for _ in range(5))
+            lines.append(paragraph)
+            words += len(paragraph.split())
+    return "# The Chronicle of the Eight Towns\n\n" + "\n\n".join(lines) + "\n"
+
+
+def test_a_short_document_is_summarized_in_one_pass_and_kept(tmp_path, store, engine):
+    path = make_pdf(tmp_path / "council.pdf", [ENGLISH * 3, ENGLISH * 2], title="Council news")
+    document_id, _ = store.add(read_document(path))
+    updates = list(summarize(engine, store, document_id, SummaryOptions("short", references=True), GREEDY))
+    result = updates[-1].result
+    assert result and not result.stopped and result.text.strip()
+    assert [level.kind for level in result.levels] == [SINGLE] and result.engine_calls == 1
+    assert "[p. 1]" in result.levels[0].groups[0][0], "references travel with the text"
+    assert updates[-1].progress.done == updates[-1].progress.total == 1
+    assert updates[-1].tokens_read == updates[-1].tokens_total > 100
+    streamed = [u.text for u in updates if u.result is None and u.text]
+    assert len(streamed) > 3 and result.text.startswith(streamed[0]), "the summary streams in"
+    [kept] = store.summaries(document_id)
+    assert kept["text"] == result.text and kept["options"] == {"length": "short", "language": "en", "references": True}
+
+    again = run_to_end(summarize(CountingEngine(engine), store, document_id, SummaryOptions("short", references=True),
+                                 GREEDY))
+    assert (again.engine_calls, again.cached_calls, again.text) == (0, 1, result.text)
+
+
+@pytest.mark.timeout(2400)  # 103k tokens to read: 13 minutes on 2 idle cores here, more on a busy machine
+def test_100k_tokens_map_reduce_with_stop_and_resume(tmp_path, store, engine):
+    path = tmp_path / "chronicle.md"
+    path.write_text(long_markdown(63_000), encoding="utf-8")
+    document = read_document(path)
+    assert document.tokens > 100_000
+    document_id, _ = store.add(document)
+    options = SummaryOptions("short")
+
+    started = time.monotonic()
+    stopping = CountingEngine(engine, stop_at=12)
+    first = run_to_end(summarize(stopping, store, document_id, options, GREEDY, partial_tokens=32))
+    assert first.stopped and first.text == "" and stopping.calls == 12
+    assert len(first.levels[0].outputs) == 11, "eleven chunks done, the twelfth stopped"
+    assert store.summaries(document_id) == [], "a stopped summary is not kept"
+
+    counting = CountingEngine(engine)
+    updates = []
+    resumed = time.monotonic()
+    result = run_to_end(u for u in summarize(counting, store, document_id, options, GREEDY, partial_tokens=32)
+                        if not updates.append(u))
+    took, resumed = time.monotonic() - started, time.monotonic() - resumed
+    levels = result.levels
+    calls = sum(len(level.groups) for level in levels)
+    print(f"\n100k: {document.tokens:,} Tekken tokens, {result.chunks} chunks, {len(levels)} levels "
+          f"{[len(level.groups) for level in levels]}, {calls} calls, resumed run {counting.calls} engine calls "
+          f"in {resumed:.0f} s ({result.engine_seconds:.0f} s in the engine), {took:.0f} s in all")
+
+    assert not result.stopped and result.text.strip()
+    assert result.cached_calls == 11 and counting.calls == result.engine_calls == calls - 11, \
+        "the re-run only does what is missing"
+    assert [level.kind for level in levels][0] == MAP and levels[-1].kind == FINAL
+    assert all(level.kind == REDUCE for level in levels[1:-1]) and len(levels) >= 3, "several levels"
+    count = token_counter(engine)
+    pieces = [chunk.text for chunk in store.chunks(document_id)]
+    assert [text for group in levels[0].groups for text in group] == pieces, "every part of the document is read"
+    assert all(count("\n\n".join(group)) < engine.n_ctx - 100 for group in levels[0].groups)
+    for lower, upper in zip(levels, levels[1:]):
+        assert len(lower.outputs) == len(lower.groups) and all(text.strip() for text in lower.outputs)
+        assert [text for group in upper.groups for text in group] == lower.outputs, \
+            "every partial summary reaches the next level, once and in order"
+    assert levels[-1].outputs == [result.text]
+    done = [u.progress.done for u in updates]
+    assert done == sorted(done) and updates[-1].progress.done == updates[-1].progress.total == calls
+    assert updates[-1].tokens_read == updates[-1].tokens_total > 100_000
+    assert any(u.eta_s for u in updates[:-1])
+    assert [s["levels"] for s in store.summaries(document_id)] == [len(levels)]
+
+
+def test_cli_summarize_json(tmp_path, home):
+    path = make_pdf(tmp_path / "lettre.pdf", [FRENCH * 3], title="Lettre")
+    result = run_cli("summarize", str(path), "--model", "smollm2", "--length", "short", "--temperature", "0",
+                     "--ctx", "2048", "--json", home=home)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["summary"].strip() and out["chunks"] == 1 and out["levels"] == 1
+    assert out["document_tokens"] > 50 and out["language"] == "fr" and out["pages"] == 1
+    assert "lettre.pdf [" in result.stderr, "a progress bar on stderr"
+    again = json.loads(run_cli("summarize", str(path), "--model", "smollm2", "--length", "short",
+                               "--temperature", "0", "--ctx", "2048", "--json", home=home).stdout)
+    assert again["document_id"] == out["document_id"] and again["engine_calls"] == 0
+
+
+def test_chat_context_is_the_whole_document_when_it_fits(tmp_path, store):
+    document_id, _ = store.add(read_document(make_pdf(tmp_path / "a.pdf", [ENGLISH * 3])))
+    context = context_for_chat(store, document_id, "What about the library?", 4000)
+    assert context.whole and "town council of Leeds" in context.text and "whole" in context.note
+
+
+def test_chat_context_is_summary_plus_relevant_passages_when_too_long(tmp_path, store):
+    path = tmp_path / "chronicle.md"
+    path.write_text(long_markdown(6000) + "\n## Chapter 99: Zeppelins\n\nIn 1911 a zeppelin landed in Harlow.\n\n"
+                    + CHINESE * 3 + "\n", encoding="utf-8")
+    document_id, _ = store.add(read_document(path))
+    context = context_for_chat(store, document_id, "When did the zeppelin land?", 1000)
+    assert not context.whole and "zeppelin landed in Harlow" in context.text
+    assert "no summary yet" in context.note and "passages" in context.note
+
+    store.save_summary(document_id, "m.gguf", {"length": "short"}, "Eight towns grow over two centuries.", 3, 2)
+    context = context_for_chat(store, document_id, "图书馆什么时候开放？", 1000)
+    assert context.text.index("Eight towns grow") < context.text.index("图书馆周日也将开放")
+    assert "its summary" in context.note and "1,000 tokens" in context.note
+    from app.tekken import Tekken
+
+    assert Tekken.default().count(context.text) <= 1000
