@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
-from .chat_format import chat_format_for
+from .chat_format import chat_format_for, token_counter
 from .config import Settings
 from .errors import UserError
 from .gpu_plan import planned_options
@@ -125,8 +125,7 @@ class ChatService:
         budget = self.engine.n_ctx - used - settings.max_tokens - len(self.engine.tokenize(question)) - 64
         if budget < 64:
             raise UserError(f"{document.file_name}: no room left in the context for it; start a new conversation")
-        context = context_for_chat(store, document_id, question, budget,
-                                   count=lambda text: len(self.engine.tokenize(text)))
+        context = context_for_chat(store, document_id, question, budget, count=token_counter(self.engine))
         if conversation_id is None:
             conversation_id = self.history.create_conversation(title_from(f"{question} {document.title}"))
         record = {"document_id": document_id, "title": document.title, "note": context.note, "text": context.text}

@@ -100,3 +100,12 @@ def chat_format_for(engine: Engine) -> ChatFormat:
 
         return NemoChatFormat.for_engine(engine)
     return TemplateChatFormat(engine)
+
+
+def token_counter(engine: Engine):
+    """Counts tokens as the loaded model sees them (Tekken for NeMo models)."""
+    if engine.info.is_tekken:
+        from .tekken import Tekken
+
+        return Tekken.default().count
+    return lambda text: len(engine.tokenize(text))

@@ -20,6 +20,7 @@ from typing import Iterator
 
 from .chat_format import chat_format_for
 from .doc_store import DocumentStore
+from .chat_format import token_counter
 from .documents import Chunk, CountTokens, pack
 from .errors import UserError
 from .jobs import CancelToken, Progress
@@ -76,15 +77,6 @@ class SummaryUpdate:
     eta_s: float | None
     text: str = ""
     result: SummaryResult | None = None
-
-
-def token_counter(engine: Engine) -> CountTokens:
-    """Counts tokens as the loaded model sees them (Tekken for NeMo models)."""
-    if engine.info.is_tekken:
-        from .tekken import Tekken
-
-        return Tekken.default().count
-    return lambda text: len(engine.tokenize(text))
 
 
 def summarize(engine: Engine, store: DocumentStore, document_id: int, options: SummaryOptions = SummaryOptions(),

@@ -33,7 +33,7 @@ from .errors import UserError
 from .jobs import CancelToken, Progress
 from .language import LANGUAGES, detect_language
 from .runtime import Engine, SamplingOptions
-from .summarize import token_counter
+from .chat_format import token_counter
 from .translation_store import save_translation
 
 PROMPT_VERSION = 1

@@ -31,6 +31,22 @@ def engine(model_path) -> Engine:
     engine.unload()
 
 
+@pytest.fixture(scope="session")
+def tekken():
+    """NeMo's Tekken tokenizer (the vocabulary the app ships)."""
+    from app.tekken import Tekken
+
+    return Tekken.default()
+
+
+@pytest.fixture(scope="session")
+def oracle():
+    """mistral-common's reference encoder for NeMo (V3-Tekken)."""
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+    return MistralTokenizer.v3(is_tekken=True)
+
+
 @pytest.fixture()
 def home(tmp_path, monkeypatch) -> Path:
     """A fresh NEMO_CHAT_HOME for this test."""

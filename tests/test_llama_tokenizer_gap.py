@@ -9,16 +9,12 @@ from pathlib import Path
 import pytest
 from tekken_corpus import CORPUS
 
-from app.tekken import Tekken, write_vocab_gguf
+from app.tekken import write_vocab_gguf
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
 DOC = Path(__file__).parent.parent / "docs" / "tokenizer-gap.md"
 
-
-@pytest.fixture(scope="module")
-def tekken() -> Tekken:
-    return Tekken.default()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from mistral_common.protocol.instruct.messages import AssistantMessage
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.protocol.instruct.tool_calls import FunctionCall
 from mistral_common.protocol.instruct.tool_calls import ToolCall as OracleCall
-from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 from tekken_corpus import CORPUS
 
 from app.errors import UserError
@@ -19,7 +18,6 @@ from app.nemo_prompt import (
     is_tool_call_reply,
     parse_tool_calls,
 )
-from app.tekken import Tekken
 
 WEATHER = {
     "type": "function",
@@ -111,14 +109,6 @@ SHAPES = {
 }
 
 
-@pytest.fixture(scope="session")
-def tekken() -> Tekken:
-    return Tekken.default()
-
-
-@pytest.fixture(scope="session")
-def oracle() -> MistralTokenizer:
-    return MistralTokenizer.v3(is_tekken=True)
 
 
 def oracle_ids(oracle, messages, tools):

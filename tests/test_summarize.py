@@ -12,9 +12,9 @@ import pytest
 from app.doc_store import DocumentStore
 from app.documents import read_document
 from app.history import History
-from app.jobs import CancelToken
 from app.runtime import SamplingOptions
-from app.summarize import FINAL, MAP, REDUCE, SINGLE, SummaryOptions, context_for_chat, summarize, token_counter
+from app.chat_format import token_counter
+from app.summarize import FINAL, MAP, REDUCE, SINGLE, SummaryOptions, context_for_chat, summarize
 from conftest import run_cli
 from test_documents import CHINESE, ENGLISH, FRENCH, make_pdf
 

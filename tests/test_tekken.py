@@ -16,10 +16,6 @@ from app.tekken import TEKKEN_PATTERN, Tekken, write_vocab_gguf
 ORACLE_JSON = Path(__import__("mistral_common").__file__).parent / "data" / "tekken_240718.json"
 
 
-@pytest.fixture(scope="session")
-def tekken() -> Tekken:
-    return Tekken.default()
-
 
 @pytest.fixture(scope="session")
 def oracle() -> Tekkenizer:

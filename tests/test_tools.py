@@ -6,10 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
-from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
 from app.nemo_prompt import encode_chat
-from app.tekken import TOOLS, Tekken
+from app.tekken import TOOLS
 from app.tools import (
     Answer,
     SearchHit,
@@ -24,14 +23,6 @@ from app.tools import (
 )
 
 
-@pytest.fixture(scope="session")
-def tekken() -> Tekken:
-    return Tekken.default()
-
-
-@pytest.fixture(scope="session")
-def oracle() -> MistralTokenizer:
-    return MistralTokenizer.v3(is_tekken=True)
 
 
 # --- calculator ------------------------------------------------------------------------------
