@@ -26,10 +26,10 @@ import numpy as np
 from gguf import GGMLQuantizationType as Q
 from gguf import LlamaFileType as FT
 
-from .checkpoint import Checkpoint, ModelConfig, SourceTensor, read_json
-from .errors import UserError
-from .jobs import CancelToken, Progress, ProgressCallback, no_progress
-from .tekken import TEKKEN_PATTERN, Tekken, gpt2_token_bytes
+from app.nemo.checkpoint import Checkpoint, ModelConfig, SourceTensor, read_json
+from app.base.errors import UserError
+from app.base.jobs import CancelToken, Progress, ProgressCallback, no_progress
+from app.nemo.tekken import TEKKEN_PATTERN, Tekken, gpt2_token_bytes
 
 CHUNK_ELEMENTS = 8 * 1024 * 1024  # rows converted at a time: about 32 MB of float32
 WORKERS = min(4, os.cpu_count() or 1)  # threads encoding chunks ahead of the writer (numpy frees the GIL)

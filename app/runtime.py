@@ -1,4 +1,4 @@
-"""The engine: one llama.cpp model in this process, streaming completions from token ids.
+"""Engines: the `Engine` interface, and the embedded llama.cpp engine that streams from token ids.
 
 Prompt ingestion runs in `n_batch` steps (progress, cancel between steps); generation checks the
 cancel token between tokens; the KV cache keeps the longest common prefix with the last prompt.
@@ -11,14 +11,18 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, Iterator, Protocol
 
-from .errors import UserError
-from .gguf_info import GgufInfo, read_gguf_info
-from .jobs import CancelToken, Progress, ProgressCallback, no_progress
+from app.base.errors import UserError
+from app.base.gguf_info import GgufInfo, read_gguf_info
+from app.base.jobs import CancelToken, Progress, ProgressCallback, no_progress
+
+if TYPE_CHECKING:
+    from app.nemo.tekken import Tekken
 
 KV_TYPES = {"f16": (1, 2.0), "q8_0": (8, 1.0625), "q4_0": (2, 0.5625)}  # ggml type id, bytes/value
 MEMORY_HEADROOM = 0.9  # refuse a KV cache that would take more than this share of free memory
+BUSY_WAIT_S = 300  # a completion waits this long for the model, then says it is busy
 
 
 @dataclass(frozen=True)
@@ -127,8 +131,56 @@ def _common_prefix(a, b) -> int:
     return n
 
 
-class Engine:
-    """One loaded model behind one lock. `complete()` streams text deltas from token ids."""
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A model's own Jinja chat template and the special tokens it refers to."""
+
+    source: str
+    bos_id: int
+    bos_text: str
+    eos_text: str
+    add_bos: bool
+
+
+class Engine(Protocol):
+    """What chat, summarize, translate and tools need from an engine: tokens in, deltas out."""
+
+    def load(self, options: LoadOptions) -> None: ...
+
+    def unload(self) -> None: ...
+
+    @property
+    def loaded(self) -> bool: ...
+
+    @property
+    def n_ctx(self) -> int: ...
+
+    @property
+    def model_name(self) -> str:
+        """The model's file (or served) name, recorded with each reply."""
+
+    @property
+    def model_key(self) -> list:
+        """What identifies the model's weights in cache keys (name and size)."""
+
+    def tekken(self) -> "Tekken | None":
+        """The Tekken vocabulary when the model is a NeMo model (it takes NeMo token ids), else None."""
+
+    def tokenize(self, text: str, special: bool = False) -> list[int]: ...
+
+    def chat_template(self) -> ChatTemplate: ...
+
+    def token_decoder(self) -> TokenDecoder: ...
+
+    def complete(self, prompt_ids: list[int], sampling: SamplingOptions = SamplingOptions(),
+                 cancel: CancelToken | None = None, progress: ProgressCallback = no_progress,
+                 decoder: TokenDecoder | None = None) -> "Completion": ...
+
+
+class LlamaEngine:
+    """The embedded engine: one llama.cpp model in this process, behind one lock.
+
+    The only module that touches llama-cpp-python's private attributes."""
 
     def __init__(self) -> None:
         # A plain Lock, not an RLock: Gradio may resume a streaming generator on another thread,
@@ -188,7 +240,7 @@ class Engine:
 
     @property
     def llm(self):
-        """The llama_cpp.Llama object (prompt formats need its tokenizer)."""
+        """The llama_cpp.Llama object, for benchmarks and tests against raw llama-cpp-python."""
         if self._llm is None:
             raise UserError("no model is loaded")
         return self._llm
@@ -196,6 +248,26 @@ class Engine:
     @property
     def n_ctx(self) -> int:
         return self.llm.n_ctx()
+
+    @property
+    def model_name(self) -> str:
+        return self._info().path.name
+
+    @property
+    def model_key(self) -> list:
+        return [self._info().path.name, self._info().file_size]
+
+    def _info(self) -> GgufInfo:
+        if self.info is None:
+            raise UserError("no model is loaded")
+        return self.info
+
+    def tekken(self):
+        if not self._info().is_tekken:
+            return None
+        from app.nemo.tekken import Tekken
+
+        return Tekken.from_gguf(self.info.path)  # cached per file
 
     # -- tokens ------------------------------------------------------------------------------
     def tokenize(self, text: str, special: bool = False) -> list[int]:
@@ -206,6 +278,23 @@ class Engine:
         import llama_cpp
 
         return bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token_id))
+
+    def chat_template(self) -> ChatTemplate:
+        llm = self.llm
+        source = llm.metadata.get("tokenizer.chat_template", "")
+        if not source:
+            raise UserError(f"{self.model_name}: the model has no chat template")
+        bos, eos = llm.token_bos(), llm.token_eos()
+        return ChatTemplate(source, bos, self._token_text(bos), self._token_text(eos),
+                            bool(llm._model.add_bos_token()) and bos >= 0)
+
+    def _token_text(self, token_id: int) -> str:
+        if token_id < 0:
+            return ""
+        return self.llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+
+    def token_decoder(self) -> TokenDecoder:
+        return LlamaTokenDecoder(self.llm)
 
     # -- generation --------------------------------------------------------------------------
     def complete(
@@ -222,7 +311,7 @@ class Engine:
 
 @dataclass
 class Completion:
-    engine: Engine
+    engine: LlamaEngine
     prompt_ids: list[int]
     sampling: SamplingOptions
     cancel: CancelToken
@@ -237,7 +326,7 @@ class Completion:
 
     def __iter__(self) -> Iterator[str]:
         """Text deltas; split UTF-8 characters are held back until complete."""
-        decoder = self.decoder or LlamaTokenDecoder(self.engine.llm)
+        decoder = self.decoder or self.engine.token_decoder()
         tokens = self.ids()
         try:
             for token in tokens:
@@ -251,7 +340,10 @@ class Completion:
     def ids(self) -> Iterator[int]:
         """Generated token ids (end-of-generation not included), holding the engine's lock."""
         engine = self.engine
-        with engine._lock:
+        if not self._wait_for(engine._lock):
+            self.stats.stop_reason = "cancelled"
+            return
+        try:
             llm = engine.llm
             if not self.prompt_ids:
                 raise UserError("empty prompt")
@@ -268,6 +360,20 @@ class Completion:
                 return
             budget = min(self.sampling.max_tokens, n_ctx - len(self.prompt_ids))
             yield from self._generate(llm, budget, started)
+        finally:
+            engine._lock.release()
+
+    def _wait_for(self, lock: threading.Lock) -> bool:
+        """Take the engine's lock; False when stopped while waiting, UserError after BUSY_WAIT_S."""
+        waited = 0.0
+        while not lock.acquire(timeout=0.1):
+            waited += 0.1
+            if self.cancel.cancelled:
+                return False
+            if waited >= BUSY_WAIT_S:
+                raise UserError(f"the model is busy: another reply or job has held it for {BUSY_WAIT_S} s; "
+                                "stop it or try again later")
+        return True
 
     def _ingest(self, llm) -> None:
         """Evaluate all but the last prompt token in batches, reusing the cached prefix."""

@@ -7,24 +7,22 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is first impor
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 import json  # noqa: E402
-import time  # noqa: E402
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-from .chat import ChatService  # noqa: E402
-from .config import app_home, database_path, load_settings, models_dir, save_settings  # noqa: E402
-from .documents import KINDS as DOCUMENT_KINDS  # noqa: E402
-from .errors import UserError  # noqa: E402
-from .history import History  # noqa: E402
-from .jobs import CancelToken  # noqa: E402
-from .models import available_models, resolve_model  # noqa: E402
-from .runtime import Engine  # noqa: E402
-from .ui_convert import convert_panel  # noqa: E402
-from .ui_documents import documents_tab  # noqa: E402
-from .ui_models import model_section  # noqa: E402
-from .ui_translate import translate_tab  # noqa: E402
+from app.base.config import models_dir  # noqa: E402
+from app.base.errors import UserError  # noqa: E402
+from app.base.jobs import Job  # noqa: E402
+from app.documents.reading import KINDS as DOCUMENT_KINDS  # noqa: E402
+from app.engine.catalog import available_models, resolve_model  # noqa: E402
+from app.faces.temp_files import TabFiles, clean_private_tmp, forget_upload  # noqa: E402
+from app.faces.ui_convert import convert_panel  # noqa: E402
+from app.faces.ui_documents import documents_tab  # noqa: E402
+from app.faces.ui_models import model_section  # noqa: E402
+from app.faces.ui_translate import translate_tab  # noqa: E402
+from app.faces.web_guard import check_bind, guard_middleware, is_loopback, remote_images_as_links  # noqa: E402
+from app.services.root import Services  # noqa: E402
 
-STREAM_UPDATE_S = 0.08  # browser updates while streaming: at most one per 80 ms
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "app.css"
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False},
          {"left": "\\(", "right": "\\)", "display": False}, {"left": "\\[", "right": "\\]", "display": True}]
@@ -34,21 +32,19 @@ TOOL_CHOICES = [("Date and time", "current_datetime"), ("Calculator", "calculato
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Consolas", "monospace"]
 
 
-def _private_upload_folder() -> None:
-    """Uploads go to an app-private folder (unless the user chose one with GRADIO_TEMP_DIR)."""
-    os.environ.setdefault("GRADIO_TEMP_DIR", str(app_home() / "tmp"))
-
-
 class ChatUI:
-    """State shared by all browser sessions: one history, one engine, one settings object."""
+    """What the Chat tab shows, made from the services that all browser tabs share."""
 
-    def __init__(self, model: "str | None" = None) -> None:
-        self.history = History(database_path())
-        self.service = ChatService(self.history, Engine())
-        self.settings = load_settings()
-        if model:
-            self.settings = replace(self.settings, model=model)
-        self._cancels: dict[str, CancelToken] = {}
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    @property
+    def history(self):
+        return self.services.history
+
+    @property
+    def settings(self):
+        return self.services.settings
 
     # -- helpers that turn service data into what the widgets show ------------------------------
     def model_notice(self) -> str:
@@ -89,56 +85,62 @@ class ChatUI:
             speed, ttft = stats.tokens_per_s, stats.ttft_s
         return f"{used:,} / {self.settings.n_ctx:,} tokens · {speed:.1f} tok/s · first token {ttft:.2f} s"
 
-    def new_cancel(self, session: str) -> CancelToken:
-        token = self._cancels[session] = CancelToken()
-        return token
-
-    def stop(self, session: str) -> None:
-        token = self._cancels.get(session)
-        if token:
-            token.cancel()
-
-    def stream(self, updates, conversation_id: "int | None", notice: str = ""):
-        """Throttled (chatbot, ids, conversation, stats, notice) tuples from ReplyUpdates."""
-        shown_at = 0.0
+    def follow(self, job: Job, conversation_id: "int | None", notice: str = ""):
+        """(chatbot, ids, conversation, stats, notice) tuples while a reply job runs."""
         try:
-            for update in updates:
+            for _ in job.watch():
+                update = job.latest
+                if update is None:
+                    continue
                 conversation_id = update.conversation_id
-                if update.done or time.monotonic() - shown_at >= STREAM_UPDATE_S:
-                    shown_at = time.monotonic()
-                    messages, ids = self.chat_messages(conversation_id)
-                    if update.message_id in ids:
-                        messages[ids.index(update.message_id)]["content"] = update.text
-                    elif update.text:
-                        messages.append({"role": "assistant", "content": update.text})
-                    stats = self.meter(conversation_id, update.stats) if update.done else "…"
-                    if update.done and update.status == "stopped":
-                        stats = "stopped · " + stats
-                    yield messages, ids, conversation_id, stats, notice
+                messages, ids = self.chat_messages(conversation_id)
+                text = remote_images_as_links(update.text)  # as _chat_message shows saved ones
+                if update.message_id in ids:
+                    messages[ids.index(update.message_id)]["content"] = text
+                elif text:
+                    messages.append({"role": "assistant", "content": text})
+                stats = self.meter(conversation_id, update.stats) if update.done else "…"
+                if update.done and update.status == "stopped":
+                    stats = "stopped · " + stats
+                yield messages, ids, conversation_id, stats, notice
+            job.result()  # a UserError of the reply becomes the notice line
         finally:
-            updates.close()  # a Stop closes this generator: close the reply so it is saved
+            job.stop()  # Stop, or the page went away: the reply ends and is saved
 
 
 def _chat_message(row: dict) -> dict:
+    """One saved row as a Chatbot message; images from other servers become links."""
     if row["role"] == "document":
         attached = json.loads(row["content"])
-        return {"role": "user", "content": attached["note"],
-                "metadata": {"title": f"Attached: {attached['title']}", "status": "done"}}
-    if row["role"] != "tool":
-        return {"role": row["role"], "content": row["content"]}
-    step = json.loads(row["content"])
-    arguments = json.dumps(step["arguments"], ensure_ascii=False)
-    outcome = f"Error: {step['error']}" if step["error"] else f"```json\n{step['content']}\n```"
-    return {"role": "assistant", "content": outcome,
-            "metadata": {"title": f"Tool: {step['name']}({arguments})", "status": "done"}}
+        message = {"role": "user", "content": attached["note"],
+                   "metadata": {"title": f"Attached: {attached['title']}", "status": "done"}}
+    elif row["role"] != "tool":
+        message = {"role": row["role"], "content": row["content"]}
+    else:
+        step = json.loads(row["content"])
+        arguments = json.dumps(step["arguments"], ensure_ascii=False)
+        outcome = f"Error: {step['error']}" if step["error"] else f"```json\n{step['content']}\n```"
+        message = {"role": "assistant", "content": outcome,
+                   "metadata": {"title": f"Tool: {step['name']}({arguments})", "status": "done"}}
+    message["content"] = remote_images_as_links(message["content"])
+    if "metadata" in message:
+        message["metadata"]["title"] = remote_images_as_links(message["metadata"]["title"])
+    return message
 
 
-def build_app(model: str | None = None, max_file_mb: int = 100):
-    """The Gradio Blocks app (not launched)."""
-    _private_upload_folder()
+def build_app(model: str | None = None, max_file_mb: int = 100, services: Services | None = None):
+    """The Gradio Blocks app (not launched); `services` are built here unless given."""
+    clean_private_tmp()  # uploads and downloads of an earlier run are gone
     import gradio as gr
 
-    ui = ChatUI(model)
+    services = services or Services(model=model)
+    ui = ChatUI(services)
+    files = TabFiles()
+
+    def reply_job(request: gr.Request, start_reply):
+        """Run a reply as this browser tab's chat job (its Stop stops it)."""
+        job = services.jobs.start(request.session_hash, "chat", lambda progress, cancel: start_reply(cancel, progress))
+        return job
 
     def refresh_sidebar(query=""):
         return gr.update(choices=ui.conversation_choices(query))
@@ -157,22 +159,25 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
         def start():
             cid, notes = conversation_id, []
             for path in files:  # "chat about this document": attach first, then ask
-                cid, note = ui.service.attach(cid, path, text or "overview", ui.settings)
+                try:
+                    cid, note = services.chat.attach(cid, path, text or "overview", ui.settings)
+                finally:
+                    forget_upload(path)  # read into SQLite (or refused): the upload is not kept
                 notes.append(note)
             if not text.strip():
                 if not files:
                     raise UserError("the message is empty")
                 return iter([(*ui.chat_messages(cid), cid, ui.meter(cid), " ".join(notes))])
-            cancel = ui.new_cancel(request.session_hash)
-            return ui.stream(ui.service.send(cid, text, ui.settings, cancel), cid, " ".join(notes))
+            job = reply_job(request, lambda cancel, progress: services.chat.send(cid, text, ui.settings, cancel, progress))
+            return ui.follow(job, cid, " ".join(notes))
         yield from guarded(start)
 
     def retry(conversation_id, request: gr.Request):
         def start():
             if conversation_id is None:
                 raise UserError("nothing to retry yet")
-            cancel = ui.new_cancel(request.session_hash)
-            return ui.stream(ui.service.retry(conversation_id, ui.settings, cancel), conversation_id)
+            job = reply_job(request, lambda cancel, _: services.chat.retry(conversation_id, ui.settings, cancel))
+            return ui.follow(job, conversation_id)
         yield from guarded(start)
 
     def edit(conversation_id, ids, edit: gr.EditData, request: gr.Request):
@@ -180,9 +185,9 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
             if conversation_id is None or edit.index >= len(ids):
                 raise UserError("that message can no longer be edited")
             text = edit.value if isinstance(edit.value, str) else str(edit.value)
-            cancel = ui.new_cancel(request.session_hash)
-            updates = ui.service.edit(conversation_id, ids[edit.index], text, ui.settings, cancel)
-            return ui.stream(updates, conversation_id)
+            job = reply_job(request, lambda cancel, _: services.chat.edit(conversation_id, ids[edit.index], text,
+                                                                           ui.settings, cancel))
+            return ui.follow(job, conversation_id)
         yield from guarded(start)
 
     def open_conversation(conversation_id):
@@ -207,17 +212,19 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
         return (*new_conversation()[:5], refresh_sidebar(query))
 
     def save(model_name, n_ctx, n_gpu_layers, temperature, top_p, max_tokens, system_prompt, tools):
-        candidate = replace(
-            ui.settings, model=(model_name or "").strip(), n_ctx=int(n_ctx), n_gpu_layers=int(n_gpu_layers),
-            temperature=float(temperature), top_p=float(top_p), max_tokens=int(max_tokens),
-            system_prompt=system_prompt or "", tools=",".join(tools or []),
-        )
+        numbers = {"Context size": n_ctx, "GPU layers": n_gpu_layers, "Max reply tokens": max_tokens}
         try:
-            ui.service.ensure_model(candidate)
+            empty = [label for label, value in numbers.items() if value is None]
+            if empty:
+                raise UserError(f"{', '.join(empty)}: give a number")
+            candidate = replace(
+                ui.settings, model=(model_name or "").strip(), n_ctx=int(n_ctx), n_gpu_layers=int(n_gpu_layers),
+                temperature=float(temperature), top_p=float(top_p), max_tokens=int(max_tokens),
+                system_prompt=system_prompt or "", tools=",".join(tools or []),
+            )
+            services.save_settings(candidate)
         except UserError as exc:
             return f"⚠️ Not saved: {exc}", ui.model_notice()
-        ui.settings = candidate
-        save_settings(candidate)
         return f"✅ Saved. {ui.model_notice()}", ui.model_notice()
 
     theme = gr.themes.Soft(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
@@ -249,8 +256,8 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
                     file_count="multiple", file_types=list(DOCUMENT_KINDS), sources=["upload"])
                 send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                 stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="stop")
-        documents_tab(ui, max_file_mb)
-        translate_tab(ui)
+        documents_tab(services, files, max_file_mb)
+        translate_tab(services, files)
         with gr.Tab("Settings"):
             s = ui.settings
             model_name = gr.Dropdown(choices=available_models(), value=s.model or None, allow_custom_value=True,
@@ -268,8 +275,8 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
                                      label="Tools NeMo may call (native function calling; NeMo models only)")
             save_btn = gr.Button("Save and load the model", variant="primary", elem_id="save-settings")
             settings_status = gr.Markdown("", elem_id="settings-status")
-            model_section(ui, model_name, n_ctx)
-            convert_panel(on_done=(lambda: gr.update(choices=available_models()), model_name))
+            model_section(services, model_name, n_ctx)
+            convert_panel(services, on_done=(lambda: gr.update(choices=available_models()), model_name))
 
         chat_outputs = [chatbot, message_ids, conversation, stats, notice]
         llm = {"concurrency_id": "llm", "concurrency_limit": 1}
@@ -283,13 +290,20 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
         chatbot.retry(retry, [conversation], chat_outputs, **llm)
         chatbot.edit(edit, [conversation, message_ids], chat_outputs, **llm)
         def stop(request: gr.Request):
-            ui.stop(request.session_hash)
+            services.jobs.stop(request.session_hash, "chat")
 
-        # Stop sets the session's cancel token: the engine stops within one token (or one batch of
-        # prompt) and the stream ends by itself, saving the reply and showing it as stopped.
+        # Stop cancels this browser tab's chat job: the engine stops within one token (or one batch
+        # of prompt) and the reply ends by itself, saved and shown as stopped.
         stop_btn.click(stop, None, None, concurrency_limit=None)
 
         demo.load(lambda: (refresh_sidebar(), ui.model_notice()), None, [conversations, model_line])
+
+        def tab_closed(request: gr.Request):
+            """A browser tab went away: stop its jobs, delete the files made for it."""
+            services.jobs.forget(request.session_hash)
+            files.forget(request.session_hash)
+
+        demo.unload(tab_closed)
         conversations.input(open_conversation, conversations, chat_outputs)
         new_btn.click(new_conversation, None, [*chat_outputs, conversations])
         search.change(refresh_sidebar, search, conversations)
@@ -297,21 +311,30 @@ def build_app(model: str | None = None, max_file_mb: int = 100):
         delete_btn.click(delete, [conversation, search], [*chat_outputs, conversations])
         save_btn.click(save, [model_name, n_ctx, n_gpu_layers, temperature, top_p, max_tokens, system_prompt, tools],
                        [settings_status, model_line])
-    demo.nemo = ui  # tests reach the services through the app
+    demo.nemo = services  # tests reach the services through the app
     return demo, dict(theme=theme, css=CSS_PATH.read_text(encoding="utf-8"))
 
 
 def launch(demo, style: dict, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = False,
-           block: bool = True, max_file_mb: int = 100):
-    """Serve privately: loopback by default, no share link, no monitoring, no extra paths."""
+           block: bool = True, max_file_mb: int = 100, allow_hosts=(), token: str | None = None):
+    """Serve privately: loopback by default, no share link, no monitoring, no extra paths, no SSR
+    or file workers beside the app; every route behind `web_guard` (Host allow-list, token, CSP)."""
     return demo.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, share=False, inbrowser=open_browser,
         enable_monitoring=False, allowed_paths=[], max_file_size=f"{max_file_mb}mb",
-        prevent_thread_lock=not block, quiet=True, footer_links=[], **style,
+        prevent_thread_lock=not block, quiet=True, footer_links=[], ssr_mode=False, num_workers=0,
+        mcp_server=False, app_kwargs={"middleware": [guard_middleware(host, port, allow_hosts, token)]}, **style,
     )
 
 
-def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = True) -> None:
-    demo, style = build_app(model)
-    print(f"nemo-chat: serving on http://{host}:{port}", flush=True)
-    launch(demo, style, host, port, open_browser)
+def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = True,
+          allow_hosts=(), token: str | None = None) -> None:
+    """The `ui` command: refuses a non-loopback bind without a token before loading anything."""
+    check_bind(host, token)
+    with Services(model=model) as services:
+        demo, style = build_app(services=services)
+        print(f"nemo-chat: serving on http://{host}:{port}", flush=True)
+        if not is_loopback(host):
+            print(f"nemo-chat: reachable from other machines on port {port}; every request needs the token "
+                  "(user nemo, password = the token)", flush=True)
+        launch(demo, style, host, port, open_browser, allow_hosts=allow_hosts, token=token)

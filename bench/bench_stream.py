@@ -14,14 +14,14 @@ import time
 
 from llama_cpp import StoppingCriteriaList
 
-from app.chat_format import TemplateChatFormat
-from app.models import resolve_model
-from app.runtime import Engine, LoadOptions, SamplingOptions
+from app.engine.chat_format import TemplateChatFormat
+from app.engine.catalog import resolve_model
+from app.runtime import LlamaEngine, LoadOptions, SamplingOptions
 
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 
 
-def run_ours(engine: Engine, ids: list[int], tokens: int) -> tuple[float, float, int]:
+def run_ours(engine: LlamaEngine, ids: list[int], tokens: int) -> tuple[float, float, int]:
     engine.llm.reset()
     completion = engine.complete(ids, SamplingOptions(temperature=0.0, max_tokens=tokens))
     completion.text()
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=2048)
     args = parser.parse_args()
 
-    engine = Engine()
+    engine = LlamaEngine()
     engine.load(LoadOptions(str(resolve_model(args.model)), n_ctx=args.ctx))
     ids = TemplateChatFormat(engine).encode([{"role": "user", "content": PROMPT}])
     run_ours(engine, ids, 16), run_raw(engine.llm, ids, 16)  # warm-up

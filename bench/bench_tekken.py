@@ -20,7 +20,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import llama_cpp  # noqa: E402
 from tekken_corpus import CORPUS  # noqa: E402
 
-from app.tekken import Tekken, write_vocab_gguf  # noqa: E402
+from app.nemo.tekken import Tekken, write_vocab_gguf  # noqa: E402
 
 
 def best_time(run, repeat: int) -> tuple[float, int]:

@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.doc_store import DocumentStore
+from app.storage.document_store import DocumentStore
 from app.history import History
-from app.models import resolve_model
-from app.runtime import Engine, LoadOptions
-from app.tekken import Tekken
-from app.translate import TranslateOptions, TranslationJob, TranslationRequest
+from app.engine.catalog import resolve_model
+from app.runtime import LlamaEngine, LoadOptions
+from app.nemo.tekken import Tekken
+from app.services.translate import TranslateOptions, TranslationJob, TranslationRequest
 
 TOPICS = ["the harbour", "the lighthouse", "the weather station", "the ferry timetable", "the fish market"]
 
@@ -49,7 +49,7 @@ def long_document(sections: int) -> str:
 class TimedEngine:
     """The engine, with the time spent inside its completions added up."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: LlamaEngine) -> None:
         self._engine = engine
         self.seconds = 0.0
         self.calls = 0
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--to", default="fr")
     args = parser.parse_args()
 
-    engine = Engine()
+    engine = LlamaEngine()
     engine.load(LoadOptions(str(resolve_model(args.model)), n_ctx=args.ctx))
     timed = TimedEngine(engine)
     document = long_document(args.sections)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings, save_settings
-from app.models import smollm2_path
-from app.runtime import Engine, LoadOptions
+from app.base.config import Settings, save_settings
+from app.engine.catalog import smollm2_path
+from app.runtime import LlamaEngine, LoadOptions
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -24,8 +24,8 @@ def model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine(model_path) -> Engine:
-    engine = Engine()
+def engine(model_path) -> LlamaEngine:
+    engine = LlamaEngine()
     engine.load(LoadOptions(str(model_path), n_ctx=2048, n_batch=256))
     yield engine
     engine.unload()
@@ -34,7 +34,7 @@ def engine(model_path) -> Engine:
 @pytest.fixture(scope="session")
 def tekken():
     """NeMo's Tekken tokenizer (the vocabulary the app ships)."""
-    from app.tekken import Tekken
+    from app.nemo.tekken import Tekken
 
     return Tekken.default()
 

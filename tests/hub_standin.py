@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from conftest import free_port
 
-from app.models import CATALOG
+from app.engine.catalog import CATALOG
 
 MODEL = CATALOG["nemo-q4_k_m"]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -25,12 +25,15 @@ PIECE = 256 * 1024
 class Hub:
     """Serves one file. `drop_after`: close the connection once after that many body bytes;
     `corrupt`: flip a byte of the body (the ETag stays the right file's); `pace`: seconds to wait
-    after each 256 KiB."""
+    after each 256 KiB; `hold_at`: stop sending after that many body bytes until `release` is set
+    (so a test can press Stop in the middle of a download without racing the clock)."""
 
     def __init__(self) -> None:
         self.drop_after: int | None = None
         self.corrupt = False
         self.pace = 0.0
+        self.hold_at: int | None = None
+        self.release = threading.Event()
         self.requests: list[tuple[str, str | None, str | None]] = []  # (method, Range, Authorization)
         hub = self
 
@@ -77,6 +80,10 @@ class Hub:
                     self.connection.shutdown(2)
                     return
                 for start in range(0, len(body), PIECE):
+                    if hub.hold_at is not None and start >= hub.hold_at:
+                        self.wfile.flush()
+                        hub.release.wait(120)
+                        hub.hold_at = None
                     self.wfile.write(body[start : start + PIECE])
                     time.sleep(hub.pace)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from app.gguf_info import read_gguf_header
+from app.base.gguf_info import read_gguf_header
 
 Q = gguf.GGMLQuantizationType
 N_LAYERS, HIDDEN, HEADS, KV_HEADS, HEAD_DIM, FFN, VOCAB = 40, 5120, 32, 8, 128, 14336, 131072

@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from app.chat import ChatService
-from app.config import Settings
-from app.errors import UserError
+from app.services.chat import ChatService
+from app.base.config import Settings
+from app.base.errors import UserError
 from app.history import COMPLETE, INTERRUPTED, STOPPED, History
-from app.jobs import CancelToken
+from app.base.jobs import CancelToken
 
 SETTINGS = Settings(model="smollm2", n_ctx=2048, temperature=0.0, max_tokens=40)
 
@@ -83,11 +83,11 @@ def test_a_bad_model_stores_nothing(service, tmp_path):
 KILLED_CHILD = textwrap.dedent(
     """
     import sys
-    from app.chat import ChatService
-    from app.config import Settings
+    from app.services.chat import ChatService
+    from app.base.config import Settings
     from app.history import History
-    from app.runtime import Engine
-    service = ChatService(History(sys.argv[1]), Engine())
+    from app.runtime import LlamaEngine
+    service = ChatService(History(sys.argv[1]), LlamaEngine())
     settings = Settings(model="smollm2", n_ctx=2048, temperature=0.7, max_tokens=2000)
     for update in service.send(None, "Write a very long essay about the history of ships.", settings):
         pass
@@ -95,7 +95,10 @@ KILLED_CHILD = textwrap.dedent(
 )
 
 
-def test_a_killed_process_loses_at_most_a_second_of_the_reply(tmp_path):
+def test_a_killed_process_loses_at_most_a_second_of_the_reply(tmp_path, monkeypatch):
+    from app import history as history_module
+
+    monkeypatch.setattr(history_module, "STALE_STREAMING_S", 0.0)  # the killed writer will never write again
     db = tmp_path / "killed.db"
     child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(db)])
     try:
@@ -122,3 +125,61 @@ def test_a_killed_process_loses_at_most_a_second_of_the_reply(tmp_path):
     assert reply["status"] == INTERRUPTED and reply["content"].startswith(saved)
     assert history.integrity_ok()
     history.close()
+
+
+class BreakingEngine:
+    """The real engine, whose stream breaks with an unexpected error after a few tokens."""
+
+    def __init__(self, engine, after: int) -> None:
+        self.engine, self.after = engine, after
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def complete(self, prompt_ids, sampling, cancel=None, progress=None, decoder=None):
+        completion = self.engine.complete(prompt_ids, sampling, cancel, decoder=decoder)
+        after = self.after
+
+        class Breaking:
+            stats = completion.stats
+
+            def __iter__(self):
+                for n, delta in enumerate(completion):
+                    if n == after:
+                        raise RuntimeError("the GPU fell off the bus")
+                    yield delta
+
+        return Breaking()
+
+
+def test_an_unexpected_error_keeps_the_partial_reply_marks_it_failed_and_logs_it(tmp_path, engine, home):
+    history = History(tmp_path / "chat.db")
+    service = ChatService(history, BreakingEngine(engine, after=12))
+    updates = service.send(None, "Tell me a long story about dragons.", Settings(model="smollm2", n_ctx=2048,
+                                                                                temperature=0.0, max_tokens=100))
+    seen = []
+    with pytest.raises(UserError) as failed:
+        for update in updates:
+            seen.append(update.text)
+    message = str(failed.value)
+    assert "RuntimeError: the GPU fell off the bus" in message and "\n" not in message
+    [conversation] = history.conversations()
+    user, reply = history.messages(conversation["id"])
+    assert reply["status"] == "error" and reply["content"] and reply["content"] == seen[-1], "the partial text is kept"
+    log = (home / "logs" / "nemo-chat.log").read_text(encoding="utf-8")
+    assert "Traceback" in log and "the GPU fell off the bus" in log
+    history.close()
+
+
+def test_deleting_a_conversation_while_its_reply_streams_ends_the_reply_in_one_line(service):
+    updates = service.send(None, "Tell me a long story about dragons.", Settings(
+        model="smollm2", n_ctx=2048, temperature=0.0, max_tokens=200))
+    first = next(u for u in updates if u.message_id is not None)
+    service.history.delete_conversation(first.conversation_id)
+    with pytest.raises(UserError, match="the conversation was deleted while this reply was written"):
+        for _ in updates:
+            pass
+    assert service.history.conversations() == []
+    assert service.history.integrity_ok()
+    after = list(service.send(None, "Say hello.", SETTINGS))[-1]
+    assert after.status == COMPLETE and after.text, "the service keeps working"

@@ -86,7 +86,7 @@ def test_prompt_command_rejects_bad_requests_in_one_line(home, tmp_path):
 def test_convert_command_writes_a_loadable_gguf_and_rejects_bad_folders(home, tmp_path):
     from tiny_nemo import make_weights, write_native
 
-    from app.gguf_info import read_gguf_info
+    from app.base.gguf_info import read_gguf_info
 
     source = write_native(tmp_path / "native", make_weights())
     out = tmp_path / "tiny.gguf"

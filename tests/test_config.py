@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.config import Settings, load_settings, save_settings, settings_path
+from app.base.config import Settings, load_settings, save_settings, settings_path
 
 
 def test_settings_round_trip_and_defaults(home):
@@ -17,7 +17,7 @@ def test_settings_round_trip_and_defaults(home):
 
 
 def test_the_ui_opens_without_any_model_and_says_how_to_get_one(home, monkeypatch, page):
-    from app import models
+    from app.engine import catalog as models
     from app.ui import build_app, launch
     from conftest import free_port
 
@@ -34,3 +34,17 @@ def test_the_ui_opens_without_any_model_and_says_how_to_get_one(home, monkeypatc
         assert demo.nemo.history.conversations() == []  # nothing half-written
     finally:
         demo.close()
+
+
+def test_an_emptied_number_field_is_refused_in_one_line_and_nothing_is_saved(served, page):
+    demo, url = served
+    before = demo.nemo.settings
+    page.goto(url)
+    page.get_by_role("tab", name="Settings").click()
+    field = page.get_by_label("Context size (tokens)")
+    field.fill("")
+    page.locator("#save-settings").click()
+    status = page.locator("#settings-status", has_text="Not saved")
+    status.wait_for(timeout=30_000)
+    assert "Context size: give a number" in status.inner_text() and "Traceback" not in status.inner_text()
+    assert demo.nemo.settings == before and load_settings() == before

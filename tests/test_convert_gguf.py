@@ -17,11 +17,11 @@ import pytest
 from llama_cpp import Llama
 
 from app import convert_gguf
-from app.checkpoint import Checkpoint, to_float32
+from app.nemo.checkpoint import Checkpoint, to_float32
 from app.convert_gguf import convert
-from app.errors import Cancelled, UserError
-from app.jobs import CancelToken
-from app.tekken import Tekken
+from app.base.errors import UserError
+from app.base.jobs import Job
+from app.nemo.tekken import Tekken
 from tiny_nemo import (
     Tiny, as_bf16, bf16_bytes, e4m3_value, forward, fp8_block, hf_config, hf_name, make_weights, tekken_json,
     gguf_f32_tensor, read_gguf, to_e4m3, to_hf, write_hf, write_native, write_safetensors,
@@ -237,7 +237,7 @@ def test_progress_and_context_length(tiny, tmp_path):
     result = convert(tiny["native"], tmp_path / "q4.gguf", "q4_k_m", context_length=32768, progress=seen.append)
     assert seen[-1].done == seen[-1].total == 2 * result.n_params
     assert all(a.done <= b.done for a, b in zip(seen, seen[1:]))
-    assert any(p.label == "llama.cpp quantizer" for p in seen)
+    assert any(p.what == "llama.cpp quantizer" for p in seen)
     metadata, _ = read_gguf(result.path)
     assert metadata["llama.context_length"] == 32768
     assert metadata["general.file_type"] == gguf.LlamaFileType.MOSTLY_Q4_K_M
@@ -376,14 +376,15 @@ def test_not_enough_space_is_caught_before_writing(tiny, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("outtype", ["f16", "q4_k_m"])
 def test_cancel_leaves_nothing(outtype, tiny, tmp_path):
-    token = CancelToken()
+    def stopped_half_way(progress, cancel):
+        def report(p):
+            progress(p)
+            if p.done * 2 >= p.total:  # for q4_k_m: when llama.cpp's quantizer starts
+                cancel.cancel()
+        return convert(tiny["hf"], tmp_path / "out.gguf", outtype, progress=report, cancel=cancel)
 
-    def progress(p):
-        if p.done * 2 >= p.total:  # for q4_k_m: when llama.cpp's quantizer starts
-            token.cancel()
-
-    with pytest.raises(Cancelled):
-        convert(tiny["hf"], tmp_path / "out.gguf", outtype, progress=progress, cancel=token)
+    job = Job(stopped_half_way)
+    assert job.run().stopped and job.progress.done * 2 >= job.progress.total
     assert leftovers(tmp_path) == []
 
 

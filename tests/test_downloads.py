@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from rich import filesize
 from conftest import free_port, run_cli
 from hub_standin import COMMIT, CONTENT, MODEL, SHA256, hub  # noqa: F401  (hub is a fixture)
 
-from app.errors import Cancelled, UserError
-from app.jobs import CancelToken
-from app.models import resolve_model
+from app.base.errors import UserError
+from app.base.jobs import Job
+from app.engine.catalog import resolve_model
 
 
 def partial_files(tmp_path):
@@ -19,7 +21,7 @@ def partial_files(tmp_path):
 
 
 def test_download_reports_progress_and_lands_in_the_cache(hub, tmp_path, monkeypatch):
-    from app.downloads import download
+    from app.engine.downloads import download
 
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     events = []
@@ -29,7 +31,7 @@ def test_download_reports_progress_and_lands_in_the_cache(hub, tmp_path, monkeyp
     assert path.resolve().name == SHA256  # a blob of the Hugging Face cache, linked from the snapshot
     assert len(events) >= 12 and [e.done for e in events] == sorted(e.done for e in events)
     assert events[-1].done == events[-1].total == len(CONTENT)
-    assert events[0].label == "downloading nemo-q4_k_m"
+    assert events[0].what == "downloading nemo-q4_k_m"
     assert {auth for _, _, auth in hub.requests} == {"Bearer hf_test_token"}
     assert resolve_model("nemo-q4_k_m") == path
     hub.requests.clear()
@@ -37,7 +39,7 @@ def test_download_reports_progress_and_lands_in_the_cache(hub, tmp_path, monkeyp
 
 
 def test_a_dropped_connection_resumes_with_a_range_request(hub, tmp_path):
-    from app.downloads import download
+    from app.engine.downloads import download
 
     hub.drop_after = 1_000_000
     path = download("nemo-q4_k_m")
@@ -47,16 +49,17 @@ def test_a_dropped_connection_resumes_with_a_range_request(hub, tmp_path):
 
 
 def test_stop_keeps_the_partial_file_and_the_next_call_resumes(hub, tmp_path):
-    from app.downloads import download
+    from app.engine.downloads import download
 
-    cancel = CancelToken()
+    def stopped_at_half(progress, cancel):
+        def report(p):
+            progress(p)
+            if p.done > len(CONTENT) // 2:
+                cancel.cancel()  # Stop pressed half way
+        return download("nemo-q4_k_m", report, cancel)
 
-    def stop_at_half(progress):
-        if progress.done > len(CONTENT) // 2:
-            cancel.cancel()
-
-    with pytest.raises(Cancelled):
-        download("nemo-q4_k_m", stop_at_half, cancel)
+    outcome = Job(stopped_at_half).run()
+    assert outcome.stopped and outcome.value is None
     (partial,) = partial_files(tmp_path)
     kept = partial.stat().st_size
     assert len(CONTENT) // 2 < kept < len(CONTENT)
@@ -67,11 +70,11 @@ def test_stop_keeps_the_partial_file_and_the_next_call_resumes(hub, tmp_path):
     path = download("nemo-q4_k_m", events.append)
     assert path.read_bytes() == CONTENT and partial_files(tmp_path) == []
     assert [rng for method, rng, _ in hub.requests if method == "GET"] == [f"bytes={kept}-"]
-    assert events[0].label == "checking the partial download of nemo-q4_k_m"
+    assert events[0].what == "checking the partial download of nemo-q4_k_m"
 
 
 def test_a_corrupted_file_is_detected_and_deleted(hub, tmp_path):
-    from app.downloads import download
+    from app.engine.downloads import download
 
     hub.corrupt = True
     with pytest.raises(UserError, match="does not match the hub's checksum and was deleted"):
@@ -84,7 +87,7 @@ def test_a_corrupted_file_is_detected_and_deleted(hub, tmp_path):
 def test_offline_and_unreachable_hubs_say_what_to_do(hub, monkeypatch):
     from huggingface_hub import constants
 
-    from app.downloads import download
+    from app.engine.downloads import download
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(UserError, match=r"^offline \(HF_HUB_OFFLINE is set\) and nemo-q4_k_m is not downloaded: .*--model"):
@@ -104,7 +107,8 @@ def test_cli_download_respects_the_environment(hub, tmp_path, monkeypatch, home)
     done = run_cli("models", "download", "nemo-q4_k_m", home=home)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith(str(tmp_path / "hf-home" / "hub"))
-    assert "downloading nemo-q4_k_m: 0.00 of 0.00 GB (100%)" in done.stderr
+    size = filesize.decimal(Path(done.stdout.strip()).stat().st_size)
+    assert f"downloading nemo-q4_k_m: {size} of {size} in " in done.stderr, done.stderr
     listed = run_cli("models", "list", "--json", home=home)
     row = next(r for r in json.loads(listed.stdout) if r["name"] == "nemo-q4_k_m")
     assert row["path"] == done.stdout.strip()

@@ -12,9 +12,12 @@ import pytest
 from conftest import run_cli
 from sparse_nemo import PUBLISHED_GB, write_sparse_nemo
 
-from app.errors import UserError
-from app.gguf_info import read_gguf_header
-from app.gpu_plan import detect_gpu, make_plan, model_memory, vram_gpu
+from app.base.errors import UserError
+from app.base.gguf_info import read_gguf_header
+from app.engine import gpu_plan
+from app.engine.gpu_plan import detect_gpu, make_plan, model_memory, vram_gpu
+from app.faces import cli
+from app.runtime import gpu_offload_supported
 
 GIB = 2**30
 RAM = 64 * GIB
@@ -140,7 +143,8 @@ def test_a_context_that_cannot_fit_is_refused(nemo):
         make_plan(mem, None, RAM, 8192, "q5_0")
 
 
-def test_plan_command_json(nemo, home):
+def test_plan_command_json(nemo, home, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # plan as on a machine without a GPU, whatever this one has
     done = run_cli("plan", "--model", str(nemo["Q4_K_M"]), "--vram", "12", "--ctx", "32768", "--json", home=home)
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)
@@ -148,7 +152,8 @@ def test_plan_command_json(nemo, home):
         "n_gpu_layers": -1, "n_ctx": 32768, "type_k": "q8_0", "type_v": "q8_0", "flash_attn": True}
     assert plan["vram_bytes_used"] == expected_vram(nemo["Q4_K_M"], 41, 32768, "q8_0")
     assert plan["explanation"].startswith("all 41 layers on the GPU, 32k context, q8_0 KV cache: 9.6 of 12.0 GiB")
-    assert any("rebuild" in note for note in plan["notes"])  # this machine's build is CPU-only
+    cpu_only_build = not gpu_offload_supported()
+    assert any("rebuild" in note for note in plan["notes"]) == cpu_only_build  # says so when the build can't offload
     text = run_cli("plan", "--model", str(nemo["Q4_K_M"]), home=home)
     assert text.returncode == 0 and "all 41 layers on the CPU" in text.stdout
     assert "128k" in text.stdout  # the context table
@@ -161,19 +166,42 @@ def fake_nvidia_smi(folder, line: str):
     return folder
 
 
-def test_nvidia_smi_is_read_when_nvml_is_missing(tmp_path, monkeypatch, nemo, home):
+def test_nvidia_smi_is_read_when_nvml_is_missing(tmp_path, monkeypatch, nemo, home, capsys):
     monkeypatch.setenv("PATH", f"{fake_nvidia_smi(tmp_path, 'NVIDIA GeForce RTX 3060, 11842, 12288')}:{os.environ['PATH']}")
+    monkeypatch.setattr(gpu_plan, "_nvml_gpu", lambda index: None)  # NVML missing, even on a machine with a GPU
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     gpu = detect_gpu()
     assert (gpu.name, gpu.free_bytes, gpu.total_bytes, gpu.source) == (
         "NVIDIA GeForce RTX 3060", 11842 * 2**20, 12288 * 2**20, "nvidia-smi")
-    done = run_cli("plan", "--model", str(nemo["Q4_K_M"]), "--json", home=home)
-    plan = json.loads(done.stdout)  # the build here is CPU-only: say so, plan for the CPU
-    assert plan["n_gpu_layers"] == 0 and plan["gpu"] == "NVIDIA GeForce RTX 3060"
-    assert any("RTX 3060" in note and "NEMO_CHAT_BACKEND=cuda" in note for note in plan["notes"])
+    gpu_plan.detected_gpu.cache_clear()
+    try:
+        assert cli.main(["plan", "--model", str(nemo["Q4_K_M"]), "--json"]) == 0
+    finally:
+        gpu_plan.detected_gpu.cache_clear()
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["gpu"] == "NVIDIA GeForce RTX 3060"
+    if gpu_offload_supported():
+        assert plan["n_gpu_layers"] != 0  # a CUDA build plans layers for that card
+    else:  # a CPU-only build says so and plans for the CPU
+        assert plan["n_gpu_layers"] == 0
+        assert any("RTX 3060" in note and "NEMO_CHAT_BACKEND=cuda" in note for note in plan["notes"])
+
+
+def test_cuda_visible_devices_hides_or_picks_the_card(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{fake_nvidia_smi(tmp_path, 'NVIDIA GeForce RTX 3060, 11842, 12288')}:{os.environ['PATH']}")
+    monkeypatch.setattr(gpu_plan, "_nvml_gpu", lambda index: None)
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert detect_gpu() is None, "llama.cpp's CUDA build sees no GPU then: plan for the CPU"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
+    asked = []
+    monkeypatch.setattr(gpu_plan, "_nvml_gpu", lambda index: asked.append(index))
+    assert detect_gpu().name == "NVIDIA GeForce RTX 3060" and asked == [1]
 
 
 def test_a_broken_nvidia_smi_means_no_gpu(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{fake_nvidia_smi(tmp_path, 'NVIDIA-SMI has failed')}:{os.environ['PATH']}")
+    monkeypatch.setattr(gpu_plan, "_nvml_gpu", lambda index: None)
     assert detect_gpu() is None
 
 
@@ -186,9 +214,8 @@ def test_tied_embeddings_count_again_as_the_output_layer(model_path):
 
 
 def test_auto_settings_take_layers_and_cache_type_from_the_plan(nemo, monkeypatch):
-    from app import gpu_plan
-    from app.chat import load_options
-    from app.config import Settings
+    from app.services.chat import load_options
+    from app.base.config import Settings
 
     monkeypatch.setattr(gpu_plan, "detected_gpu", lambda: vram_gpu(12))
     monkeypatch.setattr(gpu_plan, "gpu_offload_supported", lambda: True)

@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from app.errors import UserError
-from app.history import COMPLETE, INTERRUPTED, MIGRATIONS, STREAMING, History
+from app.base.errors import UserError
+from app.history import COMPLETE, INTERRUPTED, MIGRATIONS, STALE_STREAMING_S, STREAMING, History
 
 
 @pytest.fixture()
@@ -21,7 +21,8 @@ def test_migrations_are_named_recorded_and_applied_once(tmp_path):
     History(tmp_path / "a.db").close()
     conn = sqlite3.connect(tmp_path / "a.db")
     names = [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY name")]
-    assert names == [name for name, _ in MIGRATIONS]
+    assert names == [step.__name__ for step in MIGRATIONS] == [
+        "m001_conversations", "m002_search", "m003_documents", "m004_translations", "m005_chunk_search"]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
     History(tmp_path / "a.db").close()  # reopening applies nothing twice
@@ -72,6 +73,8 @@ def test_replies_left_streaming_are_marked_interrupted_on_reopen(tmp_path):
     store = History(tmp_path / "c.db")
     cid = store.create_conversation()
     mid = store.add_message(cid, "assistant", "partial", STREAMING)
+    with store.database.transaction() as conn:  # the process died a while ago
+        conn.execute("UPDATE messages SET updated_at = updated_at - ? WHERE id = ?", [STALE_STREAMING_S + 1, mid])
     store.close()
     again = History(tmp_path / "c.db")
     assert again.message(mid)["status"] == INTERRUPTED and again.message(mid)["content"] == "partial"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from app.language import LANGUAGES, detect_language
+from app.documents.language import LANGUAGES, detect_language
 
 SENTENCES = {
     "en": ["Good morning!", "Where is the station?", "Thank you very much.", "I would like a cup of tea, please.",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tekken_corpus import CORPUS
 
-from app.tekken import write_vocab_gguf
+from app.nemo.tekken import write_vocab_gguf
 
 llama_cpp = pytest.importorskip("llama_cpp")
 

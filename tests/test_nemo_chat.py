@@ -9,16 +9,17 @@ import pytest
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
-from app import tekken as tk
-from app.chat import ChatService
-from app.chat_format import chat_format_for
-from app.config import Settings
+from app.nemo import tekken as tk
+from app.services.chat import ChatService
+from app.engine.chat_format import chat_format_for
+from app.base.config import Settings
+from app.base.jobs import CancelToken
 from app.convert_gguf import convert
-from app.gguf_info import read_gguf_info
+from app.base.gguf_info import read_gguf_info
 from app.history import History
-from app.nemo_format import NemoChatFormat
-from app.nemo_prompt import encode_chat
-from app.runtime import Engine, GenerationStats, LoadOptions
+from app.engine.chat_format import NemoChatFormat
+from app.nemo.prompt import encode_chat
+from app.runtime import LlamaEngine, GenerationStats, LoadOptions
 from tiny_nemo import make_weights, write_native
 
 REFERENCE = MistralTokenizer.v3(is_tekken=True)
@@ -36,7 +37,7 @@ def reference_ids(messages: list[dict]) -> list[int]:
 
 
 def test_a_nemo_gguf_is_prompted_with_mistral_commons_exact_ids(tiny_nemo_gguf, tmp_path):
-    engine = Engine()
+    engine = LlamaEngine()
     history = History(tmp_path / "chat.db")
     service = ChatService(history, engine)
     settings = Settings(model=str(tiny_nemo_gguf), n_ctx=512, max_tokens=8, temperature=0.0, tools="",
@@ -60,10 +61,16 @@ class ScriptedCompletion:
     reply: list[int]
     stats: GenerationStats = field(default_factory=GenerationStats)
 
+    cancel: CancelToken | None = None
+
     def ids(self):
+        """The scripted ids; like the real engine, a cancelled stream ends after the current token."""
         for token in self.reply:
             self.stats.completion_tokens += 1
             yield token
+            if self.cancel is not None and self.cancel.cancelled:
+                self.stats.stop_reason = "cancelled"
+                return
         self.stats.stop_reason = "eos"
 
 
@@ -72,14 +79,18 @@ class ScriptedEngine:
 
     def __init__(self, gguf_path, replies: list[list[int]]) -> None:
         self.info = read_gguf_info(gguf_path)
+        self.model_name = self.info.path.name
         self.replies, self.prompts = list(replies), []
 
     def load(self, options: LoadOptions) -> None:
         pass
 
+    def tekken(self):
+        return tk.Tekken.from_gguf(self.info.path)
+
     def complete(self, prompt_ids, sampling, cancel=None, progress=None, decoder=None):
         self.prompts.append(list(prompt_ids))
-        return ScriptedCompletion(self.replies.pop(0))
+        return ScriptedCompletion(self.replies.pop(0), cancel=cancel)
 
 
 def test_tool_calls_run_are_saved_and_fed_back(tiny_nemo_gguf, tmp_path):
@@ -113,4 +124,46 @@ def test_tool_calls_run_are_saved_and_fed_back(tiny_nemo_gguf, tmp_path):
     follow_up = conversation + [{"role": "assistant", "content": "The answer is 42."},
                                 {"role": "user", "content": "Why?"}]
     assert engine.prompts[2] == encode_chat(tekken, follow_up, tools), "saved tool steps are replayed"
+    history.close()
+
+
+def test_a_stop_while_nemo_writes_a_tool_call_saves_no_step_and_the_chat_goes_on(tiny_nemo_gguf, tmp_path):
+    """Stop pressed half way through a `[TOOL_CALLS]` reply: the half call is not run or saved, the
+    reply is saved as stopped, and the next message builds its prompt without an error."""
+    tekken = tk.Tekken.from_gguf(tiny_nemo_gguf)
+    call = [{"name": "calculator", "arguments": {"expression": "6*7"}, "id": "abcDEF123"}]
+    engine = ScriptedEngine(tiny_nemo_gguf, [[tk.TOOL_CALLS, *tekken.encode(json.dumps(call))],
+                                             tekken.encode("Hello again.")])
+    history = History(tmp_path / "chat.db")
+    service = ChatService(history, engine)
+    settings = Settings(model=str(tiny_nemo_gguf), tools="calculator")
+    cancel = CancelToken()
+    updates = service.send(None, "What is 6 times 7?", settings, cancel)
+    cancel.cancel()  # Stop, as the first tokens of the call are written
+    final = list(updates)[-1]
+    assert final.status == "stopped"
+    roles = [m["role"] for m in history.messages(final.conversation_id)]
+    assert "tool" not in roles, "a half-written call is never saved as a step"
+
+    reply = list(service.send(final.conversation_id, "Hi", settings))[-1]
+    assert reply.text == "Hello again." and reply.status == "complete"
+    history.close()
+
+
+def test_old_tool_rows_without_a_valid_name_are_left_out_of_the_prompt(tiny_nemo_gguf, tmp_path):
+    tekken = tk.Tekken.from_gguf(tiny_nemo_gguf)
+    engine = ScriptedEngine(tiny_nemo_gguf, [tekken.encode("Fine.")])
+    history = History(tmp_path / "chat.db")
+    conversation = history.create_conversation("old")
+    history.add_message(conversation, "user", "What is 6 times 7?")
+    broken = {"id": "abcDEF123", "name": "", "arguments": {}, "round": 1, "result": None,
+              "error": "malformed tool call", "content": "{}"}
+    history.add_message(conversation, "tool", json.dumps(broken))
+    service = ChatService(history, engine)
+    settings = Settings(model=str(tiny_nemo_gguf), tools="calculator")
+    reply = list(service.send(conversation, "Go on", settings))[-1]
+    assert reply.text == "Fine." and reply.status == "complete"
+    tools = [t.schema() for t in service.enabled_tools(settings)]
+    expected = [{"role": "user", "content": "What is 6 times 7?"}, {"role": "user", "content": "Go on"}]
+    assert engine.prompts[0] == encode_chat(tekken, expected, tools)
     history.close()

@@ -9,8 +9,8 @@ from mistral_common.protocol.instruct.tool_calls import FunctionCall
 from mistral_common.protocol.instruct.tool_calls import ToolCall as OracleCall
 from tekken_corpus import CORPUS
 
-from app.errors import UserError
-from app.nemo_prompt import (
+from app.base.errors import UserError
+from app.nemo.prompt import (
     CALL_ID_RE,
     ToolCall,
     encode_chat,

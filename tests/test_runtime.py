@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.chat_format import TemplateChatFormat
-from app.errors import UserError
-from app.jobs import CancelToken
-from app.runtime import Engine, LoadOptions, SamplingOptions
+from app.engine.chat_format import TemplateChatFormat
+from app.base.errors import UserError
+from app.base.jobs import CancelToken
+from app.runtime import LlamaEngine, LoadOptions, SamplingOptions
 
 GREEDY = SamplingOptions(temperature=0.0, max_tokens=48)
 
@@ -101,7 +101,7 @@ def test_user_text_never_becomes_control_tokens(engine):
 
 
 def test_bad_model_files_give_one_clear_error(tmp_path, model_path):
-    engine = Engine()
+    engine = LlamaEngine()
     text = tmp_path / "notes.gguf"
     text.write_text("these are not weights\n")
     half = tmp_path / "half.gguf"
@@ -117,14 +117,14 @@ def test_bad_model_files_give_one_clear_error(tmp_path, model_path):
 
 
 def test_context_too_large_for_memory_is_refused_before_loading(model_path):
-    engine = Engine()
+    engine = LlamaEngine()
     with pytest.raises(UserError, match="KV cache"):
         engine.load(LoadOptions(str(model_path), n_ctx=50_000_000))
     assert not engine.loaded
 
 
 def test_switching_models_frees_the_old_one(model_path):
-    engine = Engine()
+    engine = LlamaEngine()
     engine.load(LoadOptions(str(model_path), n_ctx=512))
     first = engine.llm
     engine.load(LoadOptions(str(model_path), n_ctx=512))
@@ -133,3 +133,22 @@ def test_switching_models_frees_the_old_one(model_path):
     assert engine.llm is not first and engine.n_ctx == 1024
     assert first._ctx is None or getattr(first._ctx, "ctx", None) is None  # the old context was freed
     engine.unload()
+
+
+def test_a_held_model_says_it_is_busy_and_a_waiting_request_can_be_stopped(engine, monkeypatch):
+    from app import runtime
+
+    monkeypatch.setattr(runtime, "BUSY_WAIT_S", 0.5)
+    ids = prompt(engine, "Name three colours of the rainbow.")
+    holding = iter(engine.complete(ids, GREEDY))
+    next(holding)  # a stream left open holds the model
+    try:
+        with pytest.raises(UserError, match="the model is busy"):
+            list(engine.complete(ids, GREEDY))
+        cancel = CancelToken()
+        cancel.cancel()
+        waiting = engine.complete(ids, GREEDY, cancel)
+        assert list(waiting) == [] and waiting.stats.stop_reason == "cancelled"
+    finally:
+        holding.close()
+    assert list(engine.complete(ids, GREEDY)), "closing the open stream frees the model"

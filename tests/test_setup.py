@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,14 +23,18 @@ def build_choice(tmp_path, *, gpu: bool | None, nvcc: bool, cpu_flags: str = "fp
         (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\n{answer}\n")
     if nvcc:
         (bin_dir / "nvcc").write_text("#!/bin/sh\necho 'Cuda compilation tools, release 13.0'\n")
-    for tool in bin_dir.iterdir():
-        tool.chmod(0o755)
+    for tool in ("nvidia-smi", "nvcc"):
+        if (bin_dir / tool).exists():
+            (bin_dir / tool).chmod(0o755)
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {cpu_flags}\n")
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "NEMO_CHAT_CPUINFO": str(cpuinfo)}
+    for tool in ("grep", "cut"):  # what the script runs besides bash; no real nvidia-smi or nvcc is reachable
+        (bin_dir / tool).unlink(missing_ok=True)
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {"PATH": str(bin_dir), "NEMO_CHAT_CPUINFO": str(cpuinfo)}
     if backend:
         env["NEMO_CHAT_BACKEND"] = backend
-    out = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run([shutil.which("bash"), str(SCRIPT)], env=env, capture_output=True, text=True, check=True).stdout.split()
     return out[0], set(out[1:])
 
 

@@ -9,12 +9,13 @@ import time
 
 import pytest
 
-from app.doc_store import DocumentStore
-from app.documents import read_document
+from app.base.jobs import Job
+from app.storage.document_store import DocumentStore
+from app.documents.reading import read_document
 from app.history import History
 from app.runtime import SamplingOptions
-from app.chat_format import token_counter
-from app.summarize import FINAL, MAP, REDUCE, SINGLE, SummaryOptions, context_for_chat, summarize
+from app.engine.chat_format import token_counter
+from app.services.summarize import FINAL, MAP, REDUCE, SINGLE, SummaryOptions, context_for_chat, summarize
 from conftest import run_cli
 from test_documents import CHINESE, ENGLISH, FRENCH, make_pdf
 
@@ -103,8 +104,10 @@ def test_100k_tokens_map_reduce_with_stop_and_resume(tmp_path, store, engine):
 
     started = time.monotonic()
     stopping = CountingEngine(engine, stop_at=12)
-    first = run_to_end(summarize(stopping, store, document_id, options, GREEDY, partial_tokens=32))
-    assert first.stopped and first.text == "" and stopping.calls == 12
+    outcome = Job(lambda progress, cancel: summarize(stopping, store, document_id, options, GREEDY, cancel,
+                                                     partial_tokens=32)).run()
+    first = outcome.value
+    assert outcome.stopped and first.stopped and first.text == "" and stopping.calls == 12
     assert len(first.levels[0].outputs) == 11, "eleven chunks done, the twelfth stopped"
     assert store.summaries(document_id) == [], "a stopped summary is not kept"
 
@@ -149,7 +152,7 @@ def test_cli_summarize_json(tmp_path, home):
     out = json.loads(result.stdout)
     assert out["summary"].strip() and out["chunks"] == 1 and out["levels"] == 1
     assert out["document_tokens"] > 50 and out["language"] == "fr" and out["pages"] == 1
-    assert "lettre.pdf [" in result.stderr, "a progress bar on stderr"
+    assert "lettre.pdf · done: " in result.stderr and " calls in " in result.stderr, "a progress line on stderr"
     again = json.loads(run_cli("summarize", str(path), "--model", "smollm2", "--length", "short",
                                "--temperature", "0", "--ctx", "2048", "--json", home=home).stdout)
     assert again["document_id"] == out["document_id"] and again["engine_calls"] == 0
@@ -174,6 +177,6 @@ def test_chat_context_is_summary_plus_relevant_passages_when_too_long(tmp_path, 
     context = context_for_chat(store, document_id, "图书馆什么时候开放？", 1000)
     assert context.text.index("Eight towns grow") < context.text.index("图书馆周日也将开放")
     assert "its summary" in context.note and "1,000 tokens" in context.note
-    from app.tekken import Tekken
+    from app.nemo.tekken import Tekken
 
     assert Tekken.default().count(context.text) <= 1000

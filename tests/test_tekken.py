@@ -10,8 +10,8 @@ import regex
 from mistral_common.tokens.tokenizers.tekken import Tekkenizer
 from tekken_corpus import CORPUS
 
-from app.errors import UserError
-from app.tekken import TEKKEN_PATTERN, Tekken, write_vocab_gguf
+from app.base.errors import UserError
+from app.nemo.tekken import TEKKEN_PATTERN, Tekken, write_vocab_gguf
 
 ORACLE_JSON = Path(__import__("mistral_common").__file__).parent / "data" / "tekken_240718.json"
 

@@ -1,15 +1,14 @@
 """Built-in tools and the tool loop, driven by a scripted engine."""
 
 import json
-import time
 from datetime import datetime, timezone
 
 import pytest
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 
-from app.nemo_prompt import encode_chat
-from app.tekken import TOOLS
-from app.tools import (
+from app.nemo.prompt import encode_chat
+from app.nemo.tekken import TOOLS
+from app.nemo.tools import (
     Answer,
     SearchHit,
     TextDelta,
@@ -70,8 +69,8 @@ def test_calculator_computes(expression, value):
         ("-" * 400 + "1", None),
     ],
 )
+@pytest.mark.timeout(60)  # a blow-up (say 9**9**9) would hang: the bound is the timeout, not a clock
 def test_calculator_refuses(expression, message):
-    started = time.monotonic()
     if message is None:  # deep but legal: computes or refuses, never crashes
         try:
             calculate(expression)
@@ -80,7 +79,6 @@ def test_calculator_refuses(expression, message):
     else:
         with pytest.raises(ToolError, match=message):
             calculate(expression)
-    assert time.monotonic() - started < 1
 
 
 # --- date/time and search ----------------------------------------------------------------------

@@ -12,15 +12,14 @@ from dataclasses import replace
 
 import pytest
 
-from app import markdown_segments as md
-from app.doc_store import DocumentStore
-from app.errors import UserError
+from app.documents import markdown_segments as md
+from app.storage.document_store import DocumentStore
+from app.base.errors import UserError
 from app.history import History
-from app.jobs import CancelToken
-from app.translate import (TranslateOptions, TranslationJob, TranslationRequest, glossary_from_rows,
+from app.base.jobs import Job
+from app.services.translate import (TranslateOptions, TranslationJob, TranslationRequest, glossary_from_rows,
                            language_label, parse_numbered, plan_segments, read_glossary, resolve_language,
                            term_in, translate)
-from app.translation_store import translation, translations
 
 from conftest import run_cli
 
@@ -209,8 +208,8 @@ def test_structure_kept_with_the_real_model(engine, store, artifacts):
     assert counts(result.text) == counts(DOCUMENT) and result.structure_kept
     assert result.text.startswith("---\ntitle: Release notes\n")
     assert not result.stopped and result.source_language == "en" and result.engine_calls >= result.segments
-    [saved] = translations(store)
-    assert saved["target_language"] == "fr" and translation(store, saved["id"])["text"] == result.text
+    [saved] = store.translations()
+    assert saved["target_language"] == "fr" and store.translation(saved["id"])["text"] == result.text
 
 
 def texts(n: int) -> str:
@@ -224,12 +223,16 @@ def test_resume_after_stop_redoes_no_finished_segment(engine, store):
     options = replace(FAST, segment_tokens=16)  # one paragraph per segment
     job = TranslationJob(counting, store, request, options)
     assert len(job.segments) == 3
-    cancel = CancelToken()
-    for update in job.run(cancel):
-        if update.segment is None and update.progress.done == 2:
-            cancel.cancel()
-    assert job.result.stopped and counting.calls == 2
-    [saved] = translations(store)
+    def stopped_after_two(progress, cancel):
+        for update in job.run(cancel):
+            if update.segment is None and update.progress.done == 2:
+                cancel.cancel()  # Stop pressed after the second segment
+            yield update
+        return job.result
+
+    outcome = Job(stopped_after_two).run()
+    assert outcome.stopped and outcome.value is job.result and counting.calls == 2
+    [saved] = store.translations()
     assert saved["status"] == "stopped" and saved["segments_done"] == 2
 
     counting.calls = 0
@@ -237,7 +240,7 @@ def test_resume_after_stop_redoes_no_finished_segment(engine, store):
     for _ in again.run():
         pass
     assert counting.calls == 1 and again.result.cached_segments == 2 and not again.result.stopped
-    [saved] = translations(store)
+    [saved] = store.translations()
     assert saved["status"] == "complete" and saved["segments_done"] == 3, "the same row is updated"
 
 

@@ -12,28 +12,33 @@ def bot_text(page) -> str:
     return bots.last.inner_text() if bots.count() else ""
 
 
-def test_send_stream_stop_reload_and_reopen(served, page, artifacts):
-    demo, url = served
+def start_a_long_reply(page, url: str) -> None:
+    """Open the app, ask for a long story and wait until the reply is streaming."""
     page.goto(url)
     page.locator("#message-box textarea").fill("Write a long story about a lighthouse keeper and the sea.")
     page.locator("#send").click()
     page.wait_for_function(
         "() => { const b = document.querySelectorAll('#chatbot .message.bot');"
         " return b.length && b[b.length-1].innerText.length > 20; }", timeout=60_000)
+
+
+def test_send_stream_stop_reload_and_reopen(served, page, artifacts):
+    demo, url = served
+    start_a_long_reply(page, url)
     first = len(bot_text(page))
-    page.wait_for_timeout(700)
-    assert len(bot_text(page)) > first, "the reply should keep growing while it streams"
+    page.wait_for_function(  # the reply keeps growing while it streams
+        "n => { const b = document.querySelectorAll('#chatbot .message.bot');"
+        " return b[b.length-1].innerText.length > n; }", arg=first, timeout=60_000)
     page.locator("#stop").click()
     page.wait_for_function("() => document.querySelector('#reply-stats').innerText.includes('stopped')",
                            timeout=30_000)
     stopped_text = bot_text(page)
-    page.wait_for_timeout(500)
-    assert bot_text(page) == stopped_text, "nothing more arrives after Stop"
 
     ui = demo.nemo
     [conversation] = ui.history.conversations()
     user, reply = ui.history.messages(conversation["id"])
     assert reply["status"] == "stopped" and reply["content"].strip()
+    assert bot_text(page) == stopped_text, "nothing more arrives after Stop"
 
     page.reload()
     item = page.locator("#conversation-list label", has_text="lighthouse keeper")
@@ -102,3 +107,26 @@ def test_tool_steps_show_as_collapsible_boxes(served, page):
     title = page.locator("#chatbot", has_text="Tool: calculator")
     title.wait_for(timeout=30_000)
     assert "It is 42." in page.locator("#chatbot").inner_text()
+
+
+def test_stop_in_one_browser_tab_leaves_the_other_tabs_reply_running(served, page, artifacts):
+    """Each browser tab has its own jobs: Stop in tab B (chat and documents), pressed while tab A's
+    reply streams, does not touch it: A's reply runs to its end and is saved complete."""
+    demo, url = served
+    start_a_long_reply(page, url)
+
+    other = page.context.browser.new_page()  # a second browser tab: its own Gradio session
+    other.goto(url)
+    other.locator("#stop").click()
+    other.get_by_role("tab", name="Documents").click()
+    other.locator("#doc-stop").click()
+    [conversation] = demo.nemo.history.conversations()
+    reply = demo.nemo.history.messages(conversation["id"])[-1]
+    assert reply["status"] == "streaming", "tab B pressed Stop while tab A's reply was streaming"
+
+    page.wait_for_function("() => { const s = document.querySelector('#reply-stats').innerText;"
+                           " return s.includes('tok/s') && !s.includes('…'); }", timeout=240_000)
+    assert "stopped" not in page.locator("#reply-stats").inner_text()
+    reply = demo.nemo.history.messages(conversation["id"])[-1]
+    assert reply["status"] == "complete" and reply["content"].strip()
+    page.screenshot(path=str(artifacts / "ui-two-tabs-stop.png"), full_page=True)

@@ -33,7 +33,7 @@ def test_drop_a_document_into_the_chat_box_and_ask_about_it(served, page, tmp_pa
     [conversation] = history.conversations()
     rows = history.messages(conversation["id"])
     assert [r["role"] for r in rows][:2] == ["document", "user"]
-    prompt = demo.nemo.service.prompt_messages(conversation["id"], demo.nemo.settings)
+    prompt = demo.nemo.chat.prompt_messages(conversation["id"], demo.nemo.settings)
     assert "Ingrid Vos" in prompt[0]["content"] and prompt[1]["content"] == "Who is the harbour master?"
 
 

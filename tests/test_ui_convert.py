@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tiny_nemo import make_weights, write_native
 
-from app.gguf_info import read_gguf_info
+from app.base.gguf_info import read_gguf_info
 
 
 def test_convert_panel_writes_a_gguf_into_the_models_folder(served, page, tmp_path, home):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import os
+import time
 from dataclasses import replace
+from pathlib import Path
 
-from app.doc_store import DocumentStore
-from app.translation_store import translation, translations
+from app.storage.document_store import DocumentStore
 
 from test_ui_documents import DROP
 
@@ -21,6 +23,10 @@ make check && git push
 - Faster start-up
 - Smaller downloads
 """
+
+
+def tmp_folder() -> Path:
+    return Path(os.environ["GRADIO_TEMP_DIR"])
 
 
 def test_drop_a_document_translate_it_side_by_side_and_download(served, page, artifacts):
@@ -46,8 +52,18 @@ def test_drop_a_document_translate_it_side_by_side_and_download(served, page, ar
     page.locator("#translate-download a").first.wait_for(timeout=30_000)
     page.screenshot(path=str(artifacts / "ui-translate.png"), full_page=True)
 
+    uploads = [p for p in tmp_folder().rglob("release notes.md") if not p.parent.name.startswith("download-")]
+    assert uploads == [], "the dropped file is deleted once it is read into the database"
+    downloads = [p for p in tmp_folder().rglob("*.md") if p.parent.name.startswith("download-")]
+    assert len(downloads) == 1 and downloads[0].read_text(encoding="utf-8").strip()
+    page.close()  # the browser tab goes away: the file made for it goes too
+    deadline = time.monotonic() + 60
+    while downloads[0].exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not downloads[0].exists()
+
     store = DocumentStore(demo.nemo.history)
-    [saved] = translations(store)
-    row = translation(store, saved["id"])
+    [saved] = store.translations()
+    row = store.translation(saved["id"])
     assert saved["document_id"] is not None and saved["status"] == "complete"
     assert row["source"] == NOTES.decode().strip() and "make check && git push" in row["text"]

@@ -4,7 +4,7 @@
 
 Steps (each timed): write a checkpoint with NeMo 12B's shapes and random bf16 weights (the one
 bench/bench_convert.py writes: 40 layers, embeddings tied), convert and quantize it to Q4_K_M
-with app.convert_gguf, make the GPU plan for it, load it with app.runtime's Engine with every
+with app.convert_gguf, make the GPU plan for it, load it with app.runtime's LlamaEngine with every
 layer on the GPU, then measure prompt tokens/s at each context, decode tokens/s, and the GPU
 memory used. The decode bound is the GPU's memory bandwidth over the bytes of weights read per
 token (see `streamed_bytes`).
@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
 from app.convert_gguf import convert  # noqa: E402
-from app.gpu_plan import detect_gpu, model_memory, plan_for  # noqa: E402
-from app.runtime import Engine, LoadOptions, SamplingOptions, gpu_offload_supported  # noqa: E402
+from app.engine.gpu_plan import detect_gpu, model_memory, plan_for  # noqa: E402
+from app.runtime import LlamaEngine, LoadOptions, SamplingOptions, gpu_offload_supported  # noqa: E402
 
 FIRST_ORDINARY_ID = 1000  # Tekken: ids below are control tokens
 
@@ -68,7 +68,7 @@ def streamed_bytes(gguf_path: Path) -> int:
     return mem.weights_bytes - mem.input_bytes
 
 
-def measure(engine: Engine, n_vocab: int, contexts: list[int], decode_tokens: int) -> dict:
+def measure(engine: LlamaEngine, n_vocab: int, contexts: list[int], decode_tokens: int) -> dict:
     rng = np.random.default_rng(0)
     engine.complete(rng.integers(FIRST_ORDINARY_ID, n_vocab, 64).tolist(), SamplingOptions(max_tokens=4)).text()  # warm-up
     prompt = {}
@@ -100,7 +100,7 @@ def run(args) -> dict:
         plan = plan_for(gguf_path, n_ctx=n_ctx, kv_type="f16")
         report["plan"] = plan.to_json()
         gpu_before = detect_gpu()
-        engine = Engine()
+        engine = LlamaEngine()
         started = time.monotonic()
         engine.load(LoadOptions(str(gguf_path), n_ctx=n_ctx, n_gpu_layers=-1, n_batch=args.n_batch, kv_type="f16",
                                 flash_attn=True))

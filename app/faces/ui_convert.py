@@ -4,40 +4,39 @@ from pathlib import Path
 
 import gradio as gr
 
-from .config import models_dir
-from .convert_gguf import OUTTYPES, convert
-from .errors import Cancelled, UserError
-from .jobs import CancelToken, Progress
+from app.base.config import models_dir
+from app.convert_gguf import OUTTYPES, convert
+from app.base.errors import UserError
 
 
-def convert_panel(on_done=None) -> None:
+def convert_panel(services, on_done=None) -> None:
     """Folder in, GGUF out (into the models folder by default), with progress and Stop."""
-    cancels: dict[str, CancelToken] = {}
 
-    def run(folder: str, outtype: str, output: str, request: gr.Request, progress=gr.Progress()):
-        token = cancels[request.session_hash] = CancelToken()
+    def run(folder: str, outtype: str, output: str, request: gr.Request, bar=gr.Progress()):
         folder = (folder or "").strip()
         if not folder:
             return "⚠️ Give the checkpoint folder first."
         target = Path(output.strip()) if output and output.strip() else \
             models_dir() / f"{Path(folder).name}-{outtype}.gguf"
-
-        def report(p: Progress) -> None:
-            progress(p.fraction, desc=p.label or "converting")
-
+        job = services.jobs.start(request.session_hash, "convert",
+                                  lambda progress, cancel: convert(folder, target, outtype, progress=progress, cancel=cancel))
         try:
-            result = convert(folder, target, outtype, progress=report, cancel=token)
+            for _ in job.watch():
+                if job.progress is not None:
+                    bar(job.progress.fraction, desc=job.progress.what or "converting")
+            outcome = job.result()
         except UserError as exc:
             return f"⚠️ {exc}"
-        except Cancelled:
+        finally:
+            job.stop()
+        if outcome.stopped:
             return "Stopped; nothing was written."
+        result = outcome.value
         return (f"✅ Wrote `{result.path}` ({result.outtype}, {result.size_bytes / 1e9:.2f} GB, "
                 f"{result.seconds:.0f} s). Choose it as the model above.")
 
     def stop(request: gr.Request):
-        token = cancels.get(request.session_hash)
-        if token:
-            token.cancel()
+        services.jobs.stop(request.session_hash, "convert")
 
     with gr.Accordion("Convert a checkpoint to GGUF", open=False):
         gr.Markdown("A Hugging Face folder (`config.json` + `*.safetensors`) or a Mistral-native folder "

@@ -1,19 +1,22 @@
 """Chat messages -> prompt token ids, the seam between conversations and the engine.
 
-Non-NeMo models: the GGUF's own chat template is rendered with each message's text replaced by
-a placeholder; the template's own text is tokenized with control tokens allowed, message text
-with `special=False`, so typed `[INST]`, `</s>` or `<|im_start|>` stays plain text.
-NeMo models (Tekken pre-tokenizer): the exact V3-Tekken encoder (`nemo_prompt`) is used instead.
+NeMo models (Tekken vocabulary): the exact V3-Tekken encoder (`app.nemo.prompt`), token for token
+as mistral-common builds it, handed to the engine as ids (llama.cpp's own Tekken pre-tokenizer is
+approximate). Other models: the GGUF's own chat template is rendered with each message's text
+replaced by a placeholder; the template's own text is tokenized with control tokens allowed,
+message text with `special=False`, so typed `[INST]`, `</s>` or `<|im_start|>` stays plain text.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Protocol
+from typing import Callable, Protocol
 
-from .errors import UserError
-from .runtime import Engine, LlamaTokenDecoder, TokenDecoder
+from app.base.errors import UserError
+from app.nemo.prompt import encode_chat
+from app.nemo.tekken import Tekken
+from app.runtime import Engine, TokenDecoder
 
 _PLACEHOLDER = "\ue000{}\ue001"
 _PLACEHOLDER_RE = re.compile("\ue000(\\d+)\ue001")
@@ -27,19 +30,26 @@ class ChatFormat(Protocol):
     def decoder(self) -> TokenDecoder: ...
 
 
+class NemoChatFormat:
+    """NeMo's V3-Tekken prompt, with native function calling."""
+
+    def __init__(self, tekken: Tekken) -> None:
+        self.tekken = tekken
+
+    def encode(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        return encode_chat(self.tekken, messages, tools)
+
+    def decoder(self) -> TokenDecoder:
+        return self.tekken.stream_decoder()
+
+
 class TemplateChatFormat:
     """The GGUF's Jinja chat template, with message text never read as control tokens."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        llm = engine.llm
-        source = llm.metadata.get("tokenizer.chat_template", "")
-        if not source:
-            raise UserError(f"{engine.info.path.name}: the model has no chat template")
-        self._template = _jinja_environment().from_string(source)
-        self._bos_text = _token_text(llm, llm.token_bos())
-        self._eos_text = _token_text(llm, llm.token_eos())
-        self._add_bos = llm._model.add_bos_token() and llm.token_bos() >= 0
+        self._spec = engine.chat_template()
+        self._template = _jinja_environment().from_string(self._spec.source)
 
     def render(self, messages: list[dict]) -> tuple[str, list[str]]:
         """The prompt text with placeholders, and the message texts they stand for."""
@@ -51,8 +61,8 @@ class TemplateChatFormat:
         rendered = self._template.render(
             messages=masked,
             add_generation_prompt=True,
-            bos_token=self._bos_text,
-            eos_token=self._eos_text,
+            bos_token=self._spec.bos_text,
+            eos_token=self._spec.eos_text,
         )
         return rendered, texts
 
@@ -65,19 +75,12 @@ class TemplateChatFormat:
             ids += self._engine.tokenize(texts[int(match.group(1))], special=False)
             position = match.end()
         ids += self._engine.tokenize(rendered[position:], special=True)
-        bos = self._engine.llm.token_bos()
-        if self._add_bos and (not ids or ids[0] != bos):
-            ids.insert(0, bos)
+        if self._spec.add_bos and (not ids or ids[0] != self._spec.bos_id):
+            ids.insert(0, self._spec.bos_id)
         return ids
 
     def decoder(self) -> TokenDecoder:
-        return LlamaTokenDecoder(self._engine.llm)
-
-
-def _token_text(llm, token_id: int) -> str:
-    if token_id < 0:
-        return ""
-    return llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+        return self._engine.token_decoder()
 
 
 def _raise_exception(message: str):
@@ -95,17 +98,13 @@ def _jinja_environment():
 
 def chat_format_for(engine: Engine) -> ChatFormat:
     """The right prompt format for the loaded model."""
-    if engine.info.is_tekken:
-        from .nemo_format import NemoChatFormat  # the exact V3-Tekken encoder
-
-        return NemoChatFormat.for_engine(engine)
-    return TemplateChatFormat(engine)
+    tekken = engine.tekken()
+    return NemoChatFormat(tekken) if tekken is not None else TemplateChatFormat(engine)
 
 
-def token_counter(engine: Engine):
+def token_counter(engine: Engine) -> Callable[[str], int]:
     """Counts tokens as the loaded model sees them (Tekken for NeMo models)."""
-    if engine.info.is_tekken:
-        from .tekken import Tekken
-
+    tekken = engine.tekken()
+    if tekken is not None:
         return Tekken.default().count
     return lambda text: len(engine.tokenize(text))

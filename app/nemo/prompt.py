@@ -16,8 +16,8 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from . import tekken as tk
-from .errors import UserError
+from app.nemo import tekken as tk
+from app.base.errors import UserError
 
 ROLES = ("system", "user", "assistant", "tool")
 NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")

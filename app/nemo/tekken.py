@@ -18,8 +18,8 @@ from typing import Iterable
 
 import tiktoken
 
-from .errors import UserError
-from .gguf_info import read_gguf_header
+from app.base.errors import UserError
+from app.base.gguf_info import read_gguf_header
 
 UNK, BOS, EOS, INST, INST_END = 0, 1, 2, 3, 4
 TOOLS, TOOLS_END, TOOL_RESULTS, TOOL_RESULTS_END, TOOL_CALLS, PAD = 5, 6, 7, 8, 9, 11
@@ -38,7 +38,7 @@ TEKKEN_PATTERN = (
     r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-DEFAULT_VOCAB = Path(__file__).parent / "data" / "tekken_240718.json.gz"
+DEFAULT_VOCAB = Path(__file__).parent.parent / "data" / "tekken_240718.json.gz"
 
 GGUF_CONTROL, GGUF_NORMAL = 3, 1  # gguf.TokenType values
 

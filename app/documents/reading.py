@@ -15,15 +15,16 @@ import logging
 import re
 import unicodedata
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from itertools import groupby
 from pathlib import Path, PurePath
 from typing import Callable
 
-from .errors import UserError
-from .language import detect_language
-from .tekken import Tekken
+from app.base.errors import UserError
+from app.documents.language import detect_language
+from app.nemo.tekken import Tekken
+from app.storage.document_store import Chunk, Document
 
 KINDS = {".pdf": "pdf", ".docx": "docx", ".html": "html", ".htm": "html", ".md": "markdown",
          ".markdown": "markdown", ".txt": "text", ".text": "text"}
@@ -39,38 +40,6 @@ DOCX_STYLES = "p[style-name='Title'] => h1:fresh\np[style-name='Subtitle'] => h2
 CountTokens = Callable[[str], int]
 
 logging.getLogger("pypdf").addHandler(logging.NullHandler())  # damaged files: our one line, not pypdf's
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A piece of a document in Markdown, with where it comes from."""
-
-    text: str
-    tokens: int = 0
-    page_start: int | None = None
-    page_end: int | None = None
-    section: str = ""
-
-    def reference(self) -> str:
-        """'p. 3', 'pp. 3-5' or '§ Heading' (empty when the format has neither)."""
-        if self.page_start is not None:
-            if self.page_end not in (None, self.page_start):
-                return f"pp. {self.page_start}-{self.page_end}"
-            return f"p. {self.page_start}"
-        return f"§ {self.section}" if self.section else ""
-
-
-@dataclass(frozen=True)
-class Document:
-    sha256: str
-    file_name: str
-    kind: str
-    title: str
-    pages: int | None
-    language: str
-    tokens: int  # Tekken tokens of the whole Markdown text
-    markdown: str
-    chunks: list[Chunk]
 
 
 def safe_name(name: str) -> str:
@@ -344,6 +313,11 @@ def merge(group: list[Chunk], count: CountTokens) -> Chunk:
     text = "\n\n".join(piece.text for piece in group)
     pages = [p for piece in group for p in (piece.page_start, piece.page_end) if p is not None]
     return Chunk(text, count(text), min(pages, default=None), max(pages, default=None), group[0].section)
+
+
+def group_texts(texts: list[str], max_tokens: int, count: CountTokens) -> list[list[str]]:
+    """Consecutive texts grouped into runs of at most `max_tokens` (each text fits on its own)."""
+    return [[piece.text for piece in run] for run in pack([Chunk(text) for text in texts], max_tokens, count)]
 
 
 def chunk(pieces: list[Chunk], max_tokens: int, count: CountTokens) -> list[Chunk]:

@@ -10,16 +10,18 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
-from .chat_format import chat_format_for, token_counter
-from .config import Settings
-from .errors import UserError
-from .gpu_plan import planned_options
-from .history import COMPLETE, FAILED, STOPPED, STREAMING, History
-from .jobs import CancelToken
-from .models import resolve_model
-from .nemo_format import NemoChatFormat
-from .runtime import Completion, Engine, GenerationStats, LoadOptions, SamplingOptions
-from .tools import SearchHit, TextDelta, Tool, ToolStep, builtin_tools, run_tool_loop
+from app.engine.chat_format import NemoChatFormat, chat_format_for, token_counter
+from app.base.config import Settings
+from app.base.errors import UserError
+from app.base.logs import log_exception
+from app.engine.gpu_plan import planned_options
+from app.history import COMPLETE, FAILED, STOPPED, STREAMING, History
+from app.base.jobs import CancelToken, ProgressCallback, no_progress
+from app.engine.catalog import resolve_model
+from app.runtime import Completion, Engine, GenerationStats, LoadOptions, SamplingOptions
+from app.storage.document_store import DocumentStore
+from app.nemo.prompt import NAME_RE
+from app.nemo.tools import SearchHit, TextDelta, Tool, ToolStep, as_prompt_call, builtin_tools, run_tool_loop
 
 SAVE_EVERY_S = 0.5  # a streaming reply reaches the database at least this often
 CONTEXT_STATUSES = {COMPLETE, STOPPED, "interrupted"}  # failed replies are not sent back
@@ -61,15 +63,18 @@ def title_from(text: str) -> str:
 
 
 class ChatService:
-    def __init__(self, history: History, engine: Engine) -> None:
+    """Send, retry, edit and attach documents; replies stream into the history as they grow."""
+
+    def __init__(self, history: History, engine: Engine, documents: DocumentStore | None = None) -> None:
         self.history = history
         self.engine = engine
+        self.documents = documents or DocumentStore(history)
 
     def ensure_model(self, settings: Settings) -> None:
         self.engine.load(load_options(settings))
 
     def send(self, conversation_id: int | None, text: str, settings: Settings,
-             cancel: CancelToken | None = None) -> Iterator[ReplyUpdate]:
+             cancel: CancelToken | None = None, progress: ProgressCallback = no_progress) -> Iterator[ReplyUpdate]:
         """Add the user's message (to a new conversation when id is None) and stream a reply."""
         if not text.strip():
             raise UserError("the message is empty")
@@ -77,7 +82,7 @@ class ChatService:
         if conversation_id is None:
             conversation_id = self.history.create_conversation(title_from(text))
         self.history.add_message(conversation_id, "user", text)
-        return self._reply(conversation_id, settings, cancel or CancelToken())
+        return self._reply(conversation_id, settings, cancel or CancelToken(), progress)
 
     def retry(self, conversation_id: int, settings: Settings,
               cancel: CancelToken | None = None) -> Iterator[ReplyUpdate]:
@@ -110,13 +115,12 @@ class ChatService:
         """Put a document into a conversation: the whole text when it fits what is left of the
         context, else its summary and the passages most related to `question`. Returns the
         conversation id and a note that tells the user which."""
-        from .doc_store import DocumentStore
-        from .documents import read_document
-        from .summarize import context_for_chat
+        from app.documents.reading import read_document
+        from app.services.summarize import context_for_chat
 
         document = read_document(path, name)  # bad files fail here, before anything is written
         self.ensure_model(settings)
-        store = DocumentStore(self.history)
+        store = self.documents
         document_id, _ = store.add(document)
         used = 0
         if conversation_id is not None:
@@ -154,19 +158,21 @@ class ChatService:
     def _search(self, query: str) -> list[SearchHit]:
         return [SearchHit(h.conversation_id, h.conversation_title, h.snippet) for h in self.history.search(query, 10)]
 
-    def _reply(self, conversation_id: int, settings: Settings, cancel: CancelToken) -> Iterator[ReplyUpdate]:
+    def _reply(self, conversation_id: int, settings: Settings, cancel: CancelToken,
+               progress: ProgressCallback = no_progress) -> Iterator[ReplyUpdate]:
+        """Stream a reply to the conversation as it stands; `progress` follows the prompt's reading."""
         chat_format = chat_format_for(self.engine)
         tools = self.enabled_tools(settings) if isinstance(chat_format, NemoChatFormat) else []
         messages = self.prompt_messages(conversation_id, settings, with_tools=bool(tools))
         sampling = sampling_options(settings)
         completions: list[Completion] = []
         if tools:
-            events = self._tool_events(chat_format, messages, tools, sampling, cancel, completions)
+            events = self._tool_events(chat_format, messages, tools, sampling, cancel, progress, completions)
         else:
-            completions.append(self.engine.complete(chat_format.encode(messages), sampling, cancel,
+            completions.append(self.engine.complete(chat_format.encode(messages), sampling, cancel, progress,
                                                     decoder=chat_format.decoder()))
             events = iter(completions[0])
-        reply = _ReplyRecorder(self.history, conversation_id, self.engine.info.name, asdict(sampling))
+        reply = _ReplyRecorder(self.history, conversation_id, self.engine.model_name, asdict(sampling))
         try:
             for event in events:
                 if isinstance(event, ToolStep):
@@ -179,19 +185,23 @@ class ChatService:
         except UserError as exc:
             reply.status, reply.text = FAILED, reply.text or str(exc)
             raise
+        except Exception as exc:  # a bug or a failing part: keep what was written, say so in one line
+            reply.status = FAILED
+            log = log_exception(f"reply in conversation {conversation_id} failed", exc)
+            raise UserError(f"the reply failed ({type(exc).__name__}: {exc}); details in {log}") from exc
         finally:
             events.close()
             stats = completions[-1].stats if completions else GenerationStats()
             reply.finish(stats)
         yield ReplyUpdate(conversation_id, reply.message_id, reply.text, True, reply.status, stats)
 
-    def _tool_events(self, chat_format: NemoChatFormat, messages, tools, sampling, cancel, completions):
+    def _tool_events(self, chat_format: NemoChatFormat, messages, tools, sampling, cancel, progress, completions):
         """Text deltas and tool steps from NeMo's native function-calling loop."""
         def generate(prompt_ids: list[int]):
-            completions.append(self.engine.complete(prompt_ids, sampling, cancel))
+            completions.append(self.engine.complete(prompt_ids, sampling, cancel, progress))
             return completions[-1].ids()
 
-        for event in run_tool_loop(generate, chat_format.tekken, messages, tools):
+        for event in run_tool_loop(generate, chat_format.tekken, messages, tools, stopped=lambda: cancel.cancelled):
             if isinstance(event, TextDelta):
                 yield event.text
             elif isinstance(event, ToolStep):
@@ -200,7 +210,8 @@ class ChatService:
 
 class _ReplyRecorder:
     """Writes a streaming reply: the row appears with its first text, then is rewritten at
-    least every SAVE_EVERY_S, and finished with its status and counters."""
+    least every SAVE_EVERY_S, and finished with its status and counters. A conversation deleted
+    while its reply streams ends the reply with one line (ConversationGone): nothing is left to save."""
 
     def __init__(self, history: History, conversation_id: int, model: str, options: dict) -> None:
         self.history, self.conversation_id, self.model, self.options = history, conversation_id, model, options
@@ -210,11 +221,11 @@ class _ReplyRecorder:
     def grow(self, delta: str) -> None:
         self.text += delta
         if self.message_id is None:
-            self.message_id = self.history.add_message(
-                self.conversation_id, "assistant", self.text, STREAMING, model=self.model, options=self.options)
+            self.message_id = self._write(lambda: self.history.add_message(
+                self.conversation_id, "assistant", self.text, STREAMING, model=self.model, options=self.options))
             self._saved_at = time.monotonic()
         elif time.monotonic() - self._saved_at >= SAVE_EVERY_S:
-            self.history.update_message(self.message_id, self.text)
+            self._write(lambda: self.history.update_message(self.message_id, self.text))
             self._saved_at = time.monotonic()
 
     def finish(self, stats: GenerationStats) -> None:
@@ -222,22 +233,42 @@ class _ReplyRecorder:
                         completion_tokens=stats.completion_tokens, ttft_s=stats.ttft_s,
                         tokens_per_s=stats.tokens_per_s)
         if self.message_id is None:
-            self.message_id = self.history.add_message(
+            self.message_id = self._write(lambda: self.history.add_message(
                 self.conversation_id, "assistant", self.text, self.status, model=self.model,
-                options=self.options, **counters)
+                options=self.options, **counters))
         else:
-            self.history.update_message(self.message_id, self.text, self.status, **counters)
+            self._write(lambda: self.history.update_message(self.message_id, self.text, self.status, **counters))
+
+    def _write(self, write):
+        try:
+            return write()
+        except UserError:
+            try:
+                self.history.conversation(self.conversation_id)
+            except UserError:
+                raise ConversationGone() from None
+            raise
+
+
+class ConversationGone(UserError):
+    """The conversation was deleted while its reply was being written."""
+
+    def __init__(self) -> None:
+        super().__init__("the conversation was deleted while this reply was written")
 
 
 def _step_record(step: ToolStep) -> dict:
-    """A tool step as saved in history (role 'tool')."""
-    call = step.call
+    """A tool step as saved in history (role 'tool'); a malformed call is saved under a valid name."""
+    call = as_prompt_call(step.call)
     return {"id": call.id, "name": call.name, "arguments": call.arguments, "round": step.round,
             "result": step.result, "error": step.error, "content": step.content}
 
 
 def _append_tool_step(messages: list[dict], record: dict) -> None:
-    """Rebuild the assistant tool-call message (one per round) and the tool result message."""
+    """Rebuild the assistant tool-call message (one per round) and the tool result message.
+    Rows without a valid tool name (saved by older versions after a Stop) are left out."""
+    if not NAME_RE.fullmatch(str(record.get("name") or "")):
+        return
     call = {"id": record["id"], "type": "function",
             "function": {"name": record["name"], "arguments": json.dumps(record["arguments"], ensure_ascii=False)}}
     results = [m for m in reversed(messages) if m["role"] != "tool"]

@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import Cancelled, UserError
-from .jobs import CancelToken, Progress, ProgressCallback, no_progress
-from .models import CatalogModel, cached_path, catalog_model
+from app.base.errors import Cancelled, UserError
+from app.base.jobs import CancelToken, Progress, ProgressCallback, no_progress
+from app.engine.catalog import CatalogModel, cached_path, catalog_model
 
 READ_BLOCK = 16 * 2**20
 WHAT_TO_DO = "download it on another machine and point --model at the .gguf file (or copy it into the models folder)"

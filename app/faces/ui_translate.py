@@ -8,24 +8,19 @@ what is done (a new run resumes from the cache); the result downloads as Markdow
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import gradio as gr
 
-from .doc_store import DocumentStore
-from .documents import ACCEPTED, KINDS, read_document
-from .errors import UserError
-from .jobs import CancelToken
-from .language import detect_language
-from .translate import (AUTO, TranslateOptions, TranslationJob, TranslationRequest, glossary_from_rows,
-                        language_choices, language_label, read_glossary)
-from .translation_store import translation, translations
+from app.base.errors import UserError
+from app.documents.language import detect_language
+from app.documents.reading import ACCEPTED, KINDS, read_document
+from app.faces.temp_files import TabFiles, file_name, forget_upload
+from app.services.translate import (AUTO, TranslationJob, TranslationRequest, glossary_from_rows, language_choices,
+                                    language_label, read_glossary)
 
-STREAM_UPDATE_S = 0.08  # at most one browser update per 80 ms
 CELL = "white-space:pre-wrap;vertical-align:top;padding:6px 10px;border-top:1px solid #8884;width:50%"
 WAITING = "<span style='opacity:.5'>…</span>"
 
@@ -45,11 +40,11 @@ def side_by_side(rows: list[tuple[str, str | None]], partial: tuple[int, str] | 
 
 def status_line(job: TranslationJob, started: float) -> str:
     p = job.progress()
-    line = f"{p.label} · segment {p.done} of {p.total}"
-    if job.cached_segments:
-        line += f" · {job.cached_segments} from earlier runs"
-    if job.engine_calls and p.done < p.total:
-        left = job.engine_seconds / max(1, p.done - job.cached_segments) * (p.total - p.done)
+    line = f"{p.what} · segment {p.done} of {p.total}"
+    if job.calls.cached_calls:
+        line += f" · {job.calls.cached_calls} from earlier runs"
+    if job.calls.engine_calls and p.done < p.total:
+        left = job.calls.engine_seconds / max(1, p.done - job.calls.cached_calls) * (p.total - p.done)
         line += f" · about {int(left)} s left"
     return line + f" · {time.monotonic() - started:.0f} s"
 
@@ -70,18 +65,10 @@ def result_line(job: TranslationJob) -> str:
     return line
 
 
-def download_file(name: str, text: str, markdown: bool) -> str:
-    """Write the translation into the app's private upload folder; Gradio serves it from there."""
-    folder = Path(tempfile.mkdtemp(prefix="translation-", dir=os.environ.get("GRADIO_TEMP_DIR") or None))
-    path = folder / (Path(name).stem + (".md" if markdown else ".txt"))
-    path.write_text(text, encoding="utf-8")
-    return str(path)
-
-
-def translate_tab(ui) -> None:
-    """The Translate tab; call inside the Blocks context. `ui` is the app's ChatUI."""
-    store = DocumentStore(ui.history)
-    cancels: dict[str, CancelToken] = {}
+def translate_tab(services, files: TabFiles) -> None:
+    """The Translate tab; call inside the Blocks context. `services` are the app's Services,
+    `files` keeps the downloads made for each browser tab."""
+    store = services.documents
     languages = language_choices()
     with gr.Tab("Translate"):
         document = gr.State(None)
@@ -112,7 +99,7 @@ def translate_tab(ui) -> None:
             saved = gr.Dropdown([], label="Open a saved translation", elem_id="translate-saved")
 
     def saved_choices():
-        rows = translations(store)
+        rows = store.translations()
         return gr.update(choices=[(f"{r['title']} · {r['source_language']}→{r['target_language']} · {r['status']}",
                                    r["id"]) for r in rows])
 
@@ -124,6 +111,8 @@ def translate_tab(ui) -> None:
             document_id, _ = store.add(doc)
         except UserError as exc:
             return None, f"⚠️ {exc}"
+        finally:
+            forget_upload(path)  # the upload is not kept once read
         return document_id, (f"**{doc.title}** · {doc.kind} · {doc.tokens:,} tokens · "
                              f"detected: {language_label(doc.language)}")
 
@@ -139,10 +128,8 @@ def translate_tab(ui) -> None:
             return gr.skip(), f"⚠️ {exc}"
 
     def run(value, document_id, plain_text, source_language, target_language, terms, request: gr.Request):
-        cancel = cancels[request.session_hash] = CancelToken()
         started = time.monotonic()
         try:
-            ui.service.ensure_model(ui.settings)
             if document_id is not None:
                 doc = store.document(document_id)
                 job_request = TranslationRequest(
@@ -155,39 +142,39 @@ def translate_tab(ui) -> None:
                 name = "translation"
             else:
                 raise UserError("paste some text or drop a document first")
-            job = TranslationJob(ui.service.engine, store, job_request,
-                                 TranslateOptions(temperature=ui.settings.temperature,
-                                                  max_tokens=ui.settings.max_tokens))
+            job = services.translation(job_request, max_tokens=services.settings.max_tokens)
         except UserError as exc:
             yield f"⚠️ {exc}", gr.skip(), gr.skip(), gr.skip()
             return
         detected_line = f"Source: {language_label(job.source_language)}" + \
             (" (detected)" if source_language == AUTO else "")
         yield status_line(job, started), side_by_side(job.rows()), None, detected_line
-        shown = 0.0
+        running = services.jobs.start(request.session_hash, "translation", lambda progress, cancel: job.run(cancel))
         try:
-            for update in job.run(cancel):
-                if update.result is None and time.monotonic() - shown < STREAM_UPDATE_S:
-                    continue
-                shown = time.monotonic()
-                partial = (job.row_of(update.segment), update.partial) if update.segment is not None else None
-                yield status_line(job, started), side_by_side(job.rows(), partial), gr.skip(), gr.skip()
+            for _ in running.watch():
+                update = running.latest
+                if update is not None and update.result is None:
+                    partial = (job.row_of(update.segment), update.partial) if update.segment is not None else None
+                    yield status_line(job, started), side_by_side(job.rows(), partial), gr.skip(), gr.skip()
+            running.result()
         except UserError as exc:
             yield f"⚠️ {exc}", side_by_side(job.rows()), gr.skip(), gr.skip()
             return
-        file = download_file(name, job.result.text, job_request.markdown)
+        finally:
+            running.stop()
+        file = files.write(request.session_hash, file_name(Path(name).stem, ".md" if job_request.markdown else ".txt"),
+                           job.result.text)
         yield result_line(job), side_by_side(job.rows()), file, gr.skip()
 
     def stop_job(request: gr.Request):
-        token = cancels.get(request.session_hash)
-        if token:
-            token.cancel()
+        services.jobs.stop(request.session_hash, "translation")
 
-    def open_saved(translation_id):
+    def open_saved(translation_id, request: gr.Request):
         if translation_id is None:
             return gr.skip(), gr.skip(), gr.skip()
-        row = translation(store, translation_id)
-        file = download_file(row["title"] or "translation", row["text"], row["format"] == "markdown")
+        row = store.translation(translation_id)
+        file = files.write(request.session_hash, file_name(row["title"] or "translation",
+                                                           ".md" if row["format"] == "markdown" else ".txt"), row["text"])
         return f"Saved translation ({row['status']}, {row['model']})", side_by_side([(row["source"], row["text"])]), file
 
     upload.change(load_document, upload, [document, detected])

@@ -9,7 +9,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from app.base.errors import UserError
 
 GGUF_MAGIC = b"GGUF"
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .errors import UserError
-from .gguf_info import read_gguf_header, read_gguf_info
-from .runtime import KV_TYPES, MEMORY_HEADROOM, LoadOptions, free_memory_bytes, gpu_offload_supported
+from app.base.errors import UserError
+from app.base.gguf_info import read_gguf_header, read_gguf_info
+from app.runtime import KV_TYPES, MEMORY_HEADROOM, LoadOptions, free_memory_bytes, gpu_offload_supported
 
 GIB = 2**30
 CONTEXT_SIZES = (8192, 16384, 32768, 49152, 65536, 98304, 131072)  # what settings offer
@@ -55,8 +56,24 @@ def vram_gpu(gib: float) -> Gpu:
 
 
 def detect_gpu() -> Gpu | None:
-    """The first NVIDIA GPU's free and total memory, or None without one."""
-    return _nvml_gpu() or _nvidia_smi_gpu()
+    """The first NVIDIA GPU that CUDA may use: its free and total memory, or None without one.
+
+    `CUDA_VISIBLE_DEVICES` is respected as llama.cpp's CUDA build respects it: set empty (or -1)
+    it hides every GPU; otherwise its first entry is the card that is used."""
+    index = _visible_gpu_index()
+    if index is None:
+        return None
+    return _nvml_gpu(index) or _nvidia_smi_gpu(index)
+
+
+def _visible_gpu_index() -> int | None:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return 0
+    first = visible.split(",")[0].strip()
+    if not first or first.startswith("-"):
+        return None
+    return int(first) if first.isdigit() else 0  # a UUID: NVML and nvidia-smi list that card first too
 
 
 @functools.lru_cache(maxsize=1)
@@ -65,7 +82,7 @@ def detected_gpu() -> Gpu | None:
     return detect_gpu()
 
 
-def _nvml_gpu() -> Gpu | None:
+def _nvml_gpu(index: int) -> Gpu | None:
     try:
         import pynvml
 
@@ -73,7 +90,7 @@ def _nvml_gpu() -> Gpu | None:
     except Exception:  # not installed, or no driver
         return None
     try:
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
         name = pynvml.nvmlDeviceGetName(handle)
         name = name.decode() if isinstance(name, bytes) else name
@@ -84,11 +101,11 @@ def _nvml_gpu() -> Gpu | None:
         pynvml.nvmlShutdown()
 
 
-def _nvidia_smi_gpu() -> Gpu | None:
+def _nvidia_smi_gpu(index: int) -> Gpu | None:
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
-    query = [exe, "--query-gpu=name,memory.free,memory.total", "--format=csv,noheader,nounits"]
+    query = [exe, f"--id={index}", "--query-gpu=name,memory.free,memory.total", "--format=csv,noheader,nounits"]
     try:
         done = subprocess.run(query, capture_output=True, text=True, timeout=15)
         name, free, total = done.stdout.strip().splitlines()[0].rsplit(",", 2)

@@ -9,23 +9,18 @@ what is missing. The finished summary is kept with the document.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import re
-import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Iterator
 
-from .chat_format import chat_format_for
-from .doc_store import DocumentStore
-from .chat_format import token_counter
-from .documents import Chunk, CountTokens, pack
-from .errors import UserError
-from .jobs import CancelToken, Progress
-from .language import LANGUAGES, language_name
-from .runtime import Engine, SamplingOptions
+from app.base.errors import Cancelled, UserError
+from app.base.jobs import CancelToken, Progress
+from app.documents.language import LANGUAGES, language_name
+from app.documents.reading import CountTokens, pack
+from app.engine.chat_format import token_counter
+from app.runtime import Engine, SamplingOptions
+from app.services.engine_calls import CachedCalls
+from app.storage.document_store import Chunk, DocumentStore
 
 PROMPT_VERSION = 1
 LENGTHS = {  # how the final summary is asked for, and its most tokens
@@ -98,9 +93,9 @@ class SummaryJob:
         self.engine, self.store, self.options, self.sampling, self.cancel = engine, store, options, sampling, cancel
         self.document = store.document(document_id)
         self.language = options.language or self.document["language"]
-        self.format = chat_format_for(engine)
+        self.calls = CachedCalls(engine, store, "summary", self.document["sha256"], cancel)
         self.count = token_counter(engine)
-        self.model = engine.info.path.name
+        self.model = engine.model_name
         n_ctx = engine.n_ctx
         self.margin = 16 + n_ctx // 50
         room = n_ctx - self.margin - max(self._overhead(kind, 0) for kind in (MAP, REDUCE))
@@ -111,19 +106,21 @@ class SummaryJob:
         self.final_tokens = min(LENGTHS[options.length][1], n_ctx // 4)
         self.final_room = n_ctx - self.margin - self.final_tokens - self._overhead(FINAL, self.final_tokens)
         self.levels: list[Level] = []
-        self.calls_done = self.calls_expected = self.engine_calls = self.cached_calls = 0
-        self.engine_seconds = 0.0
+        self.calls_done = self.calls_expected = 0
         self.tokens_read = self.tokens_total = 0
 
     # -- the plan --------------------------------------------------------------------------------
     def run(self) -> Iterator[SummaryUpdate]:
-        summary = yield from self._summary()
+        try:
+            summary = yield from self._summary()
+        except Cancelled:
+            summary = None
         stopped = summary is None
         first = self.levels[0] if self.levels else None
         result = SummaryResult(
             text=summary or "", stopped=stopped, document_tokens=self.document["tokens"],
-            chunks=len(first.groups) if first else 0, levels=self.levels, engine_calls=self.engine_calls,
-            cached_calls=self.cached_calls, engine_seconds=self.engine_seconds,
+            chunks=len(first.groups) if first else 0, levels=self.levels, engine_calls=self.calls.engine_calls,
+            cached_calls=self.calls.cached_calls, engine_seconds=self.calls.engine_seconds,
         )
         if not stopped:
             result.summary_id = self.store.save_summary(
@@ -131,9 +128,10 @@ class SummaryJob:
                 summary, result.chunks, len(self.levels),
             )
         yield self._update(summary or "", result)
+        return result
 
     def _summary(self) -> Iterator[SummaryUpdate]:
-        """Level by level until everything fits one pass; returns the summary (None when stopped)."""
+        """Level by level until everything fits one pass; returns the summary (raises Cancelled)."""
         pieces = self._document_pieces()
         counts = [self.count(p.text) for p in pieces]
         self.tokens_total = sum(counts)
@@ -144,10 +142,7 @@ class SummaryJob:
             self.levels.append(level)
             self.calls_expected = self.calls_done + self._calls_left(len(groups))
             for group in groups:
-                output = yield from self._call(kind, group, self.partial_tokens)
-                if output is None:
-                    return None
-                level.outputs.append(output)
+                level.outputs.append((yield from self._call(kind, group, self.partial_tokens)))
             pieces, kind = [Chunk(text) for text in level.outputs], REDUCE
             counts = [self.count(text) for text in level.outputs]
         kind = SINGLE if not self.levels else FINAL
@@ -156,8 +151,7 @@ class SummaryJob:
         self.levels.append(level)
         self.calls_expected = self.calls_done + 1
         summary = yield from self._call(kind, group, self.final_tokens, stream=True)
-        if summary is not None:
-            level.outputs.append(summary)
+        level.outputs.append(summary)
         return summary
 
     def _document_pieces(self) -> list[Chunk]:
@@ -176,46 +170,35 @@ class SummaryJob:
 
     # -- one call --------------------------------------------------------------------------------
     def _call(self, kind: str, group: list[str], max_tokens: int, stream: bool = False) -> Iterator[SummaryUpdate]:
-        """Run (or take from the cache) one call; returns its text, None when stopped."""
-        if self.cancel.cancelled:
-            return None
-        text = "\n\n".join(group)
-        messages = self._messages(kind, text, max_tokens)
+        """Run (or take from the cache) one call and return its text."""
+        self.cancel.raise_if_cancelled()
+        messages = self._messages(kind, "\n\n".join(group), max_tokens)
         sampling = replace(self.sampling, max_tokens=max_tokens)
-        key = hashlib.sha256(json.dumps(
-            {"v": PROMPT_VERSION, "model": [self.model, self.engine.info.file_size], "messages": messages,
-             "sampling": asdict(sampling)}, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
-        output = self.store.cached(key)
-        if output is not None:
-            self.cached_calls += 1
-        else:
-            output = yield from self._generate(messages, sampling, stream)
-            if output is None:
-                return None
-            self.store.put_cached(key, "summary", output, source=self.document["sha256"])
+        key, output = self.calls.lookup({"v": PROMPT_VERSION, "messages": messages, "sampling": asdict(sampling)})
+        if output is None:
+            reply = yield from self._follow(self.calls.generate(messages, sampling), stream)
+            output = reply.text.strip()
+            self.calls.keep(key, output)
         self.calls_done += 1
         if kind in (MAP, SINGLE):
             self.tokens_read += sum(self.count(t) for t in group)
         yield self._update(output if stream else "")
         return output
 
-    def _generate(self, messages: list[dict], sampling: SamplingOptions, stream: bool) -> Iterator[SummaryUpdate]:
-        started = time.perf_counter()
-        completion = self.engine.complete(self.format.encode(messages), sampling, self.cancel,
-                                          decoder=self.format.decoder())
-        text = ""
-        for delta in completion:
-            text += delta
+    def _follow(self, replies: Iterator[str], stream: bool) -> Iterator[SummaryUpdate]:
+        """Drive one call, showing its text as it grows when `stream`; returns its Reply."""
+        while True:
+            try:
+                text = next(replies)
+            except StopIteration as end:
+                return end.value
             if stream:
                 yield self._update(text)
-        self.engine_calls += 1
-        self.engine_seconds += time.perf_counter() - started
-        return None if completion.stats.stop_reason == "cancelled" else text.strip()
 
     def _update(self, text: str, result: SummaryResult | None = None) -> SummaryUpdate:
         eta = None
-        if self.engine_calls:
-            eta = self.engine_seconds / self.engine_calls * max(0, self.calls_expected - self.calls_done)
+        if self.calls.engine_calls:
+            eta = self.calls.engine_seconds / self.calls.engine_calls * max(0, self.calls_expected - self.calls_done)
         label = {MAP: "reading the document", REDUCE: "combining summaries", SINGLE: "writing the summary",
                  FINAL: "writing the summary"}[self.levels[-1].kind] if self.levels else "starting"
         if result is not None:
@@ -245,13 +228,18 @@ class SummaryJob:
 
     def _overhead(self, kind: str, max_tokens: int) -> int:
         """Prompt tokens of a call apart from its text."""
-        return len(self.format.encode(self._messages(kind, "", max_tokens)))
+        return self.calls.encoded_length(self._messages(kind, "", max_tokens))
+
+
+def tokens_note(update: SummaryUpdate) -> str:
+    """'23,400 / 110,000 tokens read'."""
+    return f"{update.tokens_read:,} / {update.tokens_total:,} tokens read"
 
 
 def format_progress(update: SummaryUpdate) -> str:
     """'reading the document · 12/63 · 23,400 / 110,000 tokens read · about 1 min 20 s left'."""
     p = update.progress
-    line = f"{p.label} · {p.done}/{p.total} · {update.tokens_read:,} / {update.tokens_total:,} tokens read"
+    line = f"{p.what} · {p.done}/{p.total} · {tokens_note(update)}"
     if update.eta_s is not None and p.done < p.total:
         minutes, seconds = divmod(int(update.eta_s), 60)
         line += f" · about {minutes} min {seconds} s left" if minutes else f" · about {seconds} s left"
@@ -273,8 +261,8 @@ class ChatContext:
 def context_for_chat(store: DocumentStore, document_id: int, question: str, budget_tokens: int,
                      count: CountTokens | None = None) -> ChatContext:
     """The whole document when it fits `budget_tokens`, else its latest summary plus the passages
-    most related to `question` (lexical overlap), in document order."""
-    from .tekken import Tekken
+    most related to `question` (SQLite FTS5 bm25 over the chunks), in document order."""
+    from app.nemo.tekken import Tekken
 
     count = count or Tekken.default().count
     document = store.document(document_id)
@@ -289,7 +277,7 @@ def context_for_chat(store: DocumentStore, document_id: int, question: str, budg
     chunks = store.chunks(document_id)
     left = budget_tokens - count(head) - 8
     chosen = []
-    for index in _by_relevance(question, [c.text for c in chunks]):
+    for index in store.related_chunks(document_id, question):
         tokens = count(chunks[index].text) + 8
         if tokens <= left:
             chosen.append(index)
@@ -302,27 +290,3 @@ def context_for_chat(store: DocumentStore, document_id: int, question: str, budg
             f"the conversation has {what} the {len(passages)} passages most related to your question.")
     return ChatContext(text, note, False)
 
-
-def _terms(text: str) -> list[str]:
-    """Lower-case words; runs of CJK characters become character pairs."""
-    terms = []
-    for word in re.findall(r"\w+", text.lower()):
-        if any(ord(c) >= 0x2E80 for c in word):
-            terms += [word[i : i + 2] for i in range(max(1, len(word) - 1))]
-        else:
-            terms.append(word)
-    return terms
-
-
-def _by_relevance(question: str, texts: list[str]) -> list[int]:
-    """Indexes of `texts`, best match for `question` first (BM25-like; ties keep document order)."""
-    docs = [Counter(_terms(t)) for t in texts]
-    frequency = Counter(term for doc in docs for term in doc)
-    wanted = set(_terms(question))
-    n = len(texts)
-
-    def score(doc) -> float:
-        return sum(math.log(1 + (n - frequency[t] + 0.5) / (frequency[t] + 0.5)) * doc[t] / (doc[t] + 1.2)
-                   for t in wanted if t in doc)
-
-    return sorted(range(n), key=lambda i: -score(docs[i]))

@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import models_dir
-from .errors import UserError
+from app.base.config import models_dir
+from app.base.errors import UserError
 
 # Private by default: huggingface_hub reads this when first imported (it would otherwise also
 # fetch a registry of "agent harnesses" from the hub to describe the caller in its user agent).
@@ -114,10 +114,6 @@ def resolve_model(spec: str) -> Path:
     return path
 
 
-def display_name(spec: str) -> str:
-    return spec if spec in BUILTIN_NAMES or spec.lower() in CATALOG else Path(spec).name
-
-
 # -- which quant for this machine ---------------------------------------------------------------
 RECOMMEND_CONTEXT = 32768
 NEMO_SHAPE = dict(n_vocab=131072, n_embd=5120, n_ff=14336, n_head=32)
@@ -127,8 +123,8 @@ NEMO_KV_VALUES_PER_TOKEN = 40 * 8 * (128 + 128)  # blocks x K/V heads x (key + v
 def recommend(gpu, ram_bytes: int) -> tuple[str, str]:
     """(catalog name, why): the largest NeMo quant whose file and a 32k q8_0 cache fit on the GPU
     with the plan's margin; Q4_K_M without a GPU (speed there is bound by memory bandwidth)."""
-    from .gpu_plan import compute_buffer_bytes
-    from .runtime import KV_TYPES
+    from app.engine.gpu_plan import compute_buffer_bytes
+    from app.runtime import KV_TYPES
 
     cache = math.ceil(RECOMMEND_CONTEXT * NEMO_KV_VALUES_PER_TOKEN * KV_TYPES["q8_0"][1])
     extra = cache + compute_buffer_bytes(**NEMO_SHAPE, n_ctx=RECOMMEND_CONTEXT, flash_attn=True)
@@ -182,7 +178,7 @@ def describe_gguf(path: str | Path) -> dict:
     """A GGUF's architecture, size, quant mix, context, heads, tokenizer and template (header only)."""
     import gguf
 
-    from .gguf_info import read_gguf_header, read_gguf_info
+    from app.base.gguf_info import read_gguf_header, read_gguf_info
 
     info = read_gguf_info(path)
     metadata, tensors = read_gguf_header(path)

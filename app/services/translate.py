@@ -20,21 +20,19 @@ import hashlib
 import io
 import json
 import re
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
-from . import markdown_segments as md
-from .chat_format import chat_format_for
-from .doc_store import DocumentStore
-from .documents import Chunk, pack, split_text
-from .errors import UserError
-from .jobs import CancelToken, Progress
-from .language import LANGUAGES, detect_language
-from .runtime import Engine, SamplingOptions
-from .chat_format import token_counter
-from .translation_store import save_translation
+from app.base.errors import Cancelled, UserError
+from app.base.jobs import CancelToken, Progress
+from app.documents import markdown_segments as md
+from app.documents.language import LANGUAGES, detect_language
+from app.documents.reading import group_texts, split_text
+from app.engine.chat_format import token_counter
+from app.runtime import Engine, SamplingOptions
+from app.services.engine_calls import CachedCalls
+from app.storage.document_store import DocumentStore
 
 PROMPT_VERSION = 1
 AUTO = "auto"
@@ -241,7 +239,7 @@ def plan_segments(pieces: list[md.Piece], budget: int, count) -> list[list[Unit]
     for i, piece in enumerate(pieces):
         parts = [piece.text] if count(piece.text) <= budget else split_text(piece.text, budget, count)
         units += [Unit(i, part.strip()) for part in parts if part.strip()]
-    groups = pack([Chunk(unit.text) for unit in units], budget, count)
+    groups = group_texts([unit.text for unit in units], budget, count)
     segments, start = [], 0
     for group in groups:
         segments.append(units[start : start + len(group)])
@@ -266,10 +264,11 @@ class TranslationJob:
         if self.source_language == self.target:
             raise UserError(f"the text is already in {language_label(self.target)}"
                             + (" (detected); choose the source language" if request.source in (AUTO, "") else ""))
-        self.format = chat_format_for(engine)
+        self.source_sha256 = (store.document(request.document_id)["sha256"] if request.document_id is not None
+                              else hashlib.sha256(self.source.encode()).hexdigest())
+        self.calls = CachedCalls(engine, store, "translation", self.source_sha256, CancelToken())
         self.count = token_counter(engine)
-        self.model = [engine.info.path.name, engine.info.file_size]
-        room = engine.n_ctx - len(self.format.encode(self._messages([""], request.glossary)))
+        room = engine.n_ctx - self.calls.encoded_length(self._messages([""], request.glossary))
         if room // 7 < 24:
             raise UserError(f"a {engine.n_ctx:,}-token context is too small to translate in; raise the context size")
         self.segments = plan_segments(self.pieces, min(options.segment_tokens, room // 7), self.count)
@@ -280,78 +279,65 @@ class TranslationJob:
             for i in dict.fromkeys(unit.piece for unit in segment):
                 self.piece_segments.setdefault(i, []).append(n)
         self.filled: dict[int, tuple[str, list[str]]] = {}  # piece -> (its translation put back, problems)
-        self.source_sha256 = (store.document(request.document_id)["sha256"] if request.document_id is not None
-                              else hashlib.sha256(self.source.encode()).hexdigest())
         self.outputs: list[list[str] | None] = [None] * len(self.segments)
-        self.engine_calls = self.cached_segments = 0
-        self.engine_seconds = 0.0
         self.problems: list[str] = []
         self.result: TranslationResult | None = None
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, cancel: CancelToken | None = None) -> Iterator[TranslationUpdate]:
         """Translate segment by segment (cached ones at once); the last update carries the result."""
-        cancel = cancel or CancelToken()
-        for index in range(len(self.segments)):
-            if cancel.cancelled:
-                break
-            key = self._key(index)
-            cached = self.store.cached(key)
-            if cached is not None:
-                self.outputs[index] = json.loads(cached)
-                self.cached_segments += 1
-            else:
-                outputs = yield from self._translate(index, cancel)
-                if outputs is None:
-                    break
-                self.outputs[index] = outputs
-                self.store.put_cached(key, "translation", json.dumps(outputs, ensure_ascii=False), self.source_sha256)
-            self._fill(index)
-            yield TranslationUpdate(self.progress())
+        self.calls.cancel = cancel or CancelToken()
+        try:
+            for index in range(len(self.segments)):
+                key, cached = self.calls.lookup(self._key_payload(index))
+                if cached is not None:
+                    self.outputs[index] = json.loads(cached)
+                else:
+                    self.outputs[index] = yield from self._translate(index)
+                    self.calls.keep(key, json.dumps(self.outputs[index], ensure_ascii=False))
+                self._fill(index)
+                yield TranslationUpdate(self.progress())
+        except Cancelled:
+            pass
         self.result = self._finish(stopped=None in self.outputs)
         yield TranslationUpdate(self.progress(), result=self.result)
+        return self.result
 
-    def _translate(self, index: int, cancel: CancelToken) -> Iterator[TranslationUpdate]:
+    def _translate(self, index: int) -> Iterator[TranslationUpdate]:
         """One segment's unit translations (several requests when the numbering came back broken)."""
         texts = [unit.text for unit in self.segments[index]]
-        reply = yield from self._request(index, texts, cancel)
-        if reply is None:
-            return None
+        reply = yield from self._request(index, texts)
         outputs = parse_numbered(reply, len(texts))
         if outputs is not None:
             return outputs
         outputs = []
         for text in texts:  # one unit per request: the numbering cannot break
-            reply = yield from self._request(index, [text], cancel)
-            if reply is None:
-                return None
+            reply = yield from self._request(index, [text])
             outputs += parse_numbered(reply, 1)
         return outputs
 
-    def _request(self, index: int, texts: list[str], cancel: CancelToken) -> Iterator[TranslationUpdate]:
-        """Stream one request's reply; None when stopped."""
+    def _request(self, index: int, texts: list[str]) -> Iterator[TranslationUpdate]:
+        """Stream one request's reply (raises Cancelled on Stop)."""
         glossary = glossary_for(self.request.glossary, " ".join(texts))
         context = self._context(index)
-        ids = self.format.encode(self._messages(texts, glossary, context))
+        messages = self._messages(texts, glossary, context)
         wanted = self._most_tokens(texts)
-        room = self.engine.n_ctx - len(ids) - 1
+        room = self.engine.n_ctx - self.calls.encoded_length(messages) - 1
         if room < min(wanted, 64) and context:  # a long previous segment: go without it
-            ids = self.format.encode(self._messages(texts, glossary))
-            room = self.engine.n_ctx - len(ids) - 1
+            messages = self._messages(texts, glossary)
+            room = self.engine.n_ctx - self.calls.encoded_length(messages) - 1
         sampling = SamplingOptions(temperature=self.options.temperature, max_tokens=max(1, min(wanted, room)))
-        started = time.perf_counter()
-        completion = self.engine.complete(ids, sampling, cancel, decoder=self.format.decoder())
-        reply = ""
-        for delta in completion:
-            reply += delta
-            yield TranslationUpdate(self.progress(), index, reply)
-        self.engine_calls += 1
-        self.engine_seconds += time.perf_counter() - started
-        if completion.stats.stop_reason == "cancelled":
-            return None
-        if completion.stats.stop_reason == "length":
+        replies = self.calls.generate(messages, sampling)
+        while True:
+            try:
+                partial = next(replies)
+            except StopIteration as end:
+                reply = end.value
+                break
+            yield TranslationUpdate(self.progress(), index, partial)
+        if reply.cut:
             self.problems.append(f"segment {index + 1}: the reply was cut at {sampling.max_tokens} tokens")
-        return reply
+        return reply.text
 
     def _most_tokens(self, texts: list[str]) -> int:
         """What a request may write: twice its source and some room, or the cap if lower."""
@@ -371,13 +357,12 @@ class TranslationJob:
                          {"role": "assistant", "content": numbered(context[1])}]
         return messages + [{"role": "user", "content": numbered(texts)}]
 
-    def _key(self, index: int) -> str:
+    def _key_payload(self, index: int) -> dict:
+        """What a segment's cached translation depends on (the context turn is left out)."""
         texts = [unit.text for unit in self.segments[index]]
-        return hashlib.sha256(json.dumps({
-            "v": PROMPT_VERSION, "kind": "translation", "model": self.model, "from": self.source_language,
-            "to": self.target, "texts": texts, "glossary": glossary_for(self.request.glossary, " ".join(texts)),
-            "temperature": self.options.temperature, "max_tokens": self._most_tokens(texts),
-        }, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+        return {"v": PROMPT_VERSION, "from": self.source_language, "to": self.target, "texts": texts,
+                "glossary": glossary_for(self.request.glossary, " ".join(texts)),
+                "temperature": self.options.temperature, "max_tokens": self._most_tokens(texts)}
 
     def progress(self) -> Progress:
         done = sum(output is not None for output in self.outputs)
@@ -450,15 +435,15 @@ class TranslationJob:
         kept = not self.request.markdown or md.outline(text) == md.outline(self.source)
         result = TranslationResult(
             text=text, stopped=stopped, source_language=self.source_language, target_language=self.target,
-            segments=len(self.segments), engine_calls=self.engine_calls, cached_segments=self.cached_segments,
+            segments=len(self.segments), engine_calls=self.calls.engine_calls, cached_segments=self.calls.cached_calls,
             misses=self.misses(), problems=self.problems + problems, structure_kept=kept,
         )
-        result.translation_id = save_translation(self.store, {
+        result.translation_id = self.store.save_translation({
             "document_id": self.request.document_id, "source_sha256": self.source_sha256,
             "source_text": "" if self.request.document_id is not None else self.source,
             "title": self.request.title or md.MARKER_RE.sub("…", self.pieces[0].text)[:80],
             "format": "markdown" if self.request.markdown else "text", "source_language": self.source_language,
-            "target_language": self.target, "model": self.model[0],
+            "target_language": self.target, "model": self.engine.model_name,
             "glossary": json.dumps(self.request.glossary, ensure_ascii=False), "text": text,
             "status": "stopped" if stopped else "complete", "segments": len(self.segments),
             "segments_done": len(self.segments) - self.outputs.count(None),

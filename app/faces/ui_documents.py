@@ -2,20 +2,15 @@
 download the summary as Markdown, delete. Layout and wiring only; the work is in the services."""
 
 import html
-import os
-import tempfile
-import time
 from pathlib import Path
 
-from .chat import sampling_options
-from .doc_store import DocumentStore
-from .documents import KINDS, read_document
-from .errors import UserError
-from .jobs import CancelToken
-from .language import LANGUAGES, language_name
-from .summarize import LENGTHS, SummaryOptions, SummaryUpdate, format_progress, summarize
+from app.base.errors import UserError
+from app.documents.language import LANGUAGES, language_name
+from app.documents.reading import KINDS, read_document
+from app.faces.temp_files import TabFiles, file_name, forget_upload
+from app.faces.web_guard import remote_images_as_links
+from app.services.summarize import LENGTHS, SummaryOptions, SummaryUpdate, format_progress
 
-UPDATE_EVERY_S = 0.1  # browser updates while a summary streams
 HEADERS = ["Document", "Title", "Language", "Pages", "Tokens", "Against the context"]
 
 
@@ -33,24 +28,15 @@ def progress_html(update: SummaryUpdate) -> str:
             f"<span>{html.escape(format_progress(update) + hint)}</span></div>")
 
 
-def save_markdown(title: str, text: str) -> str:
-    """The summary as a Markdown file in the app's private upload folder, for the download button."""
-    folder = tempfile.mkdtemp(prefix="summary-", dir=os.environ.get("GRADIO_TEMP_DIR") or None)
-    stem = "".join(c if c.isalnum() or c in " -_" else "_" for c in title)[:80].strip() or "summary"
-    path = Path(folder) / f"{stem} - summary.md"
-    path.write_text(f"# {title}\n\n{text}\n", encoding="utf-8")
-    return str(path)
-
-
-def documents_tab(ui, max_file_mb: int = 100) -> None:
-    """Build the Documents tab inside the current gr.Blocks; `ui` is the app's ChatUI."""
+def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
+    """Build the Documents tab inside the current gr.Blocks; `services` are the app's Services,
+    `files` keeps the downloads made for each browser tab."""
     import gradio as gr
 
-    store = DocumentStore(ui.history)
-    cancels: dict[str, CancelToken] = {}
+    store = services.documents
 
     def rows() -> list[list]:
-        n_ctx = ui.settings.n_ctx
+        n_ctx = services.settings.n_ctx
         return [[d["file_name"], d["title"], language_name(d["language"]), d["pages"] or "—", f"{d['tokens']:,}",
                  context_fit(d["tokens"], n_ctx)] for d in store.documents()]
 
@@ -73,46 +59,46 @@ def documents_tab(ui, max_file_mb: int = 100) -> None:
             except UserError as exc:
                 lines.append(f"⚠️ {exc}")
             finally:
-                Path(path).unlink(missing_ok=True)  # the upload is not kept once read
+                forget_upload(path)  # the upload is not kept once read
         return ("\n\n".join(lines), None, *refresh(selected))
 
-    def show(document_id):
+    def summary_file(request: gr.Request, document_id: int, text: str) -> str:
+        title = store.document(document_id)["title"]
+        return files.write(request.session_hash, file_name(title, " - summary.md"), f"# {title}\n\n{text}\n")
+
+    def show(document_id, request: gr.Request):
         if document_id is None:
             return "", "", gr.update(value=None, interactive=False)
-        document = store.document(document_id)
         kept = store.summaries(document_id)
         if not kept:
             return "", "", gr.update(value=None, interactive=False)
-        path = save_markdown(document["title"], kept[0]["text"])
-        return "", kept[0]["text"], gr.update(value=path, interactive=True)
+        path = summary_file(request, document_id, kept[0]["text"])
+        return "", remote_images_as_links(kept[0]["text"]), gr.update(value=path, interactive=True)
 
     def run_summary(document_id, length, language, references, request: gr.Request):
         if document_id is None:
             yield "⚠️ Drop a document or choose one first.", gr.skip(), gr.skip()
             return
-        cancel = cancels[request.session_hash] = CancelToken()
+        options = SummaryOptions(length, language or "", bool(references))
+        job = services.jobs.start(request.session_hash, "summary",
+                                  lambda progress, cancel: services.summarize(document_id, options, cancel))
+        yield "<div class='doc-progress'><progress></progress> starting…</div>", "", gr.update(interactive=False)
         try:
-            ui.service.ensure_model(ui.settings)
-            options = SummaryOptions(length, language or "", bool(references))
-            updates = summarize(ui.service.engine, store, document_id, options, sampling_options(ui.settings), cancel)
-            yield "<div class='doc-progress'><progress></progress> starting…</div>", "", gr.update(interactive=False)
-            shown = 0.0
-            for update in updates:
-                if update.result is None and time.monotonic() - shown < UPDATE_EVERY_S:
-                    continue
-                shown = time.monotonic()
-                download = gr.skip()
-                if update.result is not None and not update.result.stopped:
-                    path = save_markdown(store.document(document_id)["title"], update.result.text)
-                    download = gr.update(value=path, interactive=True)
-                yield progress_html(update), update.text or gr.skip(), download
+            for _ in job.watch():
+                update = job.latest
+                if update is not None:
+                    yield progress_html(update), remote_images_as_links(update.text) or gr.skip(), gr.skip()
+            result = job.result().value
+            if not result.stopped:
+                path = summary_file(request, document_id, result.text)
+                yield gr.skip(), remote_images_as_links(result.text), gr.update(value=path, interactive=True)
         except UserError as exc:
             yield f"⚠️ {html.escape(str(exc))}", gr.skip(), gr.skip()
+        finally:
+            job.stop()
 
     def stop(request: gr.Request):
-        token = cancels.get(request.session_hash)
-        if token:
-            token.cancel()
+        services.jobs.stop(request.session_hash, "summary")
 
     def delete(document_id):
         if document_id is not None:

@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import tekken as tk
-from .nemo_prompt import NAME_RE, ToolCall, encode_chat, is_tool_call_reply, parse_tool_calls
+from app.nemo import tekken as tk
+from app.nemo.prompt import NAME_RE, ToolCall, encode_chat, is_tool_call_reply, parse_tool_calls
 
 
 class ToolError(Exception):
@@ -233,7 +233,7 @@ class TextDelta:
 @dataclass(frozen=True)
 class Answer:
     """The end of the loop: the answer, the conversation with the tool turns and the answer
-    appended, how many tool rounds ran, and why it ended ("stop" or "max_rounds")."""
+    appended, how many tool rounds ran, and why it ended ("stop", "stopped" or "max_rounds")."""
 
     text: str
     ids: list[int]
@@ -248,12 +248,14 @@ def run_tool_loop(
     messages: Sequence[dict],
     tools: Sequence[Tool],
     max_rounds: int = 4,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> Iterator[ToolStep | TextDelta | Answer]:
     """Generate, run the calls of a `[TOOL_CALLS]` reply, feed the results back, repeat.
 
     `generate(prompt_ids)` yields the reply's ids (the engine seam). Yields each `ToolStep`,
     the answer's `TextDelta`s, then one `Answer`. After `max_rounds` rounds of calls the model is
-    asked once more without tools, so it answers from what it has. `messages` is not changed.
+    asked once more without tools, so it answers from what it has. A reply cut by a Stop
+    (`stopped()`) ends the loop: a half-written call is never run. `messages` is not changed.
     """
     messages = list(messages)
     by_name = {tool.name: tool for tool in tools}
@@ -267,6 +269,9 @@ def run_tool_loop(
                 reply.append(token)
                 if not is_tool_call_reply(reply) and (delta := decoder.feed(token)):
                     yield TextDelta(delta)
+        if stopped() and is_tool_call_reply(reply):
+            yield Answer("", reply, messages, round_, "stopped")
+            return
         if not is_tool_call_reply(reply):
             if tail := decoder.flush():
                 yield TextDelta(tail)
@@ -278,7 +283,7 @@ def run_tool_loop(
         if offered is None:
             break
         calls = parse_tool_calls(reply, tekken)
-        messages.append({"role": "assistant", "content": None, "tool_calls": [_as_message(c).to_openai() for c in calls]})
+        messages.append({"role": "assistant", "content": None, "tool_calls": [as_prompt_call(c).to_openai() for c in calls]})
         for call in calls:
             step = run_tool_call(call, by_name, round_ + 1)
             messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": step.content})
@@ -303,8 +308,8 @@ def run_tool_call(call: ToolCall, tools: dict[str, Tool], round_: int = 1) -> To
         return ToolStep(call, None, f"{call.name} failed: {type(e).__name__}: {e}", round_)
 
 
-def _as_message(call: ToolCall) -> ToolCall:
-    """The call as it can be written back into the prompt (a usable name even if malformed)."""
+def as_prompt_call(call: ToolCall) -> ToolCall:
+    """The call as it can be written back into the prompt or saved (a valid name even if malformed)."""
     return call if NAME_RE.fullmatch(call.name) else ToolCall("invalid_tool_call", {}, call.id, call.error)
 
 

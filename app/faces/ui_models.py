@@ -3,15 +3,16 @@ costs, GPU offload auto or manual, and "Download a model" with progress and Stop
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 
-from .config import save_settings
-from .errors import Cancelled, UserError
-from .gpu_plan import CONTEXT_SIZES, context_costs, context_label, detected_gpu, model_memory, plan_for
-from .jobs import CancelToken, Progress
-from .models import available_models, model_rows, resolve_model
-from .runtime import KV_TYPES, free_memory_bytes
+import gradio as gr
+
+from app.base.config import save_settings
+from app.base.errors import UserError
+from app.engine.gpu_plan import CONTEXT_SIZES, context_costs, context_label, detected_gpu, model_memory, plan_for
+from app.base.jobs import Progress
+from app.engine.catalog import available_models, model_rows, resolve_model
+from app.runtime import KV_TYPES, free_memory_bytes
 
 POLL_S = 0.5  # how often the download's progress line is refreshed
 
@@ -61,17 +62,14 @@ def download_choices() -> list[tuple[str, str]]:
 
 
 def progress_line(p: Progress) -> str:
-    return f"{p.label}: {p.done / 1e9:.2f} of {p.total / 1e9:.2f} GB ({p.fraction:.0%})"
+    return f"{p.what}: {p.done / 1e9:.2f} of {p.total / 1e9:.2f} GB ({p.fraction:.0%})"
 
 
-def model_section(ui, model_name, n_ctx) -> None:
+def model_section(services, model_name, n_ctx) -> None:
     """Build the section inside the Settings tab; `model_name` and `n_ctx` are the tab's inputs."""
-    import gradio as gr
+    from app.engine.downloads import download
 
-    from .downloads import download
-
-    s = ui.settings
-    cancel = {"token": CancelToken()}
+    s = services.settings
     with gr.Accordion("GPU offload plan and context", open=True):
         plan_md = gr.Markdown(plan_markdown(s.model, s.n_ctx, s.gpu, s.kv_type), elem_id="gpu-plan")
         with gr.Row():
@@ -89,41 +87,33 @@ def model_section(ui, model_name, n_ctx) -> None:
         status = gr.Markdown("", elem_id="download-status")
 
     def show_plan(model, ctx):
-        return plan_markdown(model or "", ctx or s.n_ctx, ui.settings.gpu, ui.settings.kv_type)
+        return plan_markdown(model or "", ctx or s.n_ctx, services.settings.gpu, services.settings.kv_type)
 
     def set_mode(model, ctx, mode, kv):
-        ui.settings = replace(ui.settings, gpu=mode, kv_type=kv)
-        save_settings(ui.settings)
+        services.settings = replace(services.settings, gpu=mode, kv_type=kv)
+        save_settings(services.settings)
         return show_plan(model, ctx)
 
-    def run_download(name):
+    def run_download(name, request: gr.Request):
         if not name:
             yield "Choose a model first.", gr.skip(), gr.skip()
             return
-        token = cancel["token"] = CancelToken()
-        latest, outcome = {}, {}
-
-        def work():
-            try:
-                outcome["path"] = download(name, lambda p: latest.update(p=p), token)
-            except (UserError, Cancelled) as exc:
-                outcome["error"] = exc
-            except Exception as exc:  # shown, not raised: this thread has no caller
-                outcome["error"] = f"{type(exc).__name__}: {exc}"
-
-        worker = threading.Thread(target=work, daemon=True)
-        worker.start()
-        while worker.is_alive():
-            worker.join(POLL_S)
-            if "p" in latest:
-                yield progress_line(latest["p"]), gr.skip(), gr.skip()
-        error = outcome.get("error")
-        if isinstance(error, Cancelled):
+        job = services.jobs.start(request.session_hash, "download",
+                                  lambda progress, cancel: download(name, progress, cancel))
+        try:
+            for _ in job.watch(POLL_S):
+                if job.progress is not None:
+                    yield progress_line(job.progress), gr.skip(), gr.skip()
+            outcome = job.result()
+        except UserError as exc:
+            yield f"⚠️ {exc}", gr.skip(), gr.skip()
+            return
+        finally:
+            job.stop()
+        if outcome.stopped:
             yield "Stopped. Press Download again to go on where it stopped.", gr.skip(), gr.skip()
-        elif error:
-            yield f"⚠️ {error}", gr.skip(), gr.skip()
         else:
-            yield (f"✅ {name} is ready: `{outcome['path']}`", gr.update(choices=available_models(), value=name),
+            yield (f"✅ {name} is ready: `{outcome.value}`", gr.update(choices=available_models(), value=name),
                    gr.update(choices=download_choices(), value=name))
 
     model_name.change(lambda model, ctx: (show_plan(model, ctx), gr.update(choices=context_choices(model or ""))),
@@ -133,4 +123,7 @@ def model_section(ui, model_name, n_ctx) -> None:
     for control in (gpu_mode, kv_type):
         control.input(set_mode, [model_name, n_ctx, gpu_mode, kv_type], plan_md)
     start_btn.click(run_download, choice, [status, model_name, choice], concurrency_id="download", concurrency_limit=1)
-    stop_btn.click(lambda: cancel["token"].cancel(), None, None, concurrency_limit=None)
+    def stop_download(request: gr.Request):
+        services.jobs.stop(request.session_hash, "download")
+
+    stop_btn.click(stop_download, None, None, concurrency_limit=None)

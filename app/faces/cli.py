@@ -10,10 +10,9 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 
-from .config import HOME_ENV, load_settings
-from .errors import UserError
+from app.base.config import HOME_ENV, load_settings
+from app.base.errors import UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,9 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = commands.add_parser("ui", help="open the web UI (the default command)")
     ui.add_argument("--model", help="GGUF path or catalog name (e.g. smollm2)")
-    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to serve on (default: loopback; any other needs $NEMO_CHAT_TOKEN or --token-file)")
     ui.add_argument("--port", type=int, default=7860)
     ui.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    ui.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="also answer to this Host name, e.g. a DNS name of this machine (repeatable; "
+                         "also $NEMO_CHAT_ALLOWED_HOSTS, comma-separated)")
+    ui.add_argument("--token-file", metavar="FILE",
+                    help="the access token, first line of FILE (default: $NEMO_CHAT_TOKEN); every request "
+                         "then needs it (browser login: user nemo, password = the token)")
 
     chat = commands.add_parser("chat", help="ask one question and print the streamed answer")
     chat.add_argument("prompt")
@@ -103,8 +109,8 @@ def _add_model_commands(commands) -> None:
 
 
 def _tekken(model: str | None):
-    from .models import resolve_model
-    from .tekken import Tekken
+    from app.engine.catalog import resolve_model
+    from app.nemo.tekken import Tekken
 
     return Tekken.from_gguf(resolve_model(model)) if model else Tekken.default()
 
@@ -129,7 +135,7 @@ def run_tokens(args) -> int:
 
 
 def run_prompt(args) -> int:
-    from .nemo_prompt import encode_request
+    from app.nemo.prompt import encode_request
 
     try:
         request = json.loads(_read_text(args.conversation))
@@ -139,23 +145,36 @@ def run_prompt(args) -> int:
     return 0
 
 
-def run_chat(args) -> int:
-    from .chat import ChatService
-    from .config import database_path
-    from .history import History
-    from .runtime import Engine
+def _services(args, **overrides):
+    """The process's services, with the settings this command overrides."""
+    from app.services.root import Services
 
-    settings = load_settings()
-    overrides = {"model": args.model, "system_prompt": args.system, "max_tokens": args.max_tokens,
-                 "temperature": args.temperature, "n_ctx": args.ctx}
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    service = ChatService(History(database_path()), Engine())
-    last = None
-    for update in service.send(None, args.prompt, settings):
-        if not args.json:
-            sys.stdout.write(update.text[len(last.text) if last else 0 :])
-            sys.stdout.flush()
-        last = update
+    return Services(model=getattr(args, "model", None), n_ctx=getattr(args, "ctx", None),
+                    temperature=getattr(args, "temperature", None), **overrides)
+
+
+def run_chat(args) -> int:
+    from app.base.jobs import Job
+    from app.faces.progress import follow
+
+    with _services(args, system_prompt=args.system, max_tokens=args.max_tokens) as services:
+        services.ensure_model()
+        job = Job(lambda progress, cancel: services.chat.send(None, args.prompt, services.settings, cancel, progress))
+        follow(job, "reading the prompt", "tokens", until=lambda j: j.latest is not None)
+        shown = 0
+        try:
+            for _ in job.watch(0.05):
+                text = job.latest.text if job.latest is not None else ""
+                if not args.json:
+                    sys.stdout.write(text[shown:])
+                    sys.stdout.flush()
+                shown = len(text)
+        except KeyboardInterrupt:
+            job.stop()
+            job.result()  # the reply is saved as stopped
+            raise
+        job.result()
+    last = job.latest
     stats = last.stats
     if args.json:
         print(json.dumps({
@@ -169,69 +188,47 @@ def run_chat(args) -> int:
     return 0
 
 
-def progress_bar(progress) -> None:
-    """A one-line progress bar on stderr (a ProgressCallback); silent when stderr is no terminal
-    except for the last update, so logs stay short."""
-    done = progress.done >= progress.total > 0
-    if not sys.stderr.isatty() and not done:
-        return
-    width = 30
-    filled = int(width * progress.fraction)
-    sys.stderr.write(f"\r{progress.label[:40]:40} [{'#' * filled}{'.' * (width - filled)}] {progress.fraction:6.1%}")
-    if done:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
 def run_convert(args) -> int:
-    from .convert_gguf import convert
-    from .errors import Cancelled
+    from app.base.jobs import Job
+    from app.convert_gguf import convert
+    from app.faces.progress import follow
 
-    try:
-        result = convert(args.src_dir, args.output, args.outtype, args.ctx, progress=progress_bar)
-    except Cancelled:
-        raise KeyboardInterrupt from None
+    job = Job(lambda progress, cancel: convert(args.src_dir, args.output, args.outtype, args.ctx, progress, cancel))
+    outcome = follow(job, "convert", "bytes")
+    result = outcome.value
     print(f"{result.path} ({result.outtype}, {result.n_params:,} parameters, {result.size_bytes / 1e9:.2f} GB, "
           f"{result.seconds:.1f} s)")
     return 0
 
 
 def run_ui(args) -> int:
-    from .ui import serve
+    from app.faces.web_guard import read_token
+    from app.ui import serve
 
-    serve(model=args.model, host=args.host, port=args.port, open_browser=not args.no_browser)
+    serve(model=args.model, host=args.host, port=args.port, open_browser=not args.no_browser,
+          allow_hosts=args.allow_host, token=read_token(args.token_file))
     return 0
 
 
-def _byte_progress(every_s: float = 0.5):
-    """A progress callback for byte counts: one stderr line, rewritten at most every `every_s`."""
-    shown = [0.0]
-    end = "\r" if sys.stderr.isatty() else "\n"
-
-    def show(p) -> None:
-        if time.monotonic() - shown[0] < every_s and p.done < p.total:
-            return
-        shown[0] = time.monotonic()
-        sys.stderr.write(f"{p.label}: {p.done / 1e9:.2f} of {p.total / 1e9:.2f} GB ({p.fraction:.0%}){end}")
-        sys.stderr.flush()
-
-    return show
-
-
 def run_models(args) -> int:
-    from . import models
+    from app.engine import catalog as models
 
     if args.action == "download":
-        from .downloads import download
+        from app.base.jobs import Job
+        from app.engine.downloads import download
+        from app.faces.progress import follow
 
-        print(download(args.name, _byte_progress()))
+        outcome = follow(Job(lambda progress, cancel: download(args.name, progress, cancel)), args.name, "bytes")
+        if outcome.stopped:
+            raise KeyboardInterrupt
+        print(outcome.value)
         return 0
     if args.action == "info":
         described = models.describe_gguf(models.resolve_model(args.path))
         print(json.dumps(described) if args.json else models.format_description(described))
         return 0
-    from .gpu_plan import detected_gpu
-    from .runtime import free_memory_bytes
+    from app.engine.gpu_plan import detected_gpu
+    from app.runtime import free_memory_bytes
 
     rows = models.model_rows(detected_gpu(), free_memory_bytes())
     if getattr(args, "json", False):
@@ -248,8 +245,8 @@ def run_models(args) -> int:
 
 
 def run_plan(args) -> int:
-    from .gpu_plan import context_costs, context_label, model_memory, plan_for
-    from .models import resolve_model
+    from app.engine.gpu_plan import context_costs, context_label, model_memory, plan_for
+    from app.engine.catalog import resolve_model
 
     path = resolve_model(args.model or load_settings().model)
     plan = plan_for(path, args.vram, args.ctx, args.kv)
@@ -267,79 +264,54 @@ def run_plan(args) -> int:
 
 
 def run_summarize(args) -> int:
-    from .chat import load_options, sampling_options
-    from .config import database_path
-    from .doc_store import DocumentStore
-    from .documents import read_document
-    from .history import History
-    from .runtime import Engine
-    from .summarize import SummaryOptions, format_progress, summarize
+    from app.base.jobs import Job
+    from app.documents.reading import read_document
+    from app.faces.progress import follow
+    from app.services.summarize import SummaryOptions, tokens_note
 
-    overrides = {"model": args.model, "n_ctx": args.ctx, "temperature": args.temperature}
-    settings = replace(load_settings(), **{k: v for k, v in overrides.items() if v is not None})
     options = SummaryOptions(args.length, args.lang or "", args.references)
     documents = [read_document(path) for path in args.files]  # every file is checked before any is stored
-    store, engine = DocumentStore(History(database_path())), Engine()
-    engine.load(load_options(settings))
-    end = "\r" if sys.stderr.isatty() else "\n"
-    for document in documents:
-        document_id, _ = store.add(document)
-        started = shown = time.monotonic()
-        for update in summarize(engine, store, document_id, options, sampling_options(settings)):
-            if update.result or time.monotonic() - shown >= 0.5:
-                shown = time.monotonic()
-                bar = "#" * int(24 * update.progress.fraction)
-                sys.stderr.write(f"{document.file_name} [{bar:<24}] {format_progress(update)}{end}")
-        result = update.result
-        sys.stderr.write("\n" if end == "\r" else "")
-        if args.json:
-            print(json.dumps({
-                "file": document.file_name, "document_id": document_id, "title": document.title,
-                "language": document.language, "pages": document.pages, "summary": result.text,
-                "chunks": result.chunks, "levels": len(result.levels), "document_tokens": result.document_tokens,
-                "engine_calls": result.engine_calls, "cached_calls": result.cached_calls,
-                "engine_seconds": round(result.engine_seconds, 2), "seconds": round(time.monotonic() - started, 2),
-            }, ensure_ascii=False))
-        else:
-            print(f"# {document.title}\n\n{result.text}\n")
+    with _services(args) as services:
+        services.ensure_model()
+        for document in documents:
+            document_id, _ = services.documents.add(document)
+            started = time.monotonic()
+            job = Job(lambda progress, cancel: services.summarize(document_id, options, cancel))
+            result = follow(job, document.file_name, "calls", lambda j: tokens_note(j.latest) if j.latest else "").value
+            if args.json:
+                print(json.dumps({
+                    "file": document.file_name, "document_id": document_id, "title": document.title,
+                    "language": document.language, "pages": document.pages, "summary": result.text,
+                    "chunks": result.chunks, "levels": len(result.levels), "document_tokens": result.document_tokens,
+                    "engine_calls": result.engine_calls, "cached_calls": result.cached_calls,
+                    "engine_seconds": round(result.engine_seconds, 2), "seconds": round(time.monotonic() - started, 2),
+                }, ensure_ascii=False))
+            else:
+                print(f"# {document.title}\n\n{result.text}\n")
     return 0
 
 
 def run_translate(args) -> int:
-    from .chat import load_options
-    from .config import database_path
-    from .doc_store import DocumentStore
-    from .documents import read_document
-    from .history import History
-    from .runtime import Engine
-    from .translate import TranslateOptions, TranslationJob, TranslationRequest, read_glossary, resolve_language
+    from app.base.jobs import Job
+    from app.documents.reading import read_document
+    from app.faces.progress import follow
+    from app.services.translate import TranslationRequest, read_glossary, resolve_language
 
     if (args.file is None) == (args.text is None):
         raise UserError("translate: give a FILE or --text, not both")
     resolve_language(args.to)  # bad languages are refused before the model loads
     resolve_language(args.source, allow_auto=True)
-    overrides = {"model": args.model, "n_ctx": args.ctx, "temperature": args.temperature}
-    settings = replace(load_settings(), **{k: v for k, v in overrides.items() if v is not None})
     glossary = read_glossary(args.glossary) if args.glossary else ()
-    store = DocumentStore(History(database_path()))
-    if args.text is not None:
-        request = TranslationRequest(args.text, args.to, args.source, not args.plain, glossary)
-    else:
-        document = read_document(args.file)
-        document_id, _ = store.add(document)
-        request = TranslationRequest(document.markdown, args.to, args.source, not args.plain and document.kind != "text",
-                                     glossary, document.title, document_id)
-    engine = Engine()
-    engine.load(load_options(settings))
-    options = TranslateOptions(temperature=settings.temperature, max_tokens=args.max_tokens or 0)
-    job = TranslationJob(engine, store, request, options)
-    end = "\r" if sys.stderr.isatty() else "\n"
-    for update in job.run():
-        if update.segment is None and update.result is None:
-            p = update.progress
-            sys.stderr.write(f"translate [{'#' * int(24 * p.fraction):<24}] {p.done}/{p.total} segments{end}")
-    result = update.result
-    sys.stderr.write("\n" if end == "\r" else "")
+    document = read_document(args.file) if args.file is not None else None
+    with _services(args) as services:
+        if document is None:
+            request = TranslationRequest(args.text, args.to, args.source, not args.plain, glossary)
+        else:
+            document_id, _ = services.documents.add(document)
+            request = TranslationRequest(document.markdown, args.to, args.source,
+                                         not args.plain and document.kind != "text", glossary, document.title, document_id)
+        translation = services.translation(request, max_tokens=args.max_tokens or 0)
+        result = follow(Job(lambda progress, cancel: translation.run(cancel)), "translate", "segments").value
     for miss in result.misses:
         sys.stderr.write(f"glossary: “{miss.source}” was not translated as “{miss.target}” "
                          f"(segments {', '.join(map(str, miss.segments))})\n")
@@ -380,10 +352,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nemo-chat: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # one line for the user; NEMO_CHAT_DEBUG=1 shows the traceback
+    except Exception as exc:  # one line for the user, the traceback in the log; NEMO_CHAT_DEBUG=1 shows it here
         if os.environ.get("NEMO_CHAT_DEBUG"):
             raise
-        print(f"nemo-chat: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from app.base.logs import log_exception
+
+        log = log_exception("command failed", exc)
+        print(f"nemo-chat: unexpected error: {type(exc).__name__}: {exc} (details in {log})", file=sys.stderr)
         return 1
 
 

@@ -1,0 +1,1 @@
+"""Documents: reading files into Markdown and chunks, Markdown segments, language detection."""

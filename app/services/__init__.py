@@ -1,0 +1,1 @@
+"""Services: chat, summarize and translate as plain functions and jobs; one place builds them."""

@@ -1,0 +1,64 @@
+"""The one place that builds a process's services: settings, database, engine, chat, jobs.
+
+The UI, the CLI and the tests all start here, and close it on exit (the engine is freed, the one
+SQLite connection closed, running jobs stopped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from app.base.config import Settings, database_path, load_settings, save_settings
+from app.base.jobs import CancelToken, JobRegistry
+from app.history import History
+from app.runtime import Engine, LlamaEngine
+from app.services.chat import ChatService, sampling_options
+from app.services.summarize import SummaryOptions, summarize
+from app.services.translate import TranslateOptions, TranslationJob, TranslationRequest
+from app.storage.document_store import DocumentStore
+
+
+class Services:
+    """Everything one process shares; `settings` may be replaced (the UI's Settings tab does)."""
+
+    def __init__(self, settings: Settings | None = None, engine: Engine | None = None, **overrides) -> None:
+        settings = settings or load_settings()
+        self.settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        self.history = History(database_path())
+        self.documents = DocumentStore(self.history)
+        self.engine = engine or LlamaEngine()
+        self.chat = ChatService(self.history, self.engine, self.documents)
+        self.jobs = JobRegistry()
+
+    def ensure_model(self, settings: Settings | None = None) -> None:
+        """Load the model the settings name (a no-op when it is loaded already)."""
+        self.chat.ensure_model(settings or self.settings)
+
+    def save_settings(self, settings: Settings) -> None:
+        """Load the model these settings name, then keep them (nothing is kept when loading fails)."""
+        self.ensure_model(settings)
+        self.settings = settings
+        save_settings(settings)
+
+    def summarize(self, document_id: int, options: SummaryOptions = SummaryOptions(),
+                  cancel: CancelToken | None = None):
+        """A summary job's updates (the last one carries the result); loads the model first."""
+        self.ensure_model()
+        return summarize(self.engine, self.documents, document_id, options, sampling_options(self.settings), cancel)
+
+    def translation(self, request: TranslationRequest, max_tokens: int = 0) -> TranslationJob:
+        """A translation job for this request with the current settings; loads the model first."""
+        self.ensure_model()
+        options = TranslateOptions(temperature=self.settings.temperature, max_tokens=max_tokens)
+        return TranslationJob(self.engine, self.documents, request, options)
+
+    def close(self) -> None:
+        self.jobs.stop_all()
+        self.engine.unload()
+        self.history.close()
+
+    def __enter__(self) -> "Services":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
