@@ -211,8 +211,11 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
             ui.history.delete_conversation(conversation_id)
         return (*new_conversation()[:5], refresh_sidebar(query))
 
-    def save(model_name, n_ctx, n_gpu_layers, temperature, top_p, max_tokens, system_prompt, tools):
-        numbers = {"Context size": n_ctx, "GPU layers": n_gpu_layers, "Max reply tokens": max_tokens}
+    def save(model_name, n_ctx, n_gpu_layers, temperature, top_p, max_tokens, system_prompt, tools,
+             parse_timeout_s, parse_memory_mb, parse_max_pages):
+        numbers = {"Context size": n_ctx, "GPU layers": n_gpu_layers, "Max reply tokens": max_tokens,
+                   "Reading time limit": parse_timeout_s, "Reading memory limit": parse_memory_mb,
+                   "Page limit": parse_max_pages}
         try:
             empty = [label for label, value in numbers.items() if value is None]
             if empty:
@@ -221,6 +224,8 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
                 ui.settings, model=(model_name or "").strip(), n_ctx=int(n_ctx), n_gpu_layers=int(n_gpu_layers),
                 temperature=float(temperature), top_p=float(top_p), max_tokens=int(max_tokens),
                 system_prompt=system_prompt or "", tools=",".join(tools or []),
+                parse_timeout_s=float(parse_timeout_s), parse_memory_mb=int(parse_memory_mb),
+                parse_max_pages=int(parse_max_pages),
             )
             services.save_settings(candidate)
         except UserError as exc:
@@ -273,6 +278,14 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
             system_prompt = gr.Textbox(s.system_prompt, label="System prompt", lines=3)
             tools = gr.CheckboxGroup(TOOL_CHOICES, value=[t for t in s.tools.split(",") if t],
                                      label="Tools NeMo may call (native function calling; NeMo models only)")
+            with gr.Accordion("Documents: limits for reading a file", open=False):
+                with gr.Row():  # untrusted files are read in a child process within these bounds
+                    parse_timeout_s = gr.Number(s.parse_timeout_s, label="Reading time limit (seconds)", minimum=1,
+                                                elem_id="parse-timeout")
+                    parse_memory_mb = gr.Number(s.parse_memory_mb, label="Reading memory limit (MiB, 0 = none)",
+                                                precision=0, minimum=0, elem_id="parse-memory")
+                    parse_max_pages = gr.Number(s.parse_max_pages, label="Page limit for PDFs (0 = none)",
+                                                precision=0, minimum=0, elem_id="parse-pages")
             save_btn = gr.Button("Save and load the model", variant="primary", elem_id="save-settings")
             settings_status = gr.Markdown("", elem_id="settings-status")
             model_section(services, model_name, n_ctx)
@@ -309,7 +322,8 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
         search.change(refresh_sidebar, search, conversations)
         rename_btn.click(rename, [conversation, title, search], [conversations, notice])
         delete_btn.click(delete, [conversation, search], [*chat_outputs, conversations])
-        save_btn.click(save, [model_name, n_ctx, n_gpu_layers, temperature, top_p, max_tokens, system_prompt, tools],
+        save_btn.click(save, [model_name, n_ctx, n_gpu_layers, temperature, top_p, max_tokens, system_prompt, tools,
+                              parse_timeout_s, parse_memory_mb, parse_max_pages],
                        [settings_status, model_line])
     demo.nemo = services  # tests reach the services through the app
     return demo, dict(theme=theme, css=CSS_PATH.read_text(encoding="utf-8"))

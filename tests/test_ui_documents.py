@@ -65,3 +65,23 @@ def test_drop_a_pdf_summarize_it_and_keep_serving(served, page, artifacts, tmp_p
     page.wait_for_function("() => !document.querySelector('#doc-table').innerText.includes('council minutes.pdf')",
                            timeout=30_000)
     assert store_documents() == []
+
+
+def test_the_page_limit_set_in_settings_refuses_a_longer_pdf_in_one_line(served, page, tmp_path):
+    demo, url = served
+    pdf = make_pdf(tmp_path / "two pages.pdf", [ENGLISH, ENGLISH], title="Two pages")
+    page.goto(url)
+    page.get_by_role("tab", name="Settings").click()
+    page.get_by_text("Documents: limits for reading a file").click()
+    field = page.locator("#parse-pages input")
+    field.fill("1")
+    page.locator("#save-settings").click()
+    page.locator("#settings-status", has_text="Saved").wait_for(timeout=60_000)
+    assert demo.nemo.settings.parse_max_pages == 1
+
+    page.get_by_role("tab", name="Documents").click()
+    drop_files(page, [(pdf.name, "application/pdf", pdf.read_bytes())])
+    status = page.locator("#doc-status", has_text="two pages.pdf")
+    status.wait_for(timeout=60_000)
+    assert "2 pages is over the 1-page limit" in status.inner_text()
+    assert demo.nemo.documents.documents() == [], "a refused file stores nothing"

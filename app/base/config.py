@@ -45,6 +45,13 @@ class Settings:
     max_tokens: int = 1024
     system_prompt: str = ""
     tools: str = "current_datetime,calculator,search_conversations"  # NeMo function calling
+    parse_timeout_s: float = 120.0  # reading one document (in a child process) may take this long
+    parse_memory_mb: int = 2048  # ... and this much address space (RLIMIT_AS); 0 = no limit
+    parse_max_pages: int = 2000  # a PDF with more pages is refused before its text is extracted; 0 = no limit
+
+    def parse_limits(self) -> dict:
+        """The keyword arguments of `read_document` that bound the parsing of a file."""
+        return {"timeout_s": self.parse_timeout_s, "memory_mb": self.parse_memory_mb, "max_pages": self.parse_max_pages}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Settings":

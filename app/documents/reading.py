@@ -1,6 +1,7 @@
 """Files -> Markdown with page/section positions and metadata; token-aware chunking.
 
-PDF text layers come from pypdf, DOCX goes through mammoth to HTML, HTML is cleaned with
+Parsing runs in a child process with a time, memory and page limit (parse_limits.py). PDF text
+layers come from pypdf, DOCX goes through mammoth to HTML, HTML is cleaned with
 BeautifulSoup (scripts and styles dropped, nothing is ever run) and turned into Markdown by
 markdownify. Text encodings are proposed by BeautifulSoup's EncodingDetector (BOM, declared
 charset, chardet). Markdown blocks are found by markdown-it. Bad input raises one UserError that names
@@ -21,8 +22,11 @@ from itertools import groupby
 from pathlib import Path, PurePath
 from typing import Callable
 
+from app.base.config import Settings
 from app.base.errors import UserError
+from app.base.jobs import CancelToken
 from app.documents.language import detect_language
+from app.documents.parse_limits import over_page_limit, parse_in_child
 from app.nemo.tekken import Tekken
 from app.storage.document_store import Chunk, Document
 
@@ -61,8 +65,14 @@ def file_kind(name: str) -> str:
     return KINDS[suffix]
 
 
-def read_document(path: str | Path, name: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
-    """Read, check and convert one file; `name` is the name the user gave it (default: the path's)."""
+def read_document(path: str | Path, name: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES, *,
+                  timeout_s: float | None = None, memory_mb: int | None = None, max_pages: int | None = None,
+                  cancel: CancelToken | None = None) -> Document:
+    """Read, check and convert one file; `name` is the name the user gave it (default: the path's).
+
+    The file is parsed in a child process (parse_limits.py) within `timeout_s` seconds, `memory_mb` MiB
+    and, for a PDF, `max_pages` pages (each None: the Settings default); `cancel` stops it (Cancelled).
+    """
     name = safe_name(name or Path(path).name)
     kind = file_kind(name)
     try:
@@ -76,7 +86,12 @@ def read_document(path: str | Path, name: str | None = None, max_bytes: int = DE
         raise UserError(f"{name}: cannot read ({exc.strerror})") from None
     if not data.strip():
         raise UserError(f"{name}: the file is empty")
-    title, pages, parts = READERS[kind](data, name)
+    defaults = Settings()
+    title, pages, parts = parse_in_child(
+        kind, data, name, cancel=cancel,
+        timeout_s=defaults.parse_timeout_s if timeout_s is None else timeout_s,
+        memory_mb=defaults.parse_memory_mb if memory_mb is None else memory_mb,
+        max_pages=defaults.parse_max_pages if max_pages is None else max_pages)
     markdown = "\n\n".join(part.text for part in parts).strip()
     if not markdown:
         raise UserError(f"{name}: no text found")
@@ -93,7 +108,8 @@ def read_document(path: str | Path, name: str | None = None, max_bytes: int = DE
 # -- readers: bytes -> (title, pages, parts) ------------------------------------------------------
 
 
-def _read_pdf(data: bytes, name: str):
+def _read_pdf(data: bytes, name: str, max_pages: int = 0):
+    """A PDF's text layer, page by page; more than `max_pages` pages (when > 0) are refused unread."""
     from pypdf import PdfReader
 
     if b"%PDF-" not in data[:1024]:
@@ -102,9 +118,11 @@ def _read_pdf(data: bytes, name: str):
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not _unlocks(reader):
             raise UserError(f"{name}: the PDF is encrypted (password protected); remove the password first")
+        if max_pages > 0 and len(reader.pages) > max_pages:
+            raise over_page_limit(name, len(reader.pages), max_pages)
         texts = [page.extract_text() or "" for page in reader.pages]
         title = reader.metadata.title if reader.metadata else None
-    except UserError:
+    except (UserError, MemoryError):  # a MemoryError is the memory limit (parse_limits.py)
         raise
     except Exception as exc:  # pypdf raises many types on damaged files
         raise UserError(f"{name}: cannot read this PDF ({type(exc).__name__})") from None
@@ -137,6 +155,8 @@ def _read_docx(data: bytes, name: str):
         html = mammoth.convert_to_html(io.BytesIO(data), style_map=DOCX_STYLES).value
     except (KeyError, OSError):  # mammoth: "Could not find main document part"
         raise UserError(f"{name}: not a Word document (a zip without its main document part)") from None
+    except MemoryError:
+        raise
     except Exception as exc:
         raise UserError(f"{name}: cannot read this .docx ({type(exc).__name__})") from None
     return _html_to_parts(html)

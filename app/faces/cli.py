@@ -270,7 +270,8 @@ def run_summarize(args) -> int:
     from app.services.summarize import SummaryOptions, tokens_note
 
     options = SummaryOptions(args.length, args.lang or "", args.references)
-    documents = [read_document(path) for path in args.files]  # every file is checked before any is stored
+    limits = load_settings().parse_limits()
+    documents = [read_document(path, **limits) for path in args.files]  # every file is checked before any is stored
     with _services(args) as services:
         services.ensure_model()
         for document in documents:
@@ -302,7 +303,7 @@ def run_translate(args) -> int:
     resolve_language(args.to)  # bad languages are refused before the model loads
     resolve_language(args.source, allow_auto=True)
     glossary = read_glossary(args.glossary) if args.glossary else ()
-    document = read_document(args.file) if args.file is not None else None
+    document = read_document(args.file, **load_settings().parse_limits()) if args.file is not None else None
     with _services(args) as services:
         if document is None:
             request = TranslationRequest(args.text, args.to, args.source, not args.plain, glossary)

@@ -46,12 +46,18 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
     def refresh(selected=None):
         return gr.update(value=rows()), gr.update(choices=choices(), value=selected)
 
-    def add_files(paths):
+    def add_files(paths, request: gr.Request):
         lines, selected = [], None
         for path in paths or []:
             name = Path(path).name
-            try:
-                document = read_document(path, name, max_file_mb * 2**20)
+            try:  # read as this tab's job: its Stop ends a long parse (the limits are in Settings)
+                job = services.jobs.start(request.session_hash, "reading", lambda progress, cancel: read_document(
+                    path, name, max_file_mb * 2**20, **services.settings.parse_limits(), cancel=cancel))
+                outcome = job.result()
+                if outcome.stopped:
+                    lines.append(f"⏹ {name}: stopped; nothing was stored")
+                    continue
+                document = outcome.value
                 selected, added = store.add(document)
                 size = f"{document.pages} pages · " if document.pages else ""
                 lines.append(f"✅ {document.file_name}: {size}{language_name(document.language)} · "
@@ -98,7 +104,8 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
             job.stop()
 
     def stop(request: gr.Request):
-        services.jobs.stop(request.session_hash, "summary")
+        for kind in ("reading", "summary"):
+            services.jobs.stop(request.session_hash, kind)
 
     def delete(document_id):
         if document_id is not None:

@@ -107,7 +107,7 @@ def translate_tab(services, files: TabFiles) -> None:
         if not path:
             return None, ""
         try:
-            doc = read_document(path)
+            doc = read_document(path, **services.settings.parse_limits())
             document_id, _ = store.add(doc)
         except UserError as exc:
             return None, f"⚠️ {exc}"

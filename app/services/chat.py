@@ -118,7 +118,7 @@ class ChatService:
         from app.documents.reading import read_document
         from app.services.summarize import context_for_chat
 
-        document = read_document(path, name)  # bad files fail here, before anything is written
+        document = read_document(path, name, **settings.parse_limits())  # bad files fail here, before anything is written
         self.ensure_model(settings)
         store = self.documents
         document_id, _ = store.add(document)

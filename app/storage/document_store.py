@@ -11,9 +11,11 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.base.errors import UserError
-from app.history import History
+if TYPE_CHECKING:
+    from app.history import History
 
 LISTED = "id, title, file_name, kind, pages, language, tokens, sha256, created_at"
 TRANSLATION_LISTED = ("id, document_id, title, format, source_language, target_language, model, status, segments,"
