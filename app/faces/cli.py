@@ -12,7 +12,7 @@ import sys
 import time
 
 from app.base.config import HOME_ENV, load_settings
-from app.base.errors import UserError
+from app.base.errors import NoRoom, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"nemo-chat: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, NoRoom) else 2
     except KeyboardInterrupt:
         print("nemo-chat: interrupted", file=sys.stderr)
         return 130

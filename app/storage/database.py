@@ -10,6 +10,7 @@ order, each one and its `_migrations` row in one transaction.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -19,7 +20,10 @@ from typing import Callable, Iterator
 
 import sqlite_utils
 
+from app.base.errors import NoRoom
+
 Migration = Callable[[sqlite_utils.Database], None]
+_NO_ROOM = re.compile(r"disk I/O error|database or disk is full|file too large", re.IGNORECASE)
 
 
 class _Connection(sqlite3.Connection):
@@ -71,9 +75,11 @@ class Database:
             try:
                 yield self.conn
                 self.conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError) and _NO_ROOM.search(str(exc)):
+                    raise NoRoom(f"{self.path}: cannot write the database ({exc}): is the disk full?") from exc
                 raise
             finally:
                 self.conn.depth = 0

@@ -1,0 +1,330 @@
+"""Chaos: real processes killed mid-reply, a full disk, two writers on one home, two browser tabs.
+
+Everything is real: `python -m app` children on the real SmolLM2 + llama.cpp, the real SQLite file,
+Debian's headless Chromium driven by Playwright, messages typed with the keyboard."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, free_port
+
+KILLS = 20
+DB_NAME = "nemo-chat.db"
+
+
+def write_settings(home: Path, **values) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    settings = {"model": "smollm2", "n_ctx": 2048, "temperature": 0.7, "max_tokens": 1500, **values}
+    (home / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+
+
+WARM_START = """
+import sys
+import llama_cpp, app.ui, app.faces.cli  # the slow imports only: nothing of the app has run yet
+from app.faces.cli import main
+if sys.stdin.readline().strip() == "go":
+    sys.exit(main(sys.argv[1:]))
+"""
+
+
+class UiServer:
+    """`python -m app --home HOME ui` in a child process. With `warm`, the child imports the app's
+    modules first and then waits for start(): every line of the app's own start (settings, Services,
+    opening the database, marking interrupted replies, the model, the server) still runs at start(),
+    but the restart loop does not pay ~4 s of Python imports each time."""
+
+    def __init__(self, home: Path, warm: bool = False) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.warm = warm
+        argv = ["--home", str(home), "ui", "--no-browser", "--port", str(self.port), "--model", "smollm2"]
+        self.log = open(home.parent / f"ui-{self.port}.log", "w+", encoding="utf-8")  # noqa: SIM115
+        env = {**os.environ, "NEMO_CHAT_HOME": str(home)}
+        self.child = subprocess.Popen([sys.executable, *(["-c", WARM_START] if warm else ["-m", "app"]), *argv],
+                                      stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT,
+                                      text=True, env=env)
+
+    def start(self) -> str:
+        if self.warm:
+            self.child.stdin.write("go\n")
+            self.child.stdin.flush()
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(self.url, timeout=5).read()
+                return self.url
+            except OSError:
+                if self.child.poll() is not None:
+                    self.log.seek(0)
+                    raise AssertionError(f"the UI server died at start: {self.log.read()[-2000:]}")
+                assert time.monotonic() < deadline, "the UI server did not answer within 90 s"
+                time.sleep(0.05)
+
+    def kill(self) -> int:
+        if self.child.poll() is None:
+            os.kill(self.child.pid, signal.SIGKILL)
+        code = self.child.wait(timeout=30)
+        self.child.stdin.close()
+        self.log.close()
+        return code
+
+
+@contextmanager
+def ui_server(home: Path):
+    """A UI server for the length of the block; yields (process, url) once it answers HTTP."""
+    server = UiServer(home)
+    try:
+        yield server.child, server.start()
+    finally:
+        server.kill()
+
+
+def query(db: Path, sql: str, *args) -> list[tuple]:
+    """Read the app's database from the outside, like another process would."""
+    for _ in range(50):
+        try:
+            conn = sqlite3.connect(db, timeout=10)
+            try:
+                return conn.execute(sql, args).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.OperationalError as exc:  # the schema is still being created by the app
+            last = exc
+            time.sleep(0.1)
+    raise last
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def first_words(text: str, n: int = 3) -> str:
+    """The first words of a reply, Markdown marks dropped (the page renders lists and emphasis)."""
+    words = re.findall(r"[^\W\d_]{2,}", text)
+    return " ".join(words[:n]) if len(words) >= n else " ".join(words)
+
+
+def integrity(db: Path) -> str:
+    return query(db, "PRAGMA integrity_check")[0][0]
+
+
+def type_and_send(page, text: str) -> None:
+    """Type into the message box with the keyboard, then press Send (Enter does not send yet)."""
+    box = page.locator("#message-box textarea")
+    box.wait_for(timeout=30_000)
+    box.click()
+    page.keyboard.type(text)
+    page.locator("#send").click()
+
+
+def reply_done(page) -> None:
+    page.wait_for_function("() => { const s = document.querySelector('#reply-stats');"
+                           " return s && s.innerText.includes('tok/s') && !s.innerText.includes('…'); }",
+                           timeout=240_000)
+
+
+@pytest.fixture()
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_twenty_kills_mid_reply_lose_no_conversation_and_mark_every_reply_interrupted(tmp_path, browser,
+                                                                                        monkeypatch):
+    """The UI server SIGKILLed 20 times in a row while a reply streams, restarted each time and used
+    again from a reloaded Chromium page: all 20 questions and their partial replies are stored, every
+    reopen marks the earlier killed replies 'interrupted', and the database stays intact."""
+    from app import history as history_module
+    from app.history import INTERRUPTED, STALE_STREAMING_S, STREAMING, History
+
+    home = tmp_path / "home"
+    db = home / DB_NAME
+    write_settings(home, max_tokens=1500)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    kill_times: list[float] = []
+    last_start = 0.0
+    server = UiServer(home, warm=True)
+    spawned = [server]
+    try:
+        for n in range(1, KILLS + 1):
+            question = f"Question {n}: write a long story about lighthouse number {n}."
+            url = server.start()
+            last_start = time.monotonic()
+            page.goto(url)  # the page opened again on the restarted server
+            type_and_send(page, question)
+            following = UiServer(home, warm=True) if n < KILLS else None  # imports while the reply streams
+            spawned.append(following)
+            wait_for(lambda question=question: query(
+                db, "SELECT 1 FROM messages m JOIN messages u ON u.conversation_id = m.conversation_id"
+                    " WHERE m.role='assistant' AND m.status=? AND length(m.content) > 0 AND u.content=?",
+                STREAMING, question), 60, f"reply {n} to reach the database while it streams")
+            assert server.kill() == -signal.SIGKILL, "killed in the middle of its reply"
+            kill_times.append(time.monotonic())
+            server = following
+    finally:
+        for child in spawned:
+            if child is not None and not child.log.closed:
+                child.kill()
+
+    users = query(db, "SELECT content FROM messages WHERE role='user' ORDER BY id")
+    assert [u for (u,) in users] == [f"Question {n}: write a long story about lighthouse number {n}."
+                                     for n in range(1, KILLS + 1)]
+    replies = query(db, "SELECT content, status FROM messages WHERE role='assistant' ORDER BY id")
+    assert len(replies) == KILLS and all(content.strip() for content, _ in replies), "every partial reply kept"
+    # The restarts themselves are reopens: a reply killed more than STALE_STREAMING_S before the
+    # last start was marked by that start (its row was last written before its kill).
+    marked = [status for (_, status), killed in zip(replies, kill_times)
+              if last_start - killed > STALE_STREAMING_S + 0.5]
+    assert len(marked) >= KILLS - 5, "a cycle takes well over 2 s, so most kills precede the last start by 10 s"
+    assert marked == [INTERRUPTED] * len(marked), replies
+    assert query(db, "SELECT count(*) FROM conversations")[0][0] == KILLS
+    assert integrity(db) == "ok"
+
+    # The app reopened once more after the last kill; its writer is dead, so no grace period is due.
+    monkeypatch.setattr(history_module, "STALE_STREAMING_S", 0.0)
+    history = History(db)
+    try:
+        conversations = history.conversations()
+        assert len(conversations) == KILLS
+        for conversation in conversations:
+            user, reply = history.messages(conversation["id"])
+            assert user["role"] == "user" and reply["status"] == INTERRUPTED and reply["content"].strip()
+        assert history.integrity_ok()
+    finally:
+        history.close()
+
+
+def test_a_full_disk_while_a_reply_streams_ends_in_one_line_and_keeps_the_database(tmp_path):
+    """The CLI writing a reply into a file-size quota (RLIMIT_FSIZE, as a full disk: writes fail with
+    EFBIG) exits non-zero with one line on stderr and no traceback; the database is not corrupted and
+    the earlier conversation is intact."""
+    home = tmp_path / "home"
+    db = home / DB_NAME
+    write_settings(home)
+    env = {**os.environ, "NEMO_CHAT_HOME": str(home)}
+    env.pop("NEMO_CHAT_DEBUG", None)
+    base = [sys.executable, "-m", "app", "--home", str(home), "chat"]
+    first = subprocess.run([*base, "Say hello.", "--model", "smollm2", "--max-tokens", "20"],
+                           capture_output=True, text=True, env=env, timeout=180, check=False)
+    assert first.returncode == 0, first.stderr
+    before = query(db, "SELECT role, content, status FROM messages ORDER BY id")
+    assert len(before) == 2 and before[1][1].strip()
+    limit = os.path.getsize(db) + 16 * 1024  # just above the database: the reply's growth hits it
+
+    def quota():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the quota fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    full = subprocess.run([*base, "Write a very long essay about the history of ships.", "--model", "smollm2",
+                           "--max-tokens", "400", "--temperature", "0.7"],
+                          capture_output=True, text=True, env=env, timeout=240, preexec_fn=quota, check=False)
+    assert full.returncode != 0, f"a reply that could not be saved must not exit 0: {full.stdout[-300:]!r}"
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in full.stderr, full.stderr
+    assert lines[0].startswith("nemo-chat: ") and "is the disk full?" in lines[0] and full.returncode == 1, lines
+
+    assert integrity(db) == "ok"
+    after = query(db, "SELECT role, content, status FROM messages ORDER BY id")
+    assert after[:2] == before, "the earlier conversation is intact"
+    assert all(status != "complete" for role, _, status in after[2:] if role == "assistant"), \
+        "a reply that could not be saved is not marked complete"
+    again = subprocess.run([*base, "Say hi.", "--model", "smollm2", "--max-tokens", "10", "--json"],
+                           capture_output=True, text=True, env=env, timeout=180, check=False)
+    assert again.returncode == 0, again.stderr  # the app opens the database again and keeps working
+    assert json.loads(again.stdout)["status"] == "complete"
+    assert integrity(db) == "ok"
+
+
+def test_the_cli_and_the_ui_write_to_one_home_at_once(tmp_path, browser):
+    """Two `chat` commands run against the home while the UI streams a reply in Chromium: every
+    conversation is stored, the CLI's opening of the database does not mark the UI's live reply as
+    interrupted, the UI's reply ends complete and the database is intact."""
+    home = tmp_path / "home"
+    db = home / DB_NAME
+    write_settings(home, max_tokens=200)
+    env = {**os.environ, "NEMO_CHAT_HOME": str(home)}
+    question = "Write a story about a lighthouse keeper and the sea."
+    with ui_server(home) as (_, url):
+        page = browser.new_page()
+        page.goto(url)
+        type_and_send(page, question)
+        wait_for(lambda: query(db, "SELECT 1 FROM messages WHERE role='assistant' AND status='streaming'"
+                                   " AND length(content) > 0"), 60, "the UI's reply to stream")
+        clis = [subprocess.Popen([sys.executable, "-m", "app", "--home", str(home), "chat", f"Say hello {n}.",
+                                  "--model", "smollm2", "--max-tokens", "16", "--temperature", "0"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+               for n in (1, 2)]
+        outcomes = [cli.communicate(timeout=180) for cli in clis]
+        assert [cli.returncode for cli in clis] == [0, 0], [err for _, err in outcomes]
+        reply_done(page)
+        assert "stopped" not in page.locator("#reply-stats").inner_text()
+        shown = page.locator("#chatbot .message.bot").last.inner_text()
+
+    rows = query(db, "SELECT c.title, m.role, m.content, m.status FROM messages m JOIN conversations c"
+                     " ON c.id = m.conversation_id ORDER BY m.id")
+    ui_reply = [r for r in rows if r[1] == "assistant" and r[0].startswith("Write a story")]
+    assert len(ui_reply) == 1 and ui_reply[0][3] == "complete", ui_reply
+    assert first_words(ui_reply[0][2]) in first_words(shown, 10**6), (ui_reply[0][2], shown)
+    assert {r[2] for r in rows if r[1] == "user"} == {question, "Say hello 1.", "Say hello 2."}
+    cli_replies = [r for r in rows if r[1] == "assistant" and r[0].startswith("Say hello")]
+    assert len(cli_replies) == 2 and all(r[3] == "complete" and r[2].strip() for r in cli_replies)
+    assert query(db, "SELECT count(*) FROM conversations")[0][0] == 3
+    assert integrity(db) == "ok"
+
+
+def test_two_browser_tabs_chatting_at_once_each_get_their_own_reply(tmp_path, browser):
+    """Two tabs (two Gradio sessions) send typed messages at nearly the same time; the model serves
+    one after the other, and both questions and both replies are stored and shown in their own tab."""
+    home = tmp_path / "home"
+    db = home / DB_NAME
+    write_settings(home, max_tokens=60)
+    questions = ["Name three colours of the sea.", "Name three kinds of ships."]
+    with ui_server(home) as (_, url):
+        context = browser.new_context()
+        tabs = [context.new_page(), context.new_page()]
+        for tab, text in zip(tabs, questions):
+            tab.goto(url)
+            box = tab.locator("#message-box textarea")
+            box.click()
+            tab.keyboard.type(text)
+        for tab in tabs:  # both press Send at nearly the same time
+            tab.locator("#send").click()
+        for tab in tabs:
+            reply_done(tab)
+        shown = [tab.locator("#chatbot").inner_text() for tab in tabs]
+        bots = [tab.locator("#chatbot .message.bot").all_inner_texts() for tab in tabs]
+
+    rows = query(db, "SELECT c.title, m.role, m.content, m.status FROM messages m JOIN conversations c"
+                     " ON c.id = m.conversation_id ORDER BY m.id")
+    for tab_text, tab_bots, question, other in zip(shown, bots, questions, reversed(questions)):
+        assert question in tab_text and other not in tab_text, tab_text
+        assert len(tab_bots) == 1 and tab_bots[0].strip(), tab_bots
+        stored = [r for r in rows if r[0] == question]
+        assert [r[1] for r in stored] == ["user", "assistant"], rows
+        assert stored[1][3] == "complete" and stored[1][2].strip()
+        assert first_words(stored[1][2]) in first_words(tab_bots[0], 10**6), (stored[1][2], tab_bots[0])
+    assert integrity(db) == "ok"
