@@ -21,7 +21,7 @@ from app.documents.reading import read_document
 from app.history import History
 from app.storage.document_store import DocumentStore
 
-CHILD = b"app.documents.parse_limits"
+CHILD = b"app.documents.parse_child"
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:

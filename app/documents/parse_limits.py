@@ -1,6 +1,6 @@
 """Untrusted files are parsed in a child process with a time, memory and page limit; Stop kills it.
 
-`parse_in_child(kind, data, name, ...)` runs `python -m app.documents.parse_limits` with the file's
+`parse_in_child(kind, data, name, ...)` runs `python -m app.documents.parse_child` with the file's
 bytes on stdin. The child caps its own address space (RLIMIT_AS), runs the reader for the kind
 (`app.documents.reading.READERS`) and writes one JSON object on stdout: the (title, pages, parts)
 triple, or the one-line UserError message it refused the file with. The parent waits at most
@@ -53,7 +53,7 @@ def parse_in_child(kind: str, data: bytes, name: str, *, timeout_s: float, memor
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     header = json.dumps({"kind": kind, "name": name, "memory_mb": int(memory_mb), "max_pages": int(max_pages)})
     deadline = time.monotonic() + timeout_s
-    child = subprocess.Popen([sys.executable, "-m", "app.documents.parse_limits", header], cwd=root, env=env,
+    child = subprocess.Popen([sys.executable, "-m", "app.documents.parse_child", header], cwd=root, env=env,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     finished, output = threading.Event(), {}
 
@@ -99,51 +99,3 @@ def _result(out: bytes, err: bytes, returncode: int, name: str, memory_mb: int, 
     if returncode == -signal.SIGKILL or any(word in text for word in _MEMORY_WORDS):  # SIGKILL: the OOM killer
         raise over_memory_limit(name, memory_mb)
     raise UserError(f"{name}: cannot read this file (the reader stopped, exit status {returncode})")
-
-
-# -- the child ------------------------------------------------------------------------------------
-
-
-def _limit_memory(memory_mb: int) -> None:
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file of the user's document
-    if memory_mb > 0:
-        limit = memory_mb * 2**20
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        if hard != resource.RLIM_INFINITY:
-            limit = min(limit, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-
-
-def _child(argv: list[str]) -> int:
-    from dataclasses import asdict
-
-    options = json.loads(argv[0])
-    data = sys.stdin.buffer.read()
-    from app.documents import reading
-
-    kind, name = options["kind"], options["name"]
-    if kind == "pdf":
-        import pypdf  # noqa: F401  imported before the cap: the limit is for reading, not for starting
-
-        reader = lambda: reading._read_pdf(data, name, max_pages=options["max_pages"])
-    else:
-        reader = lambda: reading.READERS[kind](data, name)
-    _limit_memory(options["memory_mb"])
-    try:
-        title, pages, parts = reader()
-        answer = json.dumps({"title": title, "pages": pages, "parts": [asdict(part) for part in parts]})
-    except MemoryError:
-        answer = '{"error": "memory"}'
-    except UserError as exc:
-        answer = json.dumps({"error": str(exc)})
-    except Exception as exc:  # noqa: BLE001 - a reader bug on odd input: still one line for the user
-        answer = json.dumps({"error": f"{name}: cannot read this file ({type(exc).__name__})"})
-    sys.stdout.write(answer)
-    sys.stdout.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1:]))
