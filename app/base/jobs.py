@@ -79,9 +79,9 @@ Work = Callable[[ProgressCallback, CancelToken], Any]
 class Job:
     """One run of `work`, followed from any thread."""
 
-    def __init__(self, work: Work, cancel: CancelToken | None = None) -> None:
+    def __init__(self, work: Work) -> None:
         self.work = work
-        self.cancel = cancel or CancelToken()
+        self.cancel = CancelToken()
         self.progress: Progress | None = None
         self.latest: Any = None  # the last item a streaming job yielded
         self.outcome: Outcome | None = None

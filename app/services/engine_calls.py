@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from app.base.errors import Cancelled
 from app.base.jobs import CancelToken
@@ -29,8 +29,8 @@ class Reply:
 class CachedCalls:
     """The calls of one job: `lookup` a key, else `generate` and `keep` the result."""
 
-    def __init__(self, engine: Engine, store: DocumentStore, kind: str, source: str, cancel: CancelToken) -> None:
-        self.engine, self.store, self.kind, self.source, self.cancel = engine, store, kind, source, cancel
+    def __init__(self, engine: Engine, store: DocumentStore, kind: str, source: str) -> None:
+        self.engine, self.store, self.kind, self.source = engine, store, kind, source
         self.format = chat_format_for(engine)
         self.engine_calls = self.cached_calls = 0
         self.engine_seconds = 0.0
@@ -47,16 +47,19 @@ class CachedCalls:
     def keep(self, key: str, value: str) -> None:
         self.store.put_cached(key, self.kind, value, source=self.source)
 
-    def generate(self, messages: list[dict], sampling: SamplingOptions) -> Iterator[str]:
-        """Stream one call: yields the reply so far, returns the `Reply`; raises Cancelled on Stop."""
-        self.cancel.raise_if_cancelled()
+    def generate(self, messages: list[dict], sampling: SamplingOptions, cancel: CancelToken,
+                 show: Callable[[str], Any] | None = None) -> Iterator[Any]:
+        """Run one call and return its `Reply`; with `show`, yields `show(reply so far)` as it grows.
+        Raises Cancelled on Stop."""
+        cancel.raise_if_cancelled()
         started = time.perf_counter()
-        completion = self.engine.complete(self.format.encode(messages), sampling, self.cancel,
+        completion = self.engine.complete(self.format.encode(messages), sampling, cancel,
                                           decoder=self.format.decoder())
         text = ""
         for delta in completion:
             text += delta
-            yield text
+            if show is not None:
+                yield show(text)
         self.engine_calls += 1
         self.engine_seconds += time.perf_counter() - started
         if completion.stats.stop_reason == "cancelled":

@@ -93,7 +93,7 @@ class SummaryJob:
         self.engine, self.store, self.options, self.sampling, self.cancel = engine, store, options, sampling, cancel
         self.document = store.document(document_id)
         self.language = options.language or self.document["language"]
-        self.calls = CachedCalls(engine, store, "summary", self.document["sha256"], cancel)
+        self.calls = CachedCalls(engine, store, "summary", self.document["sha256"])
         self.count = token_counter(engine)
         self.model = engine.model_name
         n_ctx = engine.n_ctx
@@ -176,7 +176,7 @@ class SummaryJob:
         sampling = replace(self.sampling, max_tokens=max_tokens)
         key, output = self.calls.lookup({"v": PROMPT_VERSION, "messages": messages, "sampling": asdict(sampling)})
         if output is None:
-            reply = yield from self._follow(self.calls.generate(messages, sampling), stream)
+            reply = yield from self.calls.generate(messages, sampling, self.cancel, self._update if stream else None)
             output = reply.text.strip()
             self.calls.keep(key, output)
         self.calls_done += 1
@@ -184,16 +184,6 @@ class SummaryJob:
             self.tokens_read += sum(self.count(t) for t in group)
         yield self._update(output if stream else "")
         return output
-
-    def _follow(self, replies: Iterator[str], stream: bool) -> Iterator[SummaryUpdate]:
-        """Drive one call, showing its text as it grows when `stream`; returns its Reply."""
-        while True:
-            try:
-                text = next(replies)
-            except StopIteration as end:
-                return end.value
-            if stream:
-                yield self._update(text)
 
     def _update(self, text: str, result: SummaryResult | None = None) -> SummaryUpdate:
         eta = None

@@ -266,7 +266,7 @@ class TranslationJob:
                             + (" (detected); choose the source language" if request.source in (AUTO, "") else ""))
         self.source_sha256 = (store.document(request.document_id)["sha256"] if request.document_id is not None
                               else hashlib.sha256(self.source.encode()).hexdigest())
-        self.calls = CachedCalls(engine, store, "translation", self.source_sha256, CancelToken())
+        self.calls = CachedCalls(engine, store, "translation", self.source_sha256)
         self.count = token_counter(engine)
         room = engine.n_ctx - self.calls.encoded_length(self._messages([""], request.glossary))
         if room // 7 < 24:
@@ -286,14 +286,14 @@ class TranslationJob:
     # -- the run ---------------------------------------------------------------------------------
     def run(self, cancel: CancelToken | None = None) -> Iterator[TranslationUpdate]:
         """Translate segment by segment (cached ones at once); the last update carries the result."""
-        self.calls.cancel = cancel or CancelToken()
+        cancel = cancel or CancelToken()
         try:
             for index in range(len(self.segments)):
                 key, cached = self.calls.lookup(self._key_payload(index))
                 if cached is not None:
                     self.outputs[index] = json.loads(cached)
                 else:
-                    self.outputs[index] = yield from self._translate(index)
+                    self.outputs[index] = yield from self._translate(index, cancel)
                     self.calls.keep(key, json.dumps(self.outputs[index], ensure_ascii=False))
                 self._fill(index)
                 yield TranslationUpdate(self.progress())
@@ -303,20 +303,20 @@ class TranslationJob:
         yield TranslationUpdate(self.progress(), result=self.result)
         return self.result
 
-    def _translate(self, index: int) -> Iterator[TranslationUpdate]:
+    def _translate(self, index: int, cancel: CancelToken) -> Iterator[TranslationUpdate]:
         """One segment's unit translations (several requests when the numbering came back broken)."""
         texts = [unit.text for unit in self.segments[index]]
-        reply = yield from self._request(index, texts)
+        reply = yield from self._request(index, texts, cancel)
         outputs = parse_numbered(reply, len(texts))
         if outputs is not None:
             return outputs
         outputs = []
         for text in texts:  # one unit per request: the numbering cannot break
-            reply = yield from self._request(index, [text])
+            reply = yield from self._request(index, [text], cancel)
             outputs += parse_numbered(reply, 1)
         return outputs
 
-    def _request(self, index: int, texts: list[str]) -> Iterator[TranslationUpdate]:
+    def _request(self, index: int, texts: list[str], cancel: CancelToken) -> Iterator[TranslationUpdate]:
         """Stream one request's reply (raises Cancelled on Stop)."""
         glossary = glossary_for(self.request.glossary, " ".join(texts))
         context = self._context(index)
@@ -327,14 +327,8 @@ class TranslationJob:
             messages = self._messages(texts, glossary)
             room = self.engine.n_ctx - self.calls.encoded_length(messages) - 1
         sampling = SamplingOptions(temperature=self.options.temperature, max_tokens=max(1, min(wanted, room)))
-        replies = self.calls.generate(messages, sampling)
-        while True:
-            try:
-                partial = next(replies)
-            except StopIteration as end:
-                reply = end.value
-                break
-            yield TranslationUpdate(self.progress(), index, partial)
+        reply = yield from self.calls.generate(messages, sampling, cancel,
+                                               lambda text: TranslationUpdate(self.progress(), index, text))
         if reply.cut:
             self.problems.append(f"segment {index + 1}: the reply was cut at {sampling.max_tokens} tokens")
         return reply.text
