@@ -10,12 +10,13 @@ import codecs
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator, Protocol
 
 from app.base.errors import UserError
 from app.base.gguf_info import GgufInfo, read_gguf_info
-from app.base.jobs import CancelToken, Progress, ProgressCallback, no_progress
+from app.base.jobs import WAITING, CancelToken, Progress, ProgressCallback, no_progress
 
 if TYPE_CHECKING:
     from app.nemo.tekken import Tekken
@@ -177,15 +178,61 @@ class Engine(Protocol):
                  decoder: TokenDecoder | None = None) -> "Completion": ...
 
 
+class ModelTurns:
+    """First come, first served turns at the model; a waiting request learns how many are ahead.
+
+    Not a lock owned by a thread: Gradio may resume a streaming generator on another thread, so
+    the thread that gives a turn back is not always the one that took it."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._queue: deque[object] = deque()
+        self._busy = False
+
+    def take(self, cancel: CancelToken | None = None, progress: ProgressCallback = no_progress) -> bool:
+        """Wait for this request's turn; False when cancelled while waiting, UserError after BUSY_WAIT_S."""
+        me, waited, told = object(), 0.0, None
+        with self._changed:
+            self._queue.append(me)
+            try:
+                while self._busy or self._queue[0] is not me:
+                    ahead = self._queue.index(me) + int(self._busy)
+                    if ahead != told:
+                        progress(Progress(0, 0, WAITING, ahead=ahead))
+                        told = ahead
+                    if cancel is not None and cancel.cancelled:
+                        return False
+                    if waited >= BUSY_WAIT_S:
+                        raise UserError(f"the model is busy: another reply or job has held it for {BUSY_WAIT_S} s; "
+                                        "stop it or try again later")
+                    self._changed.wait(0.1)
+                    waited += 0.1
+                self._busy = True
+                return True
+            finally:
+                self._queue.remove(me)
+                self._changed.notify_all()
+
+    def give_back(self) -> None:
+        with self._changed:
+            self._busy = False
+            self._changed.notify_all()
+
+    def __enter__(self):
+        self.take()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.give_back()
+
+
 class LlamaEngine:
-    """The embedded engine: one llama.cpp model in this process, behind one lock.
+    """The embedded engine: one llama.cpp model in this process, taking turns at it (ModelTurns).
 
     The only module that touches llama-cpp-python's private attributes."""
 
     def __init__(self) -> None:
-        # A plain Lock, not an RLock: Gradio may resume a streaming generator on another thread,
-        # so the thread that releases the lock is not always the one that took it.
-        self._lock = threading.Lock()
+        self._turns = ModelTurns()
         self._llm = None
         self.options: LoadOptions | None = None
         self.info: GgufInfo | None = None
@@ -193,7 +240,7 @@ class LlamaEngine:
     # -- loading ----------------------------------------------------------------------------
     def load(self, options: LoadOptions) -> None:
         """Load a model (a no-op when the same one is loaded); the old one is freed first."""
-        with self._lock:
+        with self._turns:
             if self._llm is not None and self.options == options:
                 return
             info = read_gguf_info(options.model_path)
@@ -226,7 +273,7 @@ class LlamaEngine:
             raise UserError(f"{info.path.name}: llama.cpp could not load this model ({exc})") from None
 
     def unload(self) -> None:
-        with self._lock:
+        with self._turns:
             self._free()
 
     def _free(self) -> None:
@@ -338,9 +385,9 @@ class Completion:
             yield tail
 
     def ids(self) -> Iterator[int]:
-        """Generated token ids (end-of-generation not included), holding the engine's lock."""
+        """Generated token ids (end-of-generation not included), during this request's turn at the model."""
         engine = self.engine
-        if not self._wait_for(engine._lock):
+        if not engine._turns.take(self.cancel, self.progress):
             self.stats.stop_reason = "cancelled"
             return
         try:
@@ -361,19 +408,7 @@ class Completion:
             budget = min(self.sampling.max_tokens, n_ctx - len(self.prompt_ids))
             yield from self._generate(llm, budget, started)
         finally:
-            engine._lock.release()
-
-    def _wait_for(self, lock: threading.Lock) -> bool:
-        """Take the engine's lock; False when stopped while waiting, UserError after BUSY_WAIT_S."""
-        waited = 0.0
-        while not lock.acquire(timeout=0.1):
-            waited += 0.1
-            if self.cancel.cancelled:
-                return False
-            if waited >= BUSY_WAIT_S:
-                raise UserError(f"the model is busy: another reply or job has held it for {BUSY_WAIT_S} s; "
-                                "stop it or try again later")
-        return True
+            engine._turns.give_back()
 
     def _ingest(self, llm) -> None:
         """Evaluate all but the last prompt token in batches, reusing the cached prefix."""

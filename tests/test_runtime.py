@@ -152,3 +152,32 @@ def test_a_held_model_says_it_is_busy_and_a_waiting_request_can_be_stopped(engin
     finally:
         holding.close()
     assert list(engine.complete(ids, GREEDY)), "closing the open stream frees the model"
+
+
+def test_requests_wait_their_turn_in_order_and_learn_how_many_are_ahead():
+    import threading
+
+    from app.base.jobs import WAITING
+    from app.runtime import ModelTurns
+
+    turns, order, reports = ModelTurns(), [], {}
+    turns.take()  # someone holds the model
+
+    def request(name):
+        seen = reports.setdefault(name, [])
+        assert turns.take(progress=lambda p: seen.append((p.what, p.ahead)))
+        order.append(name)
+        turns.give_back()
+
+    first = threading.Thread(target=request, args=("first",))
+    first.start()
+    while not reports.get("first"):
+        threading.Event().wait(0.01)
+    second = threading.Thread(target=request, args=("second",))
+    second.start()
+    while not reports.get("second"):
+        threading.Event().wait(0.01)
+    turns.give_back()
+    first.join(5), second.join(5)
+    assert order == ["first", "second"]
+    assert reports["first"][0] == (WAITING, 1) and reports["second"][0] == (WAITING, 2)

@@ -30,6 +30,8 @@ class Progress:
     done: int
     total: int
     what: str = ""
+    ahead: int = 0  # with what == WAITING: how many requests are before this one
+
 
     @property
     def fraction(self) -> float:
@@ -37,6 +39,7 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+WAITING = "waiting for the model"  # Progress.what while a request waits for its turn
 
 
 def no_progress(_: Progress) -> None:
