@@ -1,0 +1,351 @@
+"""The OpenAI API's requests, run on this process's engine: checked, prompted, streamed.
+
+Plain Python, no HTTP (`app/faces/api_server.py` serves it). NeMo models get the exact V3-Tekken
+prompt and native function calling: a `[TOOL_CALLS]` reply comes back as OpenAI `tool_calls`
+with NeMo's 9-character ids, and OpenAI tool calls and results in the request go into the prompt
+as NeMo expects them. Other models use their GGUF chat template, message text kept literal.
+A request's problem is an `ApiError` carrying the HTTP status and OpenAI's error type.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator
+
+from app.base.errors import UserError
+from app.base.jobs import CancelToken
+from app.engine.chat_format import NemoChatFormat, chat_format_for
+from app.nemo import tekken as tk
+from app.nemo.prompt import encode_chat, is_tool_call_reply, parse_tool_calls
+from app.history import History
+from app.services.chat import title_from
+from app.runtime import Engine, GenerationStats, SamplingOptions
+
+MAX_STOPS = 4
+
+
+class ApiError(Exception):
+    """A request the API refuses: HTTP status, message, OpenAI error type, the parameter at fault."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    @property
+    def type(self) -> str:
+        return {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}.get(
+            self.status, "invalid_request_error" if self.status < 500 else "server_error")
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """A checked chat or completion request."""
+
+    model: str
+    sampling: SamplingOptions
+    max_tokens: int | None = None  # None: up to the end of the context
+    stop: tuple[str, ...] = ()
+    stream: bool = False
+    include_usage: bool = False
+    messages: tuple = ()
+    tools: tuple = ()
+    tool_choice: Any = "auto"
+    prompt: Any = None  # completions: text or token ids
+
+
+@dataclass
+class Delta:
+    """One piece of a reply: text, tool calls, or the end (finish reason and usage)."""
+
+    text: str = ""
+    tool_calls: list[dict] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: dict | None = None
+
+
+# -- checking a request --------------------------------------------------------------------------
+def _number(body: dict, name: str, low: float, high: float, default: float | None) -> float | None:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ApiError(400, f"{name} must be a number from {low} to {high}", name)
+    return value
+
+
+def _integer(body: dict, *names: str, low: int = 1) -> int | None:
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ApiError(400, f"{name} must be an integer of at least {low}", name)
+        return value
+    return None
+
+
+def _stops(body: dict) -> tuple[str, ...]:
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > MAX_STOPS:
+        raise ApiError(400, f"stop must be a string or a list of up to {MAX_STOPS} non-empty strings", "stop")
+    return tuple(stops)
+
+
+def parse_request(body: Any, chat: bool) -> ApiRequest:
+    """Check a `/v1/chat/completions` (chat) or `/v1/completions` body."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    if body.get("n", 1) != 1:
+        raise ApiError(400, "only n=1 is supported", "n")
+    temperature = _number(body, "temperature", 0, 2, 1.0)
+    sampling = SamplingOptions(temperature=temperature, top_p=_number(body, "top_p", 0, 1, 1.0),
+                               top_k=0, min_p=0.0, seed=_integer(body, "seed", low=0))
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise ApiError(400, "stream_options must be an object", "stream_options")
+    request = ApiRequest(model=str(body.get("model") or ""), sampling=sampling,
+                         max_tokens=_integer(body, "max_completion_tokens", "max_tokens"), stop=_stops(body),
+                         stream=bool(body.get("stream")), include_usage=bool(stream_options.get("include_usage")))
+    if not chat:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+            prompt = prompt[0]  # a batch of one
+        is_ids = isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt)
+        if not (isinstance(prompt, str) and prompt) and not is_ids:
+            raise ApiError(400, "prompt must be a non-empty string or a list of token ids", "prompt")
+        return replace(request, prompt=prompt)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "messages must be a non-empty list", "messages")
+    format_ = body.get("response_format") or {"type": "text"}
+    if not isinstance(format_, dict) or format_.get("type") not in ("text", "json_object"):
+        raise ApiError(400, 'response_format must be {"type": "text"} or {"type": "json_object"}', "response_format")
+    if format_["type"] == "json_object":
+        request = replace(request, sampling=replace(request.sampling, grammar="json"))
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        raise ApiError(400, "tools must be a list", "tools")
+    return replace(request, messages=tuple(messages), tools=tuple(tools),
+                   tool_choice=_tool_choice(body.get("tool_choice"), tools))
+
+
+def _tool_choice(choice: Any, tools: list) -> Any:
+    """"auto", "none", "required", or the name of the one function the model must call."""
+    if choice is None:
+        return "auto" if tools else "none"
+    if choice in ("auto", "none", "required"):
+        return choice
+    name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    names = [t.get("function", {}).get("name") for t in tools if isinstance(t, dict)]
+    if name not in names:
+        raise ApiError(400, 'tool_choice must be "auto", "none", "required" or {"type": "function", '
+                       '"function": {"name": one of the tools}}', "tool_choice")
+    return name
+
+
+# -- finding stop strings in a stream ------------------------------------------------------------
+class StopFinder:
+    """Holds back text that may be the start of a stop string; says when one is complete."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops, self.pending, self.stopped = stops, "", False
+
+    def feed(self, text: str) -> str:
+        """The text that is safe to send now."""
+        if not self.stops:
+            return text
+        self.pending += text
+        found = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if found:
+            self.stopped = True
+            out, self.pending = self.pending[: min(found)], ""
+            return out
+        keep = max((n for s in self.stops for n in range(1, len(s)) if self.pending.endswith(s[:n])), default=0)
+        out = self.pending[: len(self.pending) - keep]
+        self.pending = self.pending[len(out):]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+# -- running a request ---------------------------------------------------------------------------
+def usage(stats: GenerationStats) -> dict:
+    return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
+            "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": stats.cached_tokens}}
+
+
+class OpenAIService:
+    """Runs checked requests on `engine`; `model_names()` are the names a request may use."""
+
+    def __init__(self, engine: Engine, model_names: Callable[[], list[str]], history: History | None = None) -> None:
+        self.engine, self.model_names, self.history = engine, model_names, history
+
+    def models(self) -> list[dict]:
+        created = int(time.time())
+        return [{"id": name, "object": "model", "created": created, "owned_by": "nemo-chat"}
+                for name in self.model_names()]
+
+    def check_model(self, request: ApiRequest) -> None:
+        if request.model and request.model not in self.model_names():
+            raise ApiError(404, f"the model {request.model!r} does not exist here; GET /v1/models lists "
+                           f"what this server runs ({', '.join(self.model_names())})", "model", "model_not_found")
+
+    def prompt_ids(self, request: ApiRequest) -> tuple[list[int], bool]:
+        """The prompt's token ids, and whether the reply must be a tool call."""
+        try:
+            if request.prompt is not None:
+                return self._completion_prompt(request.prompt), False
+            chat_format = chat_format_for(self.engine)
+            if isinstance(chat_format, NemoChatFormat):
+                return self._nemo_prompt(chat_format.tekken, request)
+            if request.tools and request.tool_choice != "none":
+                raise ApiError(400, "tools need a Mistral NeMo model (native function calling); this server runs "
+                               f"{self.engine.model_name}", "tools")
+            return chat_format.encode([{**m, "content": _plain_text(m)} for m in request.messages]), False
+        except UserError as exc:
+            raise ApiError(400, str(exc), "messages") from None
+
+    def _nemo_prompt(self, tekken: tk.Tekken, request: ApiRequest) -> tuple[list[int], bool]:
+        choice = request.tool_choice
+        tools = [] if choice == "none" else [t for t in request.tools if choice in ("auto", "required")
+                                             or t.get("function", {}).get("name") == choice]
+        ids = encode_chat(tekken, list(request.messages), tools or None)
+        forced = bool(tools) and choice != "auto"
+        return (ids + [tk.TOOL_CALLS] if forced else ids), forced
+
+    def _completion_prompt(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, list):
+            return list(prompt)  # ids are taken as given: the one way to send control tokens
+        tekken = self.engine.tekken()
+        if tekken is not None:
+            return [tk.BOS, *tekken.encode(prompt)]
+        template = self.engine.chat_template()
+        return ([template.bos_id] if template.add_bos else []) + self.engine.tokenize(prompt)
+
+    def run(self, request: ApiRequest, cancel: CancelToken) -> Iterator[Delta]:
+        """The reply as deltas; the last one has the finish reason and the usage. With a history,
+        a chat that ends is kept there as a conversation (its messages, then the reply)."""
+        deltas = []
+        for delta in self._reply(request, cancel):
+            deltas.append(delta)
+            yield delta
+        if self.history is not None and request.messages and not cancel.cancelled:
+            self._keep(request, deltas)
+
+    def _keep(self, request: ApiRequest, deltas: list[Delta]) -> None:
+        turns = [(m.get("role"), _plain_text(m)) for m in request.messages if isinstance(m, dict)]
+        turns = [(role, text) for role, text in turns if role in ("user", "assistant") and text]
+        reply = "".join(d.text for d in deltas)
+        first_user = next((text for role, text in turns if role == "user"), "API chat")
+        with self.history.database.transaction():
+            cid = self.history.create_conversation(title_from(first_user))
+            for role, text in [*turns, ("assistant", reply)]:
+                meta = {"model": self.engine.model_name} if role == "assistant" else {}
+                self.history.add_message(cid, role, text, **meta)
+
+    def _reply(self, request: ApiRequest, cancel: CancelToken) -> Iterator[Delta]:
+        prompt, forced = self.prompt_ids(request)
+        room = self.engine.n_ctx - len(prompt)
+        if room <= 0:
+            raise ApiError(413, f"the prompt is {len(prompt):,} tokens but the context holds {self.engine.n_ctx:,}",
+                           "messages", "context_length_exceeded")
+        sampling = replace(request.sampling, max_tokens=min(request.max_tokens or room, room))
+        tekken = self.engine.tekken()
+        decoder = tekken.stream_decoder() if tekken is not None else self.engine.token_decoder()
+        completion = self.engine.complete(prompt, sampling, cancel)
+        stops, reply = StopFinder(request.stop), [tk.TOOL_CALLS] if forced else []
+        tokens = completion.ids()
+        try:
+            for token in tokens:
+                reply.append(token)
+                if tekken is not None and is_tool_call_reply(reply):
+                    continue  # a tool call is sent whole, once it is complete
+                if text := stops.feed(decoder.feed(token)):
+                    yield Delta(text)
+                if stops.stopped:
+                    break
+        finally:
+            tokens.close()
+        stats = completion.stats
+        if tekken is not None and is_tool_call_reply(reply):
+            calls = parse_tool_calls(reply, tekken)
+            if not any(call.error for call in calls):
+                yield Delta(tool_calls=[call.to_openai() for call in calls], finish_reason="tool_calls",
+                            usage=usage(stats))
+                return
+            yield Delta(tekken.decode(reply[1:]))  # not a call after all: the text as written
+        if not stops.stopped and (tail := stops.feed(decoder.flush()) + stops.flush()):
+            yield Delta(tail)
+        finish = "length" if stats.stop_reason == "length" and not stops.stopped else "stop"
+        yield Delta(finish_reason=finish, usage=usage(stats))
+
+
+def _plain_text(message: Any) -> str:
+    """A message's content as text (a list of text parts joined), for template models."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, list):
+        return "\n\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content or "")
+
+
+def completion_id(chat: bool) -> str:
+    return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+
+
+def reply_json(request: ApiRequest, deltas: list[Delta], chat: bool, model: str) -> dict:
+    """The non-streamed response body."""
+    text = "".join(d.text for d in deltas)
+    calls = [c for d in deltas for c in d.tool_calls]
+    end = deltas[-1]
+    base = {"id": completion_id(chat), "created": int(time.time()), "model": model, "usage": end.usage}
+    if not chat:
+        return {**base, "object": "text_completion",
+                "choices": [{"index": 0, "text": text, "finish_reason": end.finish_reason, "logprobs": None}]}
+    message = {"role": "assistant", "content": None if calls else text}
+    if calls:
+        message["tool_calls"] = calls
+    return {**base, "object": "chat.completion",
+            "choices": [{"index": 0, "message": message, "finish_reason": end.finish_reason, "logprobs": None}]}
+
+
+class ChunkWriter:
+    """Turns a streamed reply's deltas into chunks (each one server-sent event); one id per reply."""
+
+    def __init__(self, request: ApiRequest, chat: bool, model: str) -> None:
+        self.request, self.chat, self.first = request, chat, True
+        self.base = {"id": completion_id(chat), "created": int(time.time()), "model": model,
+                     "object": "chat.completion.chunk" if chat else "text_completion"}
+
+    def chunks(self, delta: Delta) -> list[dict]:
+        if self.chat:
+            body: dict = {"role": "assistant"} if self.first else {}
+            if delta.text:
+                body["content"] = delta.text
+            if delta.tool_calls:
+                body["tool_calls"] = [{"index": i, **call} for i, call in enumerate(delta.tool_calls)]
+            choice = {"index": 0, "delta": body, "finish_reason": delta.finish_reason, "logprobs": None}
+        else:
+            choice = {"index": 0, "text": delta.text, "finish_reason": delta.finish_reason, "logprobs": None}
+        self.first = False
+        chunks = [{**self.base, "choices": [choice]}]
+        if delta.usage is not None and self.request.include_usage:
+            chunks.append({**self.base, "choices": [], "usage": delta.usage})
+        return chunks
+
+
+def as_event(data: dict | str) -> bytes:
+    """One server-sent event."""
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"data: {text}\n\n".encode("utf-8")

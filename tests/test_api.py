@@ -1,0 +1,176 @@
+"""The OpenAI-compatible API, served for real on 127.0.0.1 and called with the official `openai` client."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+
+import openai
+import pytest
+
+from app.base.config import Settings
+from app.base.errors import UserError
+from app.engine.chat_format import chat_format_for
+from app.faces.api_server import ApiServer
+from app.services.openai_api import StopFinder
+from app.services.root import Services
+from conftest import free_port
+
+QUESTION = [{"role": "user", "content": "Name three colours of the rainbow."}]
+
+
+@pytest.fixture()
+def services(home):
+    with Services(Settings(model="smollm2", n_ctx=2048, temperature=0.0)) as services:
+        services.ensure_model()
+        yield services
+
+
+@pytest.fixture()
+def api(services):
+    server = ApiServer(services, port=free_port()).start()
+    yield server, openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
+    server.stop()
+
+
+def health(server) -> dict:
+    host, port = server.url.split("//")[1].split("/")[0].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request("GET", "/health")
+    return json.loads(connection.getresponse().read())
+
+
+def test_models_and_a_streamed_reply_agree_with_a_whole_one(api, services):
+    server, client = api
+    [model] = [m.id for m in client.models.list().data if m.id == services.engine.model_name]
+    whole = client.chat.completions.create(model=model, messages=QUESTION, temperature=0, max_tokens=40)
+    pieces, usage = [], None
+    for chunk in client.chat.completions.create(model="smollm2", messages=QUESTION, temperature=0, max_tokens=40,
+                                                stream=True, stream_options={"include_usage": True}):
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        usage = chunk.usage or usage
+    text = whole.choices[0].message.content
+    assert text and "".join(pieces) == text
+    assert whole.usage.completion_tokens == usage.completion_tokens > 0
+    prompt = chat_format_for(services.engine).encode(QUESTION)
+    assert whole.usage.prompt_tokens == usage.prompt_tokens == len(prompt)
+    assert usage.prompt_tokens_details.cached_tokens > 0, "the second identical prompt reuses the KV cache"
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+    assert services.history.conversations() == [], "API calls are not chats of the user's history"
+
+
+def test_stop_strings_and_max_tokens_end_the_reply(api):
+    _, client = api
+    full = client.chat.completions.create(model="smollm2", messages=QUESTION, temperature=0, max_tokens=60)
+    text = full.choices[0].message.content
+    cut = text.strip().split()[1]  # the reply's second word
+    stopped = client.chat.completions.create(model="smollm2", messages=QUESTION, temperature=0, max_tokens=60,
+                                             stop=[cut])
+    assert stopped.choices[0].finish_reason == "stop"
+    assert stopped.choices[0].message.content == text[: text.index(cut)]
+    short = client.chat.completions.create(model="smollm2", messages=QUESTION, temperature=0, max_tokens=3)
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
+
+
+def test_text_completions_take_text_or_token_ids(api, services):
+    _, client = api
+    by_text = client.completions.create(model="smollm2", prompt="The capital of France is", max_tokens=8,
+                                        temperature=0)
+    ids = services.engine.tokenize("The capital of France is")
+    by_ids = client.completions.create(model="smollm2", prompt=ids, max_tokens=8, temperature=0)
+    assert by_text.choices[0].text and by_text.choices[0].text == by_ids.choices[0].text
+    assert by_ids.usage.prompt_tokens == len(ids)
+
+
+def test_requests_that_cannot_be_served_get_openai_errors(api, services):
+    _, client = api
+    with pytest.raises(openai.NotFoundError, match="does not exist here"):
+        client.chat.completions.create(model="gpt-4o", messages=QUESTION)
+    with pytest.raises(openai.BadRequestError, match="n=1"):
+        client.chat.completions.create(model="smollm2", messages=QUESTION, n=2)
+    with pytest.raises(openai.BadRequestError, match="messages must be"):
+        client.chat.completions.create(model="smollm2", messages=[])
+    with pytest.raises(openai.APIStatusError) as too_long:
+        client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "word " * 3000}])
+    assert too_long.value.status_code == 413 and "context" in str(too_long.value)
+    with pytest.raises(openai.BadRequestError, match="tools need a Mistral NeMo model"):
+        client.chat.completions.create(model="smollm2", messages=QUESTION, tools=[
+            {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
+
+
+def test_four_clients_at_once_all_complete(api):
+    _, client = api
+    results = {}
+
+    def ask(i):
+        reply = client.chat.completions.create(model="smollm2", temperature=0, max_tokens=24,
+                                               messages=[{"role": "user", "content": f"Say a word about the number {i}."}])
+        results[i] = reply.choices[0].message.content
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert sorted(results) == [0, 1, 2, 3] and all(results.values())
+
+
+def test_a_client_that_goes_away_frees_its_sequence(api):
+    server, client = api
+    stream = client.chat.completions.create(model="smollm2", stream=True, max_tokens=1500, temperature=0,
+                                            messages=[{"role": "user", "content": "Count from 1 to 1000."}])
+    for i, _ in enumerate(stream):
+        if i == 5:
+            break
+    assert health(server)["requests_in_flight"] == 1
+    stream.close()
+    deadline = time.monotonic() + 10
+    while health(server)["requests_in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert health(server)["requests_in_flight"] == 0, "the abandoned reply stopped"
+    quick = client.chat.completions.create(model="smollm2", messages=QUESTION, max_tokens=2)
+    assert quick.usage.completion_tokens == 2
+
+
+def test_a_non_loopback_bind_needs_a_key_and_a_forged_host_is_refused(services):
+    with pytest.raises(UserError, match="--api-key"):
+        ApiServer(services, host="0.0.0.0", port=free_port())
+    server = ApiServer(services, host="0.0.0.0", port=free_port(), api_key="k" * 20).start()
+    try:
+        url = server.url.replace("0.0.0.0", "127.0.0.1")
+        anonymous = openai.OpenAI(base_url=url, api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            anonymous.models.list()
+        keyed = openai.OpenAI(base_url=url, api_key="k" * 20, max_retries=0)
+        assert keyed.models.list().data
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/v1/models", headers={"Host": f"evil.example:{port}",
+                                                          "Authorization": "Bearer " + "k" * 20})
+        assert connection.getresponse().status == 421
+        assert health(server)["status"] == "ok", "the health check needs no key"
+    finally:
+        server.stop()
+
+
+def test_api_chats_are_kept_only_when_asked(services):
+    server = ApiServer(services, port=free_port(), keep_history=True).start()
+    try:
+        client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(model="smollm2", messages=QUESTION, max_tokens=8)
+    finally:
+        server.stop()
+    [conversation] = services.history.conversations()
+    user, answer = services.history.messages(conversation["id"])
+    assert user["content"] == QUESTION[0]["content"] and answer["content"] == reply.choices[0].message.content
+
+
+def test_a_stop_string_split_across_pieces_is_held_back_and_never_sent():
+    finder = StopFinder(("END",))
+    assert finder.feed("Hello E") == "Hello " and finder.feed("N") == ""
+    assert finder.feed("D and more") == "" and finder.stopped
+    open_finder = StopFinder(("END",))
+    assert open_finder.feed("Hello E") == "Hello " and open_finder.feed("x") == "Ex" and not open_finder.stopped
