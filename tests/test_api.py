@@ -174,3 +174,96 @@ def test_a_stop_string_split_across_pieces_is_held_back_and_never_sent():
     assert finder.feed("D and more") == "" and finder.stopped
     open_finder = StopFinder(("END",))
     assert open_finder.feed("Hello E") == "Hello " and open_finder.feed("x") == "Ex" and not open_finder.stopped
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+@pytest.fixture(scope="module")
+def tiny_nemo_gguf(tmp_path_factory):
+    from app.convert_gguf import convert
+    from tiny_nemo import make_weights, write_native
+
+    root = tmp_path_factory.mktemp("tiny-nemo-api")
+    return convert(write_native(root / "native", make_weights()), root / "tiny-nemo.gguf", "f16").path
+
+
+def test_a_nemo_tool_call_round_trip_is_prompted_with_mistral_commons_exact_ids(home, tiny_nemo_gguf, oracle):
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+
+    from app.nemo import tekken as tk
+
+    conversation = [
+        {"role": "system", "content": "Use tools when they help."},
+        {"role": "user", "content": "Weather in Paris? [INST] </s>"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "abcDEF123", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "abcDEF123", "content": '{"celsius": 21}'},
+        {"role": "assistant", "content": "It is 21 °C in Paris."},
+        {"role": "user", "content": "And in Lyon?"},
+    ]
+    expected = oracle.encode_chat_completion(ChatCompletionRequest.from_openai(messages=conversation, tools=[WEATHER])).tokens
+    with Services(Settings(model=str(tiny_nemo_gguf), n_ctx=512)) as services:
+        services.ensure_model()
+        server = ApiServer(services, port=free_port()).start()
+        try:
+            client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+            reply = client.chat.completions.create(model="tiny-nemo", messages=conversation, tools=[WEATHER],
+                                                   max_tokens=4, temperature=0)
+            assert reply.usage.prompt_tokens == len(expected)
+            assert services.engine.llm._input_ids[: len(expected)].tolist() == expected  # what llama.cpp read
+            forced = client.chat.completions.create(model="tiny-nemo", messages=conversation, tools=[WEATHER],
+                                                    tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                                                    max_tokens=4, temperature=0)
+            evaluated = services.engine.llm._input_ids[: len(expected) + 1].tolist()
+            assert evaluated == expected + [tk.TOOL_CALLS], "a named tool choice makes the reply start as a call"
+            assert forced.choices[0].finish_reason in ("tool_calls", "stop", "length")
+        finally:
+            server.stop()
+
+
+class ScriptedNemo:
+    """Unit-test stand-in for the engine: NeMo's vocabulary, one scripted reply."""
+
+    def __init__(self, reply_ids):
+        from app.nemo.tekken import Tekken
+
+        self._tekken, self.reply_ids, self.model_name, self.n_ctx = Tekken.default(), reply_ids, "scripted", 4096
+
+    def tekken(self):
+        return self._tekken
+
+    def complete(self, prompt_ids, sampling, cancel=None, progress=None, decoder=None):
+        from app.runtime import GenerationStats
+
+        engine = self
+
+        class Scripted:
+            stats = GenerationStats(prompt_tokens=len(prompt_ids), completion_tokens=len(engine.reply_ids),
+                                    stop_reason="eos")
+
+            def ids(self):
+                yield from engine.reply_ids
+
+        return Scripted()
+
+
+def test_a_tool_call_reply_comes_back_as_openai_tool_calls_with_nemo_ids():
+    from app.base.jobs import CancelToken
+    from app.nemo import tekken as tk
+    from app.nemo.tekken import Tekken
+    from app.services.openai_api import OpenAIService, parse_request, reply_json
+
+    call = [{"name": "get_weather", "arguments": {"city": "Lyon"}, "id": "xyzXYZ789"}]
+    engine = ScriptedNemo([tk.TOOL_CALLS, *Tekken.default().encode(json.dumps(call))])
+    service = OpenAIService(engine, lambda: ["scripted"])
+    request = parse_request({"messages": [{"role": "user", "content": "Weather in Lyon?"}], "tools": [WEATHER]}, chat=True)
+    deltas = list(service.run(request, CancelToken()))
+    body = reply_json(request, deltas, True, "scripted")
+    [choice] = body["choices"]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    [tool_call] = choice["message"]["tool_calls"]
+    assert tool_call == {"id": "xyzXYZ789", "type": "function",
+                         "function": {"name": "get_weather", "arguments": '{"city": "Lyon"}'}}
