@@ -223,3 +223,16 @@ class ApiServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self._thread.join(timeout=10)
+
+
+class ApiMount:
+    """ASGI middleware for `ui --api`: `/v1/...` goes to the API app, the rest to the UI. It sits
+    inside the UI's WebGuard, so the Host allow-list and the UI's token cover the API too."""
+
+    def __init__(self, app, api) -> None:
+        self.app, self.api = app, api
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        target = self.api if scope["type"] == "http" and (path == "/v1" or path.startswith("/v1/")) else self.app
+        await target(scope, receive, send)
