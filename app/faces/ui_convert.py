@@ -5,8 +5,9 @@ from pathlib import Path
 import gradio as gr
 
 from app.base.config import models_dir
-from app.convert_gguf import OUTTYPES, convert
 from app.base.errors import UserError
+from app.convert_gguf import OUTTYPES, convert
+from app.faces.i18n import say, t
 
 
 def convert_panel(services, on_done=None) -> None:
@@ -15,7 +16,7 @@ def convert_panel(services, on_done=None) -> None:
     def run(folder: str, outtype: str, output: str, request: gr.Request, bar=gr.Progress()):
         folder = (folder or "").strip()
         if not folder:
-            return "⚠️ Give the checkpoint folder first."
+            return say(request, "convert_folder_missing")
         target = Path(output.strip()) if output and output.strip() else \
             models_dir() / f"{Path(folder).name}-{outtype}.gguf"
         job = services.jobs.start(request.session_hash, "convert",
@@ -23,31 +24,30 @@ def convert_panel(services, on_done=None) -> None:
         try:
             for _ in job.watch():
                 if job.progress is not None:
-                    bar(job.progress.fraction, desc=job.progress.what or "converting")
+                    bar(job.progress.fraction, desc=job.progress.what or say(request, "convert_converting"))
             outcome = job.result()
         except UserError as exc:
-            return f"⚠️ {exc}"
+            return say(request, "common_warning", message=exc)
         finally:
             job.stop()
         if outcome.stopped:
-            return "Stopped; nothing was written."
+            return say(request, "convert_stopped")
         result = outcome.value
-        return (f"✅ Wrote `{result.path}` ({result.outtype}, {result.size_bytes / 1e9:.2f} GB, "
-                f"{result.seconds:.0f} s). Choose it as the model above.")
+        return say(request, "convert_done", path=result.path, outtype=result.outtype,
+                   size=f"{result.size_bytes / 1e9:.2f}", seconds=f"{result.seconds:.0f}")
 
     def stop(request: gr.Request):
         services.jobs.stop(request.session_hash, "convert")
 
-    with gr.Accordion("Convert a checkpoint to GGUF", open=False):
-        gr.Markdown("A Hugging Face folder (`config.json` + `*.safetensors`) or a Mistral-native folder "
-                    "(`params.json` + `consolidated.safetensors`) of Mistral NeMo; BF16, F16, F32 or FP8 weights.")
-        folder = gr.Textbox(label="Checkpoint folder", elem_id="convert-folder")
+    with gr.Accordion(t("convert_title"), open=False):
+        gr.Markdown(t("convert_help"))
+        folder = gr.Textbox(label=t("convert_folder"), elem_id="convert-folder")
         with gr.Row():
-            outtype = gr.Dropdown(list(OUTTYPES), value="q8_0", label="Output type (q8_0 is nearest to NeMo's FP8)")
-            output = gr.Textbox(label=f"Output file (default: in {models_dir()})", elem_id="convert-output")
+            outtype = gr.Dropdown(list(OUTTYPES), value="q8_0", label=t("convert_outtype"), elem_id="convert-outtype")
+            output = gr.Textbox(label=t("convert_output"), placeholder=str(models_dir()), elem_id="convert-output")
         with gr.Row():
-            start = gr.Button("Convert", variant="primary", elem_id="convert-start")
-            stop_btn = gr.Button("Stop", variant="stop")
+            start = gr.Button(t("convert_start"), variant="primary", elem_id="convert-start")
+            stop_btn = gr.Button(t("common_stop"), variant="stop", elem_id="convert-stop")
         status = gr.Markdown("", elem_id="convert-status")
     event = start.click(run, [folder, outtype, output], status, concurrency_id="convert", concurrency_limit=1)
     if on_done:

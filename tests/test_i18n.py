@@ -1,0 +1,278 @@
+"""The interface in NeMo's 11 languages: every locale complete, no UI text written outside the
+locale files in a converted face, and the page rendered in each language in Chromium (Arabic laid
+out right to left, measured), with the Settings choice overriding the browser's language."""
+
+from __future__ import annotations
+
+import ast
+import re
+import string
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS, free_port
+
+from app.faces.i18n import (
+    CATALOG,
+    LANGUAGES,
+    RIGHT_TO_LEFT,
+    best_language,
+    language_picker,
+    t,
+    text,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+# The face modules whose every UI string comes from the locale files (phase 2 adds the rest).
+CONVERTED_FACES = ["app/faces/ui_convert.py"]
+BROWSER_LOCALES = {"en": "en-US", "fr": "fr-FR", "de": "de-DE", "es": "es-ES", "it": "it-IT", "pt": "pt-BR",
+                   "zh": "zh-CN", "ja": "ja-JP", "ko": "ko-KR", "ar": "ar-EG", "hi": "hi-IN"}
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+# -- the locale files ---------------------------------------------------------------------------
+def _fields(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+@pytest.mark.parametrize("code", sorted(LANGUAGES))
+def test_every_locale_has_every_key_with_text_and_the_same_placeholders(code):
+    english, locale = CATALOG["en"], CATALOG[code]
+    assert sorted(set(english) - set(locale)) == [], f"{code}.json lacks these keys"
+    assert sorted(set(locale) - set(english)) == [], f"{code}.json has keys en.json does not"
+    empty = [key for key, value in locale.items() if not isinstance(value, str) or not value.strip()]
+    assert empty == [], f"{code}.json: empty values"
+    changed = [key for key in english if _fields(english[key]) != _fields(locale[key])]
+    assert changed == [], f"{code}.json: placeholders differ from en.json"
+
+
+def test_text_fills_values_and_the_language_comes_from_accept_language():
+    assert text("de", "convert_done", path="/m/x.gguf", outtype="q8_0", size="1.20", seconds="7").startswith(
+        "✅ `/m/x.gguf` geschrieben (q8_0, 1.20 GB, 7 s)")
+    assert text("sv", "convert_start") == "Convert"  # not one of ours: English
+    assert best_language("ar-EG,en;q=0.5") == "ar"
+    assert best_language("sv-SE,it;q=0.8,fr;q=0.9") == "fr"
+    assert best_language("zh-TW") == "zh"
+    assert best_language("sv, nb;q=0.5") == best_language("") == "en"
+    with pytest.raises(KeyError):
+        t("no_such_key")
+
+
+# -- no UI text outside the locale files --------------------------------------------------------
+TEXT_KEYWORDS = {"label", "placeholder", "info", "title", "headers"}
+SHOWS_VALUE = {"Button", "DownloadButton", "UploadButton", "ClearButton", "Markdown", "HTML"}  # value is text
+LABEL_FIRST = {"Tab", "TabItem", "Accordion"}
+CHOICES_FIRST = {"Dropdown", "Radio", "CheckboxGroup"}
+NOTICES = {"Info", "Warning", "Error"}
+TRANSLATORS = {"t", "say", "text"}  # their string arguments are keys
+
+
+def _has_words(value: str) -> bool:
+    """Text a person reads: two letters in a row once HTML tags and {fields} are removed."""
+    return re.search(r"[^\W\d_]{2}", re.sub(r"<[^>]*>|\{[^}]*\}", " ", value)) is not None
+
+
+def _strings(node: ast.AST, constants: dict[str, ast.AST]):
+    """(line, text) of the string literals in an expression: module constants named in it followed,
+    an f-string as one text with {} for its fields, the keys given to t/say/text skipped."""
+    if isinstance(node, ast.Name) and node.id in constants:
+        yield from _strings(constants[node.id], constants)
+    elif isinstance(node, ast.JoinedStr):
+        yield node.lineno, "".join(part.value if isinstance(part, ast.Constant) else "{}" for part in node.values)
+    elif isinstance(node, ast.Call):
+        name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+        if name not in TRANSLATORS:
+            for child in [*node.args, *(k.value for k in node.keywords)]:
+                yield from _strings(child, constants)
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        yield node.lineno, node.value
+    else:
+        for child in ast.iter_child_nodes(node):
+            yield from _strings(child, constants)
+
+
+def _choice_labels(node: ast.AST, constants: dict[str, ast.AST]) -> list[ast.AST]:
+    """What a person reads of `choices`: the label of each (label, value) pair, or the bare value."""
+    if isinstance(node, ast.Name) and node.id in constants:
+        return _choice_labels(constants[node.id], constants)
+    if not isinstance(node, (ast.List, ast.Tuple)):
+        return []
+    return [item.elts[0] if isinstance(item, ast.Tuple) and item.elts else item for item in node.elts]
+
+
+def _gradio_name(call: ast.Call) -> str | None:
+    """'Button' for gr.Button(...), None for calls that are not gr.X(...)."""
+    func = call.func
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "gr":
+        return func.attr
+    return None
+
+
+def ui_text_in(source: str) -> list[tuple[int, str]]:
+    """(line, text) of every UI string written in code: component labels, placeholders, infos,
+    titles, choices, headers and shown values; gr.update texts; gr.Info/Warning/Error; the
+    strings a handler returns or yields."""
+    tree = ast.parse(source)
+    constants = {target.id: node.value for node in tree.body if isinstance(node, ast.Assign)
+                 for target in node.targets if isinstance(target, ast.Name)}
+    found = []
+    for node in ast.walk(tree):
+        shown: list[ast.AST] = []
+        if isinstance(node, ast.Call) and (name := _gradio_name(node)):
+            shown += [k.value for k in node.keywords if k.arg in TEXT_KEYWORDS]
+            choices = [k.value for k in node.keywords if k.arg == "choices"]
+            if node.args and name in CHOICES_FIRST:
+                choices.append(node.args[0])
+            shown += [label for given in choices for label in _choice_labels(given, constants)]
+            if name in SHOWS_VALUE:
+                shown += [k.value for k in node.keywords if k.arg == "value"]
+            if node.args and name in SHOWS_VALUE | LABEL_FIRST | NOTICES:
+                shown.append(node.args[0])
+        elif isinstance(node, (ast.Return, ast.Yield)) and node.value is not None:
+            shown.append(node.value)
+        found += [(line, value) for expr in shown for line, value in _strings(expr, constants) if _has_words(value)]
+    return sorted(set(found))
+
+
+def test_the_scan_finds_ui_text_written_in_code():
+    sample = '''
+HEADERS = ["Name", "Size"]
+def face(request):
+    with gr.Tab("Chat"):
+        gr.Button("Send", elem_id="send", variant="primary")
+        gr.Dropdown([("Detect the language", "auto"), (t("x"), "fr")], value="fr", label=t("translate_to"))
+        gr.Dataframe(headers=HEADERS, value=[["a", "b"]])
+        gr.Textbox(placeholder=f"Up to {n} MB", value="typed by the user")
+        gr.Markdown(t("convert_help"))
+    gr.Info("Saved")
+    def run():
+        if x:
+            return say(request, "convert_stopped"), gr.update(label=f"Found {n} files")
+        yield "<div class='p'><progress></progress> starting…</div>", "", "⚠️", None
+'''
+    assert ui_text_in(sample) == [(2, "Name"), (2, "Size"), (4, "Chat"), (5, "Send"), (6, "Detect the language"),
+                                  (8, "Up to {} MB"), (10, "Saved"), (13, "Found {} files"), (14, "<div class='p'><progress></progress> starting…</div>")]
+
+
+@pytest.mark.parametrize("module", CONVERTED_FACES)
+def test_converted_faces_write_no_ui_text_outside_the_locale_files(module):
+    found = ui_text_in((ROOT / module).read_text(encoding="utf-8"))
+    assert found == [], f"{module}: UI text written in code, not taken from app/faces/locales (line, text)"
+
+
+# -- the page in each language, in Chromium ------------------------------------------------------
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """The real app (SmolLM2) served on loopback for this module's browser tests."""
+    from app.base.config import Settings, save_settings
+    from app.ui import build_app, launch
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NEMO_CHAT_HOME", str(tmp_path_factory.mktemp("home")))
+        save_settings(Settings(model="smollm2", n_ctx=2048, max_tokens=60))
+        demo, style = build_app()
+        port = free_port()
+        launch(demo, style, port=port, block=False)
+        yield f"http://127.0.0.1:{port}/"
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def open_convert_panel(page, code: str) -> None:
+    """Settings (the last tab), then the converter's accordion by its title in `code`."""
+    page.wait_for_selector("#message-box")
+    page.get_by_role("tab").last.click()
+    page.get_by_text(text(code, "convert_title"), exact=True).click()
+    page.locator("#convert-start").wait_for()
+
+
+def press_convert_without_a_folder(page, code: str) -> None:
+    """The server's notice comes back in the page's language."""
+    page.locator("#convert-start").focus()
+    page.keyboard.press("Enter")
+    expected = text(code, "convert_folder_missing")
+    page.wait_for_function("text => document.querySelector('#convert-status').innerText.includes(text)",
+                           arg=expected, timeout=20_000)
+
+
+@pytest.mark.parametrize("code", list(LANGUAGES))
+def test_the_page_is_in_the_browser_language(code, app_url, browser, artifacts):
+    context = browser.new_context(locale=BROWSER_LOCALES[code], viewport=VIEWPORT)
+    page = context.new_page()
+    page.goto(app_url)
+    open_convert_panel(page, code)
+    assert page.get_by_role("button", name=text(code, "convert_start"), exact=True).is_visible()
+    assert page.locator("#convert-folder label").inner_text().strip() == text(code, "convert_folder")
+    press_convert_without_a_folder(page, code)
+    page.screenshot(path=str(artifacts / f"i18n-{code}.png"))
+
+    right_to_left = code in RIGHT_TO_LEFT
+    assert page.evaluate("document.documentElement.dir") == ("rtl" if right_to_left else "ltr")
+    sidebar = page.locator(".sidebar").bounding_box()
+    start, stop = page.locator("#convert-start").bounding_box(), page.locator("#convert-stop").bounding_box()
+    title = page.get_by_text(text(code, "convert_title"), exact=True).bounding_box()
+    panel = page.locator("#convert-folder").bounding_box()
+    assert (sidebar["x"] > VIEWPORT["width"] / 2) == right_to_left, sidebar  # the sidebar on the right
+    assert (start["x"] > stop["x"]) == right_to_left, (start, stop)  # the row runs right to left
+    left_gap, right_gap = title["x"] - panel["x"], panel["x"] + panel["width"] - title["x"] - title["width"]
+    assert (right_gap < left_gap) == right_to_left, (title, panel)  # the title starts at the right
+    context.close()
+
+
+def test_the_settings_choice_overrides_the_browser_and_is_kept(app_url, browser):
+    """What the Settings picker calls: the page switches at once, keeps the choice on reload,
+    and the server answers in it; the browser's language comes back when the choice is cleared."""
+    context = browser.new_context(locale="en-US", viewport=VIEWPORT)
+    page = context.new_page()
+    page.goto(app_url)
+    open_convert_panel(page, "en")
+    page.evaluate("window.nemoChat.setLanguage('ja')")
+    page.get_by_text(text("ja", "convert_title"), exact=True).wait_for(timeout=10_000)
+    page.reload()
+    open_convert_panel(page, "ja")
+    press_convert_without_a_folder(page, "ja")
+    assert page.evaluate("document.documentElement.lang") == "ja"
+    page.evaluate("window.nemoChat.setLanguage('')")
+    page.get_by_text(text("en", "convert_title"), exact=True).wait_for(timeout=10_000)
+    press_convert_without_a_folder(page, "en")
+    context.close()
+
+
+def test_the_language_picker_switches_the_page_by_keyboard(browser, tmp_path):
+    """The Settings control itself, in a page of its own served like the app."""
+    from app.ui import launch
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NEMO_CHAT_HOME", str(tmp_path))
+        with gr.Blocks() as demo:
+            language_picker()
+            gr.Markdown(t("convert_title"), elem_id="sample")
+        port = free_port()
+        launch(demo, {}, port=port, block=False)
+        try:
+            context = browser.new_context(locale="fr-FR", viewport=VIEWPORT)
+            page = context.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.get_by_text(text("fr", "convert_title"), exact=True).wait_for(timeout=20_000)
+            page.locator("#language-picker input").click()
+            page.keyboard.press("Control+a")
+            page.keyboard.type("Deutsch")
+            page.keyboard.press("Enter")
+            page.get_by_text(text("de", "convert_title"), exact=True).wait_for(timeout=10_000)
+            page.reload()
+            page.get_by_text(text("de", "convert_title"), exact=True).wait_for(timeout=20_000)
+            page.wait_for_function("() => document.querySelector('#language-picker input').value === 'Deutsch'")
+            assert page.get_by_label(text("de", "language_label")).count() == 1
+            context.close()
+        finally:
+            demo.close()
