@@ -48,6 +48,10 @@ class Settings:
     parse_timeout_s: float = 120.0  # reading one document (in a child process) may take this long
     parse_memory_mb: int = 2048  # ... and this much address space (RLIMIT_AS); 0 = no limit
     parse_max_pages: int = 2000  # a PDF with more pages is refused before its text is extracted; 0 = no limit
+    parallel: int = 0  # sequences at once: embedded, 0 = from the GPU plan; on a server, requests in flight (0 = 8)
+    remote: str = ""  # an OpenAI-compatible server's base URL ending in /v1; "" = the embedded engine
+    remote_key: str = ""  # its API key (sent as a Bearer token)
+    remote_model: str = ""  # the served model's name; "" = the first the server lists
 
     def parse_limits(self) -> dict:
         """The keyword arguments of `read_document` that bound the parsing of a file."""
@@ -81,8 +85,11 @@ def load_settings() -> Settings:
 
 
 def save_settings(settings: Settings) -> None:
-    """Write atomically: a crash never leaves half a settings file."""
+    """Write atomically: a crash never leaves half a settings file. Readable by the owner only
+    (it may hold a server's API key)."""
     path = settings_path()
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(asdict(settings), indent=2, ensure_ascii=False), encoding="utf-8")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(asdict(settings), indent=2, ensure_ascii=False))
+    os.chmod(tmp, 0o600)
     os.replace(tmp, path)

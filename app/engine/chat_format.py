@@ -5,6 +5,8 @@ as mistral-common builds it, handed to the engine as ids (llama.cpp's own Tekken
 approximate). Other models: the GGUF's own chat template is rendered with each message's text
 replaced by a placeholder; the template's own text is tokenized with control tokens allowed,
 message text with `special=False`, so typed `[INST]`, `</s>` or `<|im_start|>` stays plain text.
+A server that builds the prompt itself (`RemoteEngine` without prompt ids) gets the messages; their
+ids then only count tokens. Every `encode` returns `PromptIds`: the ids, carrying their messages.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from datetime import datetime
 from typing import Callable, Protocol
 
 from app.base.errors import UserError
+from app.engine.prompt_ids import PromptIds
+from app.engine.remote import RemoteEngine
 from app.nemo.prompt import encode_chat
 from app.nemo.tekken import Tekken
 from app.runtime import Engine, TokenDecoder
@@ -25,9 +29,10 @@ _PLACEHOLDER_RE = re.compile("\ue000(\\d+)\ue001")
 class ChatFormat(Protocol):
     """Encodes a conversation into prompt ids and decodes generated ids."""
 
-    def encode(self, messages: list[dict]) -> list[int]: ...
+    def encode(self, messages: list[dict]) -> PromptIds: ...
 
-    def decoder(self) -> TokenDecoder: ...
+    def decoder(self) -> TokenDecoder | None:
+        """Turns generated ids into text; None when the engine sends text itself."""
 
 
 class NemoChatFormat:
@@ -36,8 +41,8 @@ class NemoChatFormat:
     def __init__(self, tekken: Tekken) -> None:
         self.tekken = tekken
 
-    def encode(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
-        return encode_chat(self.tekken, messages, tools)
+    def encode(self, messages: list[dict], tools: list[dict] | None = None) -> PromptIds:
+        return PromptIds(encode_chat(self.tekken, messages, tools), messages)
 
     def decoder(self) -> TokenDecoder:
         return self.tekken.stream_decoder()
@@ -66,7 +71,7 @@ class TemplateChatFormat:
         )
         return rendered, texts
 
-    def encode(self, messages: list[dict]) -> list[int]:
+    def encode(self, messages: list[dict]) -> PromptIds:
         rendered, texts = self.render(messages)
         ids: list[int] = []
         position = 0
@@ -77,10 +82,29 @@ class TemplateChatFormat:
         ids += self._engine.tokenize(rendered[position:], special=True)
         if self._spec.add_bos and (not ids or ids[0] != self._spec.bos_id):
             ids.insert(0, self._spec.bos_id)
-        return ids
+        return PromptIds(ids, messages)
 
     def decoder(self) -> TokenDecoder:
         return self._engine.token_decoder()
+
+
+class ServerChatFormat:
+    """The server renders the messages with its own template (`/v1/chat/completions`); the ids count
+    them: NeMo's exact prompt for a NeMo model, else each message's role and text as the server
+    tokenizes them (the template's few marker tokens per message are not counted)."""
+
+    def __init__(self, engine: RemoteEngine) -> None:
+        self._engine = engine
+        self._tekken = engine.tekken()
+
+    def encode(self, messages: list[dict]) -> PromptIds:
+        if self._tekken is not None:
+            return PromptIds(encode_chat(self._tekken, messages), messages)
+        text = "".join(f"{m['role']}\n{m.get('content') or ''}\n" for m in messages) + "assistant\n"
+        return PromptIds(self._engine.tokenize(text), messages)
+
+    def decoder(self) -> None:
+        return None  # the server sends text
 
 
 def _raise_exception(message: str):
@@ -98,6 +122,8 @@ def _jinja_environment():
 
 def chat_format_for(engine: Engine) -> ChatFormat:
     """The right prompt format for the loaded model."""
+    if isinstance(engine, RemoteEngine) and not engine.takes_prompt_ids:
+        return ServerChatFormat(engine)
     tekken = engine.tekken()
     return NemoChatFormat(tekken) if tekken is not None else TemplateChatFormat(engine)
 

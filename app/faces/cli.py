@@ -14,10 +14,39 @@ import time
 from app.base.config import HOME_ENV, load_settings
 from app.base.errors import NoRoom, UserError
 
+REMOTE_ENV = {"remote": "NEMO_CHAT_REMOTE", "remote_key": "NEMO_CHAT_REMOTE_KEY",
+              "remote_model": "NEMO_CHAT_REMOTE_MODEL"}
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # usage errors: one line, exit 2
         raise UserError(f"{self.prog}: {message}")
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """--remote, --remote-key, --remote-model (defaults from the environment) and --parallel."""
+    parser.add_argument("--remote", metavar="URL", default=os.environ.get(REMOTE_ENV["remote"]),
+                        help="use an OpenAI-compatible server instead of the embedded engine: its base URL "
+                             f"ending in /v1 (also ${REMOTE_ENV['remote']})")
+    parser.add_argument("--remote-key", metavar="KEY", default=os.environ.get(REMOTE_ENV["remote_key"]),
+                        help=f"the server's API key (better: ${REMOTE_ENV['remote_key']}, not seen by other users)")
+    parser.add_argument("--remote-model", metavar="NAME", default=os.environ.get(REMOTE_ENV["remote_model"]),
+                        help="the served model's name (default: the first it lists; "
+                             f"also ${REMOTE_ENV['remote_model']})")
+    parser.add_argument("--parallel", type=_count, metavar="N",
+                        help="sequences at once (embedded: 0 = from the GPU plan; "
+                             "on a server: requests in flight, default 8)")
+
+
+def _engine_overrides(args) -> dict:
+    return {"remote": args.remote, "remote_key": args.remote_key, "remote_model": args.remote_model,
+            "parallel": args.parallel}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--token-file", metavar="FILE",
                     help="the access token, first line of FILE (default: $NEMO_CHAT_TOKEN); every request "
                          "then needs it (browser login: user nemo, password = the token)")
+    _add_engine_options(ui)
 
     chat = commands.add_parser("chat", help="ask one question and print the streamed answer")
     chat.add_argument("prompt")
@@ -46,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--ctx", type=int, help="context size in tokens")
     chat.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    _add_engine_options(chat)
 
     convert = commands.add_parser("convert", help="convert a NeMo checkpoint folder to GGUF")
     convert.add_argument("src_dir", help="a Hugging Face or Mistral-native checkpoint folder")
@@ -72,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--ctx", type=int, help="context size in tokens")
     summarize.add_argument("--temperature", type=float)
     summarize.add_argument("--json", action="store_true", help="print one JSON object per file")
+    _add_engine_options(summarize)
 
     translate = commands.add_parser("translate", help="translate text or a document, structure kept")
     translate.add_argument("file", nargs="?", metavar="FILE", help="PDF, DOCX, HTML, Markdown or text")
@@ -86,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--temperature", type=float)
     translate.add_argument("--max-tokens", type=int, help="most tokens one request may write")
     translate.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_engine_options(translate)
     return parser
 
 
@@ -150,7 +183,14 @@ def _services(args, **overrides):
     from app.services.root import Services
 
     return Services(model=getattr(args, "model", None), n_ctx=getattr(args, "ctx", None),
-                    temperature=getattr(args, "temperature", None), **overrides)
+                    temperature=getattr(args, "temperature", None), **_engine_overrides(args), **overrides)
+
+
+def _load_model(services) -> None:
+    """Load the model; a notice from the engine (a server that takes no token ids) goes to stderr once."""
+    services.ensure_model()
+    if notice := getattr(services.engine, "notice", ""):
+        print(f"nemo-chat: note: {notice}", file=sys.stderr)
 
 
 def run_chat(args) -> int:
@@ -158,7 +198,7 @@ def run_chat(args) -> int:
     from app.faces.progress import follow
 
     with _services(args, system_prompt=args.system, max_tokens=args.max_tokens) as services:
-        services.ensure_model()
+        _load_model(services)
         job = Job(lambda progress, cancel: services.chat.send(None, args.prompt, services.settings, cancel, progress))
         follow(job, "reading the prompt", "tokens", until=lambda j: j.latest is not None)
         shown = 0
@@ -206,7 +246,7 @@ def run_ui(args) -> int:
     from app.ui import serve
 
     serve(model=args.model, host=args.host, port=args.port, open_browser=not args.no_browser,
-          allow_hosts=args.allow_host, token=read_token(args.token_file))
+          allow_hosts=args.allow_host, token=read_token(args.token_file), **_engine_overrides(args))
     return 0
 
 
@@ -273,7 +313,7 @@ def run_summarize(args) -> int:
     limits = load_settings().parse_limits()
     documents = [read_document(path, **limits) for path in args.files]  # every file is checked before any is stored
     with _services(args) as services:
-        services.ensure_model()
+        _load_model(services)
         for document in documents:
             document_id, _ = services.documents.add(document)
             started = time.monotonic()
@@ -305,6 +345,7 @@ def run_translate(args) -> int:
     glossary = read_glossary(args.glossary) if args.glossary else ()
     document = read_document(args.file, **load_settings().parse_limits()) if args.file is not None else None
     with _services(args) as services:
+        _load_model(services)
         if document is None:
             request = TranslationRequest(args.text, args.to, args.source, not args.plain, glossary)
         else:

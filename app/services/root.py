@@ -1,7 +1,8 @@
 """The one place that builds a process's services: settings, database, engine, chat, jobs.
 
 The UI, the CLI and the tests all start here, and close it on exit (the engine is freed, the one
-SQLite connection closed, running jobs stopped).
+SQLite connection closed, running jobs stopped). The settings choose the engine: the embedded
+llama.cpp one, or a server (`settings.remote`); saving other settings switches it.
 """
 
 from __future__ import annotations
@@ -11,11 +12,27 @@ from dataclasses import replace
 from app.base.config import Settings, database_path, load_settings, save_settings
 from app.base.jobs import CancelToken, JobRegistry
 from app.history import History
+from app.engine.remote import DEFAULT_PARALLEL, RemoteEngine
 from app.runtime import Engine, LlamaEngine
-from app.services.chat import ChatService, sampling_options
+from app.services.chat import ChatService, load_options, sampling_options
 from app.services.summarize import SummaryOptions, summarize
 from app.services.translate import TranslateOptions, TranslationJob, TranslationRequest
 from app.storage.document_store import DocumentStore
+
+
+def engine_for(settings: Settings) -> Engine:
+    """The engine the settings choose: a server's when `remote` names one, else the embedded one."""
+    if settings.remote.strip():
+        return RemoteEngine(settings.remote, settings.remote_key, settings.parallel)
+    return LlamaEngine()
+
+
+def is_engine_for(engine: Engine, settings: Settings) -> bool:
+    """Whether `engine` is the one `settings` choose (same kind; same server, key and width)."""
+    if isinstance(engine, RemoteEngine):
+        return (engine.url, engine.key, engine.parallel) == (settings.remote.strip().rstrip("/"), settings.remote_key,
+                                                               settings.parallel or DEFAULT_PARALLEL)
+    return not settings.remote.strip()
 
 
 class Services:
@@ -24,9 +41,9 @@ class Services:
     def __init__(self, settings: Settings | None = None, engine: Engine | None = None, **overrides) -> None:
         settings = settings or load_settings()
         self.settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        self.engine = engine or engine_for(self.settings)  # a bad server URL is refused before anything opens
         self.history = History(database_path())
         self.documents = DocumentStore(self.history)
-        self.engine = engine or LlamaEngine()
         self.chat = ChatService(self.history, self.engine, self.documents)
         self.jobs = JobRegistry()
 
@@ -35,8 +52,16 @@ class Services:
         self.chat.ensure_model(settings or self.settings)
 
     def save_settings(self, settings: Settings) -> None:
-        """Load the model these settings name, then keep them (nothing is kept when loading fails)."""
-        self.ensure_model(settings)
+        """Load the model these settings name (on the engine they choose), then keep them; nothing
+        changes when loading fails."""
+        if is_engine_for(self.engine, settings):
+            self.ensure_model(settings)
+        else:
+            engine = engine_for(settings)
+            engine.load(load_options(settings))
+            self.engine, old = engine, self.engine
+            self.chat.engine = engine
+            old.unload()
         self.settings = settings
         save_settings(settings)
 

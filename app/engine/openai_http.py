@@ -1,0 +1,200 @@
+"""Talking to an OpenAI-compatible server: JSON requests, server-sent event streams, one-line errors.
+
+Every failure a user can meet (a refused connection, a timeout, 401/404/422/429/5xx, a server that
+goes away mid-stream) becomes a `UserError` of one line that names the server. 429 and 503 are
+retried with backoff (honouring `Retry-After`); nothing else is. A stream is closed at once when
+its cancel token fires: the socket is shut down, so the server sees the client leave.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+
+from app.base.errors import UserError
+from app.base.jobs import CancelToken
+
+RETRY_STATUSES = {429, 503}
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)  # waits before each retry of a 429/503; then the error is given
+MAX_RETRY_AFTER_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 120.0  # longest silence from the server (a long prompt is read before the first token)
+STATUS_MEANINGS = {
+    400: "refused the request", 401: "refused the key (401 Unauthorized)", 403: "refused the key (403 Forbidden)",
+    404: "has no such model or route (404)", 422: "refused the request (422)",
+    429: "is busy: too many requests (429)", 500: "failed (500 Internal Server Error)",
+    502: "is unreachable behind its proxy (502)", 503: "is unavailable (503)", 504: "timed out behind its proxy (504)",
+}
+
+
+class ServerRefused(UserError):
+    """The server answered with an HTTP error; `status` is its code."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_base_url(url: str) -> str:
+    """The base URL without a trailing slash; it must be http(s) and end in /v1."""
+    url = (url or "").strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or not parts.path.endswith("/v1"):
+        raise UserError(f"{url or 'the server URL'}: give the server's base URL ending in /v1, "
+                        "e.g. http://127.0.0.1:8000/v1")
+    return url
+
+
+def retry_delay(attempt: int, retry_after: str | None = None) -> float | None:
+    """Seconds to wait before retry number `attempt` (0-based) of a 429/503, or None: give up.
+    A `Retry-After` in seconds is honoured up to MAX_RETRY_AFTER_S."""
+    if attempt >= len(RETRY_DELAYS_S):
+        return None
+    try:
+        asked = float(retry_after) if retry_after else None
+    except ValueError:
+        asked = None
+    return min(asked, MAX_RETRY_AFTER_S) if asked is not None and asked >= 0 else RETRY_DELAYS_S[attempt]
+
+
+class ServerClient:
+    """One server: its base URL (ending in /v1) and key; thread-safe, connections pooled."""
+
+    def __init__(self, base_url: str, key: str = "", read_timeout_s: float = READ_TIMEOUT_S) -> None:
+        self.base_url = check_base_url(base_url)
+        self.root_url = self.base_url[: -len("/v1")]
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        timeout = httpx.Timeout(read_timeout_s, connect=CONNECT_TIMEOUT_S)
+        self._http = httpx.Client(headers=headers, timeout=timeout, trust_env=False)
+
+    def get(self, path: str) -> dict:
+        return self._json(self._send("GET", path, None))
+
+    def post(self, path: str, body: dict, quiet_statuses: tuple[int, ...] = ()) -> dict | None:
+        """POST JSON and return the answer; None when the status is one of `quiet_statuses`."""
+        response = self._send("POST", path, body, quiet_statuses)
+        return None if response.status_code in quiet_statuses else self._json(response)
+
+    def stream(self, path: str, body: dict, cancel: CancelToken) -> Iterator[dict]:
+        """The events of a server-sent event stream, until `data: [DONE]`. Closing the generator,
+        or the cancel token firing (even while the server is silent), closes the connection."""
+        request = self._http.build_request("POST", self._url(path), json=body)
+        response = self._with_retries(lambda: self._http.send(request, stream=True), cancel)
+        if response is None:
+            return
+        done = threading.Event()
+        watcher = threading.Thread(target=_shut_on_cancel, args=(response, cancel, done), daemon=True)
+        watcher.start()
+        try:
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue  # comments, pings, event names
+                data = line[len("data:"):].strip()
+                if data == "[DONE]":
+                    return
+                event = json.loads(data)
+                if isinstance(event, dict) and "error" in event:
+                    raise UserError(f"{self.base_url} stopped the reply: {_error_text(event)}")
+                yield event
+            if not cancel.cancelled:
+                raise UserError(f"{self.base_url} ended the reply without finishing it (the server closed the stream)")
+        except (httpx.TransportError, json.JSONDecodeError) as exc:
+            if not cancel.cancelled:
+                raise self._transport_error(exc) from None
+        finally:
+            done.set()
+            response.close()
+
+    # -- requests, retries and errors ------------------------------------------------------------
+    def _url(self, path: str) -> str:
+        return (self.root_url if path.startswith("/") else self.base_url + "/") + path
+
+    def _send(self, method: str, path: str, body: dict | None, quiet_statuses: tuple[int, ...] = ()) -> httpx.Response:
+        request = self._http.build_request(method, self._url(path), json=body)
+        return self._with_retries(lambda: self._http.send(request), CancelToken(), quiet_statuses)
+
+    def _json(self, response: httpx.Response):
+        try:
+            return response.json()
+        except ValueError:
+            raise self._transport_error(json.JSONDecodeError("", "", 0)) from None
+
+    def _with_retries(self, send, cancel: CancelToken, quiet_statuses: tuple[int, ...] = ()) -> httpx.Response | None:
+        """Send; retry 429/503 after `retry_delay`; raise a one-line error for any other failure.
+        None when cancelled while waiting to retry."""
+        attempt = 0
+        while True:
+            try:
+                response = send()
+            except httpx.TransportError as exc:
+                raise self._transport_error(exc) from None
+            if response.is_success or response.status_code in quiet_statuses:
+                return response
+            delay = retry_delay(attempt, response.headers.get("retry-after")) \
+                if response.status_code in RETRY_STATUSES else None
+            if delay is None:
+                raise self._status_error(response)
+            response.close()
+            if cancel.wait(delay):
+                return None
+            attempt += 1
+
+    def _status_error(self, response: httpx.Response) -> ServerRefused:
+        response.read()
+        meaning = STATUS_MEANINGS.get(response.status_code, f"answered {response.status_code}")
+        detail = _error_text(_json_or_none(response))
+        response.close()
+        return ServerRefused(f"{self.base_url} {meaning}{': ' + detail if detail else ''}", response.status_code)
+
+    def _transport_error(self, exc: Exception) -> UserError:
+        if isinstance(exc, httpx.ConnectError):
+            return UserError(f"cannot reach {self.base_url} (connection refused or no such host); "
+                             "is the server running?")
+        if isinstance(exc, httpx.TimeoutException):
+            return UserError(f"{self.base_url} did not answer in time ({type(exc).__name__}); "
+                             "the server may be overloaded")
+        if isinstance(exc, json.JSONDecodeError):
+            return UserError(f"{self.base_url} sent something that is not JSON; is it an OpenAI-compatible server?")
+        return UserError(f"{self.base_url} went away in the middle of the reply ({type(exc).__name__})")
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _shut_on_cancel(response: httpx.Response, cancel: CancelToken, done: threading.Event) -> None:
+    """Shut the stream's socket when `cancel` fires before `done`: a blocked read returns at once
+    and the server sees the client leave."""
+    while not done.is_set():
+        if cancel.wait(0.05):
+            stream = response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None and not done.is_set():
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed
+            return
+
+
+def _json_or_none(response: httpx.Response):
+    try:
+        return response.json()
+    except ValueError:
+        return response.text.strip()[:200] or None
+
+
+def _error_text(answer) -> str:
+    """The message of an OpenAI-style error `{"error": {"message": ...}}`, FastAPI's `{"detail": ...}`, or text."""
+    if isinstance(answer, dict):
+        error = answer.get("error", answer.get("detail", answer.get("message")))
+        if isinstance(error, dict):
+            error = error.get("message") or error
+        if isinstance(error, list) and error and isinstance(error[0], dict):  # pydantic validation errors
+            error = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in error[:2])
+        answer = error
+    return " ".join(str(answer).split())[:300] if answer else ""

@@ -1,0 +1,231 @@
+"""The remote engine: the `Engine` interface on an OpenAI-compatible server (vLLM, NVIDIA NIM,
+TensorRT-LLM, llama.cpp's server, llama-cpp-python's server).
+
+NeMo models get the exact Tekken prompt ids on `/v1/completions` (`prompt` as a list of ids), so
+prompts stay token for token mistral-common's. A server that refuses ids (found once, when the model
+is loaded) gets the chat messages on `/v1/chat/completions` and builds the prompt with its own
+template; so do other models, whose template only the server knows. Replies stream as text deltas
+with the same `GenerationStats` as the embedded engine; Stop closes the HTTP stream at once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from app.base.errors import UserError
+from app.base.jobs import CancelToken, Progress, ProgressCallback, no_progress
+from app.base.logs import log_notice
+from app.engine.openai_http import READ_TIMEOUT_S, ServerClient
+from app.engine.remote_tokens import ServerTokenizer, find_tokenizer
+from app.runtime import GenerationStats, LoadOptions, SamplingOptions, TokenDecoder
+
+DEFAULT_PARALLEL = 8  # requests a summary or translation may have in flight on a server (--parallel)
+IDS_PROBE = [1, 3, 22177, 4]  # <s>[INST]Hello[/INST], NeMo's shortest prompt
+IDS_REFUSED = (400, 404, 422, 500)  # how servers refuse it (llama-cpp-python: 500, a validation error)
+FINISH_REASONS = {"stop": "eos", "length": "length", "tool_calls": "eos"}
+MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
+
+
+class RemoteEngine:
+    """One model on one server. `load` picks the served model (its name comes in
+    `LoadOptions.model_path`; "" = the first the server lists) and finds out what the server does."""
+
+    def __init__(self, url: str, key: str = "", parallel: int = 0, read_timeout_s: float = READ_TIMEOUT_S) -> None:
+        self.client = ServerClient(url, key, read_timeout_s)
+        self.key = key
+        self.parallel = parallel or DEFAULT_PARALLEL
+        self.served: str | None = None
+        self.takes_prompt_ids = False  # True for NeMo on a server that accepts prompt ids
+        self.notice = ""  # said once when the server refuses ids
+        self._options: LoadOptions | None = None
+        self._n_ctx = 0
+        self._tokens: ServerTokenizer | None = None
+
+    @property
+    def url(self) -> str:
+        return self.client.base_url
+
+    # -- loading ----------------------------------------------------------------------------------
+    def list_models(self) -> list[dict]:
+        """The server's models (`GET /v1/models`), each a dict with at least "id"."""
+        answer = self.client.get("models")
+        models = [m for m in answer.get("data", []) if isinstance(m, dict) and m.get("id")] \
+            if isinstance(answer, dict) else []
+        if not models:
+            raise UserError(f"{self.url} lists no model (GET /v1/models)")
+        return models
+
+    def load(self, options: LoadOptions) -> None:
+        """Check the server and the model; a no-op when the same model is loaded."""
+        if self.served is not None and self._options == options:
+            return
+        models = self.list_models()
+        names = [m["id"] for m in models]
+        name = options.model_path or names[0]
+        if name not in names:
+            raise UserError(f"{self.url} serves no model named {name!r} (it serves: {', '.join(names)})")
+        limit = next(m for m in models if m["id"] == name).get("max_model_len")  # vLLM tells its context
+        tokens = find_tokenizer(self.client, name)
+        self.served, self._options, self._tokens = name, options, tokens
+        self._n_ctx = min(options.n_ctx, int(limit)) if limit else options.n_ctx
+        self.takes_prompt_ids = tokens.is_nemo and self._accepts_prompt_ids()
+        self.notice = ""
+        if tokens.is_nemo and not self.takes_prompt_ids:
+            self.notice = (f"{self.url} takes no token ids on /v1/completions: NeMo prompts go to "
+                           "/v1/chat/completions and the server's chat template builds them (not token "
+                           "for token as mistral-common; no native tool calls)")
+            log_notice(self.notice)
+
+    def _accepts_prompt_ids(self) -> bool:
+        body = {"model": self.served, "prompt": IDS_PROBE, "max_tokens": 1, "temperature": 0}
+        return self.client.post("completions", body, quiet_statuses=IDS_REFUSED) is not None
+
+    def unload(self) -> None:
+        self.served, self._options = None, None
+
+    @property
+    def loaded(self) -> bool:
+        return self.served is not None
+
+    @property
+    def n_ctx(self) -> int:
+        """The context chosen in settings, capped by the server's own when it says (vLLM's max_model_len)."""
+        self._model()
+        return self._n_ctx
+
+    @property
+    def model_name(self) -> str:
+        return self._model()
+
+    @property
+    def model_key(self) -> list:
+        return ["remote", self._model()]
+
+    def _model(self) -> str:
+        if self.served is None:
+            raise UserError("no model is loaded")
+        return self.served
+
+    # -- tokens -----------------------------------------------------------------------------------
+    def tekken(self):
+        self._model()
+        return self._tokens.tekken
+
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        """Ids as the served model counts them: Tekken for NeMo, else the server's tokenizer."""
+        self._model()
+        return self._tokens.tokenize(text)
+
+    def chat_template(self):
+        raise UserError(f"{self.url} applies the chat template of {self._model()} itself")
+
+    def token_decoder(self) -> TokenDecoder:
+        tekken = self.tekken()
+        if tekken is None:
+            raise UserError(f"{self.url} sends text, not token ids, for {self._model()}")
+        return tekken.stream_decoder()
+
+    # -- generation -------------------------------------------------------------------------------
+    def complete(self, prompt_ids: list[int], sampling: SamplingOptions = SamplingOptions(),
+                 cancel: CancelToken | None = None, progress: ProgressCallback = no_progress,
+                 decoder: TokenDecoder | None = None) -> "RemoteCompletion":
+        """A streaming completion: ids on /v1/completions, or the messages the ids carry
+        (`PromptIds`) on /v1/chat/completions. `decoder` is not needed: the server sends text."""
+        self._model()
+        return RemoteCompletion(self, prompt_ids, sampling, cancel or CancelToken(), progress)
+
+    def request(self, prompt_ids: list[int], sampling: SamplingOptions, max_tokens: int) -> tuple[str, dict]:
+        """The route and body of one streamed request for this prompt."""
+        body = {"model": self.served, "stream": True, "max_tokens": max_tokens,
+                "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
+                "min_p": sampling.min_p, "stream_options": {"include_usage": True}}
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if self.takes_prompt_ids:
+            return "completions", {**body, "prompt": list(prompt_ids), "skip_special_tokens": False}
+        messages = getattr(prompt_ids, "messages", None)
+        if messages is None:
+            raise UserError(f"{self.url} takes no token ids for {self.served}, and this prompt carries no messages")
+        return "chat/completions", {**body, "messages": [
+            {**{k: m[k] for k in MESSAGE_KEYS if m.get(k) is not None}, "content": m.get("content") or ""}
+            for m in messages]}
+
+
+@dataclass
+class RemoteCompletion:
+    """One streamed request; iterate it for text deltas (or `ids()` for NeMo ids), then read `.stats`."""
+
+    engine: RemoteEngine
+    prompt_ids: list[int]
+    sampling: SamplingOptions
+    cancel: CancelToken
+    progress: ProgressCallback
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+    def text(self) -> str:
+        return "".join(self)
+
+    def __iter__(self) -> Iterator[str]:
+        """Text deltas as the server sends them; closing this iterator closes the HTTP stream."""
+        n_ctx, prompt = self.engine.n_ctx, self.prompt_ids
+        if not prompt:
+            raise UserError("empty prompt")
+        if len(prompt) >= n_ctx:
+            raise UserError(f"the prompt is {len(prompt):,} tokens but the context holds {n_ctx:,}; "
+                            "start a new conversation or raise the context size")
+        route, body = self.engine.request(prompt, self.sampling, min(self.sampling.max_tokens, n_ctx - len(prompt)))
+        stats = self.stats
+        stats.prompt_tokens, stats.stop_reason = len(prompt), "cancelled"  # until the stream says otherwise
+        self.progress(Progress(0, len(prompt), "reading the prompt"))
+        started = time.perf_counter()
+        first_at = last_at = finish = None
+        events = self.engine.client.stream(route, body, self.cancel)
+        try:
+            for event in events:
+                _read_usage(event.get("usage"), stats)
+                for choice in event.get("choices") or ():
+                    finish = choice.get("finish_reason") or finish
+                    delta = choice.get("text") if route == "completions" else (choice.get("delta") or {}).get("content")
+                    if not delta:
+                        continue
+                    last_at = time.perf_counter()
+                    if first_at is None:
+                        first_at, stats.ttft_s = last_at, last_at - started
+                        self.progress(Progress(len(prompt), len(prompt), "reading the prompt"))
+                    stats.completion_tokens += 1  # one token a chunk, unless the server's usage says more
+                    yield delta
+                    if self.cancel.cancelled:
+                        return
+            if not self.cancel.cancelled:
+                stats.stop_reason = FINISH_REASONS.get(finish, "eos")
+        finally:
+            events.close()  # Stop: the connection is closed at once; the server sees the client leave
+            if first_at is not None and last_at > first_at and stats.completion_tokens > 1:
+                stats.tokens_per_s = (stats.completion_tokens - 1) / (last_at - first_at)
+
+    def ids(self) -> Iterator[int]:
+        """NeMo ids of the reply, for the function-calling loop: the text is encoded with Tekken and
+        the control text the server writes for a call (`[TOOL_CALLS]`) becomes its id."""
+        from app.nemo.tekken import TOOL_CALLS
+
+        tekken = self.engine.tekken()
+        if tekken is None:
+            raise UserError(f"{self.engine.url} sends text for {self.engine.served}, not NeMo token ids")
+        marker = "[TOOL_CALLS]"
+        for delta in self:
+            while marker in delta:
+                before, delta = delta.split(marker, 1)
+                yield from tekken.encode(before)
+                yield TOOL_CALLS
+            yield from tekken.encode(delta)
+
+
+def _read_usage(usage: dict | None, stats: GenerationStats) -> None:
+    """The server's own counts, when it sends them (vLLM with include_usage; not llama-cpp-python)."""
+    if not usage:
+        return
+    stats.prompt_tokens = usage.get("prompt_tokens") or stats.prompt_tokens
+    stats.completion_tokens = usage.get("completion_tokens") or stats.completion_tokens
+    stats.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
