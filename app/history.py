@@ -18,7 +18,10 @@ from app.base.errors import UserError
 from app.storage.database import Database, Migration, migrate
 
 STREAMING, COMPLETE, STOPPED, INTERRUPTED, FAILED = "streaming", "complete", "stopped", "interrupted", "error"
+QUEUED = "queued"  # a user message sent while a reply runs: shown, kept, answered after it
 STALE_STREAMING_S = 10.0  # a live reply is rewritten every 0.5 s as tokens come; older ones were cut off
+TRASH_KEEP_S = 10.0  # a deleted conversation can be restored (Undo) this long, then it is gone
+TITLE_BY_MESSAGE, TITLE_BY_DOCUMENT, TITLE_BY_MODEL, TITLE_BY_USER = "message", "document", "model", "user"
 
 MIGRATIONS: list[Migration] = []  # in order; each is recorded in `_migrations` under its function name
 
@@ -143,6 +146,17 @@ def m005_chunk_search(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m006_trash_and_title_source(db: sqlite_utils.Database) -> None:
+    """Deleted conversations wait in the trash (`deleted_at`) before they are gone; `title_by`
+    says who wrote the title, so a title the user chose is never replaced."""
+    _execute_each(
+        db,
+        "ALTER TABLE conversations ADD COLUMN deleted_at REAL",
+        f"ALTER TABLE conversations ADD COLUMN title_by TEXT NOT NULL DEFAULT '{TITLE_BY_MESSAGE}'",
+    )
+
+
 @dataclass(frozen=True)
 class SearchHit:
     conversation_id: int
@@ -162,6 +176,7 @@ class History:
         try:
             migrate(self.database, MIGRATIONS)
             self._mark_interrupted()
+            self.purge_trash()
         except BaseException:
             self.database.close()
             raise
@@ -174,21 +189,26 @@ class History:
 
     def _mark_interrupted(self) -> None:
         """Replies left 'streaming' by a crash or kill are kept, marked as interrupted; one still
-        being written (by another process) was updated less than STALE_STREAMING_S ago."""
+        being written (by another process) was updated less than STALE_STREAMING_S ago. Messages
+        left queued are kept as plain, unanswered messages."""
         with self.database.transaction() as conn:
             conn.execute("UPDATE messages SET status = ? WHERE status = ? AND updated_at < ?",
                          [INTERRUPTED, STREAMING, time.time() - STALE_STREAMING_S])
+            conn.execute("UPDATE messages SET status = ? WHERE status = ? AND updated_at < ?",
+                         [COMPLETE, QUEUED, time.time() - STALE_STREAMING_S])
 
     # -- conversations ---------------------------------------------------------------------------
-    def create_conversation(self, title: str = "New chat") -> int:
+    def create_conversation(self, title: str = "New chat", title_by: str = TITLE_BY_MESSAGE) -> int:
         now = time.time()
+        row = {"title": title, "title_by": title_by, "created_at": now, "updated_at": now}
         with self.database.transaction():
-            return self.db["conversations"].insert({"title": title, "created_at": now, "updated_at": now}).last_pk
+            return self.db["conversations"].insert(row).last_pk
 
     def conversations(self, limit: int = 500) -> list[dict]:
-        """Newest first."""
+        """Newest first; conversations in the trash are left out."""
         with self.database.lock:
-            return list(self.db["conversations"].rows_where(order_by="updated_at desc, id desc", limit=limit))
+            return list(self.db["conversations"].rows_where(
+                "deleted_at IS NULL", order_by="updated_at desc, id desc", limit=limit))
 
     def conversation(self, conversation_id: int) -> dict:
         try:
@@ -197,19 +217,50 @@ class History:
         except sqlite_utils.db.NotFoundError:
             raise UserError(f"conversation {conversation_id} not found") from None
 
-    def rename(self, conversation_id: int, title: str) -> None:
+    def rename(self, conversation_id: int, title: str, by: str = TITLE_BY_USER) -> None:
+        """A new title, written by `by` (the user, the first message, a document or the model)."""
         title = " ".join(title.split())[:200]
         if not title:
             raise UserError("a conversation title cannot be empty")
         with self.database.transaction():
             self.conversation(conversation_id)
-            self.db["conversations"].update(conversation_id, {"title": title})
+            self.db["conversations"].update(conversation_id, {"title": title, "title_by": by})
 
     def delete_conversation(self, conversation_id: int) -> None:
-        """The conversation and its messages, together."""
+        """The conversation and its messages, together, at once."""
         with self.database.transaction() as conn:
             conn.execute("DELETE FROM messages WHERE conversation_id = ?", [conversation_id])
             conn.execute("DELETE FROM conversations WHERE id = ?", [conversation_id])
+
+    def trash_conversation(self, conversation_id: int) -> None:
+        """Hide the conversation (lists, search); `restore_conversation` brings it back until
+        `purge_trash` deletes it for good, TRASH_KEEP_S later."""
+        with self.database.transaction():
+            self.conversation(conversation_id)
+            self.db["conversations"].update(conversation_id, {"deleted_at": time.time()})
+
+    def restore_conversation(self, conversation_id: int) -> None:
+        with self.database.transaction():
+            if self.conversation(conversation_id)["deleted_at"] is None:
+                return
+            self.db["conversations"].update(conversation_id, {"deleted_at": None})
+
+    def purge(self, conversation_id: int) -> None:
+        """Delete a conversation for good if it is (still) in the trash."""
+        with self.database.transaction() as conn:
+            if conn.execute("SELECT 1 FROM conversations WHERE id = ? AND deleted_at IS NOT NULL",
+                            [conversation_id]).fetchone():
+                self.delete_conversation(conversation_id)
+
+    def purge_trash(self, older_than_s: float = TRASH_KEEP_S) -> list[int]:
+        """Delete for good the conversations trashed at least `older_than_s` ago; their ids."""
+        with self.database.transaction() as conn:
+            ids = [row[0] for row in conn.execute(
+                "SELECT id FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at <= ?",
+                [time.time() - older_than_s])]
+            for conversation_id in ids:
+                self.delete_conversation(conversation_id)
+        return ids
 
     # -- messages -------------------------------------------------------------------------------
     def add_message(self, conversation_id: int, role: str, content: str, status: str = COMPLETE, **meta) -> int:
@@ -244,6 +295,23 @@ class History:
         except sqlite_utils.db.NotFoundError:
             raise UserError(f"message {message_id} not found") from None
 
+    def delete_message(self, message_id: int) -> None:
+        with self.database.transaction() as conn:
+            conn.execute("DELETE FROM messages WHERE id = ?", [message_id])
+
+    def move_to_end(self, message_id: int, status: str = COMPLETE) -> int:
+        """Give a (queued) message the conversation's last place and `status`; its new id."""
+        with self.database.transaction() as conn:
+            row = self.message(message_id)
+            later = conn.execute("SELECT 1 FROM messages WHERE conversation_id = ? AND id > ? LIMIT 1",
+                                 [row["conversation_id"], message_id]).fetchone()
+            if not later:
+                self.db["messages"].update(message_id, {"status": status})
+                return message_id
+            conn.execute("DELETE FROM messages WHERE id = ?", [message_id])
+            moved = {k: v for k, v in row.items() if k != "id"}
+            return self.db["messages"].insert({**moved, "status": status, "updated_at": time.time()}).last_pk
+
     def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
         """Delete this message and every later one (for Retry and Edit)."""
         with self.database.transaction() as conn:
@@ -259,12 +327,12 @@ class History:
             phrase = '"' + query.replace('"', '""') + '"'
             sql = """SELECT m.id, m.conversation_id, m.role, m.content, c.title FROM messages_fts f
                      JOIN messages m ON m.id = f.rowid JOIN conversations c ON c.id = m.conversation_id
-                     WHERE messages_fts MATCH ? ORDER BY c.updated_at DESC, m.id LIMIT ?"""
+                     WHERE messages_fts MATCH ? AND c.deleted_at IS NULL ORDER BY c.updated_at DESC, m.id LIMIT ?"""
             args = [phrase, limit]
         else:
             sql = """SELECT m.id, m.conversation_id, m.role, m.content, c.title FROM messages m
                      JOIN conversations c ON c.id = m.conversation_id
-                     WHERE instr(lower(m.content), lower(?)) > 0 ORDER BY c.updated_at DESC, m.id LIMIT ?"""
+                     WHERE instr(lower(m.content), lower(?)) > 0 AND c.deleted_at IS NULL ORDER BY c.updated_at DESC, m.id LIMIT ?"""
             args = [query, limit]
         with self.database.lock:
             rows = self.db.execute(sql, args).fetchall()

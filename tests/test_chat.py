@@ -183,3 +183,139 @@ def test_deleting_a_conversation_while_its_reply_streams_ends_the_reply_in_one_l
     assert service.history.integrity_ok()
     after = list(service.send(None, "Say hello.", SETTINGS))[-1]
     assert after.status == COMPLETE and after.text, "the service keeps working"
+
+
+# -- messages sent while a reply runs, Stop, titles ------------------------------------------------
+from app.base.jobs import WAITING, JobRegistry  # noqa: E402
+from app.history import QUEUED, TITLE_BY_DOCUMENT, TITLE_BY_MESSAGE, TITLE_BY_MODEL  # noqa: E402
+from app.services.chat_queue import TabReplies  # noqa: E402
+from app.services.titles import clean_title, retitle, title_prompt, wants_title  # noqa: E402
+
+LONG = Settings(model="smollm2", n_ctx=2048, temperature=0.0, max_tokens=400)
+
+
+def wait_until(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def roles_and_statuses(history, cid):
+    return [(m["role"], m["status"]) for m in history.messages(cid)]
+
+
+def test_a_message_posted_while_a_reply_streams_is_answered_after_it(service):
+    replies = TabReplies(service, JobRegistry())
+    cid, first = service.post(None, "Count from 1 to 20, separated by commas.", SETTINGS)
+    job = replies.answer("tab", first, SETTINGS)
+    wait_until(lambda: job.latest is not None and job.latest.text)
+    _, second = service.post(cid, "Say hello.", SETTINGS)
+    assert service.history.message(second)["status"] == QUEUED, "kept at once, waiting for its reply"
+    assert replies.answer("tab", second, SETTINGS) is None, "the running job answers it next"
+    job.result(timeout=120)
+    rows = service.history.messages(cid)
+    assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "complete")] * 2
+    assert rows[2]["content"] == "Say hello." and rows[3]["content"].strip()
+    assert rows[1]["id"] < rows[2]["id"], "the waiting message comes after the reply written meanwhile"
+
+
+def test_stop_ends_the_reply_and_keeps_the_waiting_messages_unanswered(service):
+    replies = TabReplies(service, JobRegistry())
+    cid, first = service.post(None, "Tell me a long story about dragons.", LONG)
+    job = replies.answer("tab", first, LONG)
+    wait_until(lambda: job.latest is not None and job.latest.text)
+    _, second = service.post(cid, "And one about knights.", LONG)
+    replies.answer("tab", second, LONG)
+    assert replies.stop("tab")
+    job.result(timeout=60)
+    rows = service.history.messages(cid)
+    assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "stopped"),
+                                                        ("user", "complete")]
+    assert rows[2]["content"] == "And one about knights."
+    _, third = service.post(cid, "Say hello.", SETTINGS)
+    again = replies.answer("tab", third, SETTINGS)
+    assert again is not None and again is not job, "after Stop a new message starts a new reply"
+    again.result(timeout=120)
+    assert roles_and_statuses(service.history, cid)[-2:] == [("user", "complete"), ("assistant", "complete")]
+
+
+def test_a_second_tab_waits_its_turn_learns_how_many_are_ahead_and_can_stop_waiting(service):
+    replies = TabReplies(service, JobRegistry())
+    _, first = service.post(None, "Tell me a long story about dragons.", LONG)
+    running = replies.answer("tab A", first, LONG)
+    wait_until(lambda: running.latest is not None and running.latest.text)
+    other, second = service.post(None, "What is the capital of France?", LONG)
+    waiting = replies.answer("tab B", second, LONG)
+    wait_until(lambda: waiting.progress is not None and waiting.progress.what == WAITING)
+    assert waiting.progress.ahead == 1
+    replies.stop("tab B")
+    outcome = waiting.result(timeout=30)
+    assert outcome.stopped and waiting.latest.done and waiting.latest.message_id is None
+    assert waiting.latest.stats.completion_tokens == 0
+    assert roles_and_statuses(service.history, other) == [("user", "complete")], "no empty reply is kept"
+    assert not running.finished, "tab A's reply runs on"
+    replies.stop("tab A")
+    running.result(timeout=30)
+
+
+def test_stop_before_the_first_token_keeps_no_reply(service):
+    cancel = CancelToken()
+    cancel.cancel()
+    *_, last = service.send(None, "Hello there.", SETTINGS, cancel)
+    assert last.done and last.status == STOPPED and last.message_id is None and not last.text
+    assert roles_and_statuses(service.history, last.conversation_id) == [("user", "complete")]
+
+
+def test_editing_the_first_message_renews_the_title_unless_the_user_chose_one(service):
+    first = list(service.send(None, "What is 2+2?", SETTINGS))[-1]
+    cid = first.conversation_id
+    user = service.history.messages(cid)[0]
+    list(service.edit(cid, user["id"], "What is the capital of Italy?", SETTINGS))
+    conversation = service.history.conversation(cid)
+    assert conversation["title"] == "What is the capital of Italy?" and conversation["title_by"] == TITLE_BY_MESSAGE
+    service.history.rename(cid, "Geography")
+    user = service.history.messages(cid)[0]
+    list(service.edit(cid, user["id"], "What is the capital of Spain?", SETTINGS))
+    assert service.history.conversation(cid)["title"] == "Geography"
+
+
+def test_a_conversation_started_from_a_document_is_titled_by_the_document(service, tmp_path):
+    note = tmp_path / "report.md"
+    note.write_text("# Jahresbericht der Stadtwerke Lindenau\n\nDie Stadtwerke lieferten 2023 Strom und Wasser.\n",
+                    encoding="utf-8")
+    cid, _ = service.attach(None, str(note), "overview", SETTINGS)
+    conversation = service.history.conversation(cid)
+    assert conversation["title"] == "Jahresbericht der Stadtwerke Lindenau"
+    assert conversation["title_by"] == TITLE_BY_DOCUMENT and not wants_title(service.history, cid)
+
+
+def test_the_model_titles_a_new_conversation_briefly_and_keeps_a_title_the_user_chose(service):
+    question = "Quelle est la capitale de la France et pourquoi est-elle célèbre ?"
+    assert "French" in title_prompt(question, "Paris.")[0]["content"], "the title is asked for in the talk's language"
+    cid = list(service.send(None, question, SETTINGS))[-1].conversation_id
+    assert wants_title(service.history, cid)
+    started = time.monotonic()
+    title = retitle(service.history, service.engine, cid)
+    assert time.monotonic() - started < 60
+    conversation = service.history.conversation(cid)
+    assert title and "\n" not in title and len(title) <= 60
+    assert conversation["title"] == title and conversation["title_by"] == TITLE_BY_MODEL
+    assert not wants_title(service.history, cid), "titled once"
+
+    other = list(service.send(None, "Name three colours.", SETTINGS))[-1].conversation_id
+    stopped = CancelToken()
+    stopped.cancel()
+    assert retitle(service.history, service.engine, other, stopped) == ""
+    service.history.rename(other, "Colours")
+    assert not wants_title(service.history, other) and service.history.conversation(other)["title"] == "Colours"
+
+
+@pytest.mark.parametrize("written, title", [
+    ('Title: "Paris, the capital"\nMore text', "Paris, the capital"),
+    ("**La capitale de la France**.", "La capitale de la France"),
+    ("\n\n# Farben\n", "Farben"),
+    ("x" * 80, "x" * 59 + "…"),
+])
+def test_what_the_model_writes_is_cleaned_into_one_short_line(written, title):
+    assert clean_title(written) == title

@@ -7,7 +7,8 @@ import sqlite3
 import pytest
 
 from app.base.errors import UserError
-from app.history import COMPLETE, INTERRUPTED, MIGRATIONS, STALE_STREAMING_S, STREAMING, History
+from app.history import (COMPLETE, INTERRUPTED, MIGRATIONS, QUEUED, STALE_STREAMING_S, STREAMING, TITLE_BY_MESSAGE,
+                         TITLE_BY_USER, TRASH_KEEP_S, History)
 
 
 @pytest.fixture()
@@ -22,7 +23,8 @@ def test_migrations_are_named_recorded_and_applied_once(tmp_path):
     conn = sqlite3.connect(tmp_path / "a.db")
     names = [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY name")]
     assert names == [step.__name__ for step in MIGRATIONS] == [
-        "m001_conversations", "m002_search", "m003_documents", "m004_translations", "m005_chunk_search"]
+        "m001_conversations", "m002_search", "m003_documents", "m004_translations", "m005_chunk_search",
+        "m006_trash_and_title_source"]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
     History(tmp_path / "a.db").close()  # reopening applies nothing twice
@@ -80,3 +82,58 @@ def test_replies_left_streaming_are_marked_interrupted_on_reopen(tmp_path):
     assert again.message(mid)["status"] == INTERRUPTED and again.message(mid)["content"] == "partial"
     assert again.integrity_ok()
     again.close()
+
+
+def test_a_deleted_conversation_waits_in_the_trash_and_can_be_restored(history):
+    cid = history.create_conversation("Harbour plans")
+    history.add_message(cid, "user", "Where is the lighthouse?")
+    history.trash_conversation(cid)
+    assert history.conversations() == [] and history.search("lighthouse") == []
+    assert [r["content"] for r in history.messages(cid)] == ["Where is the lighthouse?"], "nothing is deleted yet"
+    history.restore_conversation(cid)
+    assert [c["title"] for c in history.conversations()] == ["Harbour plans"]
+    assert [h.conversation_id for h in history.search("lighthouse")] == [cid]
+
+    history.purge(cid)  # not in the trash: purge leaves it alone
+    history.trash_conversation(cid)
+    assert history.purge_trash() == [], f"kept for {TRASH_KEEP_S} s"
+    history.purge(cid)
+    with pytest.raises(UserError, match="not found"):
+        history.conversation(cid)
+    assert history.messages(cid) == [] and history.integrity_ok()
+
+
+def test_the_trash_is_emptied_when_the_store_opens_again(tmp_path):
+    store = History(tmp_path / "t.db")
+    kept, gone = store.create_conversation("kept"), store.create_conversation("gone")
+    store.add_message(gone, "user", "bye")
+    store.trash_conversation(gone)
+    with store.database.transaction() as conn:  # trashed a while ago
+        conn.execute("UPDATE conversations SET deleted_at = deleted_at - ? WHERE id = ?", [TRASH_KEEP_S + 1, gone])
+    store.close()
+    again = History(tmp_path / "t.db")
+    assert [c["id"] for c in again.conversations()] == [kept]
+    with pytest.raises(UserError):
+        again.conversation(gone)
+    again.close()
+
+
+def test_a_queued_message_moves_behind_the_reply_written_while_it_waited(history):
+    cid = history.create_conversation()
+    first = history.add_message(cid, "user", "one")
+    waiting = history.add_message(cid, "user", "two", QUEUED)
+    history.add_message(cid, "assistant", "reply to one")
+    moved = history.move_to_end(waiting)
+    rows = history.messages(cid)
+    assert [(r["content"], r["status"]) for r in rows] == [
+        ("one", COMPLETE), ("reply to one", COMPLETE), ("two", COMPLETE)]
+    assert rows[-1]["id"] == moved != waiting and rows[0]["id"] == first
+    assert history.move_to_end(moved) == moved, "already last: it stays where it is"
+    assert [h.message_id for h in history.search("two")] == [moved], "the search index follows the move"
+
+
+def test_titles_remember_who_wrote_them(history):
+    cid = history.create_conversation("first words")
+    assert history.conversation(cid)["title_by"] == TITLE_BY_MESSAGE
+    history.rename(cid, "My own title")
+    assert history.conversation(cid)["title_by"] == TITLE_BY_USER

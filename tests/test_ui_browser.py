@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from urllib.parse import urlparse
+
+import pytest
+
+from app.base.errors import UserError
 
 
 
@@ -12,11 +17,17 @@ def bot_text(page) -> str:
     return bots.last.inner_text() if bots.count() else ""
 
 
+def type_and_send(page, text: str) -> None:
+    """Click into the message box, type like a person and press Enter."""
+    page.locator("#message-box textarea").click()
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+
+
 def start_a_long_reply(page, url: str) -> None:
     """Open the app, ask for a long story and wait until the reply is streaming."""
     page.goto(url)
-    page.locator("#message-box textarea").fill("Write a long story about a lighthouse keeper and the sea.")
-    page.locator("#send").click()
+    type_and_send(page, "Write a long story about a lighthouse keeper and the sea.")
     page.wait_for_function(
         "() => { const b = document.querySelectorAll('#chatbot .message.bot');"
         " return b.length && b[b.length-1].innerText.length > 20; }", timeout=60_000)
@@ -86,8 +97,7 @@ def test_a_bad_model_shows_a_message_and_the_app_keeps_serving(served, page, tmp
     page.wait_for_function("() => document.querySelector('#settings-status').innerText.includes('not found')",
                            timeout=30_000)
     page.get_by_role("tab", name="Chat").click()
-    page.locator("#message-box textarea").fill("Still there?")
-    page.locator("#send").click()
+    type_and_send(page, "Still there?")
     page.wait_for_function("() => document.querySelectorAll('#chatbot .message.bot').length == 1",
                            timeout=60_000)
     assert bot_text(page).strip()
@@ -117,7 +127,9 @@ def test_stop_in_one_browser_tab_leaves_the_other_tabs_reply_running(served, pag
 
     other = page.context.browser.new_page()  # a second browser tab: its own Gradio session
     other.goto(url)
-    other.locator("#stop").click()
+    other.locator("#message-box textarea").wait_for(timeout=30_000)
+    assert other.locator("#stop").is_disabled(), "nothing runs in tab B: its Stop is disabled"
+    other.keyboard.press("Escape")
     other.get_by_role("tab", name="Documents").click()
     other.locator("#doc-stop").click()
     [conversation] = demo.nemo.history.conversations()
@@ -130,3 +142,101 @@ def test_stop_in_one_browser_tab_leaves_the_other_tabs_reply_running(served, pag
     reply = demo.nemo.history.messages(conversation["id"])[-1]
     assert reply["status"] == "complete" and reply["content"].strip()
     page.screenshot(path=str(artifacts / "ui-two-tabs-stop.png"), full_page=True)
+
+
+def seed_conversation(history, title: str, question: str, answer: str) -> int:
+    cid = history.create_conversation(title)
+    history.add_message(cid, "user", question)
+    history.add_message(cid, "assistant", answer)
+    return cid
+
+
+def open_conversation(page, title: str) -> None:
+    page.locator("#conversation-list label", has_text=title).click()
+    page.locator("#chatbot .message.bot").first.wait_for(timeout=30_000)
+
+
+def overlaps(a: dict, b: dict) -> bool:
+    return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
+                or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+
+def test_the_trash_icon_starts_a_new_conversation(served, page, artifacts):
+    demo, url = served
+    history = demo.nemo.history
+    long_question = "Tell me about harbours and the sea, and the ships that come and go all day long " * 2
+    first = seed_conversation(history, "Harbours", long_question, "Harbours are sheltered places.")
+    page.goto(url)
+    open_conversation(page, "Harbours")
+    toolbar = page.locator("#chatbot button[aria-label='Clear']").bounding_box()
+    message = page.locator("#chatbot .message.user").first.bounding_box()
+    assert not overlaps(toolbar, message), "the chat's icons leave the first message readable"
+
+    page.locator("#chatbot button[aria-label='Clear']").click()
+    page.wait_for_function("() => !document.querySelector('#chatbot .message')", timeout=10_000)
+    type_and_send(page, "Hello again.")
+    page.locator("#chatbot .message.user", has_text="Hello again.").wait_for(timeout=10_000)
+    assert "harbours" not in page.locator("#chatbot").inner_text().lower(), "the old messages stay away"
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => document.querySelector('#stop').disabled", timeout=60_000)
+    assert [m["content"] for m in history.messages(first)] == [long_question, "Harbours are sheltered places."]
+    second = next(c for c in history.conversations() if c["id"] != first)
+    assert history.messages(second["id"])[0]["content"] == "Hello again."
+
+
+def test_a_deleted_conversation_can_be_undone_until_the_notice_goes(served, page, artifacts):
+    demo, url = served
+    history = demo.nemo.history
+    cid = seed_conversation(history, "Harbour plans", "Where is the lighthouse?", "On the cliff.")
+    seed_conversation(history, "Recipes", "How do I bake bread?", "With flour.")
+    page.goto(url)
+    open_conversation(page, "Harbour plans")
+    page.locator("#rename-panel").get_by_text("Rename or delete").click()
+    page.locator("#delete").click()
+    page.locator("#undo-bar", has_text="Deleted “Harbour plans”").wait_for(timeout=10_000)
+    assert page.locator("#conversation-list label", has_text="Harbour plans").count() == 0
+    assert [c["title"] for c in history.conversations()] == ["Recipes"]
+    assert len(history.messages(cid)) == 2, "nothing is deleted while Undo is offered"
+    page.screenshot(path=str(artifacts / "ui-chat-undo-delete.png"))
+
+    page.locator("#undo").click()
+    page.locator("#conversation-list label", has_text="Harbour plans").wait_for(timeout=10_000)
+    page.locator("#chatbot .message.bot", has_text="On the cliff.").wait_for(timeout=10_000)
+    assert page.locator("#undo-bar").is_hidden()
+
+    page.locator("#delete").click()
+    page.locator("#undo-bar").wait_for(timeout=10_000)
+    page.locator("#undo-bar").wait_for(state="hidden", timeout=40_000)
+    with pytest.raises(UserError):
+        history.conversation(cid)
+    assert history.messages(cid) == [] and [c["title"] for c in history.conversations()] == ["Recipes"]
+
+
+def test_rename_fills_the_title_and_shows_its_errors_beside_it(served, page):
+    demo, url = served
+    cid = seed_conversation(demo.nemo.history, "Old name", "Hello", "Hi.")
+    page.goto(url)
+    open_conversation(page, "Old name")
+    page.locator("#rename-panel").get_by_text("Rename or delete").click()
+    title = page.locator("#rename-title textarea")
+    assert title.input_value() == "Old name"
+    title.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    page.keyboard.press("Enter")
+    page.locator("#rename-status", has_text="cannot be empty").wait_for(timeout=10_000)
+    assert page.locator("#notice").inner_text().strip() == "", "the chat pane stays clear"
+    page.keyboard.type("New name")
+    page.keyboard.press("Enter")
+    page.locator("#conversation-list label", has_text="New name").wait_for(timeout=10_000)
+    assert demo.nemo.history.conversation(cid)["title"] == "New name"
+
+
+def test_settings_show_the_model_in_use(served, page):
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, model="")  # none named: the first one available is used
+    page.goto(url)
+    page.get_by_role("tab", name="Settings").click()
+    field = page.locator("#model-name input")
+    page.wait_for_function("() => document.querySelector('#model-name input').value !== ''", timeout=10_000)
+    assert field.input_value() == "smollm2"

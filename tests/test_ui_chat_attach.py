@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 from test_documents import ENGLISH, make_pdf
+from test_ui_browser import type_and_send
 from test_ui_documents import DROP
 
 
@@ -22,8 +23,7 @@ def test_drop_a_document_into_the_chat_box_and_ask_about_it(served, page, tmp_pa
                    title="Harbour report")
     page.goto(url)
     drop_on_chat_box(page, pdf.name, "application/pdf", pdf.read_bytes())
-    page.locator("#message-box textarea").fill("Who is the harbour master?")
-    page.locator("#send").click()
+    type_and_send(page, "Who is the harbour master?")
     page.locator("#notice", has_text="The whole of").wait_for(timeout=60_000)
     page.wait_for_function("() => document.querySelectorAll('#chatbot .message.bot').length >= 1", timeout=60_000)
     assert "Attached: Harbour report" in page.locator("#chatbot").inner_text()
@@ -41,7 +41,7 @@ def test_a_bad_file_in_the_chat_box_gets_one_line_and_stores_nothing(served, pag
     demo, url = served
     page.goto(url)
     drop_on_chat_box(page, "empty.txt", "text/plain", b"")
-    page.locator("#message-box textarea").fill("What is in it?")
-    page.locator("#send").click()
+    type_and_send(page, "What is in it?")
     page.locator("#notice", has_text="empty.txt").wait_for(timeout=60_000)
     assert demo.nemo.history.conversations() == []
+    assert page.locator("#message-box textarea").input_value() == "What is in it?", "the typed question is kept"

@@ -15,7 +15,8 @@ from app.base.config import Settings
 from app.base.errors import UserError
 from app.base.logs import log_exception
 from app.engine.gpu_plan import planned_options
-from app.history import COMPLETE, FAILED, STOPPED, STREAMING, History
+from app.history import (COMPLETE, FAILED, QUEUED, STOPPED, STREAMING, TITLE_BY_DOCUMENT, TITLE_BY_MESSAGE,
+                         TITLE_BY_MODEL, History)
 from app.base.jobs import CancelToken, ProgressCallback, no_progress
 from app.engine.catalog import resolve_model
 from app.runtime import Completion, Engine, GenerationStats, LoadOptions, SamplingOptions
@@ -41,12 +42,15 @@ class ReplyUpdate:
 
 
 def load_options(settings: Settings) -> LoadOptions:
+    if settings.remote.strip():  # a server holds the model: its served name and the context apply
+        return LoadOptions(model_path=settings.remote_model.strip(), n_ctx=settings.n_ctx)
     options = LoadOptions(
         model_path=str(resolve_model(settings.model)),
         n_ctx=settings.n_ctx,
         n_gpu_layers=settings.n_gpu_layers,
         n_threads=settings.n_threads,
         kv_type=settings.kv_type,
+        parallel=settings.parallel,
     )
     return planned_options(options) if settings.gpu == "auto" else options
 
@@ -63,7 +67,8 @@ def title_from(text: str) -> str:
 
 
 class ChatService:
-    """Send, retry, edit and attach documents; replies stream into the history as they grow."""
+    """Send (or post now and answer later), retry, edit and attach documents; replies stream
+    into the history as they grow."""
 
     def __init__(self, history: History, engine: Engine, documents: DocumentStore | None = None) -> None:
         self.history = history
@@ -76,13 +81,38 @@ class ChatService:
     def send(self, conversation_id: int | None, text: str, settings: Settings,
              cancel: CancelToken | None = None, progress: ProgressCallback = no_progress) -> Iterator[ReplyUpdate]:
         """Add the user's message (to a new conversation when id is None) and stream a reply."""
+        self.ensure_model(settings)  # before anything is written: a bad model stores nothing
+        conversation_id, _ = self.post(conversation_id, text, settings, queued=False)
+        return self._reply(conversation_id, settings, cancel or CancelToken(), progress)
+
+    def post(self, conversation_id: int | None, text: str, settings: Settings, queued: bool = True) -> tuple[int, int]:
+        """Store the user's message (in a new conversation when id is None), waiting for `answer`
+        when `queued`; returns the conversation and message ids. A model that cannot be found
+        stores nothing."""
         if not text.strip():
             raise UserError("the message is empty")
-        self.ensure_model(settings)  # before anything is written: a bad model stores nothing
+        load_options(settings)  # the model exists (loading it waits for the model's turn: `answer` does)
         if conversation_id is None:
             conversation_id = self.history.create_conversation(title_from(text))
-        self.history.add_message(conversation_id, "user", text)
-        return self._reply(conversation_id, settings, cancel or CancelToken(), progress)
+        return conversation_id, self.history.add_message(conversation_id, "user", text, QUEUED if queued else COMPLETE)
+
+    def answer(self, message_id: int, settings: Settings, cancel: CancelToken | None = None,
+               progress: ProgressCallback = no_progress) -> Iterator[ReplyUpdate]:
+        """Answer a posted message: it takes the conversation's last place (replies written while
+        it waited come before it), then the reply streams. A cancelled token leaves it unanswered."""
+        cancel = cancel or CancelToken()
+        conversation_id = self.history.message(self.history.move_to_end(message_id))["conversation_id"]
+        if cancel.cancelled:
+            return iter(())
+        self.ensure_model(settings)
+        return self._reply(conversation_id, settings, cancel, progress)
+
+    def release(self, message_id: int) -> None:
+        """A posted message that will not be answered now stays as a plain message, in last place."""
+        try:
+            self.history.move_to_end(message_id)
+        except UserError:
+            return  # deleted with its conversation meanwhile: nothing is left to keep
 
     def retry(self, conversation_id: int, settings: Settings,
               cancel: CancelToken | None = None) -> Iterator[ReplyUpdate]:
@@ -105,9 +135,15 @@ class ChatService:
         message = self.history.message(message_id)
         if message["conversation_id"] != conversation_id or message["role"] != "user":
             raise UserError("only your own messages can be edited")
+        if message["status"] == QUEUED:
+            raise UserError("this message is waiting for its reply; edit it once it is answered")
         self.ensure_model(settings)
+        first = next(m for m in self.history.messages(conversation_id) if m["role"] in ("user", "document"))
         self.history.delete_messages_from(conversation_id, message_id)
         self.history.add_message(conversation_id, "user", text)
+        if first["id"] == message_id and self.history.conversation(conversation_id)["title_by"] in (
+                TITLE_BY_MESSAGE, TITLE_BY_MODEL):  # a new first message: a new title (the model's comes later)
+            self.history.rename(conversation_id, title_from(text), by=TITLE_BY_MESSAGE)
         return self._reply(conversation_id, settings, cancel or CancelToken())
 
     def attach(self, conversation_id: int | None, path: str, question: str, settings: Settings,
@@ -131,7 +167,7 @@ class ChatService:
             raise UserError(f"{document.file_name}: no room left in the context for it; start a new conversation")
         context = context_for_chat(store, document_id, question, budget, count=token_counter(self.engine))
         if conversation_id is None:
-            conversation_id = self.history.create_conversation(title_from(f"{question} {document.title}"))
+            conversation_id = self.history.create_conversation(title_from(document.title), TITLE_BY_DOCUMENT)
         record = {"document_id": document_id, "title": document.title, "note": context.note, "text": context.text}
         self.history.add_message(conversation_id, "document", json.dumps(record, ensure_ascii=False))
         return conversation_id, context.note
@@ -146,7 +182,8 @@ class ChatService:
                     _append_tool_step(messages, json.loads(m["content"]))
             elif m["role"] == "document":  # an attached document reaches the model as user text
                 messages.append({"role": "user", "content": json.loads(m["content"])["text"]})
-            elif m["role"] == "user" or (m["status"] in CONTEXT_STATUSES and m["content"].strip()):
+            elif (m["role"] == "user" and m["status"] != QUEUED) or (
+                    m["status"] in CONTEXT_STATUSES and m["content"].strip()):
                 messages.append({"role": m["role"], "content": m["content"]})
         return messages
 
@@ -210,7 +247,8 @@ class ChatService:
 
 class _ReplyRecorder:
     """Writes a streaming reply: the row appears with its first text, then is rewritten at
-    least every SAVE_EVERY_S, and finished with its status and counters. A conversation deleted
+    least every SAVE_EVERY_S, and finished with its status and counters (a reply stopped before
+    its first text leaves no row). A conversation deleted
     while its reply streams ends the reply with one line (ConversationGone): nothing is left to save."""
 
     def __init__(self, history: History, conversation_id: int, model: str, options: dict) -> None:
@@ -220,6 +258,8 @@ class _ReplyRecorder:
 
     def grow(self, delta: str) -> None:
         self.text += delta
+        if self.message_id is None and self.status == STOPPED and not self.text:
+            return  # stopped before the first token: nothing was said, no empty reply is kept
         if self.message_id is None:
             self.message_id = self._write(lambda: self.history.add_message(
                 self.conversation_id, "assistant", self.text, STREAMING, model=self.model, options=self.options))
@@ -232,6 +272,8 @@ class _ReplyRecorder:
         counters = dict(prompt_tokens=stats.prompt_tokens, cached_tokens=stats.cached_tokens,
                         completion_tokens=stats.completion_tokens, ttft_s=stats.ttft_s,
                         tokens_per_s=stats.tokens_per_s)
+        if self.message_id is None and self.status == STOPPED and not self.text:
+            return  # stopped before the first token: nothing was said, no empty reply is kept
         if self.message_id is None:
             self.message_id = self._write(lambda: self.history.add_message(
                 self.conversation_id, "assistant", self.text, self.status, model=self.model,

@@ -1,0 +1,215 @@
+"""The sidebar (conversations: new, search, open, rename, delete with Undo) and the Chat tab.
+Layout and wiring only: messages are posted and answered by the services (ChatService,
+TabReplies), what is shown is made by `chat_view.ChatUI`.
+
+Enter sends, Shift+Enter breaks the line, Escape stops. Chat events are not serialized by Gradio's
+queue: every tab's requests wait for the model's first-come-first-served turns in the engine, so
+a tab that sends while another tab's reply runs shows its message at once and how many are ahead.
+"""
+
+
+from dataclasses import dataclass
+
+from app.base.errors import UserError
+from app.documents.reading import KINDS as DOCUMENT_KINDS
+from app.faces.chat_view import ChatUI
+from app.faces.temp_files import forget_upload
+from app.history import TRASH_KEEP_S
+
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False},
+         {"left": "\\(", "right": "\\)", "display": False}, {"left": "\\[", "right": "\\]", "display": True}]
+ESCAPE_STOPS = """() => {
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.defaultPrevented) return;
+    const stop = document.querySelector("#stop");
+    if (stop && !stop.disabled) { event.preventDefault(); stop.click(); }
+  });
+}"""
+CHAT_EVENT = dict(concurrency_limit=None, show_progress="hidden")  # the engine's turns do the waiting
+
+
+@dataclass
+class ChatPage:
+    """The parts the rest of the page updates, and what to do when a browser tab goes away."""
+
+    model_line: object
+    conversations: object
+    search: object
+    tab_closed: object
+
+
+def chat_page(ui: ChatUI) -> ChatPage:
+    """Build the sidebar and the Chat tab inside the current gr.Blocks and wire them."""
+    import gradio as gr
+
+    skip = gr.skip
+
+    def empty_box():  # a fresh update each time: Gradio changes the dicts it is given
+        return gr.update(value={"text": "", "files": []})
+
+    conversation = gr.State(None)
+    message_ids = gr.State([])
+    trashed = gr.State([])
+    with gr.Sidebar(open=True):
+        gr.Markdown("### nemo-chat")
+        new_btn = gr.Button("+ New chat", variant="primary", elem_id="new-chat")
+        search = gr.Textbox(placeholder="Search conversations…", show_label=False, elem_id="search")
+        conversations = gr.Radio(choices=ui.conversation_choices(), label="Conversations", elem_id="conversation-list")
+        with gr.Row(visible=False, equal_height=True, elem_id="undo-bar") as undo_bar:
+            undo_text = gr.Markdown("", elem_id="undo-text")
+            undo_btn = gr.Button("Undo", size="sm", scale=0, min_width=70, elem_id="undo")
+        undo_timer = gr.Timer(TRASH_KEEP_S, active=False)
+        with gr.Accordion("Rename or delete", open=False, elem_id="rename-panel"):
+            title = gr.Textbox(label="Title", elem_id="rename-title")
+            rename_status = gr.Markdown("", elem_id="rename-status")
+            with gr.Row():
+                rename_btn = gr.Button("Rename", size="sm", elem_id="rename")
+                delete_btn = gr.Button("Delete", size="sm", variant="stop", elem_id="delete")
+    with gr.Tab("Chat"):
+        model_line = gr.Markdown(ui.model_notice(), elem_id="model-line")
+        notice = gr.Markdown("", elem_id="notice")
+        chatbot = gr.Chatbot(elem_id="chatbot", show_label=False, height="65vh", latex_delimiters=LATEX,
+                             editable="user", buttons=["copy", "copy_all"],
+                             placeholder="Ask anything. Everything stays on this machine.")
+        stats = gr.Markdown("", elem_id="reply-stats")
+        with gr.Row(equal_height=True):
+            box = gr.MultimodalTextbox(
+                placeholder="Message (Enter to send, Shift+Enter for a new line, Escape to stop). "
+                            "Drop a document here to chat about it.",
+                show_label=False, scale=9, lines=1, max_lines=12, elem_id="message-box", autofocus=True,
+                file_count="multiple", file_types=list(DOCUMENT_KINDS), sources=["upload"])
+            stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=90, elem_id="stop", interactive=False)
+
+    view = [chatbot, message_ids, conversation, stats, notice, title]
+    reply_outputs = [*view, box, stop_btn, conversations]
+
+    def sidebar(query: str = "", selected=None):
+        choices = ui.conversation_choices(query or "")
+        return gr.update(choices=choices, value=selected if selected in {c for _, c in choices} else None)
+
+    def shown(session: str, cid, notice_text: str = "", line: str | None = None) -> list:
+        """The view outputs for conversation `cid`, which this tab now has open."""
+        ui.viewing[session] = cid
+        messages, ids = ui.chat_messages(cid)
+        return [messages, ids, cid, ui.meter(cid) if line is None else line, notice_text, ui.title(cid)]
+
+    def stop_state(session: str):
+        return gr.update(interactive=ui.replies.running(session) is not None)
+
+    def follow(session: str, job, query: str):
+        """Stream the tab's reply job into the conversation the tab has open; then settle the view."""
+        line, problem = "", skip()
+        try:
+            for messages, ids, cid, line in ui.follow(job, lambda: ui.viewing.get(session)):
+                yield messages, ids, cid, line, skip(), skip(), skip(), skip(), skip()
+        except UserError as exc:
+            line, problem = "", f"⚠️ {exc}"
+        cid = ui.viewing.get(session)
+        messages, ids = ui.chat_messages(cid)
+        yield messages, ids, cid, line, problem, ui.title(cid), skip(), stop_state(session), sidebar(query, cid)
+
+    def send(message, conversation_id, query, request: gr.Request):
+        session = request.session_hash
+        text = str((message or {}).get("text") or "")
+        paths = [f if isinstance(f, str) else f["path"] for f in (message or {}).get("files") or []]
+        cid, notes, posted = conversation_id, [], None
+        try:
+            for path in paths:  # "chat about this document": attach first, then ask
+                try:
+                    cid, note = ui.services.chat.attach(cid, path, text or "overview", ui.settings)
+                finally:
+                    forget_upload(path)  # read into SQLite (or refused): the upload is not kept
+                notes.append(note)
+            if not text.strip() and not paths:
+                raise UserError("the message is empty")
+            if text.strip():
+                cid, posted = ui.services.chat.post(cid, text, ui.settings)
+        except UserError as exc:  # the typed text stays in the box; the files were read or refused
+            yield (*shown(session, cid, f"⚠️ {exc}"), gr.update(value={"text": text, "files": []}),
+                   skip(), sidebar(query, cid))
+            return
+        job = ui.replies.answer(session, posted, ui.settings) if posted else None
+        yield (*shown(session, cid, " ".join(notes), "…" if posted else None), empty_box(), stop_state(session),
+               sidebar(query, cid))
+        if job is not None:
+            yield from follow(session, job, query)
+
+    def retry(conversation_id, query, request: gr.Request):
+        session = request.session_hash
+        if conversation_id is None:
+            yield *shown(session, None, "⚠️ nothing to retry yet"), skip(), skip(), skip()
+            return
+        job = ui.replies.retry(session, conversation_id, ui.settings)
+        yield *shown(session, conversation_id, "", "…"), skip(), stop_state(session), skip()
+        if job is not None:
+            yield from follow(session, job, query)
+
+    def edit(conversation_id, ids, change: gr.EditData, query, request: gr.Request):
+        session = request.session_hash
+        message_id = ids[change.index] if conversation_id is not None and change.index < len(ids) else None
+        if message_id is None:
+            yield *shown(session, conversation_id, "⚠️ that message can no longer be edited"), skip(), skip(), skip()
+            return
+        text = change.value if isinstance(change.value, str) else str(change.value)
+        job = ui.replies.edit(session, conversation_id, message_id, text, ui.settings)
+        yield *shown(session, conversation_id, "", "…"), skip(), stop_state(session), skip()
+        if job is not None:
+            yield from follow(session, job, query)
+
+    def stop(request: gr.Request):
+        ui.replies.stop(request.session_hash)  # the reply ends within a token, saved and marked stopped
+
+    def open_conversation(cid, request: gr.Request):
+        return [*shown(request.session_hash, cid), ""]
+
+    def new_conversation(request: gr.Request):
+        return [*shown(request.session_hash, None), "", gr.update(value=None)]
+
+    def rename(cid, new_title, query):
+        try:
+            if cid is None:
+                raise UserError("open a conversation first")
+            ui.history.rename(cid, new_title)
+        except UserError as exc:
+            return skip(), f"⚠️ {exc}"
+        return sidebar(query, cid), "✅ Renamed."
+
+    def delete(cid, gone, query, request: gr.Request):
+        if cid is None:
+            return [*[skip()] * len(view), "⚠️ open a conversation first", *[skip()] * 5]
+        name = ui.title(cid)
+        ui.history.trash_conversation(cid)
+        return [*shown(request.session_hash, None), "", sidebar(query), gr.update(visible=True),
+                f"Deleted “{name}”.", gr.Timer(active=True), [*gone, cid]]
+
+    def undo(gone, query, request: gr.Request):
+        for cid in gone:
+            ui.history.restore_conversation(cid)
+        cid = gone[-1] if gone else None
+        return [*shown(request.session_hash, cid), sidebar(query, cid), gr.update(visible=False),
+                gr.Timer(active=False), []]
+
+    def expire(gone):
+        for cid in gone:
+            ui.history.purge(cid)
+        return gr.update(visible=False), gr.Timer(active=False), []
+
+    def tab_closed(request: gr.Request):
+        ui.replies.stop(request.session_hash)
+        ui.viewing.pop(request.session_hash, None)
+
+    box.submit(send, [box, conversation, search], reply_outputs, trigger_mode="multiple", **CHAT_EVENT)
+    chatbot.retry(retry, [conversation, search], reply_outputs, **CHAT_EVENT)
+    chatbot.edit(edit, [conversation, message_ids, search], reply_outputs, **CHAT_EVENT)
+    stop_btn.click(stop, None, None, queue=False)
+    chatbot.clear(new_conversation, None, [*view, rename_status, conversations])
+    new_btn.click(new_conversation, None, [*view, rename_status, conversations])
+    conversations.input(open_conversation, conversations, [*view, rename_status])
+    search.change(lambda query: sidebar(query), search, conversations)
+    for rename_event in (rename_btn.click, title.submit):
+        rename_event(rename, [conversation, title, search], [conversations, rename_status])
+    delete_btn.click(delete, [conversation, trashed, search],
+                     [*view, rename_status, conversations, undo_bar, undo_text, undo_timer, trashed])
+    undo_btn.click(undo, [trashed, search], [*view, conversations, undo_bar, undo_timer, trashed])
+    undo_timer.tick(expire, trashed, [undo_bar, undo_timer, trashed])
+    return ChatPage(model_line, conversations, search, tab_closed)

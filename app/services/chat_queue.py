@@ -1,0 +1,130 @@
+"""Each browser tab's messages, answered in the order they were sent, by one job per tab.
+
+A message sent while a reply runs is stored at once (queued, `ChatService.post`) and answered
+after that reply: nothing a person sends is dropped. The job waits for the model's turn like every
+other request (the engine's first-come-first-served turns); Stop ends the running reply or the
+wait, and leaves the messages still waiting stored, unanswered. When the last reply is done, the
+model titles the conversations that still carry their first message's words.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from app.base.config import Settings
+from app.base.jobs import CancelToken, Job, JobRegistry, ProgressCallback
+from app.services.chat import ChatService, ReplyUpdate
+from app.services.titles import retitle, wants_title
+
+KIND = "chat"  # the tab's job kind in the JobRegistry
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One reply to write: `start(cancel, progress)` streams it; `message_id` is the posted
+    message it answers (released, unanswered, when the request is dropped)."""
+
+    conversation_id: int
+    start: Callable[[CancelToken, ProgressCallback], Iterator[ReplyUpdate]]
+    message_id: int | None = None
+
+
+class _Waiting:
+    """The requests a job still has to answer; closed once the job has taken the last one."""
+
+    def __init__(self, first: _Request) -> None:
+        self._items = deque([first])
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def add(self, item: _Request) -> bool:
+        """Queue behind the others; False when the job has ended (start a new one)."""
+        with self._lock:
+            if not self._closed:
+                self._items.append(item)
+            return not self._closed
+
+    def take(self) -> _Request | None:
+        """The next request, or None (and closed) when there is none."""
+        with self._lock:
+            if self._items:
+                return self._items.popleft()
+            self._closed = True
+            return None
+
+    def close(self) -> list[_Request]:
+        """Close and give back the requests that were never taken."""
+        with self._lock:
+            self._closed = True
+            left = list(self._items)
+            self._items.clear()
+            return left
+
+
+class TabReplies:
+    """The reply job of each browser tab (session) and the requests it still has to answer:
+    posted messages, Retry and Edit, in the order the person made them."""
+
+    def __init__(self, chat: ChatService, jobs: JobRegistry) -> None:
+        self.chat, self.jobs = chat, jobs
+        self._waiting: dict[str, _Waiting] = {}
+        self._lock = threading.Lock()
+
+    def answer(self, session: str, message_id: int, settings: Settings) -> Job | None:
+        """Have a posted message answered; the job started for it, or None when the tab's running
+        job answers it after its current reply."""
+        conversation_id = self.chat.history.message(message_id)["conversation_id"]
+        return self._submit(session, _Request(conversation_id, lambda cancel, progress: self.chat.answer(
+            message_id, settings, cancel, progress), message_id))
+
+    def retry(self, session: str, conversation_id: int, settings: Settings) -> Job | None:
+        """Answer the conversation's last message again (after the tab's running reply)."""
+        return self._submit(session, _Request(conversation_id, lambda cancel, progress: self.chat.retry(
+            conversation_id, settings, cancel)))
+
+    def edit(self, session: str, conversation_id: int, message_id: int, text: str, settings: Settings) -> Job | None:
+        """Replace a message of the person's and answer it again (after the tab's running reply)."""
+        return self._submit(session, _Request(conversation_id, lambda cancel, progress: self.chat.edit(
+            conversation_id, message_id, text, settings, cancel)))
+
+    def running(self, session: str) -> Job | None:
+        return self.jobs.running(session, KIND)
+
+    def stop(self, session: str) -> bool:
+        """Stop this tab's reply (running or waiting for the model); its messages still waiting
+        stay stored, unanswered, and a request made after this starts a new job. False when none ran."""
+        with self._lock:
+            waiting = self._waiting.pop(session, None)
+        self._drop(waiting.close() if waiting is not None else [])
+        return self.jobs.stop(session, KIND)
+
+    def _submit(self, session: str, request: _Request) -> Job | None:
+        with self._lock:
+            waiting = self._waiting.get(session)
+            if waiting is not None and waiting.add(request):
+                return None
+            waiting = self._waiting[session] = _Waiting(request)
+        return self.jobs.start(session, KIND, lambda progress, cancel: self._answer_all(waiting, progress, cancel))
+
+    def _drop(self, requests: list[_Request]) -> None:
+        for request in requests:
+            if request.message_id is not None:
+                self.chat.release(request.message_id)
+
+    def _answer_all(self, waiting: _Waiting, progress: ProgressCallback, cancel: CancelToken) -> Iterator[ReplyUpdate]:
+        """Updates of each reply in turn; an update without a message id starts each one. Then
+        the model titles the conversations answered that still carry their first message's words."""
+        answered: list[int] = []
+        try:
+            while not cancel.cancelled and (request := waiting.take()) is not None:
+                yield ReplyUpdate(request.conversation_id, None, "")
+                yield from request.start(cancel, progress)
+                answered.append(request.conversation_id)
+        finally:
+            self._drop(waiting.close())
+        for conversation_id in dict.fromkeys(answered):
+            if not cancel.cancelled and wants_title(self.chat.history, conversation_id):
+                retitle(self.chat.history, self.chat.engine, conversation_id, cancel)
