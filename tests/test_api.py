@@ -258,7 +258,7 @@ def test_a_tool_call_reply_comes_back_as_openai_tool_calls_with_nemo_ids():
 
     call = [{"name": "get_weather", "arguments": {"city": "Lyon"}, "id": "xyzXYZ789"}]
     engine = ScriptedNemo([tk.TOOL_CALLS, *Tekken.default().encode(json.dumps(call))])
-    service = OpenAIService(engine, lambda: ["scripted"])
+    service = OpenAIService(lambda: engine, lambda: ["scripted"])
     request = parse_request({"messages": [{"role": "user", "content": "Weather in Lyon?"}], "tools": [WEATHER]}, chat=True)
     deltas = list(service.run(request, CancelToken()))
     body = reply_json(request, deltas, True, "scripted")
@@ -267,3 +267,53 @@ def test_a_tool_call_reply_comes_back_as_openai_tool_calls_with_nemo_ids():
     [tool_call] = choice["message"]["tool_calls"]
     assert tool_call == {"id": "xyzXYZ789", "type": "function",
                          "function": {"name": "get_weather", "arguments": '{"city": "Lyon"}'}}
+
+
+def test_the_ui_serves_the_api_beside_the_page_on_one_engine(home, page):
+    from app.base.config import save_settings
+    from app.faces.api_server import api_app, api_service
+    from app.ui import build_app, launch
+
+    save_settings(Settings(model="smollm2", n_ctx=2048, max_tokens=40, temperature=0.0))
+    port = free_port()
+    demo, style = build_app(api_url=f"http://127.0.0.1:{port}/v1")
+    launch(demo, style, port=port, block=False, api=api_app(api_service(demo.nemo)))
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(model="smollm2", messages=QUESTION, max_tokens=8)
+        assert reply.choices[0].message.content and demo.nemo.engine.loaded, "the API loaded the UI's engine"
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/v1/models", headers={"Host": f"evil.example:{port}"})
+        assert connection.getresponse().status == 421, "the UI's Host guard covers /v1 too"
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_role("tab", name="Settings").click()
+        page.locator("#api-section").click()
+        page.locator("#api-state").wait_for(timeout=20_000)
+        assert f"http://127.0.0.1:{port}/v1" in page.locator("#api-state").inner_text()
+    finally:
+        demo.close()
+
+
+def test_nemo_chat_serve_runs_the_api_until_stopped(home, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--model", "smollm2", "--port", str(port),
+                               "--ctx", "1024"], env={**os.environ, "NEMO_CHAT_HOME": str(home)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving the OpenAI API at" in server.stdout.readline()
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        names = [m.id for m in client.models.list().data]
+        assert "smollm2" in names and names[0].endswith(".gguf"), names
+        reply = client.completions.create(model="smollm2", prompt="One, two, three,", max_tokens=4, temperature=0)
+        assert reply.usage.completion_tokens == 4
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+    refused = subprocess.run([sys.executable, "-m", "app", "serve", "--host", "0.0.0.0", "--port", str(port)],
+                             env={**os.environ, "NEMO_CHAT_HOME": str(home)}, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--api-key" in refused.stderr and "Traceback" not in refused.stderr

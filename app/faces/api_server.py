@@ -84,7 +84,10 @@ def api_app(service: OpenAIService, api_key: str | None = None, queue: int = QUE
     async def models(request: Request):
         if not authorized(request):
             return error(ApiError(401, "this server needs its API key: Authorization: Bearer KEY"))
-        return JSONResponse({"object": "list", "data": service.models()})
+        try:
+            return JSONResponse({"object": "list", "data": await asyncio.to_thread(service.models)})
+        except ApiError as exc:
+            return error(exc)
 
     async def completions(request: Request, chat: bool):
         if not authorized(request):
@@ -95,7 +98,7 @@ def api_app(service: OpenAIService, api_key: str | None = None, queue: int = QUE
             return error(ApiError(400, "the request body is not JSON"))
         try:
             api_request = parse_request(body, chat)
-            service.check_model(api_request)
+            await asyncio.to_thread(service.check_model, api_request)
             in_flight.enter()
         except ApiError as exc:
             return error(exc)
@@ -180,8 +183,8 @@ def model_names(services) -> list[str]:
 
 def api_service(services, keep_history: bool = False) -> OpenAIService:
     """The OpenAI service over a process's services (and its history when API chats are kept)."""
-    return OpenAIService(services.engine, lambda: model_names(services),
-                         services.history if keep_history else None)
+    return OpenAIService(lambda: services.engine, lambda: model_names(services),
+                         services.history if keep_history else None, services.ensure_model)
 
 
 class ApiServer:

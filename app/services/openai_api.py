@@ -187,17 +187,32 @@ def usage(stats: GenerationStats) -> dict:
 
 
 class OpenAIService:
-    """Runs checked requests on `engine`; `model_names()` are the names a request may use."""
+    """Runs checked requests on the engine `engine()` gives (Settings may swap it); `model_names()`
+    are the names a request may use; `prepare()` loads the model the settings name (a no-op once
+    it is loaded); with a `history`, API chats are kept there."""
 
-    def __init__(self, engine: Engine, model_names: Callable[[], list[str]], history: History | None = None) -> None:
-        self.engine, self.model_names, self.history = engine, model_names, history
+    def __init__(self, engine: Callable[[], Engine], model_names: Callable[[], list[str]],
+                 history: History | None = None, prepare: Callable[[], None] = lambda: None) -> None:
+        self._engine, self.model_names, self.history, self._prepare = engine, model_names, history, prepare
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine()
+
+    def prepare(self) -> None:
+        try:
+            self._prepare()
+        except UserError as exc:
+            raise ApiError(503, f"no model is ready: {exc}", code="model_not_loaded") from None
 
     def models(self) -> list[dict]:
+        self.prepare()
         created = int(time.time())
         return [{"id": name, "object": "model", "created": created, "owned_by": "nemo-chat"}
                 for name in self.model_names()]
 
     def check_model(self, request: ApiRequest) -> None:
+        self.prepare()
         if request.model and request.model not in self.model_names():
             raise ApiError(404, f"the model {request.model!r} does not exist here; GET /v1/models lists "
                            f"what this server runs ({', '.join(self.model_names())})", "model", "model_not_found")
@@ -256,15 +271,16 @@ class OpenAIService:
                 self.history.add_message(cid, role, text, **meta)
 
     def _reply(self, request: ApiRequest, cancel: CancelToken) -> Iterator[Delta]:
+        engine = self.engine  # one engine for the whole reply, even if Settings swap it meanwhile
         prompt, forced = self.prompt_ids(request)
-        room = self.engine.n_ctx - len(prompt)
+        room = engine.n_ctx - len(prompt)
         if room <= 0:
-            raise ApiError(413, f"the prompt is {len(prompt):,} tokens but the context holds {self.engine.n_ctx:,}",
+            raise ApiError(413, f"the prompt is {len(prompt):,} tokens but the context holds {engine.n_ctx:,}",
                            "messages", "context_length_exceeded")
         sampling = replace(request.sampling, max_tokens=min(request.max_tokens or room, room))
-        tekken = self.engine.tekken()
-        decoder = tekken.stream_decoder() if tekken is not None else self.engine.token_decoder()
-        completion = self.engine.complete(prompt, sampling, cancel)
+        tekken = engine.tekken()
+        decoder = tekken.stream_decoder() if tekken is not None else engine.token_decoder()
+        completion = engine.complete(prompt, sampling, cancel)
         stops, reply = StopFinder(request.stop), [tk.TOOL_CALLS] if forced else []
         tokens = completion.ids()
         try:
