@@ -157,6 +157,25 @@ def m006_trash_and_title_source(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m007_branches(db: sqlite_utils.Database) -> None:
+    """Edit and Retry keep the earlier version: each message has the one before it on its branch
+    (`parent_id`), each conversation the last message of the branch it shows (`current_id`).
+    Existing conversations become one branch each. `source` identifies an imported conversation."""
+    _execute_each(
+        db,
+        "ALTER TABLE messages ADD COLUMN parent_id INTEGER",
+        "ALTER TABLE conversations ADD COLUMN current_id INTEGER",
+        "ALTER TABLE conversations ADD COLUMN source TEXT",
+        f"""UPDATE messages SET parent_id = (SELECT MAX(p.id) FROM messages p WHERE p.conversation_id =
+            messages.conversation_id AND p.id < messages.id AND p.status != '{QUEUED}') WHERE status != '{QUEUED}'""",
+        f"""UPDATE conversations SET current_id = (SELECT MAX(id) FROM messages WHERE conversation_id =
+            conversations.id AND status != '{QUEUED}')""",
+        "CREATE INDEX messages_parent ON messages(conversation_id, parent_id)",
+        "CREATE UNIQUE INDEX conversations_source ON conversations(source) WHERE source IS NOT NULL",
+    )
+
+
 @dataclass(frozen=True)
 class SearchHit:
     conversation_id: int
@@ -194,8 +213,9 @@ class History:
         with self.database.transaction() as conn:
             conn.execute("UPDATE messages SET status = ? WHERE status = ? AND updated_at < ?",
                          [INTERRUPTED, STREAMING, time.time() - STALE_STREAMING_S])
-            conn.execute("UPDATE messages SET status = ? WHERE status = ? AND updated_at < ?",
-                         [COMPLETE, QUEUED, time.time() - STALE_STREAMING_S])
+            for (message_id,) in conn.execute("SELECT id FROM messages WHERE status = ? AND updated_at < ? ORDER BY id",
+                                              [QUEUED, time.time() - STALE_STREAMING_S]).fetchall():
+                self._attach(message_id, COMPLETE)
 
     # -- conversations ---------------------------------------------------------------------------
     def create_conversation(self, title: str = "New chat", title_by: str = TITLE_BY_MESSAGE) -> int:
@@ -264,13 +284,19 @@ class History:
 
     # -- messages -------------------------------------------------------------------------------
     def add_message(self, conversation_id: int, role: str, content: str, status: str = COMPLETE, **meta) -> int:
+        """A message at the end of the branch shown (it becomes the branch's last); a queued one
+        waits outside the branch until `move_to_end` gives it its place."""
         now = time.time()
         row = {"conversation_id": conversation_id, "role": role, "content": content,
                "status": status, "created_at": now, "updated_at": now, **_meta_columns(meta)}
         with self.database.transaction():
-            self.conversation(conversation_id)
-            message_id = self.db["messages"].insert(row).last_pk
-            self.db["conversations"].update(conversation_id, {"updated_at": now})
+            current = self.conversation(conversation_id)["current_id"]
+            if status == QUEUED:
+                message_id = self.db["messages"].insert(row).last_pk
+                self.db["conversations"].update(conversation_id, {"updated_at": now})
+            else:
+                message_id = self.db["messages"].insert({**row, "parent_id": current}).last_pk
+                self.db["conversations"].update(conversation_id, {"updated_at": now, "current_id": message_id})
             return message_id
 
     def update_message(self, message_id: int, content: str, status: str | None = None, **meta) -> None:
@@ -285,8 +311,49 @@ class History:
                 raise UserError(f"message {message_id} not found") from None
 
     def messages(self, conversation_id: int) -> list[dict]:
+        """The branch shown, first message first, then the messages still queued."""
+        with self.database.lock:
+            branch = self.db.execute_returning_dicts(
+                """WITH RECURSIVE branch(id, depth) AS (
+                       SELECT current_id, 0 FROM conversations WHERE id = ? AND current_id IS NOT NULL
+                       UNION ALL SELECT m.parent_id, b.depth + 1 FROM messages m JOIN branch b ON m.id = b.id
+                       WHERE m.parent_id IS NOT NULL)
+                   SELECT m.* FROM branch b JOIN messages m ON m.id = b.id ORDER BY b.depth DESC""", [conversation_id])
+            queued = self.db["messages"].rows_where("conversation_id = ? AND status = ?", [conversation_id, QUEUED],
+                                                    order_by="id")
+            return branch + list(queued)
+
+    def all_messages(self, conversation_id: int) -> list[dict]:
+        """Every message of every branch, in the order they were written."""
         with self.database.lock:
             return list(self.db["messages"].rows_where("conversation_id = ?", [conversation_id], order_by="id"))
+
+    def versions(self, message_id: int) -> list[int]:
+        """The versions of a message's turn (itself and its siblings: Edits or Retries), oldest first."""
+        row = self.message(message_id)
+        if row["status"] == QUEUED:
+            return [message_id]
+        with self.database.lock:
+            return [r[0] for r in self.db.execute(
+                "SELECT id FROM messages WHERE conversation_id = ? AND parent_id IS ? AND status != ? ORDER BY id",
+                [row["conversation_id"], row["parent_id"], QUEUED]).fetchall()]
+
+    def show_version(self, message_id: int) -> None:
+        """Show the branch through `message_id`, down to its latest message."""
+        with self.database.transaction() as conn:
+            row = self.message(message_id)
+            tip = message_id
+            while child := conn.execute("SELECT MAX(id) FROM messages WHERE parent_id = ? AND status != ?",
+                                        [tip, QUEUED]).fetchone()[0]:
+                tip = child
+            self.db["conversations"].update(row["conversation_id"], {"current_id": tip})
+
+    def branch_before(self, message_id: int) -> None:
+        """Make the next message a new version of `message_id` (Edit, Retry): the branch shown ends
+        just before it; the old version and what follows it are kept."""
+        with self.database.transaction():
+            row = self.message(message_id)
+            self.db["conversations"].update(row["conversation_id"], {"current_id": row["parent_id"]})
 
     def message(self, message_id: int) -> dict:
         try:
@@ -296,26 +363,27 @@ class History:
             raise UserError(f"message {message_id} not found") from None
 
     def delete_message(self, message_id: int) -> None:
+        """Delete a message that nothing follows (a reply stopped before its first word)."""
         with self.database.transaction() as conn:
+            row = self.message(message_id)
+            conn.execute("UPDATE conversations SET current_id = ? WHERE id = ? AND current_id = ?",
+                         [row["parent_id"], row["conversation_id"], message_id])
             conn.execute("DELETE FROM messages WHERE id = ?", [message_id])
 
     def move_to_end(self, message_id: int, status: str = COMPLETE) -> int:
-        """Give a (queued) message the conversation's last place and `status`; its new id."""
-        with self.database.transaction() as conn:
-            row = self.message(message_id)
-            later = conn.execute("SELECT 1 FROM messages WHERE conversation_id = ? AND id > ? LIMIT 1",
-                                 [row["conversation_id"], message_id]).fetchone()
-            if not later:
-                self.db["messages"].update(message_id, {"status": status})
-                return message_id
-            conn.execute("DELETE FROM messages WHERE id = ?", [message_id])
-            moved = {k: v for k, v in row.items() if k != "id"}
-            return self.db["messages"].insert({**moved, "status": status, "updated_at": time.time()}).last_pk
+        """Give a (queued) message the last place of the branch shown and `status`; its id."""
+        with self.database.transaction():
+            self._attach(message_id, status)
+            return message_id
 
-    def delete_messages_from(self, conversation_id: int, message_id: int) -> None:
-        """Delete this message and every later one (for Retry and Edit)."""
-        with self.database.transaction() as conn:
-            conn.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", [conversation_id, message_id])
+    def _attach(self, message_id: int, status: str) -> None:
+        row = self.message(message_id)
+        if row["status"] != QUEUED:
+            self.db["messages"].update(message_id, {"status": status})
+            return
+        current = self.conversation(row["conversation_id"])["current_id"]
+        self.db["messages"].update(message_id, {"status": status, "parent_id": current, "updated_at": time.time()})
+        self.db["conversations"].update(row["conversation_id"], {"current_id": message_id})
 
     # -- search ---------------------------------------------------------------------------------
     def search(self, query: str, limit: int = 50) -> list[SearchHit]:

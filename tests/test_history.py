@@ -24,7 +24,7 @@ def test_migrations_are_named_recorded_and_applied_once(tmp_path):
     names = [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY name")]
     assert names == [step.__name__ for step in MIGRATIONS] == [
         "m001_conversations", "m002_search", "m003_documents", "m004_translations", "m005_chunk_search",
-        "m006_trash_and_title_source"]
+        "m006_trash_and_title_source", "m007_branches"]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
     History(tmp_path / "a.db").close()  # reopening applies nothing twice
@@ -44,8 +44,6 @@ def test_conversations_and_messages_round_trip(history):
     assert history.conversation(cid)["title"] == "Renamed chat"
     with pytest.raises(UserError):
         history.rename(cid, "   ")
-    history.delete_messages_from(cid, reply)
-    assert [r["role"] for r in history.messages(cid)] == ["user"]
     history.delete_conversation(cid)
     assert history.conversations() == [] and history.search("Hello") == []
 
@@ -127,8 +125,9 @@ def test_a_queued_message_moves_behind_the_reply_written_while_it_waited(history
     rows = history.messages(cid)
     assert [(r["content"], r["status"]) for r in rows] == [
         ("one", COMPLETE), ("reply to one", COMPLETE), ("two", COMPLETE)]
-    assert rows[-1]["id"] == moved != waiting and rows[0]["id"] == first
+    assert rows[-1]["id"] == moved == waiting and rows[0]["id"] == first
     assert history.move_to_end(moved) == moved, "already last: it stays where it is"
+    assert [r["content"] for r in history.messages(cid)] == ["one", "reply to one", "two"]
     assert [h.message_id for h in history.search("two")] == [moved], "the search index follows the move"
 
 
@@ -137,3 +136,45 @@ def test_titles_remember_who_wrote_them(history):
     assert history.conversation(cid)["title_by"] == TITLE_BY_MESSAGE
     history.rename(cid, "My own title")
     assert history.conversation(cid)["title_by"] == TITLE_BY_USER
+
+
+def test_edit_and_retry_keep_every_version_and_the_branch_shown_follows_the_choice(history):
+    cid = history.create_conversation()
+    question = history.add_message(cid, "user", "Plan a day in Paris")
+    first_reply = history.add_message(cid, "assistant", "Louvre")
+    history.branch_before(first_reply)  # Retry
+    second_reply = history.add_message(cid, "assistant", "Orsay")
+    assert [m["content"] for m in history.messages(cid)] == ["Plan a day in Paris", "Orsay"]
+    assert history.versions(second_reply) == [first_reply, second_reply]
+    history.branch_before(question)  # Edit of the first message: a new root
+    edited = history.add_message(cid, "user", "Plan a day in Lyon")
+    history.add_message(cid, "assistant", "Fourvière")
+    assert [m["content"] for m in history.messages(cid)] == ["Plan a day in Lyon", "Fourvière"]
+    assert history.versions(edited) == [question, edited]
+    history.show_version(question)
+    assert [m["content"] for m in history.messages(cid)] == ["Plan a day in Paris", "Orsay"], \
+        "the earlier version comes back with its latest reply"
+    history.add_message(cid, "user", "And the evening?")
+    assert [m["content"] for m in history.messages(cid)][-2:] == ["Orsay", "And the evening?"], \
+        "the next message follows the branch shown"
+    assert len(history.all_messages(cid)) == 6
+
+
+def test_conversations_of_an_older_database_become_one_branch_each(tmp_path):
+    from app.history import MIGRATIONS
+    from app.storage.database import Database, migrate
+
+    path = tmp_path / "old.db"
+    old = Database(path)
+    migrate(old, MIGRATIONS[:6])  # the schema before branches
+    with old.transaction() as conn:
+        conn.execute("INSERT INTO conversations (id, title, created_at, updated_at) VALUES (1, 'old', 0, 0)")
+        for i, (role, text) in enumerate([("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d")]):
+            conn.execute("INSERT INTO messages (conversation_id, role, content, status, created_at, updated_at) "
+                         "VALUES (1, ?, ?, 'complete', ?, ?)", [role, text, i, i])
+    old.close()
+    history = History(path)
+    rows = history.messages(1)
+    assert [r["content"] for r in rows] == ["a", "b", "c", "d"]
+    assert [r["parent_id"] for r in rows] == [None, rows[0]["id"], rows[1]["id"], rows[2]["id"]]
+    history.close()

@@ -66,7 +66,34 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--token-file", metavar="FILE",
                     help="the access token, first line of FILE (default: $NEMO_CHAT_TOKEN); every request "
                          "then needs it (browser login: user nemo, password = the token)")
+    ui.add_argument("--api", action="store_true", help="also serve the OpenAI-compatible API at /v1 on the same port")
     _add_engine_options(ui)
+
+    serve = commands.add_parser("serve", help="serve the OpenAI-compatible API (/v1) on this machine's engine")
+    serve.add_argument("--model", help="GGUF path or catalog name (e.g. smollm2)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to serve on (default: loopback; any other "
+                                                            "needs --api-key)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", default=os.environ.get("NEMO_CHAT_API_KEY"), metavar="KEY",
+                       help="every request but /health needs Authorization: Bearer KEY (default: $NEMO_CHAT_API_KEY)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="also answer to this Host name (repeatable)")
+    serve.add_argument("--keep-history", action="store_true", help="keep API chats in the conversation history")
+    serve.add_argument("--ctx", type=int, help="context size in tokens per sequence")
+    _add_engine_options(serve)
+
+    export = commands.add_parser("export", help="write conversations to a file (every branch kept)")
+    export.add_argument("--format", choices=("json", "markdown"), default="json")
+    export.add_argument("--conversation", type=int, action="append", metavar="ID", help="only these (repeatable)")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")
+    importing = commands.add_parser("import", help="import conversations: nemo-chat JSON, OpenAI messages, "
+                                                   "ChatGPT conversations.json, Open WebUI export")
+    importing.add_argument("files", nargs="+", metavar="FILE")
+    importing.add_argument("--json", action="store_true", help="print one JSON object")
+    search = commands.add_parser("search", help="find messages in the saved conversations (every language)")
+    search.add_argument("query")
+    search.add_argument("--limit", type=int, default=20)
+    search.add_argument("--json", action="store_true", help="print one JSON object")
 
     chat = commands.add_parser("chat", help="ask one question and print the streamed answer")
     chat.add_argument("prompt")
@@ -246,7 +273,7 @@ def run_ui(args) -> int:
     from app.ui import serve
 
     serve(model=args.model, host=args.host, port=args.port, open_browser=not args.no_browser,
-          allow_hosts=args.allow_host, token=read_token(args.token_file), **_engine_overrides(args))
+          allow_hosts=args.allow_host, token=read_token(args.token_file), api=args.api, **_engine_overrides(args))
     return 0
 
 
@@ -376,7 +403,86 @@ def run_translate(args) -> int:
     return 0
 
 
-COMMANDS = {"ui": run_ui, "chat": run_chat, "convert": run_convert, "tokens": run_tokens, "prompt": run_prompt, "models": run_models,
+def run_serve(args) -> int:
+    from app.faces.api_server import ApiServer
+
+    with _services(args) as services:
+        _load_model(services)
+        server = ApiServer(services, args.host, args.port, args.api_key, args.allow_host, args.keep_history)
+        print(f"nemo-chat: serving the OpenAI API at {server.url} ({services.engine.model_name})", flush=True)
+        server.run()
+    return 0
+
+
+def _history():
+    from app.base.config import database_path
+    from app.history import History
+
+    return History(database_path())
+
+
+def run_export(args) -> int:
+    from app.services.exchange import export_json, export_markdown
+
+    history = _history()
+    try:
+        if args.format == "json":
+            text = json.dumps(export_json(history, args.conversation), ensure_ascii=False, indent=1) + "\n"
+        else:
+            text = export_markdown(history, args.conversation)
+    finally:
+        history.close()
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise UserError(f"{args.output}: cannot write ({exc.strerror})") from None
+    return 0
+
+
+def run_import(args) -> int:
+    from pathlib import Path
+
+    from app.services.exchange import import_files
+
+    history = _history()
+    try:
+        result = import_files(history, [Path(f) for f in args.files])
+    finally:
+        history.close()
+    for note in result.notes:
+        print(f"nemo-chat: skipped: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(f"imported {result.conversations} conversations, {result.messages} messages; skipped {result.skipped}")
+    return 0
+
+
+def run_search(args) -> int:
+    import time
+
+    history = _history()
+    try:
+        started = time.perf_counter()
+        hits = history.search(args.query, args.limit)
+        took_ms = (time.perf_counter() - started) * 1000
+    finally:
+        history.close()
+    if args.json:
+        print(json.dumps({"hits": [{"conversation_id": h.conversation_id, "message_id": h.message_id,
+                                    "title": h.conversation_title, "snippet": h.snippet} for h in hits],
+                          "took_ms": round(took_ms, 2)}, ensure_ascii=False))
+    else:
+        for h in hits:
+            print(f"{h.conversation_id}:{h.message_id}  {h.conversation_title}  {h.snippet}")
+    return 0
+
+
+COMMANDS = {"ui": run_ui, "serve": run_serve, "export": run_export, "import": run_import, "search": run_search, "chat": run_chat, "convert": run_convert, "tokens": run_tokens, "prompt": run_prompt, "models": run_models,
             "plan": run_plan, "summarize": run_summarize, "translate": run_translate}
 
 

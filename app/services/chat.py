@@ -116,20 +116,20 @@ class ChatService:
 
     def retry(self, conversation_id: int, settings: Settings,
               cancel: CancelToken | None = None) -> Iterator[ReplyUpdate]:
-        """Drop the replies after the last user message and answer it again."""
+        """Answer the last user message again; the earlier reply is kept as another version."""
         self.ensure_model(settings)
-        messages = self.history.messages(conversation_id)
-        last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
+        messages = [m for m in self.history.messages(conversation_id) if m["status"] != QUEUED]
+        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
         if last_user is None:
             raise UserError("nothing to retry: the conversation has no message")
-        later = [m for m in messages if m["id"] > last_user["id"]]
-        if later:
-            self.history.delete_messages_from(conversation_id, later[0]["id"])
+        if last_user + 1 < len(messages):
+            self.history.branch_before(messages[last_user + 1]["id"])
         return self._reply(conversation_id, settings, cancel or CancelToken())
 
     def edit(self, conversation_id: int, message_id: int, text: str, settings: Settings,
              cancel: CancelToken | None = None) -> Iterator[ReplyUpdate]:
-        """Replace a user message, forget everything after it, and answer again."""
+        """A new version of a user message, answered again; the earlier version and what followed
+        it are kept (the chat shows ‹ 1/2 › to switch)."""
         if not text.strip():
             raise UserError("the message is empty")
         message = self.history.message(message_id)
@@ -139,7 +139,7 @@ class ChatService:
             raise UserError("this message is waiting for its reply; edit it once it is answered")
         self.ensure_model(settings)
         first = next(m for m in self.history.messages(conversation_id) if m["role"] in ("user", "document"))
-        self.history.delete_messages_from(conversation_id, message_id)
+        self.history.branch_before(message_id)
         self.history.add_message(conversation_id, "user", text)
         if first["id"] == message_id and self.history.conversation(conversation_id)["title_by"] in (
                 TITLE_BY_MESSAGE, TITLE_BY_MODEL):  # a new first message: a new title (the model's comes later)

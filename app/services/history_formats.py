@@ -17,6 +17,7 @@ from app.base.errors import UserError
 
 FORMAT_NAME, FORMAT_VERSION = "nemo-chat", 1
 ROLES = {"user", "assistant", "system", "tool", "document"}
+EXTRA = ("prompt_tokens", "cached_tokens", "completion_tokens", "tokens_per_s", "ttft_s")
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Message:
     created_at: float | None = None
     status: str = "complete"
     model: str | None = None
+    extra: dict = field(default_factory=dict)  # token counts and speed, as our export writes them
 
 
 @dataclass
@@ -140,8 +142,9 @@ def _ours(item: dict, skipped: list[str], where: str) -> Conversation:
             skipped.append(f"{where}, message {i + 1}: an unknown role, no text, or a parent that comes later")
             continue
         known.add(key)
+        extra = {k: raw[k] for k in EXTRA if isinstance(raw.get(k), (int, float)) and not isinstance(raw[k], bool)}
         messages.append(Message(key, parent, raw["role"], raw["content"], raw.get("created_at"),
-                                raw.get("status") or "complete", raw.get("model")))
+                                raw.get("status") or "complete", raw.get("model"), extra))
     current = item.get("current")
     return Conversation(str(item.get("title") or "Imported chat"), item.get("created_at"), messages,
                         None if current is None else str(current), str(item.get("source") or ""))

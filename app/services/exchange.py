@@ -1,0 +1,153 @@
+"""Conversations out to files and back in: export (our JSON format or Markdown) and import
+(our format, OpenAI messages, ChatGPT, Open WebUI; see `history_formats`).
+
+Export writes every branch (docs/history-format.md). Import is all or nothing (one transaction);
+a conversation already imported (same `source`) is not added again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.base.errors import UserError
+from app.history import QUEUED, TITLE_BY_USER, History
+from app.services.history_formats import EXTRA, FORMAT_NAME, FORMAT_VERSION, Conversation, read_conversations
+
+OPTIONAL = ("model", *EXTRA)
+MAX_IMPORT_BYTES = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    conversations: int
+    messages: int
+    skipped: int
+    notes: tuple[str, ...] = ()  # why things were skipped, one line each
+
+    def as_dict(self) -> dict:
+        return {"conversations": self.conversations, "messages": self.messages, "skipped": self.skipped}
+
+
+# -- export ----------------------------------------------------------------------------------------
+def _conversation_ids(history: History, ids: list[int] | None) -> list[int]:
+    if not ids:
+        return [c["id"] for c in history.conversations(limit=-1)][::-1]  # oldest first
+    for conversation_id in ids:
+        history.conversation(conversation_id)  # a missing one is named
+    return ids
+
+
+def _source(conversation: dict) -> str:
+    """What identifies a conversation across exports and imports (made here: from its id and time)."""
+    if conversation["source"]:
+        return conversation["source"]
+    made_here = f"{conversation['id']}:{conversation['created_at']}".encode()
+    return "nemo-chat:" + hashlib.sha256(made_here).hexdigest()[:32]
+
+
+def export_json(history: History, ids: list[int] | None = None) -> dict:
+    """Our versioned format with every branch of the chosen (default: all) conversations."""
+    out = []
+    for conversation_id in _conversation_ids(history, ids):
+        conversation = history.conversation(conversation_id)
+        rows = [r for r in history.all_messages(conversation_id) if r["status"] != QUEUED]
+        messages = []
+        for row in rows:
+            message = {"id": row["id"], "parent": row["parent_id"], "role": row["role"], "content": row["content"],
+                       "created_at": row["created_at"], "status": row["status"]}
+            message.update({k: row[k] for k in OPTIONAL if row.get(k) is not None})
+            messages.append(message)
+        out.append({"title": conversation["title"], "created_at": conversation["created_at"],
+                    "source": _source(conversation), "current": conversation["current_id"], "messages": messages})
+    return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "exported_at": time.time(), "conversations": out}
+
+
+def export_markdown(history: History, ids: list[int] | None = None) -> str:
+    """The branch shown of each conversation, readable as is."""
+    parts = []
+    for conversation_id in _conversation_ids(history, ids):
+        parts.append(f"# {history.conversation(conversation_id)['title']}\n")
+        for row in history.messages(conversation_id):
+            parts.append(f"## {_heading(row)}\n\n{_body(row)}\n")
+    return "\n".join(parts)
+
+
+def _heading(row: dict) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"] or 0))
+    role = {"user": "You", "assistant": "Assistant", "tool": "Tool", "document": "Document", "system": "System"}
+    status = "" if row["status"] in ("complete", QUEUED) else f" ({row['status']})"
+    return f"{role.get(row['role'], row['role'])} · {stamp}{status}"
+
+
+def _body(row: dict) -> str:
+    if row["role"] == "document":
+        record = json.loads(row["content"])
+        return f"Attached **{record.get('title', '')}**. {record.get('note', '')}"
+    if row["role"] == "tool":
+        record = json.loads(row["content"])
+        arguments = json.dumps(record.get("arguments"), ensure_ascii=False)
+        outcome = record.get("error") or json.dumps(record.get("result"), ensure_ascii=False)
+        return f"`{record.get('name')}({arguments})`\n\n```json\n{outcome}\n```"
+    return row["content"]
+
+
+# -- import ----------------------------------------------------------------------------------------
+def read_file(path: Path) -> dict | list:
+    name = path.name
+    try:
+        if path.stat().st_size > MAX_IMPORT_BYTES:
+            raise UserError(f"{name}: larger than {MAX_IMPORT_BYTES // 2**20} MB")
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise UserError(f"{name}: no such file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{name}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{name}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except OSError as exc:
+        raise UserError(f"{name}: cannot be read ({exc.strerror})") from None
+
+
+def import_files(history: History, paths: list[Path]) -> ImportResult:
+    """Import every file in one transaction: a malformed file imports nothing at all."""
+    parsed = [(path.name, read_conversations(read_file(path), path.name)) for path in paths]
+    conversations = messages = skipped = 0
+    notes: list[str] = []
+    with history.database.transaction() as conn:
+        known = {_source(dict(zip(("id", "created_at", "source"), row)))
+                 for row in conn.execute("SELECT id, created_at, source FROM conversations")}
+        for name, found in parsed:
+            notes += [f"{name}: {note}" for note in found.skipped]
+            skipped += len(found.skipped)
+            for conversation in found.conversations:
+                if conversation.source in known:
+                    continue  # imported (or exported from here) before
+                known.add(conversation.source)
+                messages += _insert(history, conversation)
+                conversations += 1
+    return ImportResult(conversations, messages, skipped, tuple(notes))
+
+
+def _insert(history: History, conversation: Conversation) -> int:
+    """One conversation with its branches; the number of messages written."""
+    conversation_id = history.create_conversation(" ".join(conversation.title.split())[:200] or "Imported chat",
+                                                  TITLE_BY_USER)
+    db = history.db
+    ids: dict[str, int] = {}
+    for message in conversation.messages:
+        created = float(message.created_at or conversation.created_at or time.time())
+        row = {"conversation_id": conversation_id, "role": message.role, "content": message.content,
+               "status": message.status if message.status != QUEUED else "complete", "model": message.model,
+               "parent_id": ids.get(message.parent) if message.parent else None,
+               "created_at": created, "updated_at": created, **message.extra}
+        ids[message.key] = db["messages"].insert(row).last_pk
+    current = ids.get(conversation.current) if conversation.current else None
+    created = float(conversation.created_at or time.time())
+    db["conversations"].update(conversation_id, {
+        "current_id": current or max(ids.values()), "source": conversation.source,
+        "created_at": created, "updated_at": max([created, *(float(m.created_at or 0) for m in conversation.messages)])})
+    return len(ids)
