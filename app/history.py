@@ -338,6 +338,22 @@ class History:
                 "SELECT id FROM messages WHERE conversation_id = ? AND parent_id IS ? AND status != ? ORDER BY id",
                 [row["conversation_id"], row["parent_id"], QUEUED]).fetchall()]
 
+    def version_groups(self, conversation_id: int) -> dict[int, list[int]]:
+        """For each message that has other versions: all the versions of its turn, oldest first
+        (one query for a whole conversation)."""
+        turns: dict[int | None, list[int]] = {}
+        with self.database.lock:
+            for message_id, parent_id in self.db.execute(
+                    "SELECT id, parent_id FROM messages WHERE conversation_id = ? AND status != ? ORDER BY id",
+                    [conversation_id, QUEUED]).fetchall():
+                turns.setdefault(parent_id, []).append(message_id)
+        return {message_id: ids for ids in turns.values() if len(ids) > 1 for message_id in ids}
+
+    def count_conversations(self) -> int:
+        """How many conversations the sidebar can list (the trash left out)."""
+        with self.database.lock:
+            return self.db.execute("SELECT COUNT(*) FROM conversations WHERE deleted_at IS NULL").fetchone()[0]
+
     def show_version(self, message_id: int) -> None:
         """Show the branch through `message_id`, down to its latest message."""
         with self.database.transaction() as conn:
@@ -387,21 +403,23 @@ class History:
 
     # -- search ---------------------------------------------------------------------------------
     def search(self, query: str, limit: int = 50) -> list[SearchHit]:
-        """Messages containing `query` (any language); newest conversations first."""
+        """Messages containing `query` (any language, any length), newest first. Both ways read
+        messages newest first and stop at `limit`, so a common word costs no more than a rare one."""
         query = query.strip()
         if not query:
             return []
-        if len(query) >= 3:  # trigram FTS needs three characters; shorter falls back to LIKE
+        if len(query) >= 3:  # trigram FTS needs three characters; shorter ones are looked for directly
             phrase = '"' + query.replace('"', '""') + '"'
             sql = """SELECT m.id, m.conversation_id, m.role, m.content, c.title FROM messages_fts f
                      JOIN messages m ON m.id = f.rowid JOIN conversations c ON c.id = m.conversation_id
-                     WHERE messages_fts MATCH ? AND c.deleted_at IS NULL ORDER BY c.updated_at DESC, m.id LIMIT ?"""
+                     WHERE messages_fts MATCH ? AND c.deleted_at IS NULL ORDER BY f.rowid DESC LIMIT ?"""
             args = [phrase, limit]
         else:
+            pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             sql = """SELECT m.id, m.conversation_id, m.role, m.content, c.title FROM messages m
                      JOIN conversations c ON c.id = m.conversation_id
-                     WHERE instr(lower(m.content), lower(?)) > 0 AND c.deleted_at IS NULL ORDER BY c.updated_at DESC, m.id LIMIT ?"""
-            args = [query, limit]
+                     WHERE m.content LIKE ? ESCAPE '\\' AND c.deleted_at IS NULL ORDER BY m.id DESC LIMIT ?"""
+            args = [pattern, limit]
         with self.database.lock:
             rows = self.db.execute(sql, args).fetchall()
         return [SearchHit(conv, title, mid, role, _snippet(content, query)) for mid, conv, role, content, title in rows]

@@ -178,3 +178,12 @@ def test_conversations_of_an_older_database_become_one_branch_each(tmp_path):
     assert [r["content"] for r in rows] == ["a", "b", "c", "d"]
     assert [r["parent_id"] for r in rows] == [None, rows[0]["id"], rows[1]["id"], rows[2]["id"]]
     history.close()
+
+
+def test_short_queries_match_text_literally_and_ignore_ascii_case(history):
+    cid = history.create_conversation()
+    history.add_message(cid, "user", "50% off_now ZZ top")
+    history.add_message(cid, "user", "nothing here")
+    assert [h.snippet for h in history.search("%")] == ["50% off_now ZZ top"]
+    assert len(history.search("_n")) == 1 and len(history.search("zz")) == 1
+    assert history.search("a%") == [] and history.search("e_") == []

@@ -136,7 +136,7 @@ def _insert(history: History, conversation: Conversation) -> int:
     """One conversation with its branches; the number of messages written."""
     conversation_id = history.create_conversation(" ".join(conversation.title.split())[:200] or "Imported chat",
                                                   TITLE_BY_USER)
-    db = history.db
+    conn = history.database.conn
     ids: dict[str, int] = {}
     for message in conversation.messages:
         created = float(message.created_at or conversation.created_at or time.time())
@@ -144,10 +144,12 @@ def _insert(history: History, conversation: Conversation) -> int:
                "status": message.status if message.status != QUEUED else "complete", "model": message.model,
                "parent_id": ids.get(message.parent) if message.parent else None,
                "created_at": created, "updated_at": created, **message.extra}
-        ids[message.key] = db["messages"].insert(row).last_pk
+        columns = ", ".join(row)
+        ids[message.key] = conn.execute(f"INSERT INTO messages ({columns}) VALUES ({', '.join('?' * len(row))})",
+                                        list(row.values())).lastrowid
     current = ids.get(conversation.current) if conversation.current else None
     created = float(conversation.created_at or time.time())
-    db["conversations"].update(conversation_id, {
-        "current_id": current or max(ids.values()), "source": conversation.source,
-        "created_at": created, "updated_at": max([created, *(float(m.created_at or 0) for m in conversation.messages)])})
+    latest = max([created, *(float(m.created_at or 0) for m in conversation.messages)])
+    conn.execute("UPDATE conversations SET current_id = ?, source = ?, created_at = ?, updated_at = ? WHERE id = ?",
+                 [current or max(ids.values()), conversation.source, created, latest, conversation_id])
     return len(ids)
