@@ -43,6 +43,17 @@ def shape(history: History) -> dict:
     return out
 
 
+def without_ids(data: dict) -> list:
+    """An export with the file's own numbering replaced by positions (ids and export time aside)."""
+    out = []
+    for c in data["conversations"]:
+        position = {m["id"]: i for i, m in enumerate(c["messages"])}
+        messages = [{**{k: v for k, v in m.items() if k not in ("id", "parent")},
+                     "parent": position.get(m["parent"])} for m in c["messages"]]
+        out.append({**c, "messages": messages, "current": position[c["current"]]})
+    return out
+
+
 def test_export_and_import_round_trip_keeps_every_branch_and_imports_nothing_twice(tmp_path):
     home, fresh = tmp_path / "home", tmp_path / "fresh"
     home.mkdir()
@@ -65,6 +76,8 @@ def test_export_and_import_round_trip_keeps_every_branch_and_imports_nothing_twi
     [reply] = [m for m in imported.all_messages(imported.conversations()[-1]["id"]) if m["content"] == "Louvre"]
     assert reply["prompt_tokens"] == 12 and reply["model"] == "m.gguf"
     original.close(), imported.close()
+    again_exported = json.loads(run_cli("export", home=fresh).stdout)
+    assert without_ids(again_exported) == without_ids(data), "exported again: the same file"
     assert json.loads(run_cli("import", str(exported), "--json", home=home).stdout)["conversations"] == 0, \
         "a file exported from this home adds nothing here either"
 
