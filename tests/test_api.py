@@ -317,3 +317,15 @@ def test_nemo_chat_serve_runs_the_api_until_stopped(home, tmp_path):
     refused = subprocess.run([sys.executable, "-m", "app", "serve", "--host", "0.0.0.0", "--port", str(port)],
                              env={**os.environ, "NEMO_CHAT_HOME": str(home)}, capture_output=True, text=True)
     assert refused.returncode == 2 and "--api-key" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_json_mode_makes_the_reply_json(api):
+    _, client = api
+    reply = client.chat.completions.create(model="smollm2", temperature=0, max_tokens=150,
+                                           response_format={"type": "json_object"}, messages=[
+        {"role": "user", "content": "Give the name and age of a fictional person as JSON."}])
+    text = reply.choices[0].message.content
+    if reply.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(text), (dict, list))
+    else:  # cut by max_tokens: still the start of JSON, never prose
+        assert text.lstrip()[:1] in "{[", text

@@ -44,11 +44,12 @@ def layer_bytes(path):
     return [blocks[i] for i in range(40)], output
 
 
-def expected_vram(path, layers: int, n_ctx: int, kv: str) -> int:
+def expected_vram(path, layers: int, n_ctx: int, kv: str, parallel: int = 1) -> int:
+    """Weights of the top layers, a K/V cache of n_ctx tokens for each sequence, compute buffers."""
     blocks, output = layer_bytes(path)
     on_gpu = blocks[40 - (layers - 1):] if layers > 1 else []
     cache = n_ctx * (layers - 1) * KV_PER_TOKEN_PER_BLOCK * BYTES_PER_VALUE[kv]
-    return output + sum(on_gpu) + int(cache) + COMPUTE
+    return output + sum(on_gpu) + parallel * int(cache) + COMPUTE
 
 
 def usable(gib: float) -> int:
@@ -84,15 +85,21 @@ def test_plan_for_cards_at_8k_32k_128k(nemo, card, n_ctx):
     assert (plan.n_gpu_layers, plan.type_k, plan.type_v, plan.n_ctx) == (layers_expected, kv, kv, n_ctx)
     assert plan.flash_attn
     layers = 41 if plan.n_gpu_layers == -1 else plan.n_gpu_layers
-    assert plan.vram_bytes_used == expected_vram(path, layers, n_ctx, plan.type_k)
+    assert plan.vram_bytes_used == expected_vram(path, layers, n_ctx, plan.type_k, plan.parallel)
     assert plan.vram_bytes_used <= usable(card)
-    if layers < 41:  # one more layer would not fit
+    if layers < 41:  # one more layer would not fit, and split layers run one sequence
         assert expected_vram(path, layers + 1, n_ctx, plan.type_k) > usable(card)
-    elif plan.type_k in BETTER:  # nor would a better K/V type
-        assert expected_vram(path, 41, n_ctx, BETTER[plan.type_k]) > usable(card)
+        assert plan.parallel == 1
+    else:  # nor would a better K/V type; the memory left holds no more sequences (at most 8)
+        if plan.type_k in BETTER:
+            assert expected_vram(path, 41, n_ctx, BETTER[plan.type_k]) > usable(card)
+        assert plan.parallel == 8 or expected_vram(path, 41, n_ctx, plan.type_k, plan.parallel + 1) > usable(card)
     used = f"{plan.vram_bytes_used / GIB:.1f} of {card:.1f} GiB"
-    assert plan.explanation.endswith(used) or used in plan.explanation
+    assert used in plan.explanation
     assert ("all 41 layers on the GPU" in plan.explanation) == (layers == 41)
+    each = f"{plan.kv_bytes_per_sequence / GIB:.1f} GiB of K/V cache"
+    assert plan.kv_bytes_per_sequence == n_ctx * 40 * KV_PER_TOKEN_PER_BLOCK * BYTES_PER_VALUE[plan.type_k]
+    assert each in plan.explanation and (f"{plan.parallel} sequences at once" in plan.explanation) == (plan.parallel > 1)
 
 
 @pytest.mark.parametrize("card,n_ctx,kv", [(8, 8192, "q8_0"), (12, 32768, "q8_0"), (16, 65536, "q8_0"),
@@ -112,7 +119,7 @@ def test_bigger_quants_need_bigger_cards(nemo):
         "Q4_K_M": (-1, "q8_0"), "Q5_K_M": (-1, "q8_0"), "Q6_K": (-1, "q4_0"), "Q8_0": (30, "q8_0")}
     for quant, plan in plans.items():
         layers = 41 if plan.n_gpu_layers == -1 else plan.n_gpu_layers
-        assert plan.vram_bytes_used == expected_vram(nemo[quant], layers, 32768, plan.type_k)
+        assert plan.vram_bytes_used == expected_vram(nemo[quant], layers, 32768, plan.type_k, plan.parallel)
 
 
 def test_a_card_too_small_for_one_layer_runs_on_the_cpu(nemo):
@@ -127,10 +134,28 @@ def test_cpu_only_machines(nemo):
     plan = make_plan(mem, None, 32 * GIB)
     assert (plan.n_gpu_layers, plan.n_ctx, plan.type_k, plan.vram_bytes_used) == (0, 16384, "f16", 0)
     assert plan.explanation.startswith("no NVIDIA GPU found: all 41 layers on the CPU")
-    assert plan.ram_bytes_used == mem.weights_bytes + 16384 * 40 * 2048 * 2 + mem.compute_bytes(16384, False)
+    cache = 16384 * 40 * 2048 * 2
+    assert plan.parallel == 1, "on the CPU one sequence unless asked for more"
+    assert plan.ram_bytes_used == mem.weights_bytes + cache + mem.compute_bytes(16384, False)
+    assert "1 sequence at a time (2.5 GiB of K/V cache; each more sequence costs as much again)" in plan.explanation
+    four = make_plan(mem, None, 32 * GIB, parallel=4)
+    assert four.parallel == 4 and four.ram_bytes_used == mem.weights_bytes + 4 * cache + mem.compute_bytes(16384, False)
+    assert "4 sequences at once, each with its own 16k context (2.5 GiB of K/V cache each)" in four.explanation
     built_for_cpu = make_plan(mem, vram_gpu(24), 32 * GIB, can_offload=False)
     assert built_for_cpu.n_gpu_layers == 0
     assert any("NEMO_CHAT_BACKEND=cuda ./run.sh" in note for note in built_for_cpu.notes)
+
+
+def test_parallel_sequences_set_by_hand_must_fit_with_their_caches(nemo):
+    path = nemo["Q4_K_M"]
+    mem = model_memory(path)
+    four = make_plan(mem, vram_gpu(24), RAM, 32768, parallel=4)
+    assert (four.n_gpu_layers, four.parallel) == (-1, 4)
+    assert four.vram_bytes_used == expected_vram(path, 41, 32768, four.type_k, 4) <= usable(24)
+    assert expected_vram(path, 41, 32768, "f16", 4) > usable(24), "four f16 caches would not fit: q8_0"
+    assert four.type_k == "q8_0"
+    with pytest.raises(UserError, match="parallel sequences"):
+        make_plan(mem, vram_gpu(24), RAM, 32768, parallel=-1)
 
 
 def test_a_context_that_cannot_fit_is_refused(nemo):
@@ -150,7 +175,7 @@ def test_plan_command_json(nemo, home, monkeypatch):
     plan = json.loads(done.stdout)
     assert {k: plan[k] for k in ("n_gpu_layers", "n_ctx", "type_k", "type_v", "flash_attn")} == {
         "n_gpu_layers": -1, "n_ctx": 32768, "type_k": "q8_0", "type_v": "q8_0", "flash_attn": True}
-    assert plan["vram_bytes_used"] == expected_vram(nemo["Q4_K_M"], 41, 32768, "q8_0")
+    assert plan["vram_bytes_used"] == expected_vram(nemo["Q4_K_M"], 41, 32768, "q8_0", plan["parallel"])
     assert plan["explanation"].startswith("all 41 layers on the GPU, 32k context, q8_0 KV cache: 9.6 of 12.0 GiB")
     cpu_only_build = not gpu_offload_supported()
     assert any("rebuild" in note for note in plan["notes"]) == cpu_only_build  # says so when the build can't offload
@@ -214,8 +239,8 @@ def test_tied_embeddings_count_again_as_the_output_layer(model_path):
 
 
 def test_auto_settings_take_layers_and_cache_type_from_the_plan(nemo, monkeypatch):
-    from app.services.chat import load_options
     from app.base.config import Settings
+    from app.services.chat import load_options
 
     monkeypatch.setattr(gpu_plan, "detected_gpu", lambda: vram_gpu(12))
     monkeypatch.setattr(gpu_plan, "gpu_offload_supported", lambda: True)

@@ -6,6 +6,11 @@ The arithmetic follows llama.cpp's placement. Token embeddings always stay on th
 layer goes to the GPU first, then the blocks from the last one down, and each block on the GPU
 keeps its K/V cache there. Free GPU memory comes from NVML (nvidia-ml-py), else nvidia-smi, else
 the caller (`--vram`).
+
+Parallel sequences: each sequence has its own K/V cache of the whole context, so N sequences cost
+N caches. Set, N is part of what must fit; automatic, the context and K/V type are chosen for one
+sequence first and N is what the memory left holds (up to GPU_AUTO_PARALLEL on a GPU with every
+layer, CPU_AUTO_PARALLEL on the CPU, one when layers are split).
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from pathlib import Path
 
 from app.base.errors import UserError
 from app.base.gguf_info import read_gguf_header, read_gguf_info
-from app.runtime import KV_TYPES, MEMORY_HEADROOM, LoadOptions, free_memory_bytes, gpu_offload_supported
+from app.runtime import (
+    CPU_AUTO_PARALLEL,
+    KV_TYPES,
+    MEMORY_HEADROOM,
+    LoadOptions,
+    free_memory_bytes,
+    gpu_offload_supported,
+)
 
 GIB = 2**30
 CONTEXT_SIZES = (8192, 16384, 32768, 49152, 65536, 98304, 131072)  # what settings offer
@@ -28,6 +40,7 @@ MAX_CONTEXT = 131072  # NeMo's supported window (its GGUF claims 1,024,000)
 CPU_AUTO_CONTEXT = 16384  # the largest context a plan picks by itself without a GPU
 N_UBATCH = 512  # LoadOptions.n_batch: tokens per compute step
 CUDA_RESERVE = 512 * 2**20  # CUDA context, cuBLAS workspace
+GPU_AUTO_PARALLEL = 8  # the most sequences at once a plan picks by itself on a GPU
 RESERVE_SHARE = 0.05  # and this share of the card, for fragmentation and other programs
 REBUILD_HINT = (
     "this llama.cpp build is CPU-only: rebuild it with CUDA (`NEMO_CHAT_BACKEND=cuda ./run.sh`, "
@@ -159,11 +172,13 @@ class ModelMemory:
         blocks = layers - 1
         return self.output_bytes + (sum(self.block_bytes[len(self.block_bytes) - blocks :]) if blocks else 0)
 
-    def gpu_bytes(self, layers: int, n_ctx: int, kv_type: str) -> int:
-        """GPU memory with the top `layers` layers offloaded (flash attention on)."""
+    def gpu_bytes(self, layers: int, n_ctx: int, kv_type: str, parallel: int = 1) -> int:
+        """GPU memory with the top `layers` layers offloaded (flash attention on), for `parallel`
+        sequences of `n_ctx` tokens each."""
         if layers <= 0:
             return 0
-        return self.gpu_weight_bytes(layers) + self.kv_bytes(n_ctx, kv_type, layers - 1) + self.compute_bytes(n_ctx, True)
+        return (self.gpu_weight_bytes(layers) + parallel * self.kv_bytes(n_ctx, kv_type, layers - 1)
+                + self.compute_bytes(n_ctx, True))
 
 
 def model_memory(path: str | Path) -> ModelMemory:
@@ -220,6 +235,8 @@ class Plan:
     explanation: str
     gpu: str = ""
     notes: tuple[str, ...] = field(default=())
+    parallel: int = 1  # sequences at once; the memory figures above hold all of them
+    kv_bytes_per_sequence: int = 0  # what each one of them costs
 
     def to_json(self) -> dict:
         return asdict(self) | {"notes": list(self.notes)}
@@ -239,6 +256,19 @@ def auto_contexts(mem: ModelMemory, cap: int = MAX_CONTEXT) -> list[int]:
     return sorted((c for c in CONTEXT_SIZES if c <= limit), reverse=True) or [limit]
 
 
+def sequences_text(parallel: int, kv_per_sequence: int, n_ctx: int) -> str:
+    """'4 sequences at once, each with its own 16k context (2.5 GiB of K/V cache each)'."""
+    each = f"{_gib(kv_per_sequence)} GiB of K/V cache"
+    if parallel == 1:
+        return f"1 sequence at a time ({each}; each more sequence costs as much again)"
+    return f"{parallel} sequences at once, each with its own {context_label(n_ctx)} context ({each} each)"
+
+
+def _fitting(budget: int, per_sequence: int, cap: int) -> int:
+    """How many sequences (1 to cap) the memory `budget` left after the first one holds."""
+    return max(1, min(cap, 1 + int(budget // per_sequence))) if budget > 0 else 1
+
+
 def _candidates(contexts: list[int], kv_type: str | None) -> list[tuple[int, str]]:
     """(context, K/V type) in order of preference: the largest context first, f16 where it fits;
     q4_0 (which costs some quality) only at the smallest context."""
@@ -248,11 +278,14 @@ def _candidates(contexts: list[int], kv_type: str | None) -> list[tuple[int, str
 
 
 def make_plan(mem: ModelMemory, gpu: Gpu | None, ram_bytes: int, n_ctx: int | None = None,
-              kv_type: str | None = None, can_offload: bool = True) -> Plan:
+              kv_type: str | None = None, can_offload: bool = True, parallel: int = 0) -> Plan:
     """The plan for this model on this GPU (None: none) with `ram_bytes` of free memory.
-    `n_ctx` / `kv_type` fix those choices; without them the largest context that fits is chosen."""
+    `n_ctx` / `kv_type` / `parallel` fix those choices; without them the largest context that fits
+    one sequence is chosen, then as many sequences as the memory left holds."""
     if n_ctx is not None and n_ctx <= 0:
         raise UserError(f"context size must be a positive number of tokens, not {n_ctx}")
+    if parallel < 0:
+        raise UserError(f"the number of parallel sequences must be 0 (automatic) or more, not {parallel}")
     if kv_type is not None and kv_type not in KV_TYPES:
         raise UserError(f"unknown K/V cache type {kv_type!r} (choose {', '.join(KV_TYPES)})")
     notes = []
@@ -262,50 +295,60 @@ def make_plan(mem: ModelMemory, gpu: Gpu | None, ram_bytes: int, n_ctx: int | No
         notes.append(f"an NVIDIA GPU ({gpu.name}) is present but {REBUILD_HINT}")
     if gpu is None or not can_offload:
         reason = "this llama.cpp build cannot use a GPU" if gpu is not None else "no NVIDIA GPU found"
-        return _cpu_plan(mem, ram_bytes, n_ctx, kv_type, reason, gpu.name if gpu else "", notes)
+        return _cpu_plan(mem, ram_bytes, n_ctx, kv_type, reason, gpu.name if gpu else "", notes, parallel)
     usable = gpu.usable_bytes
     contexts = [n_ctx] if n_ctx else auto_contexts(mem)
+    fixed = parallel or 1
     for ctx, kv in _candidates(contexts, kv_type):
-        used = mem.gpu_bytes(mem.n_layers, ctx, kv)
+        used = mem.gpu_bytes(mem.n_layers, ctx, kv, fixed)
         if used <= usable:
+            each = mem.kv_bytes(ctx, kv)
+            n = parallel or _fitting(usable - used, each, GPU_AUTO_PARALLEL)
+            used += (n - fixed) * each
             sentence = (f"all {mem.n_layers} layers on the GPU, {context_label(ctx)} context, {kv} KV cache: "
-                        f"{_gib(used)} of {_gib(gpu.total_bytes)} GiB")
+                        f"{_gib(used)} of {_gib(gpu.total_bytes)} GiB; {sequences_text(n, each, ctx)}")
             return Plan(-1, ctx, kv, kv, True, used, gpu.total_bytes, mem.input_bytes, mem.n_layers,
-                        mem.n_layers, sentence, gpu.name, tuple(notes))
+                        mem.n_layers, sentence, gpu.name, tuple(notes), n, each)
     ctx, kv = contexts[-1], kv_type or "q8_0"
-    layers = max((n for n in range(mem.n_layers) if mem.gpu_bytes(n, ctx, kv) <= usable), default=0)
+    layers = max((n for n in range(mem.n_layers) if mem.gpu_bytes(n, ctx, kv, fixed) <= usable), default=0)
     if layers == 0:
         reason = (f"the GPU's {_gib(gpu.free_bytes)} GiB free cannot hold even one layer and its margin "
-                  f"({_gib(mem.gpu_bytes(1, ctx, kv))} + {_gib(gpu.free_bytes - usable)} GiB)")
-        return _cpu_plan(mem, ram_bytes, ctx, kv_type, reason, gpu.name, notes)
-    used = mem.gpu_bytes(layers, ctx, kv)
-    cpu_cache = mem.kv_bytes(ctx, kv, mem.n_layers - layers)
+                  f"({_gib(mem.gpu_bytes(1, ctx, kv, fixed))} + {_gib(gpu.free_bytes - usable)} GiB)")
+        return _cpu_plan(mem, ram_bytes, ctx, kv_type, reason, gpu.name, notes, parallel)
+    used = mem.gpu_bytes(layers, ctx, kv, fixed)
+    cpu_cache = fixed * mem.kv_bytes(ctx, kv, mem.n_layers - layers)
     _check_ram(mem, cpu_cache, ram_bytes, ctx, kv)
     ram = mem.weights_bytes - mem.gpu_weight_bytes(layers) + cpu_cache
-    full = mem.gpu_bytes(mem.n_layers, ctx, kv)
+    full = mem.gpu_bytes(mem.n_layers, ctx, kv, fixed)
     sentence = (f"{layers} of {mem.n_layers} layers on the GPU and the rest on the CPU, {context_label(ctx)} context, "
-                f"{kv} KV cache: {_gib(used)} of {_gib(gpu.total_bytes)} GiB (all layers would need {_gib(full)} GiB)")
+                f"{kv} KV cache: {_gib(used)} of {_gib(gpu.total_bytes)} GiB (all layers would need {_gib(full)} GiB); "
+                f"{sequences_text(fixed, mem.kv_bytes(ctx, kv), ctx)}")
     return Plan(layers, ctx, kv, kv, True, used, gpu.total_bytes, ram, layers, mem.n_layers, sentence, gpu.name,
-                tuple(notes))
+                tuple(notes), fixed, mem.kv_bytes(ctx, kv))
 
 
 def _cpu_plan(mem: ModelMemory, ram_bytes: int, n_ctx: int | None, kv_type: str | None, reason: str,
-              gpu_name: str, notes: list[str]) -> Plan:
-    """Everything on the CPU: the largest context (up to CPU_AUTO_CONTEXT) whose cache fits in RAM."""
+              gpu_name: str, notes: list[str], parallel: int = 0) -> Plan:
+    """Everything on the CPU: the largest context (up to CPU_AUTO_CONTEXT) whose cache fits in RAM;
+    automatic, as many sequences (up to CPU_AUTO_PARALLEL) as fit beside the weights."""
     contexts = [n_ctx] if n_ctx else auto_contexts(mem, CPU_AUTO_CONTEXT)
+    fixed = parallel or 1
     for ctx, kv in _candidates(contexts, kv_type):
         flash = kv != "f16"
-        need = mem.kv_bytes(ctx, kv) + mem.compute_bytes(ctx, flash)
+        need = fixed * mem.kv_bytes(ctx, kv) + mem.compute_bytes(ctx, flash)
         if need <= ram_bytes * MEMORY_HEADROOM:
             break
     else:
         _check_ram(mem, need, ram_bytes, ctx, kv)
+    each = mem.kv_bytes(ctx, kv)
+    n = parallel or _fitting(ram_bytes * MEMORY_HEADROOM - mem.weights_bytes - need, each, CPU_AUTO_PARALLEL)
+    need += (n - fixed) * each
     total = mem.weights_bytes + need
     if total > ram_bytes:
         notes.append(f"the weights and cache ({_gib(total)} GiB) exceed the free memory: parts will be read from disk, slowly")
     sentence = (f"{reason}: all {mem.n_layers} layers on the CPU, {context_label(ctx)} context, {kv} KV cache: "
-                f"{_gib(total)} GiB of memory")
-    return Plan(0, ctx, kv, kv, flash, 0, 0, total, 0, mem.n_layers, sentence, gpu_name, tuple(notes))
+                f"{_gib(total)} GiB of memory; {sequences_text(n, each, ctx)}")
+    return Plan(0, ctx, kv, kv, flash, 0, 0, total, 0, mem.n_layers, sentence, gpu_name, tuple(notes), n, each)
 
 
 def _check_ram(mem: ModelMemory, need: int, ram_bytes: int, n_ctx: int, kv: str) -> None:
@@ -323,29 +366,32 @@ def _check_ram(mem: ModelMemory, need: int, ram_bytes: int, n_ctx: int, kv: str)
 
 
 def plan_for(model_path: str | Path, vram_gib: float | None = None, n_ctx: int | None = None,
-             kv_type: str | None = None) -> Plan:
+             kv_type: str | None = None, parallel: int = 0) -> Plan:
     """The plan on this machine: its GPU (or a `vram_gib` card) and its free memory."""
     mem = model_memory(model_path)
     can_offload = gpu_offload_supported()
     gpu = vram_gpu(vram_gib) if vram_gib is not None else detected_gpu()
-    plan = make_plan(mem, gpu, free_memory_bytes(), n_ctx, kv_type, can_offload or vram_gib is not None)
+    plan = make_plan(mem, gpu, free_memory_bytes(), n_ctx, kv_type, can_offload or vram_gib is not None, parallel)
     if vram_gib is not None and not can_offload:
         plan = replace(plan, notes=(*plan.notes, f"planned for a card with {vram_gib:g} GiB, but {REBUILD_HINT}"))
     return plan
 
 
 def planned_options(options: LoadOptions) -> LoadOptions:
-    """`options` with GPU layers, K/V type and flash attention from the plan for its context."""
+    """`options` with GPU layers, K/V type, flash attention and (when 0, automatic) the number of
+    parallel sequences from the plan for its context."""
     path = Path(options.model_path).expanduser().resolve()
-    plan = _kept_plan(path, path.stat().st_mtime_ns, options.n_ctx)
-    return replace(options, n_gpu_layers=plan.n_gpu_layers, kv_type=plan.type_k, flash_attn=plan.flash_attn)
+    plan = _kept_plan(path, path.stat().st_mtime_ns, options.n_ctx, options.parallel)
+    return replace(options, n_gpu_layers=plan.n_gpu_layers, kv_type=plan.type_k, flash_attn=plan.flash_attn,
+                   parallel=plan.parallel)
 
 
 @functools.lru_cache(maxsize=16)
-def _kept_plan(path: Path, _mtime: int, n_ctx: int) -> Plan:
-    """The first plan for a file and context is kept for the process: once the model is loaded, the
-    free memory it is planned from has shrunk by what the model took (a refusal is not kept)."""
-    return plan_for(path, n_ctx=n_ctx)
+def _kept_plan(path: Path, _mtime: int, n_ctx: int, parallel: int) -> Plan:
+    """The first plan for a file, context and parallel setting is kept for the process: once the
+    model is loaded, the free memory it is planned from has shrunk by what the model took (a
+    refusal is not kept)."""
+    return plan_for(path, n_ctx=n_ctx, parallel=parallel)
 
 
 def context_costs(mem: ModelMemory) -> list[tuple[int, dict[str, int]]]:

@@ -92,39 +92,39 @@ class RemoteEngine:
     @property
     def n_ctx(self) -> int:
         """The context chosen in settings, capped by the server's own when it says (vLLM's max_model_len)."""
-        self._model()
+        self._served_model()
         return self._n_ctx
 
     @property
     def model_name(self) -> str:
-        return self._model()
+        return self._served_model()
 
     @property
     def model_key(self) -> list:
-        return ["remote", self._model()]
+        return ["remote", self._served_model()]
 
-    def _model(self) -> str:
+    def _served_model(self) -> str:
         if self.served is None:
             raise UserError("no model is loaded")
         return self.served
 
     # -- tokens -----------------------------------------------------------------------------------
     def tekken(self):
-        self._model()
+        self._served_model()
         return self._tokens.tekken
 
     def tokenize(self, text: str, special: bool = False) -> list[int]:
         """Ids as the served model counts them: Tekken for NeMo, else the server's tokenizer."""
-        self._model()
+        self._served_model()
         return self._tokens.tokenize(text)
 
     def chat_template(self):
-        raise UserError(f"{self.url} applies the chat template of {self._model()} itself")
+        raise UserError(f"{self.url} applies the chat template of {self._served_model()} itself")
 
     def token_decoder(self) -> TokenDecoder:
         tekken = self.tekken()
         if tekken is None:
-            raise UserError(f"{self.url} sends text, not token ids, for {self._model()}")
+            raise UserError(f"{self.url} sends text, not token ids, for {self._served_model()}")
         return tekken.stream_decoder()
 
     # -- generation -------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ class RemoteEngine:
                  decoder: TokenDecoder | None = None) -> "RemoteCompletion":
         """A streaming completion: ids on /v1/completions, or the messages the ids carry
         (`PromptIds`) on /v1/chat/completions. `decoder` is not needed: the server sends text."""
-        self._model()
+        self._served_model()
         return RemoteCompletion(self, prompt_ids, sampling, cancel or CancelToken(), progress)
 
     def request(self, prompt_ids: list[int], sampling: SamplingOptions, max_tokens: int) -> tuple[str, dict]:

@@ -252,6 +252,7 @@ class OpenAIService:
     def run(self, request: ApiRequest, cancel: CancelToken) -> Iterator[Delta]:
         """The reply as deltas; the last one has the finish reason and the usage. With a history,
         a chat that ends is kept there as a conversation (its messages, then the reply)."""
+        self.prepare()
         deltas = []
         for delta in self._reply(request, cancel):
             deltas.append(delta)
