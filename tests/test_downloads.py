@@ -95,10 +95,37 @@ def test_offline_and_unreachable_hubs_say_what_to_do(hub, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     hub.server.shutdown()
     hub.server.server_close()
-    with pytest.raises(UserError, match=r"^cannot reach the Hugging Face Hub at http://127\.0\.0\.1.*--model"):
+    with pytest.raises(UserError, match=r"^cannot reach the Hugging Face Hub at http://127\.0\.0\.1.*run `nemo-chat "
+                                        r"models download nemo-q4_k_m` again to go on where it stopped.*--model"):
         download("nemo-q4_k_m")
     with pytest.raises(UserError, match="unknown model 'nemo-q3'"):
         download("nemo-q3")
+
+
+def test_in_the_app_the_errors_name_its_own_buttons_and_folder(hub, monkeypatch, home):
+    """Settings has no --model and no command to run again: its errors say what to do there."""
+    from huggingface_hub import constants
+
+    from app.base.config import models_dir
+    from app.engine.downloads import UI_ADVICE, download
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserError) as offline:
+        download("nemo-q4_k_m", advice=UI_ADVICE)
+    assert str(offline.value) == (
+        "offline (HF_HUB_OFFLINE is set) and nemo-q4_k_m is not downloaded: unset HF_HUB_OFFLINE to download it, "
+        f"or download the .gguf file on another machine and copy it into {models_dir()}: it then appears in the "
+        "Model list")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    hub.server.shutdown()
+    hub.server.server_close()
+    with pytest.raises(UserError) as unreachable:
+        download("nemo-q4_k_m", advice=UI_ADVICE)
+    message = str(unreachable.value)
+    assert message.startswith("cannot reach the Hugging Face Hub at http://127.0.0.1") and "\n" not in message
+    assert "press Download again to go on where it stopped" in message and str(models_dir()) in message
+    for cli_words in ("--model", "command", "nemo-chat models"):
+        assert cli_words not in message and cli_words not in str(offline.value)
 
 
 def test_cli_download_respects_the_environment(hub, tmp_path, monkeypatch, home):

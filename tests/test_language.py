@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from app.documents.language import LANGUAGES, detect_language
+from app.documents.language import LANGUAGES, LanguageCheck, check_language, detect_language
 
 SENTENCES = {
     "en": ["Good morning!", "Where is the station?", "Thank you very much.", "I would like a cup of tea, please.",
@@ -100,3 +100,29 @@ def test_mixed_language_text_gets_its_main_language():
     assert detect_language(half) in ("en", "de")
     code_switch = "यह meeting कल सुबह दस बजे होगी, please सबको बता देना।"
     assert detect_language(code_switch) == "hi", "Hindi written with English words is still Hindi"
+
+
+# -- checking what a model wrote ---------------------------------------------------------------------
+
+
+def test_a_text_is_checked_against_the_language_asked_for():
+    """What the model wrote passes when it is in the language asked for and is caught when it clearly
+    is not; a text too short to tell passes unchecked."""
+    codes = list(SENTENCES)
+    passed = caught = checked = 0
+    for language, sentences in SENTENCES.items():
+        other = codes[(codes.index(language) + 1) % len(codes)]
+        for sentence in sentences:
+            if check_language(sentence, language).found == "":
+                continue  # too short to tell
+            checked += 1
+            passed += check_language(sentence, language).matches
+            caught += check_language(sentence, other) == LanguageCheck(other, language)
+    assert checked >= 80 and passed >= 0.95 * checked and caught >= 0.9 * checked, (checked, passed, caught)
+    assert check_language("Oui, merci.", "de") == LanguageCheck("de", ""), "too short to tell"
+    reply = "The lighthouse keeper waited by the grey sea for the morning light."
+    assert check_language(reply, "fr") == LanguageCheck("fr", "en") and not check_language(reply, "fr").matches
+    assert check_language("Vädret är fint i dag och vi ska gå till stranden.", "sv").matches, "a language beyond NeMo's"
+    assert check_language(reply, "sv").found == "en"
+    mixed = "Lancez `make check && git push` avant de publier, puis lisez https://example.com/guide attentivement."
+    assert check_language(mixed, "fr").matches, "code and links do not make a French text English"

@@ -72,6 +72,32 @@ def test_plan_markdown_shows_the_plan_the_largest_context_and_costs(nemo_q4, mon
     assert "manual" in plan_markdown(str(nemo_q4), 8192, "manual", "q4_0")
 
 
+def test_the_plan_of_a_model_not_downloaded_points_to_the_download_below(hub):  # an empty cache
+    text = plan_markdown("nemo-q8_0", 8192)
+    assert text == ("⚠️ nemo-q8_0 is not downloaded yet (13.0 GB): download it under “Download a model” below, "
+                    "or choose another model.")
+
+
+def test_settings_tab_download_error_says_what_to_do_in_the_app(hub, served, page, monkeypatch):
+    from huggingface_hub import constants
+
+    from app.base.config import models_dir
+
+    demo, url = served
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    page.goto(url)
+    page.get_by_role("tab", name="Settings").click()
+    page.get_by_text("Download a model").click()
+    page.locator("#download-choice input").click()
+    page.get_by_role("option", name="nemo-q5_k_m", exact=False).click()
+    page.locator("#download").click()
+    status = page.locator("#download-status", has_text="HF_HUB_OFFLINE")
+    status.wait_for(timeout=30_000)
+    text = status.inner_text().strip()
+    assert "\n" not in text and str(models_dir()) in text and "Model list" in text, text
+    assert "--model" not in text and "command" not in text, text
+
+
 def test_settings_tab_shows_the_plan_and_downloads_with_progress(hub, served, page, artifacts):
     demo, url = served
     page.goto(url)

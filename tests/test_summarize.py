@@ -15,7 +15,11 @@ from app.documents.reading import read_document
 from app.history import History
 from app.runtime import LlamaEngine, LoadOptions, SamplingOptions
 from app.engine.chat_format import token_counter
-from app.services.summarize import FINAL, MAP, REDUCE, SINGLE, SummaryOptions, context_for_chat, summarize
+from app.base.jobs import CancelToken
+from app.documents.language import LanguageCheck
+from app.services.engine_calls import READING, WRITING
+from app.services.summarize import (FINAL, MAP, REDUCE, SINGLE, SummaryOptions, context_for_chat, format_progress,
+                                    summarize)
 from conftest import run_cli
 from test_documents import CHINESE, ENGLISH, FRENCH, make_pdf
 
@@ -87,10 +91,18 @@ def test_a_short_document_is_summarized_in_one_pass_and_kept(tmp_path, store, en
     assert len(streamed) > 3 and result.text.startswith(streamed[0]), "the summary streams in"
     [kept] = store.summaries(document_id)
     assert kept["text"] == result.text and kept["options"] == {"length": "short", "language": "en", "references": True}
+    assert result.language == LanguageCheck("en", "en"), "the summary is in the language asked for"
 
     again = run_to_end(summarize(CountingEngine(engine), store, document_id, SummaryOptions("short", references=True),
                                  GREEDY))
     assert (again.engine_calls, again.cached_calls, again.text) == (0, 1, result.text)
+
+
+def test_a_summary_in_another_language_than_asked_is_caught(tmp_path, store, engine):
+    """Asked for French, SmolLM2 summarizes the English document in English: the result says so."""
+    document_id, _ = store.add(read_document(make_pdf(tmp_path / "news.pdf", [ENGLISH * 2], title="Council news")))
+    result = run_to_end(summarize(engine, store, document_id, SummaryOptions("short", "fr"), GREEDY))
+    assert not result.stopped and result.language == LanguageCheck("fr", "en"), result.text
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +166,32 @@ def test_25_contexts_of_text_map_reduce_with_stop_and_resume(tmp_path, store, sm
     assert updates[-1].tokens_read == updates[-1].tokens_total > 25 * engine.n_ctx
     assert any(u.eta_s for u in updates[:-1])
     assert [s["levels"] for s in store.summaries(document_id)] == [len(levels)]
+
+
+def test_progress_moves_inside_the_first_call_of_a_document_larger_than_the_context(tmp_path, store, small_engine):
+    """The first map call's prompt is read in n_batch steps, each one an update within moments of
+    the start; then the tokens written count up and a measured ETA appears. Stopped early."""
+    path = tmp_path / "chronicle.md"
+    path.write_text(long_markdown(2_000), encoding="utf-8")
+    document_id, _ = store.add(read_document(path))
+    cancel, updates, seen_at = CancelToken(), [], []
+    started = time.monotonic()
+    for update in summarize(small_engine, store, document_id, SummaryOptions("short"), GREEDY, cancel):
+        updates.append(update)
+        seen_at.append(time.monotonic() - started)
+        if update.call is not None and update.call.phase == WRITING and update.call.done == 6:
+            cancel.cancel()  # Stop, six tokens into the first partial summary
+    calls = [(u.call, at) for u, at in zip(updates, seen_at) if u.call is not None]
+    first_read = next(at for call, at in calls if call.phase == READING)
+    assert first_read < 2, f"the first sign of the prompt being read came after {first_read:.1f} s"
+    reading = [call for call, _ in calls if call.phase == READING]
+    assert reading[0].done == 0 and reading[-1].done == reading[-1].total > 2 * 256, "a prompt of several batches"
+    assert len({call.done for call in reading}) >= 3, "each n_batch step is shown"
+    assert [call.done for call, _ in calls if call.phase == WRITING][:6] == [1, 2, 3, 4, 5, 6]
+    lines = [format_progress(u) for u in updates]
+    assert lines[0].startswith("reading the document · step 1 of ") and "now reading the prompt: 0 / " in lines[0]
+    assert any("now writing: 6 tokens (at most " in line and " left" in line for line in lines), lines[-3:]
+    assert updates[-1].result.stopped
 
 
 def test_cli_summarize_json(tmp_path, home):

@@ -17,9 +17,11 @@ from app.storage.document_store import DocumentStore
 from app.base.errors import UserError
 from app.history import History
 from app.base.jobs import Job
-from app.services.translate import (TranslateOptions, TranslationJob, TranslationRequest, glossary_from_rows,
-                           language_label, parse_numbered, plan_segments, read_glossary, resolve_language,
-                           term_in, translate)
+from app.documents.language import LanguageCheck
+from app.services.engine_calls import READING, WRITING
+from app.services.translate import (CAP, ROOM, TWICE, Cut, TranslateOptions, TranslationJob, TranslationRequest,
+                                    count_noun, cut_notes, glossary_from_rows, language_label, parse_numbered,
+                                    plan_segments, read_glossary, resolve_language, term_in, translate)
 
 from conftest import run_cli
 
@@ -197,7 +199,40 @@ def test_languages_and_glossary_files(tmp_path):
     assert term_in("灯塔", "这是一座灯塔。")
 
 
+def test_notes_about_cut_replies_are_written_for_a_person():
+    assert (count_noun(1, "part"), count_noun(3, "part"), count_noun(2, "reply", "replies")) == \
+        ("1 part", "3 parts", "2 replies")
+    assert cut_notes([Cut(0, 44, CAP)] * 3) == [
+        "3 replies were cut short at 44 tokens (the “Max reply tokens” setting): the end of part 1 may be missing."]
+    assert cut_notes([Cut(2, 90, TWICE), Cut(0, 30, ROOM), Cut(3, 120, TWICE)]) == [
+        "1 reply was cut short at 30 tokens (the room left in the context): the end of part 1 may be missing.",
+        ("2 replies were cut short at 90 to 120 tokens (twice the length of the source; the model wrote more than "
+         "a translation): the end of parts 3 and 4 may be missing.")]
+    assert cut_notes([]) == []
+
+
 # -- the real engine -----------------------------------------------------------------------------
+
+
+def test_progress_inside_the_call_and_a_reply_in_the_wrong_language_is_caught(engine, store):
+    """SmolLM2 often answers in English when asked for French: the result says so. While the call
+    runs, the updates count the prompt tokens read, then the tokens written, with a measured ETA."""
+    text = "The lighthouse keeper waited by the grey sea for the morning light."
+    job = TranslationJob(engine, store, TranslationRequest(text, "fr", "en"), TranslateOptions(temperature=0, max_tokens=24))
+    updates = list(job.run())
+    calls = [u.call for u in updates if u.call is not None]
+    phases = [call.phase for call in calls]
+    assert phases[0] == READING and phases[-1] == WRITING and phases == sorted(phases), "read, then write"
+    read = [call for call in calls if call.phase == READING]
+    assert read[-1].done == read[-1].total > 20 and [c.done for c in read] == sorted(c.done for c in read)
+    written = [call.done for call in calls if call.phase == WRITING]
+    assert written == list(range(1, len(written) + 1)) and all(c.total == 24 for c in calls if c.phase == WRITING)
+    assert any(u.eta_s for u in updates if u.call is not None and u.call.phase == WRITING), "an ETA while writing"
+    assert "writing: 3 tokens (at most 24)" in [c.describe() for c in calls]
+    result = job.result
+    assert result.language == LanguageCheck("fr", "en"), result.text
+    assert result.problems == [("1 reply was cut short at 24 tokens (the “Max reply tokens” setting): "
+                                "the end of part 1 may be missing.")]
 
 
 def test_structure_kept_with_the_real_model(engine, store, artifacts):

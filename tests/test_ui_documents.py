@@ -4,8 +4,11 @@ bar, the streamed summary, download, delete; bad files get one line and the app 
 from __future__ import annotations
 
 import base64
+import time
+from dataclasses import replace
 
 from test_documents import ENGLISH, make_pdf
+from test_summarize import long_markdown
 
 DROP = """(zone, files) => {
     const transfer = new DataTransfer();
@@ -85,3 +88,97 @@ def test_the_page_limit_set_in_settings_refuses_a_longer_pdf_in_one_line(served,
     status.wait_for(timeout=60_000)
     assert "2 pages is over the 1-page limit" in status.inner_text()
     assert demo.nemo.documents.documents() == [], "a refused file stores nothing"
+
+
+TEXT_END_AND_ARROW = """input => {
+    const box = input.getBoundingClientRect(), style = getComputedStyle(input);
+    const arrow = input.parentElement.querySelector('.icon-wrap').getBoundingClientRect();
+    return [box.right - parseFloat(style.paddingRight), arrow.left, input.scrollWidth <= input.clientWidth];
+}"""
+
+
+def follow_progress(page, where: str, until: str, snapshot: tuple[str, str] | None = None,
+                    timeout_s: float = 120) -> list[tuple[float, str]]:
+    """The text of `where` each time it changes, (seconds since the call, text), until it contains
+    `until`; `snapshot` (part, path): a screenshot when the text first contains `part`."""
+    seen, started = [], time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        text = page.locator(where).inner_text().strip()
+        if not seen or seen[-1][1] != text:
+            seen.append((round(time.monotonic() - started, 2), text))
+            if snapshot and snapshot[0] in text:
+                page.screenshot(path=snapshot[1], full_page=True)
+                snapshot = None
+        if until in text:
+            return seen
+        page.wait_for_timeout(40)
+    raise AssertionError(f"{where} never showed {until!r}: {seen}")
+
+
+def test_a_dropped_document_is_selected_and_its_summary_shows_progress_within_2_s(served, page, artifacts, tmp_path):
+    """A document four times the (small) context: dropped, it is the chosen one, so Summarize works at
+    once; within 2 s the line shows the first call's prompt being read, token by token, then written."""
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, n_ctx=1024, temperature=0)
+    chronicle = long_markdown(2_000).encode()
+    page.goto(url)
+    page.get_by_role("tab", name="Documents").click()
+    page.locator("#doc-language input").wait_for(timeout=30_000)
+    text_end, arrow_start, whole = page.locator("#doc-language input").evaluate(TEXT_END_AND_ARROW)
+    assert text_end <= arrow_start and whole, "the summary language is shown whole, before the dropdown's arrow"
+    page.screenshot(path=str(artifacts / "ui-documents-idle.png"), full_page=True)
+    drop_files(page, [("chronicle.md", "text/markdown", chronicle)])
+    page.locator("#doc-status", has_text="chronicle.md").wait_for(timeout=30_000)
+    assert "chronicle.md" in page.locator("#doc-choice input").input_value(), "the dropped document is chosen"
+    demo.nemo.ensure_model()  # the small context is loaded before the clock starts
+
+    page.locator("#summarize").click()
+    seen = follow_progress(page, "#doc-progress", "now writing: ",
+                           ("now writing: ", str(artifacts / "ui-documents-progress.png")))
+    reading = [(at, text) for at, text in seen if "now reading the prompt: " in text]
+    assert reading and reading[0][0] < 2.0, seen
+    assert "reading the document · step 1 of " in reading[0][1], reading
+    assert len({text for _, text in reading}) >= 2, f"the prompt's tokens count up: {seen}"
+    page.locator("#doc-stop").click()
+    page.locator("#doc-progress", has_text="Summarize again to go on from here").wait_for(timeout=60_000)
+
+
+def test_a_summary_in_the_wrong_language_warns_and_a_delete_can_be_undone(served, page, artifacts, tmp_path):
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, temperature=0)
+    pdf = make_pdf(tmp_path / "council news.pdf", [ENGLISH * 2], title="Council news")
+    page.goto(url)
+    page.get_by_role("tab", name="Documents").click()
+    drop_files(page, [(pdf.name, "application/pdf", pdf.read_bytes())])
+    page.locator("#doc-status", has_text="council news.pdf: 1 page ·").wait_for(timeout=30_000)
+    page.locator("#doc-language input").click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type("French")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    assert page.locator("#doc-language input").input_value() == "French"
+    page.locator("#doc-length label", has_text="short").click()
+    page.locator("#summarize").click()
+    warning = page.locator("#doc-progress .doc-warning")
+    try:
+        warning.wait_for(timeout=120_000)
+    finally:
+        page.screenshot(path="/tmp/h12/fail.png", full_page=True)
+    assert warning.inner_text().startswith("⚠️ The summary reads as English, not French"), warning.inner_text()
+    page.screenshot(path=str(artifacts / "ui-documents-warning.png"), full_page=True)
+    summary = page.locator("#doc-summary").inner_text().strip()
+    assert summary
+
+    page.locator("#doc-delete").click()
+    page.locator("#doc-status", has_text="Deleted council news.pdf").wait_for(timeout=30_000)
+    assert demo.nemo.documents.documents() == [] and page.locator("#doc-summary").inner_text().strip() == ""
+    assert "council news.pdf" not in page.locator("#doc-table").inner_text()
+    page.screenshot(path=str(artifacts / "ui-documents-deleted.png"), full_page=True)
+    page.locator("#doc-undo").click()
+    page.locator("#doc-status", has_text="council news.pdf is back").wait_for(timeout=30_000)
+    [document] = demo.nemo.documents.documents()
+    assert document["file_name"] == "council news.pdf" and demo.nemo.documents.summaries(document["id"])
+    assert "council news.pdf" in page.locator("#doc-table").inner_text()
+    assert "council news.pdf" in page.locator("#doc-choice input").input_value(), "chosen again"
+    page.locator("#doc-summary", has_text=summary[:40]).wait_for(timeout=30_000)
+    assert not page.locator("#doc-undo").is_visible()

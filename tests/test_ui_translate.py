@@ -10,7 +10,7 @@ from pathlib import Path
 
 from app.storage.document_store import DocumentStore
 
-from test_ui_documents import DROP
+from test_ui_documents import DROP, follow_progress
 
 NOTES = b"""# Release notes
 
@@ -40,7 +40,7 @@ def test_drop_a_document_translate_it_side_by_side_and_download(served, page, ar
     page.locator("#translate-detected", has_text="detected: English").wait_for(timeout=30_000)
 
     page.locator("#translate-start").click()
-    page.locator("#translate-status", has_text="Translated").wait_for(timeout=180_000)
+    page.locator("#translate-status", has_text="English → French in ").wait_for(timeout=180_000)
     rows = page.locator("#translation-table tr")
     assert rows.count() >= 2, "a header and one row per segment"
     sources = page.locator("#translation-table td:nth-child(1)").all_inner_texts()
@@ -67,3 +67,32 @@ def test_drop_a_document_translate_it_side_by_side_and_download(served, page, ar
     row = store.translation(saved["id"])
     assert saved["document_id"] is not None and saved["status"] == "complete"
     assert row["source"] == NOTES.decode().strip() and "make check && git push" in row["text"]
+
+
+def test_typed_text_shows_progress_within_2_s_and_a_reply_in_english_is_a_warning(served, page, artifacts):
+    """Typed like a person; SmolLM2 echoes English when asked for French: the result is a warning,
+    not a success, and its notes speak plainly."""
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, temperature=0, max_tokens=16)
+    page.goto(url)
+    page.get_by_role("tab", name="Translate").click()
+    page.locator("#translate-text textarea").click()
+    page.keyboard.type("The lighthouse keeper waited by the grey sea for the morning light.")
+    page.locator("#translate-detected", has_text="Detected: English").wait_for(timeout=30_000)
+    page.screenshot(path=str(artifacts / "ui-translate-idle.png"), full_page=True)
+    demo.nemo.ensure_model()
+
+    page.locator("#translate-start").click()
+    seen = follow_progress(page, "#translate-status", "English → French in 1 part.",
+                           ("now writing: ", str(artifacts / "ui-translate-progress.png")))
+    first = next(at for at, text in seen if "now reading the prompt: " in text or "now writing: " in text)
+    assert first < 2.0, seen
+    assert any("now writing: " in text for _, text in seen), seen
+    status = page.locator("#translate-status", has_text="English → French in 1 part.")
+    status.wait_for(timeout=120_000)
+    text = status.inner_text()
+    assert text.startswith("Done English → French in 1 part.") and "✅" not in text, text
+    assert "⚠️ The translation reads as English, not French" in text
+    assert "1 reply was cut short at 16 tokens (the “Max reply tokens” setting): the end of part 1 may be missing." in text
+    assert "segment" not in text and "×" not in text
+    page.screenshot(path=str(artifacts / "ui-translate-warning.png"), full_page=True)

@@ -7,6 +7,9 @@ is done here with its http_get (Range requests, retries on dropped connections) 
 file with a fixed name beside the cache's blobs: the next call goes on where the last one stopped.
 The bytes are checked against the hub's ETag (a large file's SHA-256) before hf_hub_download
 links the blob into the cache like any download of its own.
+
+Errors are one line that says what to do, in the words of the face that shows them (`Advice`):
+the command line names commands and --model, Settings names its buttons and the models folder.
 """
 
 from __future__ import annotations
@@ -15,21 +18,39 @@ import hashlib
 import os
 import shutil
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from app.base.config import models_dir
 from app.base.errors import Cancelled, UserError
 from app.base.jobs import CancelToken, Progress, ProgressCallback, no_progress
 from app.engine.catalog import CatalogModel, cached_path, catalog_model
 
 READ_BLOCK = 16 * 2**20
-WHAT_TO_DO = "download it on another machine and point --model at the .gguf file (or copy it into the models folder)"
 
 
-def download(name: str, progress: ProgressCallback = no_progress, cancel: CancelToken | None = None) -> Path:
+@dataclass(frozen=True)
+class Advice:
+    """What an error tells the user to do, as the face that shows it can be used."""
+
+    resume: str  # how to go on after a failed attempt
+    elsewhere: str  # how to use a model file got some other way
+
+
+CLI_ADVICE = Advice("run `nemo-chat models download {name}` again to go on where it stopped",
+                    "download the .gguf file on another machine and give its path with --model")
+UI_ADVICE = Advice("press Download again to go on where it stopped",
+                   "download the .gguf file on another machine and copy it into {folder}: it then appears in the Model list")
+
+
+def download(name: str, progress: ProgressCallback = no_progress, cancel: CancelToken | None = None,
+             advice: Advice = CLI_ADVICE) -> Path:
     """Download a catalog model (no-op when cached) and return its path in the cache.
-    Raises UserError with what to do, Cancelled when stopped (the partial file stays for a resume)."""
+    Raises UserError with what to do (in `advice`'s words), Cancelled when stopped (the partial file
+    stays for a resume)."""
     model = catalog_model(name)
+    advice = Advice(advice.resume.format(name=model.name), advice.elsewhere.format(folder=models_dir()))
     cancel = cancel or CancelToken()
     found = cached_path(model)
     if found is not None:
@@ -41,8 +62,8 @@ def download(name: str, progress: ProgressCallback = no_progress, cancel: Cancel
     from huggingface_hub.utils import WeakFileLock
 
     if constants.is_offline_mode():
-        raise UserError(f"offline (HF_HUB_OFFLINE is set) and {model.name} is not downloaded: {WHAT_TO_DO}")
-    with _hub_errors(model):
+        raise UserError(_offline(model, advice))
+    with _hub_errors(model, advice):
         url, headers, size, etag = _metadata(model)
         blob = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model.repo, repo_type="model") / "blobs" / etag
         blob.parent.mkdir(parents=True, exist_ok=True)
@@ -69,8 +90,13 @@ def _metadata(model: CatalogModel) -> tuple[str, dict, int, str]:
     return meta.location, headers, meta.size, meta.etag
 
 
+def _offline(model: CatalogModel, advice: Advice) -> str:
+    return (f"offline (HF_HUB_OFFLINE is set) and {model.name} is not downloaded: unset HF_HUB_OFFLINE "
+            f"to download it, or {advice.elsewhere}")
+
+
 @contextmanager
-def _hub_errors(model: CatalogModel):
+def _hub_errors(model: CatalogModel, advice: Advice):
     """huggingface_hub's and the network's exceptions -> one line that says what to do."""
     import httpx2
     from huggingface_hub import constants
@@ -81,7 +107,7 @@ def _hub_errors(model: CatalogModel):
     try:
         yield
     except OfflineModeIsEnabled:
-        raise UserError(f"offline (HF_HUB_OFFLINE is set) and {model.name} is not downloaded: {WHAT_TO_DO}") from None
+        raise UserError(_offline(model, advice)) from None
     except GatedRepoError:
         raise UserError(f"{model.repo} needs you to accept its terms on the hub and a token "
                         "(`hf auth login` or HF_TOKEN)") from None
@@ -91,10 +117,11 @@ def _hub_errors(model: CatalogModel):
         raise UserError(f"{model.repo} has no file {model.filename}") from None
     except HfHubHTTPError as exc:
         status = getattr(exc.response, "status_code", "with an error")
-        raise UserError(f"{where} answered {status} for {model.filename}; try again later or {WHAT_TO_DO}") from None
+        raise UserError(f"{where} answered {status} for {model.filename}: {advice.resume} later, "
+                        f"or {advice.elsewhere}") from None
     except httpx2.TransportError as exc:
-        raise UserError(f"cannot reach {where} ({type(exc).__name__}: {exc}); check the network or HF_ENDPOINT, "
-                        f"run the same command again to resume, or {WHAT_TO_DO}") from None
+        raise UserError(f"cannot reach {where} ({type(exc).__name__}: {exc}): check the network (or HF_ENDPOINT) "
+                        f"and {advice.resume}, or {advice.elsewhere}") from None
 
 
 class _Reporter:

@@ -11,7 +11,7 @@ from app.base.config import save_settings
 from app.base.errors import UserError
 from app.engine.gpu_plan import CONTEXT_SIZES, context_costs, context_label, detected_gpu, model_memory, plan_for
 from app.base.jobs import Progress
-from app.engine.catalog import available_models, model_rows, resolve_model
+from app.engine.catalog import CATALOG, available_models, cached_path, model_rows, resolve_model
 from app.runtime import KV_TYPES, free_memory_bytes
 
 POLL_S = 0.5  # how often the download's progress line is refreshed
@@ -19,6 +19,10 @@ POLL_S = 0.5  # how often the download's progress line is refreshed
 
 def plan_markdown(model: str, n_ctx: int, gpu_mode: str = "auto", kv_type: str = "f16") -> str:
     """The plan for this model and context, the largest context that fits, and the cost table."""
+    wanted = CATALOG.get((model or "").strip().lower())
+    if wanted is not None and cached_path(wanted) is None:
+        return (f"⚠️ {wanted.name} is not downloaded yet ({wanted.size_bytes / 1e9:.1f} GB): download it under "
+                "“Download a model” below, or choose another model.")
     try:
         path = resolve_model(model)
         mem = model_memory(path)
@@ -67,7 +71,7 @@ def progress_line(p: Progress) -> str:
 
 def model_section(services, model_name, n_ctx) -> None:
     """Build the section inside the Settings tab; `model_name` and `n_ctx` are the tab's inputs."""
-    from app.engine.downloads import download
+    from app.engine.downloads import UI_ADVICE, download
 
     s = services.settings
     with gr.Accordion("GPU offload plan and context", open=True):
@@ -99,7 +103,7 @@ def model_section(services, model_name, n_ctx) -> None:
             yield "Choose a model first.", gr.skip(), gr.skip()
             return
         job = services.jobs.start(request.session_hash, "download",
-                                  lambda progress, cancel: download(name, progress, cancel))
+                                  lambda progress, cancel: download(name, progress, cancel, UI_ADVICE))
         try:
             for _ in job.watch(POLL_S):
                 if job.progress is not None:

@@ -17,9 +17,11 @@ import gradio as gr
 from app.base.errors import UserError
 from app.documents.language import detect_language
 from app.documents.reading import ACCEPTED, KINDS, read_document
+from app.faces.language_note import language_warning
 from app.faces.temp_files import TabFiles, file_name, forget_upload
-from app.services.translate import (AUTO, TranslationJob, TranslationRequest, glossary_from_rows, language_choices,
-                                    language_label, read_glossary)
+from app.services.engine_calls import duration
+from app.services.translate import (AUTO, TranslationJob, TranslationRequest, TranslationUpdate, count_noun,
+                                    glossary_from_rows, language_choices, language_label, read_glossary)
 
 CELL = "white-space:pre-wrap;vertical-align:top;padding:6px 10px;border-top:1px solid #8884;width:50%"
 WAITING = "<span style='opacity:.5'>…</span>"
@@ -38,30 +40,40 @@ def side_by_side(rows: list[tuple[str, str | None]], partial: tuple[int, str] | 
             "<tr><th>Source</th><th>Translation</th></tr>" + "".join(cells) + "</table>")
 
 
-def status_line(job: TranslationJob, started: float) -> str:
+def status_line(job: TranslationJob, update: TranslationUpdate | None, started: float) -> str:
+    """'translating into French · part 2 of 5 · now reading the prompt: 256 / 700 tokens · about 40 s left · 12 s'."""
     p = job.progress()
-    line = f"{p.what} · segment {p.done} of {p.total}"
+    line = f"{p.what} · part {min(p.done + 1, p.total)} of {p.total}"
+    if update is not None and update.call is not None:
+        line += f" · now {update.call.describe()}"
     if job.calls.cached_calls:
-        line += f" · {job.calls.cached_calls} from earlier runs"
-    if job.calls.engine_calls and p.done < p.total:
-        left = job.calls.engine_seconds / max(1, p.done - job.calls.cached_calls) * (p.total - p.done)
-        line += f" · about {int(left)} s left"
+        line += f" · {count_noun(job.calls.cached_calls, 'part')} from earlier runs"
+    if update is not None and update.eta_s is not None:
+        line += f" · {duration(update.eta_s)} left"
     return line + f" · {time.monotonic() - started:.0f} s"
 
 
 def result_line(job: TranslationJob) -> str:
+    """What happened, for a person: success only when the translation is in the language asked for."""
     result = job.result
-    line = ("⏹ Stopped: translate again to go on from here." if result.stopped else "✅ Translated") + \
-        f" {language_label(result.source_language)} → {language_label(result.target_language)}, " \
-        f"{result.segments} segments ({result.cached_segments} from earlier runs)."
+    languages = f"{language_label(result.source_language)} → {language_label(result.target_language)}"
+    earlier = f", {result.cached_segments} from earlier runs" if result.cached_segments else ""
+    parts = f"{count_noun(result.segments, 'part')}{earlier}"
+    warning = language_warning(result.language, "translation")
+    if result.stopped:
+        line = f"⏹ Stopped ({languages}, {parts}): translate again to go on from here."
+    else:
+        line = f"{'Done' if warning else '✅ Translated'} {languages} in {parts}."
+    if warning:
+        line += f"\n\n{warning}"
     if not result.structure_kept:
-        line += " ⚠️ The structure changed; check the result."
+        line += "\n\n⚠️ The layout (headings, lists, tables or code) changed: check the result."
     for miss in result.misses:
-        line += f"\n\n⚠️ Glossary: “{miss.source}” was not translated as “{miss.target}” in segment " \
-                f"{', '.join(map(str, miss.segments))}."
+        line += f"\n\n⚠️ Glossary: “{miss.source}” was not translated as “{miss.target}” in " \
+                f"{'part' if len(miss.segments) == 1 else 'parts'} {', '.join(map(str, miss.segments))}."
     if result.problems:
         notes = Counter(result.problems)
-        line += "\n\nNotes: " + "; ".join(f"{note} (×{n})" if n > 1 else note for note, n in list(notes.items())[:5])
+        line += "\n\n" + "\n".join(f"- {note}" + (f" ({n} times)" if n > 1 else "") for note, n in notes.items())
     return line
 
 
@@ -129,6 +141,7 @@ def translate_tab(services, files: TabFiles) -> None:
 
     def run(value, document_id, plain_text, source_language, target_language, terms, request: gr.Request):
         started = time.monotonic()
+        yield "starting: loading the model and planning the parts…", gr.skip(), gr.skip(), gr.skip()
         try:
             if document_id is not None:
                 doc = store.document(document_id)
@@ -148,14 +161,14 @@ def translate_tab(services, files: TabFiles) -> None:
             return
         detected_line = f"Source: {language_label(job.source_language)}" + \
             (" (detected)" if source_language == AUTO else "")
-        yield status_line(job, started), side_by_side(job.rows()), None, detected_line
+        yield status_line(job, None, started), side_by_side(job.rows()), None, detected_line
         running = services.jobs.start(request.session_hash, "translation", lambda progress, cancel: job.run(cancel))
         try:
             for _ in running.watch():
                 update = running.latest
                 if update is not None and update.result is None:
                     partial = (job.row_of(update.segment), update.partial) if update.segment is not None else None
-                    yield status_line(job, started), side_by_side(job.rows(), partial), gr.skip(), gr.skip()
+                    yield status_line(job, update, started), side_by_side(job.rows(), partial), gr.skip(), gr.skip()
             running.result()
         except UserError as exc:
             yield f"⚠️ {exc}", side_by_side(job.rows()), gr.skip(), gr.skip()

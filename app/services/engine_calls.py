@@ -1,29 +1,120 @@
-"""Engine calls whose results are kept: one cache lookup, one streamed call, counted.
+"""Engine calls whose results are kept: one cache lookup, one streamed call, counted and timed.
 
 Summaries and translations are made of many calls; each call's result is kept in the document
 store's cache under a hash of what went into it (model, prompt version, text, options), so a re-run
 after a Stop, a crash or a restart does no finished call twice.
+
+A call shows where it is while it runs: waiting for its turn at the model, reading its prompt
+(tokens read of tokens to read) or writing (tokens written). The engine reports the first two
+through its progress callback, from inside its iteration, so the call is iterated in a helper
+thread and every report becomes an update the job yields. The rates measured over the job's calls
+so far give its ETA. Calls share only these counters and the one slot for the call under way
+(`current`): a level's calls stay independent; running them side by side needs a slot per call.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from app.base.errors import Cancelled
-from app.base.jobs import CancelToken
+from app.base.jobs import WAITING, CancelToken, Progress
 from app.engine.chat_format import chat_format_for
 from app.runtime import Engine, SamplingOptions
 from app.storage.document_store import DocumentStore
+
+READING, WRITING = "reading", "writing"  # CallProgress.phase, besides WAITING
+Update = TypeVar("Update")
+_END = object()  # the helper thread's last event
 
 
 @dataclass(frozen=True)
 class Reply:
     text: str
     cut: bool  # stopped by its token budget, not by the model
+
+
+@dataclass(frozen=True)
+class CallProgress:
+    """Where the call under way is: WAITING (`ahead` requests first), READING (`done` of `total`
+    prompt tokens) or WRITING (`done` tokens written, at most `total`); `eta_s`: this phase's rest."""
+
+    phase: str
+    done: int = 0
+    total: int = 0
+    ahead: int = 0
+    eta_s: float | None = None
+
+    def describe(self) -> str:
+        """'waiting for the model (2 ahead)', 'reading the prompt: 512 / 1,800 tokens, about 12 s more',
+        'writing: 120 tokens (at most 300)'."""
+        if self.phase == WAITING:
+            return f"{WAITING} ({self.ahead} ahead)" if self.ahead else WAITING
+        if self.phase == READING:
+            line = f"reading the prompt: {self.done:,} / {self.total:,} tokens"
+            return line + (f", {duration(self.eta_s)} more" if self.eta_s is not None and self.done < self.total else "")
+        return f"writing: {self.done:,} token{'' if self.done == 1 else 's'} (at most {self.total:,})"
+
+
+def duration(seconds: float) -> str:
+    """'about 40 s', 'about 3 min 5 s', 'about 2 h 10 min'."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"about {seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"about {minutes} min {seconds} s" if seconds else f"about {minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"about {hours} h {minutes} min"
+
+
+class _Meter:
+    """Tokens read and written by a job's engine calls, and the seconds they took (writing is timed
+    from each call's first token, as the engine's tokens/s is)."""
+
+    def __init__(self) -> None:
+        self.calls = self.read = self.written = self.timed = 0
+        self.read_s = self.write_s = 0.0
+
+    def add(self, other: _Meter) -> None:
+        self.calls += other.calls
+        self.read, self.read_s = self.read + other.read, self.read_s + other.read_s
+        self.written, self.timed, self.write_s = (self.written + other.written, self.timed + other.timed,
+                                                  self.write_s + other.write_s)
+
+
+class _Call(_Meter):
+    """The live state of one call, moved by the engine's reports and the text it writes."""
+
+    def __init__(self, prompt_tokens: int, max_tokens: int) -> None:
+        super().__init__()
+        self.calls, self.max_tokens, self.started = 1, max_tokens, time.perf_counter()
+        self.progress = CallProgress(READING, 0, prompt_tokens)
+        self.to_read = prompt_tokens
+        self._read_from = self._first_token_at = None
+
+    def moved(self, report: Progress, now: float) -> None:
+        if report.what == WAITING:
+            self.progress = CallProgress(WAITING, ahead=report.ahead)
+            return
+        self._read_from = self._read_from or now
+        self.to_read, self.read, self.read_s = report.total, report.done, now - self._read_from
+        eta = (report.total - report.done) / (self.read / self.read_s) if self.read and self.read_s else None
+        self.progress = CallProgress(READING, report.done, report.total, eta_s=eta)
+
+    def wrote(self, now: float) -> None:
+        if self._first_token_at is None and self._read_from is None:  # an engine that does not report reading:
+            self.read, self.read_s = self.to_read, now - self.started  # the wait for the first token is the reading
+        self.written += 1
+        self._first_token_at = self._first_token_at or now
+        self.timed, self.write_s = self.written - 1, now - self._first_token_at
+        self.progress = CallProgress(WRITING, self.written, self.max_tokens)
 
 
 class CachedCalls:
@@ -34,6 +125,8 @@ class CachedCalls:
         self.format = chat_format_for(engine)
         self.engine_calls = self.cached_calls = 0
         self.engine_seconds = 0.0
+        self.finished = _Meter()  # what the job's finished engine calls read and wrote
+        self.current: _Call | None = None
 
     def lookup(self, payload: dict) -> tuple[str, str | None]:
         """The cache key of a call described by `payload`, and its kept result (None if not yet made)."""
@@ -48,23 +141,77 @@ class CachedCalls:
         self.store.put_cached(key, self.kind, value, source=self.source)
 
     def generate(self, messages: list[dict], sampling: SamplingOptions, cancel: CancelToken,
-                 show: Callable[[str], Any] | None = None) -> Iterator[Any]:
-        """Run one call and return its `Reply`; with `show`, yields `show(reply so far)` as it grows.
-        Raises Cancelled on Stop."""
+                 show: Callable[[str], Update]) -> Iterator[Update]:
+        """Run one call and return its `Reply`, yielding `show(reply so far)` whenever the call moves
+        (turn, prompt read, token written). Raises Cancelled on Stop; closing it early stops the call."""
         cancel.raise_if_cancelled()
         started = time.perf_counter()
-        completion = self.engine.complete(self.format.encode(messages), sampling, cancel,
-                                          decoder=self.format.decoder())
+        prompt = self.format.encode(messages)
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        completion = self.engine.complete(prompt, sampling, cancel, lambda report: events.put((time.perf_counter(), report)),
+                                          self.format.decoder())
+        call = self.current = _Call(len(prompt), sampling.max_tokens)
+        worker = threading.Thread(target=_iterate, args=(completion, events), daemon=True, name="nemo-chat-call")
+        worker.start()
         text = ""
-        for delta in completion:
-            text += delta
-            if show is not None:
+        try:
+            while (event := events.get()) is not _END:
+                if isinstance(event, BaseException):
+                    raise event
+                at, what = event  # when the engine reported it, and what
+                if isinstance(what, str):
+                    text += what
+                    call.wrote(at)
+                else:
+                    call.moved(what, at)
                 yield show(text)
+        finally:
+            if worker.is_alive():  # closed early: the call must not go on holding the model
+                cancel.cancel()
+                worker.join()
+            self.current = None
+            self.finished.add(call)
         self.engine_calls += 1
         self.engine_seconds += time.perf_counter() - started
         if completion.stats.stop_reason == "cancelled":
             raise Cancelled()
         return Reply(text, completion.stats.stop_reason == "length")
 
+    @property
+    def call(self) -> CallProgress | None:
+        """Where the call under way is (None between calls)."""
+        current = self.current
+        return current.progress if current is not None else None
+
+    def eta_s(self, calls_after: int) -> float | None:
+        """Seconds left for the call under way and `calls_after` more like the job's calls so far, at
+        the rates measured over this job; None until both reading and writing have been measured."""
+        done, current = self.finished, self.current
+        measured = _Meter()
+        measured.add(done)
+        if current is not None:
+            measured.add(current)
+        if not (measured.read and measured.read_s and measured.timed and measured.write_s):
+            return None
+        seen = done.calls + (current is not None)
+        prompt = (done.read + (current.to_read if current else 0)) / seen
+        written = done.written / done.calls if done.calls else current.max_tokens
+        read_left, write_left = calls_after * prompt, calls_after * written
+        if current is not None:
+            read_left += current.to_read - current.read
+            write_left += max(0, min(written, current.max_tokens) - current.written)
+        return read_left / (measured.read / measured.read_s) + write_left / (measured.timed / measured.write_s)
+
     def encoded_length(self, messages: list[dict]) -> int:
         return len(self.format.encode(messages))
+
+
+def _iterate(completion, events: queue.SimpleQueue) -> None:
+    """The helper thread: the call's text deltas with their time, or its error, then _END."""
+    try:
+        for delta in completion:
+            events.put((time.perf_counter(), delta))
+    except BaseException as exc:  # handed to the job's thread, which raises it
+        events.put(exc)
+    finally:
+        events.put(_END)

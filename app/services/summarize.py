@@ -15,11 +15,11 @@ from typing import Iterator
 
 from app.base.errors import Cancelled, UserError
 from app.base.jobs import CancelToken, Progress
-from app.documents.language import LANGUAGES, language_name
+from app.documents.language import LANGUAGES, LanguageCheck, check_language, language_name
 from app.documents.reading import CountTokens, pack
 from app.engine.chat_format import token_counter
 from app.runtime import Engine, SamplingOptions
-from app.services.engine_calls import CachedCalls
+from app.services.engine_calls import CachedCalls, CallProgress, duration
 from app.storage.document_store import Chunk, DocumentStore
 
 PROMPT_VERSION = 1
@@ -59,6 +59,7 @@ class SummaryResult:
     engine_calls: int
     cached_calls: int
     engine_seconds: float  # time spent inside the engine
+    language: LanguageCheck | None = None  # the language asked for and the one the summary reads as
     summary_id: int | None = None
 
 
@@ -72,6 +73,7 @@ class SummaryUpdate:
     eta_s: float | None
     text: str = ""
     result: SummaryResult | None = None
+    call: CallProgress | None = None  # the engine call under way
 
 
 def summarize(engine: Engine, store: DocumentStore, document_id: int, options: SummaryOptions = SummaryOptions(),
@@ -123,6 +125,7 @@ class SummaryJob:
             cached_calls=self.calls.cached_calls, engine_seconds=self.calls.engine_seconds,
         )
         if not stopped:
+            result.language = check_language(summary, self.language)
             result.summary_id = self.store.save_summary(
                 self.document["id"], self.model, asdict(replace(self.options, language=self.language)),
                 summary, result.chunks, len(self.levels),
@@ -176,7 +179,8 @@ class SummaryJob:
         sampling = replace(self.sampling, max_tokens=max_tokens)
         key, output = self.calls.lookup({"v": PROMPT_VERSION, "messages": messages, "sampling": asdict(sampling)})
         if output is None:
-            reply = yield from self.calls.generate(messages, sampling, self.cancel, self._update if stream else None)
+            reply = yield from self.calls.generate(messages, sampling, self.cancel,
+                                                   lambda text: self._update(text if stream else ""))
             output = reply.text.strip()
             self.calls.keep(key, output)
         self.calls_done += 1
@@ -186,15 +190,14 @@ class SummaryJob:
         return output
 
     def _update(self, text: str, result: SummaryResult | None = None) -> SummaryUpdate:
-        eta = None
-        if self.calls.engine_calls:
-            eta = self.calls.engine_seconds / self.calls.engine_calls * max(0, self.calls_expected - self.calls_done)
+        running = self.calls.call
+        eta = self.calls.eta_s(max(0, self.calls_expected - self.calls_done - (running is not None)))
         label = {MAP: "reading the document", REDUCE: "combining summaries", SINGLE: "writing the summary",
                  FINAL: "writing the summary"}[self.levels[-1].kind] if self.levels else "starting"
         if result is not None:
             label = "stopped" if result.stopped else "done"
         progress = Progress(self.calls_done, max(self.calls_expected, self.calls_done), label)
-        return SummaryUpdate(progress, self.tokens_read, self.tokens_total, eta, text, result)
+        return SummaryUpdate(progress, self.tokens_read, self.tokens_total, eta, text, result, running)
 
     # -- prompts ---------------------------------------------------------------------------------
     def _messages(self, kind: str, text: str, max_tokens: int) -> list[dict]:
@@ -222,17 +225,19 @@ class SummaryJob:
 
 
 def tokens_note(update: SummaryUpdate) -> str:
-    """'23,400 / 110,000 tokens read'."""
-    return f"{update.tokens_read:,} / {update.tokens_total:,} tokens read"
+    """'23,400 / 110,000 tokens of the document · now reading the prompt: 512 / 900 tokens'."""
+    note = f"{update.tokens_read:,} / {update.tokens_total:,} tokens of the document"
+    return note + (f" · now {update.call.describe()}" if update.call is not None else "")
 
 
 def format_progress(update: SummaryUpdate) -> str:
-    """'reading the document · 12/63 · 23,400 / 110,000 tokens read · about 1 min 20 s left'."""
+    """'reading the document · step 13 of 63 · 23,400 / 110,000 tokens of the document · now writing:
+    120 tokens (at most 300) · about 1 min 20 s left'."""
     p = update.progress
-    line = f"{p.what} · {p.done}/{p.total} · {tokens_note(update)}"
+    line = p.what + (f" · step {min(p.done + 1, p.total)} of {p.total}" if p.total and p.done < p.total else "")
+    line += f" · {tokens_note(update)}"
     if update.eta_s is not None and p.done < p.total:
-        minutes, seconds = divmod(int(update.eta_s), 60)
-        line += f" · about {minutes} min {seconds} s left" if minutes else f" · about {seconds} s left"
+        line += f" · {duration(update.eta_s)} left"
     return line
 
 

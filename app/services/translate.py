@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass
 from app.base.errors import Cancelled, UserError
 from app.base.jobs import CancelToken, Progress
 from app.documents import markdown_segments as md
-from app.documents.language import LANGUAGES, detect_language
+from app.documents.language import LANGUAGES, LanguageCheck, check_language, detect_language
 from app.documents.reading import group_texts, split_text
 from app.engine.chat_format import token_counter
 from app.runtime import Engine, SamplingOptions
-from app.services.engine_calls import CachedCalls
+from app.services.engine_calls import CachedCalls, CallProgress
 from app.storage.document_store import DocumentStore
 
 PROMPT_VERSION = 1
@@ -202,6 +202,51 @@ class TranslationRequest:
 
 
 @dataclass(frozen=True)
+class Cut:
+    """A reply that reached its token budget before the model finished."""
+
+    segment: int  # 0-based
+    tokens: int
+    why: str  # what set the budget: CAP, ROOM or TWICE
+
+
+CAP, ROOM, TWICE = "cap", "room", "twice"
+CUT_REASONS = {
+    CAP: "the “Max reply tokens” setting",
+    ROOM: "the room left in the context",
+    TWICE: "twice the length of the source; the model wrote more than a translation",
+}
+
+
+def count_noun(n: int, singular: str, plural: str = "") -> str:
+    """'1 part', '3 parts', '2 replies'."""
+    return f"{n:,} {singular if n == 1 else plural or singular + 's'}"
+
+
+def cut_notes(cuts: list[Cut]) -> list[str]:
+    """One sentence per reason: 'Two replies were cut short at 44 tokens (the “Max reply tokens”
+    setting): the end of part 1 may be missing.'"""
+    notes = []
+    for why, reason in CUT_REASONS.items():
+        these = [cut for cut in cuts if cut.why == why]
+        if not these:
+            continue
+        parts = sorted({cut.segment + 1 for cut in these})
+        sizes = sorted({cut.tokens for cut in these})
+        at = f"{sizes[0]:,} tokens" if len(sizes) == 1 else f"{sizes[0]:,} to {sizes[-1]:,} tokens"
+        replies = count_noun(len(these), "reply", "replies")
+        notes.append(f"{replies} {'was' if len(these) == 1 else 'were'} cut short at {at} ({reason}): "
+                     f"the end of {'part' if len(parts) == 1 else 'parts'} {_listed(parts)} may be missing.")
+    return notes
+
+
+def _listed(numbers: list[int]) -> str:
+    """'1', '1 and 3', '1, 3 and 4'."""
+    words = [str(n) for n in numbers]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+@dataclass(frozen=True)
 class GlossaryMiss:
     source: str
     target: str
@@ -220,17 +265,21 @@ class TranslationResult:
     misses: list[GlossaryMiss]
     problems: list[str]
     structure_kept: bool
+    language: LanguageCheck | None = None  # the target language and the one the translation reads as
     translation_id: int | None = None
 
 
 @dataclass(frozen=True)
 class TranslationUpdate:
-    """Segments done / total; while a segment is written, its number and the reply so far."""
+    """Segments done / total; while a segment is written, its number, the reply so far and where
+    the engine call is; the time left at the rates measured so far."""
 
     progress: Progress
     segment: int | None = None
     partial: str = ""
     result: TranslationResult | None = None
+    call: CallProgress | None = None
+    eta_s: float | None = None
 
 
 def plan_segments(pieces: list[md.Piece], budget: int, count) -> list[list[Unit]]:
@@ -280,7 +329,7 @@ class TranslationJob:
                 self.piece_segments.setdefault(i, []).append(n)
         self.filled: dict[int, tuple[str, list[str]]] = {}  # piece -> (its translation put back, problems)
         self.outputs: list[list[str] | None] = [None] * len(self.segments)
-        self.problems: list[str] = []
+        self.cuts: list[Cut] = []
         self.result: TranslationResult | None = None
 
     # -- the run ---------------------------------------------------------------------------------
@@ -296,7 +345,7 @@ class TranslationJob:
                     self.outputs[index] = yield from self._translate(index, cancel)
                     self.calls.keep(key, json.dumps(self.outputs[index], ensure_ascii=False))
                 self._fill(index)
-                yield TranslationUpdate(self.progress())
+                yield TranslationUpdate(self.progress(), eta_s=self.calls.eta_s(len(self.segments) - index - 1))
         except Cancelled:
             pass
         self.result = self._finish(stopped=None in self.outputs)
@@ -321,22 +370,30 @@ class TranslationJob:
         glossary = glossary_for(self.request.glossary, " ".join(texts))
         context = self._context(index)
         messages = self._messages(texts, glossary, context)
-        wanted = self._most_tokens(texts)
+        wanted, why = self._most_tokens(texts)
         room = self.engine.n_ctx - self.calls.encoded_length(messages) - 1
         if room < min(wanted, 64) and context:  # a long previous segment: go without it
             messages = self._messages(texts, glossary)
             room = self.engine.n_ctx - self.calls.encoded_length(messages) - 1
+        if room < wanted:
+            why = ROOM
         sampling = SamplingOptions(temperature=self.options.temperature, max_tokens=max(1, min(wanted, room)))
-        reply = yield from self.calls.generate(messages, sampling, cancel,
-                                               lambda text: TranslationUpdate(self.progress(), index, text))
+        reply = yield from self.calls.generate(messages, sampling, cancel, lambda text: self._update(index, text))
         if reply.cut:
-            self.problems.append(f"segment {index + 1}: the reply was cut at {sampling.max_tokens} tokens")
+            self.cuts.append(Cut(index, sampling.max_tokens, why))
         return reply.text
 
-    def _most_tokens(self, texts: list[str]) -> int:
-        """What a request may write: twice its source and some room, or the cap if lower."""
+    def _update(self, index: int, partial: str) -> TranslationUpdate:
+        """Segment `index` is being written: its reply so far, the call and the time left."""
+        left = len(self.segments) - index - 1
+        return TranslationUpdate(self.progress(), index, partial, call=self.calls.call, eta_s=self.calls.eta_s(left))
+
+    def _most_tokens(self, texts: list[str]) -> tuple[int, str]:
+        """What a request may write: twice its source and some room (TWICE), or the cap if lower (CAP)."""
         wanted = 2 * self.count(" ".join(texts)) + 8 * len(texts) + 32
-        return min(wanted, self.options.max_tokens or wanted)
+        if self.options.max_tokens and self.options.max_tokens < wanted:
+            return self.options.max_tokens, CAP
+        return wanted, TWICE
 
     def _context(self, index: int) -> tuple[list[str], list[str]] | None:
         if index == 0 or self.outputs[index - 1] is None:
@@ -356,7 +413,7 @@ class TranslationJob:
         texts = [unit.text for unit in self.segments[index]]
         return {"v": PROMPT_VERSION, "from": self.source_language, "to": self.target, "texts": texts,
                 "glossary": glossary_for(self.request.glossary, " ".join(texts)),
-                "temperature": self.options.temperature, "max_tokens": self._most_tokens(texts)}
+                "temperature": self.options.temperature, "max_tokens": self._most_tokens(texts)[0]}
 
     def progress(self) -> Progress:
         done = sum(output is not None for output in self.outputs)
@@ -427,10 +484,12 @@ class TranslationJob:
         text = self.text()
         problems = [problem for i in sorted(self.filled) for problem in self.filled[i][1]]
         kept = not self.request.markdown or md.outline(text) == md.outline(self.source)
+        written = " ".join(line for outputs in self.outputs if outputs for line in outputs)
         result = TranslationResult(
             text=text, stopped=stopped, source_language=self.source_language, target_language=self.target,
             segments=len(self.segments), engine_calls=self.calls.engine_calls, cached_segments=self.calls.cached_calls,
-            misses=self.misses(), problems=self.problems + problems, structure_kept=kept,
+            misses=self.misses(), problems=cut_notes(self.cuts) + problems, structure_kept=kept,
+            language=check_language(md.MARKER_RE.sub(" ", written), self.target),
         )
         result.translation_id = self.store.save_translation({
             "document_id": self.request.document_id, "source_sha256": self.source_sha256,

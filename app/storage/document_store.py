@@ -58,6 +58,21 @@ class Document:
     chunks: list[Chunk]
 
 
+@dataclass(frozen=True)
+class Removed:
+    """A deleted document and everything made from it: table -> rows, in the order to put them back."""
+
+    file_name: str
+    rows: dict[str, list[dict]]
+
+
+def _made_from(document_id: int, sha256: str) -> list[tuple[str, str, object]]:
+    """(table, column, value) of a document's rows, parents first."""
+    return [("documents", "id", document_id), ("chunks", "document_id", document_id),
+            ("summaries", "document_id", document_id), ("translations", "document_id", document_id),
+            ("cached_results", "source", sha256)]
+
+
 class DocumentStore:
     """Documents stored once by SHA-256; safe to share between threads."""
 
@@ -120,12 +135,29 @@ class DocumentStore:
         seen = set(ranked)
         return (ranked + [p for p in every if p not in seen])[:limit]
 
-    def delete(self, document_id: int) -> None:
-        """Delete a document with its chunks, summaries, translations and every cached result made from it."""
+    def delete(self, document_id: int) -> Removed:
+        """Delete a document with its chunks, summaries, translations and every cached result made from
+        it; returns all of it, for `restore` (an undo)."""
         with self.database.transaction() as conn:
-            sha256 = self.document(document_id)["sha256"]
-            conn.execute("DELETE FROM cached_results WHERE source = ?", [sha256])
+            document = self.document(document_id)
+            rows = {table: list(self.db.query(f"SELECT * FROM {table} WHERE {column} = ?", [value]))
+                    for table, column, value in _made_from(document_id, document["sha256"])}
+            conn.execute("DELETE FROM cached_results WHERE source = ?", [document["sha256"]])
             conn.execute("DELETE FROM documents WHERE id = ?", [document_id])
+        return Removed(document["file_name"], rows)
+
+    def restore(self, removed: Removed) -> int:
+        """Put a deleted document back as it was, with its id; returns the id. UserError when the same
+        file was added again meanwhile."""
+        [document] = removed.rows["documents"]
+        with self.database.transaction() as conn:
+            if conn.execute("SELECT 1 FROM documents WHERE sha256 = ?", [document["sha256"]]).fetchone():
+                raise UserError(f"{removed.file_name} is here again already: nothing to undo")
+            for table, rows in removed.rows.items():
+                for row in rows:
+                    conn.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                                 list(row.values()))
+        return document["id"]
 
     # -- the result cache (kinds: 'summary', 'translation', ...) ------------------------------------
     def cached(self, key: str) -> str | None:
