@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 
 import pytest
@@ -230,3 +231,52 @@ def test_chat_context_is_summary_plus_relevant_passages_when_too_long(tmp_path, 
     from app.nemo.tekken import Tekken
 
     assert Tekken.default().count(context.text) <= 1000
+
+
+class WidestEngine(CountingEngine):
+    """The real engine, recording how many of its completions were under way at once."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self.under_way = self.most = 0
+        self.lock = threading.Lock()
+
+    def complete(self, prompt_ids, sampling, cancel, progress=None, decoder=None):
+        completion = self.engine.complete(prompt_ids, sampling, cancel, progress, decoder)
+        engine = self
+
+        class Counted:
+            stats = property(lambda _: completion.stats)
+
+            def __iter__(self):
+                with engine.lock:
+                    engine.under_way += 1
+                    engine.most = max(engine.most, engine.under_way)
+                try:
+                    yield from completion
+                finally:
+                    with engine.lock:
+                        engine.under_way -= 1
+
+        return Counted()
+
+
+def test_a_level_s_calls_run_side_by_side_on_parallel_sequences_in_order_and_cached(tmp_path, model_path):
+    four = LlamaEngine()
+    four.load(LoadOptions(str(model_path), n_ctx=1024, n_batch=256, parallel=4, n_threads=1))
+    try:
+        path = tmp_path / "chronicle.md"
+        path.write_text(long_markdown(1400), encoding="utf-8")
+        store = DocumentStore(History(tmp_path / "side.db"))
+        document_id, _ = store.add(read_document(path))
+        options, sampling = SummaryOptions("short"), SamplingOptions(temperature=0.0, max_tokens=48)
+        widest = WidestEngine(four)
+        side = run_to_end(summarize(widest, store, document_id, options, sampling))
+        assert len(side.levels[0].groups) >= 4 and widest.most >= 2, "the map calls ran side by side"
+        assert not side.stopped and side.text and all(all(o.strip() for o in level.outputs) for level in side.levels)
+        again = run_to_end(summarize(CountingEngine(four), store, document_id, options, sampling))
+        assert (again.engine_calls, again.cached_calls) == (0, side.engine_calls), "every call was kept"
+        assert [level.outputs for level in again.levels] == [level.outputs for level in side.levels], \
+            "each output in its group's place"
+    finally:
+        four.unload()

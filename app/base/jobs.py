@@ -12,6 +12,7 @@ the running jobs of each browser tab, so Stop in one tab stops that tab's job on
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -77,6 +78,59 @@ class Outcome:
 
 
 Work = Callable[[ProgressCallback, CancelToken], Any]
+
+
+def side_by_side(steps: list[Callable[[], Iterator]], width: int, cancel: CancelToken) -> Iterator:
+    """Run independent streaming steps (each a generator: updates, then its result) in threads, up
+    to `width` at a time; yield their updates as they come and return their results in order. A
+    failing step stops the others (`cancel`) and its error is raised here once they have ended; so
+    is Cancelled after a Stop."""
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    results: list[Any] = [None] * len(steps)
+
+    def run(index: int) -> None:
+        try:
+            results[index] = _drain_to(events, steps[index]())
+            events.put((_DONE, index))
+        except BaseException as exc:  # handed to the caller's thread
+            events.put((_FAILED, exc))
+
+    waiting, running, failure = list(range(len(steps))), 0, None
+    try:
+        while waiting or running:
+            while waiting and running < width and failure is None:
+                threading.Thread(target=run, args=(waiting.pop(0),), daemon=True, name="nemo-chat-step").start()
+                running += 1
+            kind, item = events.get()
+            if kind is _UPDATE:
+                if failure is None:
+                    yield item
+                continue
+            running -= 1
+            if kind is _FAILED and failure is None:
+                failure = item
+                cancel.cancel()
+                waiting.clear()
+    finally:
+        if running:  # closed early: stop the steps still running and let them end
+            cancel.cancel()
+            while running:
+                running -= events.get()[0] in (_DONE, _FAILED)
+    if failure is not None:
+        raise failure
+    return results
+
+
+_UPDATE, _DONE, _FAILED = "update", "done", "failed"
+
+
+def _drain_to(events: "queue.SimpleQueue", step: Iterator) -> Any:
+    """Drain a generator in a worker thread: its updates go to `events`; return its result."""
+    try:
+        while True:
+            events.put((_UPDATE, next(step)))
+    except StopIteration as end:
+        return end.value
 
 
 class Job:

@@ -8,8 +8,8 @@ A call shows where it is while it runs: waiting for its turn at the model, readi
 (tokens read of tokens to read) or writing (tokens written). The engine reports the first two
 through its progress callback, from inside its iteration, so the call is iterated in a helper
 thread and every report becomes an update the job yields. The rates measured over the job's calls
-so far give its ETA. Calls share only these counters and the one slot for the call under way
-(`current`): a level's calls stay independent; running them side by side needs a slot per call.
+so far give its ETA. Calls share only these counters and the list of calls under way (`live`): a
+level's calls are independent, and run side by side on an engine with parallel sequences.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ class CachedCalls:
         self.engine_calls = self.cached_calls = 0
         self.engine_seconds = 0.0
         self.finished = _Meter()  # what the job's finished engine calls read and wrote
-        self.current: _Call | None = None
+        self.live: list[_Call] = []  # the calls under way (several when they run side by side)
+        self._counting = threading.Lock()
 
     def lookup(self, payload: dict) -> tuple[str, str | None]:
         """The cache key of a call described by `payload`, and its kept result (None if not yet made)."""
@@ -134,7 +135,8 @@ class CachedCalls:
                                         ensure_ascii=False, sort_keys=True).encode()).hexdigest()
         value = self.store.cached(key)
         if value is not None:
-            self.cached_calls += 1
+            with self._counting:
+                self.cached_calls += 1
         return key, value
 
     def keep(self, key: str, value: str) -> None:
@@ -150,7 +152,9 @@ class CachedCalls:
         events: queue.SimpleQueue = queue.SimpleQueue()
         completion = self.engine.complete(prompt, sampling, cancel, lambda report: events.put((time.perf_counter(), report)),
                                           self.format.decoder())
-        call = self.current = _Call(len(prompt), sampling.max_tokens)
+        call = _Call(len(prompt), sampling.max_tokens)
+        with self._counting:
+            self.live.append(call)
         worker = threading.Thread(target=_iterate, args=(completion, events), daemon=True, name="nemo-chat-call")
         worker.start()
         text = ""
@@ -169,19 +173,27 @@ class CachedCalls:
             if worker.is_alive():  # closed early: the call must not go on holding the model
                 cancel.cancel()
                 worker.join()
-            self.current = None
-            self.finished.add(call)
-        self.engine_calls += 1
-        self.engine_seconds += time.perf_counter() - started
+            with self._counting:
+                self.live.remove(call)
+                self.finished.add(call)
+        with self._counting:
+            self.engine_calls += 1
+            self.engine_seconds += time.perf_counter() - started
         if completion.stats.stop_reason == "cancelled":
             raise Cancelled()
         return Reply(text, completion.stats.stop_reason == "length")
 
     @property
     def call(self) -> CallProgress | None:
-        """Where the call under way is (None between calls)."""
+        """Where the (first) call under way is (None between calls)."""
         current = self.current
         return current.progress if current is not None else None
+
+    @property
+    def current(self) -> _Call | None:
+        """The first call under way; the ETA counts the others as calls still to make."""
+        live = self.live
+        return live[0] if live else None
 
     def eta_s(self, calls_after: int) -> float | None:
         """Seconds left for the call under way and `calls_after` more like the job's calls so far, at

@@ -10,11 +10,13 @@ what is missing. The finished summary is kept with the document.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Iterator
 
 from app.base.errors import Cancelled, UserError
-from app.base.jobs import CancelToken, Progress
+from app.base.jobs import CancelToken, Progress, side_by_side
 from app.documents.language import LANGUAGES, LanguageCheck, check_language, language_name
 from app.documents.reading import CountTokens, pack
 from app.engine.chat_format import token_counter
@@ -96,6 +98,8 @@ class SummaryJob:
         self.document = store.document(document_id)
         self.language = options.language or self.document["language"]
         self.calls = CachedCalls(engine, store, "summary", self.document["sha256"])
+        self.width = max(1, engine.parallel)  # calls of one level at once
+        self._counting = threading.Lock()
         self.count = token_counter(engine)
         self.model = engine.model_name
         n_ctx = engine.n_ctx
@@ -144,8 +148,12 @@ class SummaryJob:
             level = Level(kind, groups)
             self.levels.append(level)
             self.calls_expected = self.calls_done + self._calls_left(len(groups))
-            for group in groups:
-                level.outputs.append((yield from self._call(kind, group, self.partial_tokens)))
+            if self.width == 1:
+                for group in groups:
+                    level.outputs.append((yield from self._call(kind, group, self.partial_tokens)))
+            else:  # the engine runs several sequences: the level's calls go side by side
+                level.outputs += yield from side_by_side(
+                    [partial(self._call, kind, group, self.partial_tokens) for group in groups], self.width, self.cancel)
             pieces, kind = [Chunk(text) for text in level.outputs], REDUCE
             counts = [self.count(text) for text in level.outputs]
         kind = SINGLE if not self.levels else FINAL
@@ -183,9 +191,10 @@ class SummaryJob:
                                                    lambda text: self._update(text if stream else ""))
             output = reply.text.strip()
             self.calls.keep(key, output)
-        self.calls_done += 1
-        if kind in (MAP, SINGLE):
-            self.tokens_read += sum(self.count(t) for t in group)
+        with self._counting:
+            self.calls_done += 1
+            if kind in (MAP, SINGLE):
+                self.tokens_read += sum(self.count(t) for t in group)
         yield self._update(output if stream else "")
         return output
 
