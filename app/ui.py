@@ -72,7 +72,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
         body_text_color_subdued="*neutral_600", checkbox_label_background_fill_selected="*primary_600",
         input_placeholder_color="*neutral_500")
     with gr.Blocks(title="nemo-chat", analytics_enabled=False) as demo:
-        chat = chat_page(ui)
+        chat = chat_page(ui, files, max_file_mb)
         documents_tab(services, files, max_file_mb)
         translate_tab(services, files)
         with gr.Tab(t("tab_settings")):

@@ -28,8 +28,9 @@ def test_the_ui_opens_without_any_model_and_says_how_to_get_one(home, monkeypatc
     try:
         page.goto(f"http://127.0.0.1:{port}/")
         page.locator("#model-line", has_text="No model found").wait_for(timeout=30_000)
-        page.locator("#message-box textarea").fill("Hello?")
-        page.locator("#send").click()
+        page.locator("#message-box textarea").click()
+        page.keyboard.type("Hello?")
+        page.keyboard.press("Enter")  # the box's own arrow sends too; a person presses Enter
         page.locator("#notice", has_text="No model found").wait_for(timeout=30_000)
         assert demo.nemo.history.conversations() == []  # nothing half-written
     finally:

@@ -9,7 +9,6 @@ import re
 import string
 from pathlib import Path
 
-import gradio as gr
 import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS, free_port
 
@@ -18,14 +17,16 @@ from app.faces.i18n import (
     LANGUAGES,
     RIGHT_TO_LEFT,
     best_language,
-    language_picker,
     t,
     text,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-# The face modules whose every UI string comes from the locale files (phase 2 adds the rest).
-CONVERTED_FACES = ["app/faces/ui_convert.py"]
+# The face modules whose every UI string comes from the locale files.
+CONVERTED_FACES = ["app/ui.py", "app/faces/ui_chat.py", "app/faces/chat_view.py", "app/faces/ui_engine.py",
+                   "app/faces/ui_api.py", "app/faces/language_note.py", "app/faces/ui_convert.py",
+                   "app/faces/ui_history.py", "app/faces/chat_window.py", "app/faces/ui_documents.py",
+                   "app/faces/ui_translate.py", "app/faces/ui_models.py"]
 BROWSER_LOCALES = {"en": "en-US", "fr": "fr-FR", "de": "de-DE", "es": "es-ES", "it": "it-IT", "pt": "pt-BR",
                    "zh": "zh-CN", "ja": "ja-JP", "ko": "ko-KR", "ar": "ar-EG", "hi": "hi-IN"}
 VIEWPORT = {"width": 1280, "height": 800}
@@ -66,16 +67,19 @@ LABEL_FIRST = {"Tab", "TabItem", "Accordion"}
 CHOICES_FIRST = {"Dropdown", "Radio", "CheckboxGroup"}
 NOTICES = {"Info", "Warning", "Error"}
 TRANSLATORS = {"t", "say", "text"}  # their string arguments are keys
+SHOWN_KEYWORDS = TEXT_KEYWORDS | {"value", "choices"}  # what a call inside a returned value shows
+NAMES = r"nemo-\S*|\w+://\S+|\b[KMGT]i?B\b"  # the app's and models' names, addresses, units: the same everywhere
 
 
 def _has_words(value: str) -> bool:
-    """Text a person reads: two letters in a row once HTML tags and {fields} are removed."""
-    return re.search(r"[^\W\d_]{2}", re.sub(r"<[^>]*>|\{[^}]*\}", " ", value)) is not None
+    """Text a person reads: two letters in a row once HTML tags, {fields}, names and URLs are removed."""
+    return re.search(r"[^\W\d_]{2}", re.sub(rf"<[^>]*>|\{{[^}}]*\}}|{NAMES}", " ", value)) is not None
 
 
 def _strings(node: ast.AST, constants: dict[str, ast.AST]):
     """(line, text) of the string literals in an expression: module constants named in it followed,
-    an f-string as one text with {} for its fields, the keys given to t/say/text skipped."""
+    an f-string as one text with {} for its fields; skipped: the keys given to t/say/text, dict keys
+    and subscripts (`row["title"]`), and keywords of calls other than the text ones (`label=`...)."""
     if isinstance(node, ast.Name) and node.id in constants:
         yield from _strings(constants[node.id], constants)
     elif isinstance(node, ast.JoinedStr):
@@ -83,8 +87,13 @@ def _strings(node: ast.AST, constants: dict[str, ast.AST]):
     elif isinstance(node, ast.Call):
         name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
         if name not in TRANSLATORS:
-            for child in [*node.args, *(k.value for k in node.keywords)]:
+            for child in [*node.args, *(k.value for k in node.keywords if k.arg in SHOWN_KEYWORDS)]:
                 yield from _strings(child, constants)
+    elif isinstance(node, ast.Subscript):
+        yield from _strings(node.value, constants)
+    elif isinstance(node, ast.Dict):
+        for value in node.values:
+            yield from _strings(value, constants)
     elif isinstance(node, ast.Constant) and isinstance(node.value, str):
         yield node.lineno, node.value
     else:
@@ -112,7 +121,7 @@ def _gradio_name(call: ast.Call) -> str | None:
 def ui_text_in(source: str) -> list[tuple[int, str]]:
     """(line, text) of every UI string written in code: component labels, placeholders, infos,
     titles, choices, headers and shown values; gr.update texts; gr.Info/Warning/Error; the
-    strings a handler returns or yields."""
+    strings a handler returns or yields (locale keys, the app's name, URLs and units left out)."""
     tree = ast.parse(source)
     constants = {target.id: node.value for node in tree.body if isinstance(node, ast.Assign)
                  for target in node.targets if isinstance(target, ast.Name)}
@@ -131,7 +140,8 @@ def ui_text_in(source: str) -> list[tuple[int, str]]:
                 shown.append(node.args[0])
         elif isinstance(node, (ast.Return, ast.Yield)) and node.value is not None:
             shown.append(node.value)
-        found += [(line, value) for expr in shown for line, value in _strings(expr, constants) if _has_words(value)]
+        found += [(line, value) for expr in shown for line, value in _strings(expr, constants)
+                  if _has_words(value) and value not in CATALOG["en"]]  # a locale key is no text
     return sorted(set(found))
 
 
@@ -150,9 +160,12 @@ def face(request):
         if x:
             return say(request, "convert_stopped"), gr.update(label=f"Found {n} files")
         yield "<div class='p'><progress></progress> starting…</div>", "", "⚠️", None
+    gr.Textbox(placeholder="http://127.0.0.1:8000/v1", label=t("engine_url"))
+    return launch(demo, server_name="localhost"), row["title"], gr.update(value={"text": "", "files": []})
 '''
-    assert ui_text_in(sample) == [(2, "Name"), (2, "Size"), (4, "Chat"), (5, "Send"), (6, "Detect the language"),
-                                  (8, "Up to {} MB"), (10, "Saved"), (13, "Found {} files"), (14, "<div class='p'><progress></progress> starting…</div>")]
+    assert ui_text_in(sample) == [
+        (2, "Name"), (2, "Size"), (4, "Chat"), (5, "Send"), (6, "Detect the language"), (8, "Up to {} MB"),
+        (10, "Saved"), (13, "Found {} files"), (14, "<div class='p'><progress></progress> starting…</div>")]
 
 
 @pytest.mark.parametrize("module", CONVERTED_FACES)
@@ -188,10 +201,16 @@ def browser():
         chromium.close()
 
 
-def open_convert_panel(page, code: str) -> None:
-    """Settings (the last tab), then the converter's accordion by its title in `code`."""
+def open_settings(page, code: str) -> None:
+    """The Settings tab, by its name in `code`."""
     page.wait_for_selector("#message-box")
-    page.get_by_role("tab").last.click()
+    page.get_by_role("tab", name=text(code, "tab_settings")).click()
+    page.locator("#language-picker").wait_for()
+
+
+def open_convert_panel(page, code: str) -> None:
+    """Settings, then the converter's accordion by its title in `code`."""
+    open_settings(page, code)
     page.get_by_text(text(code, "convert_title"), exact=True).click()
     page.locator("#convert-start").wait_for()
 
@@ -210,6 +229,11 @@ def test_the_page_is_in_the_browser_language(code, app_url, browser, artifacts):
     context = browser.new_context(locale=BROWSER_LOCALES[code], viewport=VIEWPORT)
     page = context.new_page()
     page.goto(app_url)
+    page.locator("#message-box textarea").wait_for()
+    assert page.locator("#message-box textarea").get_attribute("placeholder") == text(code, "chat_box_placeholder")
+    model_line = text(code, "chat_model_line", name="SmolLM2", n_ctx="2,048").replace("**", "")
+    page.wait_for_function("line => document.querySelector('#model-line').innerText.startsWith(line)",
+                           arg=model_line.split("SmolLM2")[0])  # written by the server in the page's language
     open_convert_panel(page, code)
     assert page.get_by_role("button", name=text(code, "convert_start"), exact=True).is_visible()
     assert page.locator("#convert-folder label").inner_text().strip() == text(code, "convert_folder")
@@ -248,31 +272,25 @@ def test_the_settings_choice_overrides_the_browser_and_is_kept(app_url, browser)
     context.close()
 
 
-def test_the_language_picker_switches_the_page_by_keyboard(browser, tmp_path):
-    """The Settings control itself, in a page of its own served like the app."""
-    from app.ui import launch
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NEMO_CHAT_HOME", str(tmp_path))
-        with gr.Blocks() as demo:
-            language_picker()
-            gr.Markdown(t("convert_title"), elem_id="sample")
-        port = free_port()
-        launch(demo, {}, port=port, block=False)
-        try:
-            context = browser.new_context(locale="fr-FR", viewport=VIEWPORT)
-            page = context.new_page()
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.get_by_text(text("fr", "convert_title"), exact=True).wait_for(timeout=20_000)
-            page.locator("#language-picker input").click()
-            page.keyboard.press("Control+a")
-            page.keyboard.type("Deutsch")
-            page.keyboard.press("Enter")
-            page.get_by_text(text("de", "convert_title"), exact=True).wait_for(timeout=10_000)
-            page.reload()
-            page.get_by_text(text("de", "convert_title"), exact=True).wait_for(timeout=20_000)
-            page.wait_for_function("() => document.querySelector('#language-picker input').value === 'Deutsch'")
-            assert page.get_by_label(text("de", "language_label")).count() == 1
-            context.close()
-        finally:
-            demo.close()
+def test_the_language_picker_in_settings_switches_the_page_by_keyboard(app_url, browser):
+    """The picker on the Settings tab: typed and chosen with Enter, the whole page switches
+    (tabs, Settings labels, the chat box) and stays switched on reload."""
+    context = browser.new_context(locale="fr-FR", viewport=VIEWPORT)
+    page = context.new_page()
+    page.goto(app_url)
+    open_settings(page, "fr")
+    page.locator("#language-picker input").click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type("Deutsch")
+    page.keyboard.press("Enter")
+    page.get_by_role("tab", name=text("de", "tab_chat")).wait_for(timeout=10_000)
+    assert page.get_by_label(text("de", "settings_context_size")).count() == 1
+    page.reload()
+    open_settings(page, "de")
+    page.wait_for_function("() => document.querySelector('#language-picker input').value === 'Deutsch'")
+    assert page.get_by_label(text("de", "language_label")).count() == 1
+    page.get_by_role("tab", name=text("de", "tab_chat")).click()
+    placeholder = page.locator("#message-box textarea").get_attribute("placeholder")
+    assert placeholder == text("de", "chat_box_placeholder")
+    page.evaluate("window.nemoChat.setLanguage('')")
+    context.close()

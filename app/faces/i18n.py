@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 import gradio as gr
+from gradio.i18n import I18nData
 
 LOCALES = Path(__file__).resolve().parent / "locales"
 LANGUAGES = {  # code: the language's own name
@@ -40,14 +41,14 @@ CATALOG: dict[str, dict[str, str]] = {code: _load(code) for code in LANGUAGES}
 I18N = gr.I18n(**CATALOG)
 
 
-def t(key: str) -> gr.I18nData:
+def t(key: str) -> I18nData:
     """A component's text, translated by the page (`label=t("chat_send")`); the key must exist."""
     if key not in CATALOG["en"]:
         raise KeyError(f"no locale key {key!r} in {LOCALES / 'en.json'}")
     return I18N(key)
 
 
-def text(language: str, key: str, **values) -> str:
+def text(language: str, key: str, /, **values) -> str:
     """The text of `key` in `language` (English where that locale lacks it), `{names}` filled."""
     template = CATALOG.get(language, {}).get(key) or CATALOG["en"][key]
     return template.format(**values) if values else template
@@ -76,19 +77,37 @@ def best_language(accept_language: str) -> str:
     return next((base for _, _, base in sorted(ranked) if base in LANGUAGES), "en")
 
 
-def say(request: gr.Request | None, key: str, **values) -> str:
+def say(request: gr.Request | None, key: str, /, **values) -> str:
     """`text` in the language of the page that sent `request`: for what handlers return."""
     return text(language_of(request), key, **values)
 
 
 def language_picker() -> gr.Dropdown:
     """The Settings control: the browser's language or one of the 11; the page switches at once
-    and remembers the choice in this browser. Call inside the Blocks, where it should appear."""
+    and remembers the choice in this browser. Call inside the Blocks, where it should appear;
+    then `name_tabs(demo, picker)` once the page is built."""
     picker = gr.Dropdown([(t("language_auto"), ""), *((name, code) for code, name in LANGUAGES.items())],
                          value="", label=t("language_label"), elem_id="language-picker", interactive=True)
-    picker.input(None, picker, None, js="(code) => window.nemoChat.setLanguage(code)")
     gr.on(None, None, None, picker, js="() => window.nemoChat.chosenLanguage()")  # on load: the kept choice
     return picker
+
+
+def name_tabs(demo: gr.Blocks, picker: gr.Dropdown) -> None:
+    """Tab names written by the server in the page's language, on load and on each choice of the
+    picker (which first switches the page). Gradio translates a tab's name in the tab bar only
+    once the tab has been shown, so a page whose language changes after it appeared (the kept
+    choice, applied as the page loads, or a new one) would keep the other tabs' names."""
+    tabs = [block for block in demo.blocks.values()
+            if isinstance(block, gr.Tab) and isinstance(block.label, I18nData)]
+
+    def names(request: gr.Request) -> list:
+        return [gr.update(label=say(request, tab.label.key)) for tab in tabs]
+
+    def chosen(_code: str, request: gr.Request) -> list:  # the page has switched: its cookie names the language
+        return names(request)
+
+    demo.load(names, None, tabs, queue=False)
+    picker.input(chosen, picker, tabs, queue=False, js="(code) => { window.nemoChat.setLanguage(code); return code; }")
 
 
 @functools.cache

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from app.faces.i18n import say, t
+
 
 def api_examples(base_url: str, model: str) -> tuple[str, str]:
     """A Python (`openai` package) and a curl example against `base_url`."""
@@ -17,12 +19,16 @@ def api_examples(base_url: str, model: str) -> tuple[str, str]:
 
 def api_section(base_url: str | None, model: str) -> None:
     """Inside the current Blocks: the API's state and, when it is on, examples to copy."""
-    with gr.Accordion("API (OpenAI-compatible)", open=False, elem_id="api-section"):
+    with gr.Accordion(t("api_title"), open=False, elem_id="api-section"):
         if base_url is None:
-            gr.Markdown("The API is off. Start the app with `nemo-chat ui --api` to serve it at `/v1` on this "
-                        "page's port, or run `nemo-chat serve` for the API alone.", elem_id="api-state")
+            gr.Markdown(t("api_off"), elem_id="api-state")
             return
         python, curl = api_examples(base_url, model)
-        gr.Markdown(f"The API is on: base URL `{base_url}` (the same engine as this page).", elem_id="api-state")
-        gr.Code(python, language="python", label="Python (openai package)", interactive=False, elem_id="api-python")
-        gr.Code(curl, language="shell", label="curl", interactive=False, elem_id="api-curl")
+        state = gr.Markdown("", elem_id="api-state")  # holds the URL: written on load, in the page's language
+        gr.Code(python, language="python", label=t("api_python"), interactive=False, elem_id="api-python")
+        gr.Code(curl, language="shell", label=t("api_curl"), interactive=False, elem_id="api-curl")
+
+    def opened(request: gr.Request):
+        return say(request, "api_on", url=base_url)
+
+    gr.on(None, opened, None, state)

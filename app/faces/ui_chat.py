@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from app.base.errors import UserError
 from app.documents.reading import KINDS as DOCUMENT_KINDS
 from app.faces.chat_view import ChatUI
-from app.faces.temp_files import forget_upload
+from app.faces.i18n import language_of, say, t
+from app.faces.temp_files import TabFiles, forget_upload
+from app.faces.ui_history import ChatParts, exchange_panel, history_sidebar, more_button, wire_history
 from app.history import TRASH_KEEP_S
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False},
@@ -38,8 +40,9 @@ class ChatPage:
     tab_closed: object
 
 
-def chat_page(ui: ChatUI) -> ChatPage:
-    """Build the sidebar and the Chat tab inside the current gr.Blocks and wire them."""
+def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
+    """Build the sidebar and the Chat tab inside the current gr.Blocks and wire them (with the
+    history's parts: search hits, More, versions, export and import, `ui_history`)."""
     import gradio as gr
 
     skip = gr.skip
@@ -51,34 +54,39 @@ def chat_page(ui: ChatUI) -> ChatPage:
     message_ids = gr.State([])
     trashed = gr.State([])
     with gr.Sidebar(open=True):
-        gr.Markdown("### nemo-chat")
-        new_btn = gr.Button("+ New chat", variant="primary", elem_id="new-chat")
-        search = gr.Textbox(placeholder="Search conversations…", show_label=False, elem_id="search")
-        conversations = gr.Radio(choices=ui.conversation_choices(), label="Conversations", elem_id="conversation-list")
+        gr.Markdown("### nemo-chat")  # the app's name, the same in every language
+        new_btn = gr.Button(t("sidebar_new_chat"), variant="primary", elem_id="new-chat")
+        search = gr.Textbox(placeholder=t("sidebar_search_placeholder"), label=t("sidebar_search_placeholder"),
+                            show_label=False, elem_id="search")
+        history = history_sidebar()
+        conversations = gr.Radio(choices=ui.conversation_choices(), label=t("sidebar_conversations"),
+                                 elem_id="conversation-list")
+        more_button(history)
         with gr.Row(visible=False, equal_height=True, elem_id="undo-bar") as undo_bar:
             undo_text = gr.Markdown("", elem_id="undo-text")
-            undo_btn = gr.Button("Undo", size="sm", scale=0, min_width=70, elem_id="undo")
+            undo_btn = gr.Button(t("common_undo"), size="sm", scale=0, min_width=70, elem_id="undo")
         undo_timer = gr.Timer(TRASH_KEEP_S, active=False)
-        with gr.Accordion("Rename or delete", open=False, elem_id="rename-panel"):
-            title = gr.Textbox(label="Title", elem_id="rename-title")
+        with gr.Accordion(t("sidebar_rename_or_delete"), open=False, elem_id="rename-panel"):
+            title = gr.Textbox(label=t("sidebar_title"), elem_id="rename-title")
             rename_status = gr.Markdown("", elem_id="rename-status")
             with gr.Row():
-                rename_btn = gr.Button("Rename", size="sm", elem_id="rename")
-                delete_btn = gr.Button("Delete", size="sm", variant="stop", elem_id="delete")
-    with gr.Tab("Chat"):
-        model_line = gr.Markdown(ui.model_notice(), elem_id="model-line")
+                rename_btn = gr.Button(t("sidebar_rename"), size="sm", elem_id="rename")
+                delete_btn = gr.Button(t("common_delete"), size="sm", variant="stop", elem_id="delete")
+        exchange_panel(history)
+    with gr.Tab(t("tab_chat")):
+        model_line = gr.Markdown("", elem_id="model-line")  # written on load, in the page's language
         notice = gr.Markdown("", elem_id="notice")
         chatbot = gr.Chatbot(elem_id="chatbot", show_label=False, height="65vh", latex_delimiters=LATEX,
                              editable="user", buttons=["copy", "copy_all"],
-                             placeholder="Ask anything. Everything stays on this machine.")
+                             placeholder=t("chat_placeholder"))
         stats = gr.Markdown("", elem_id="reply-stats")
         with gr.Row(equal_height=True):
             box = gr.MultimodalTextbox(
-                placeholder="Message (Enter to send, Shift+Enter for a new line, Escape to stop). "
-                            "Drop a document here to chat about it.",
-                show_label=False, scale=9, lines=1, max_lines=12, elem_id="message-box", autofocus=True,
+                placeholder=t("chat_box_placeholder"), label=t("chat_box_label"), show_label=False, scale=9,
+                lines=1, max_lines=12, elem_id="message-box", autofocus=True,
                 file_count="multiple", file_types=list(DOCUMENT_KINDS), sources=["upload"])
-            stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=90, elem_id="stop", interactive=False)
+            stop_btn = gr.Button(t("common_stop"), variant="stop", scale=1, min_width=90, elem_id="stop",
+                                 interactive=False)
 
     view = [chatbot, message_ids, conversation, stats, notice, title]
     reply_outputs = [*view, box, stop_btn, conversations]
@@ -87,25 +95,28 @@ def chat_page(ui: ChatUI) -> ChatPage:
         choices = ui.conversation_choices(query or "")
         return gr.update(choices=choices, value=selected if selected in {c for _, c in choices} else None)
 
-    def shown(session: str, cid, notice_text: str = "", line: str | None = None) -> list:
-        """The view outputs for conversation `cid`, which this tab now has open."""
-        ui.viewing[session] = cid
-        messages, ids = ui.chat_messages(cid)
-        return [messages, ids, cid, ui.meter(cid) if line is None else line, notice_text, ui.title(cid)]
+    def shown(request: gr.Request, cid, notice_text: str = "", line: str | None = None) -> list:
+        """The view outputs for conversation `cid`, which the tab of `request` now has open."""
+        ui.viewing[request.session_hash] = cid
+        language = language_of(request)
+        messages, ids = ui.chat_messages(cid, language=language)
+        return [messages, ids, cid, ui.meter(cid, language=language) if line is None else line, notice_text,
+                ui.title(cid)]
 
     def stop_state(session: str):
         return gr.update(interactive=ui.replies.running(session) is not None)
 
-    def follow(session: str, job, query: str):
+    def follow(request: gr.Request, job, query: str):
         """Stream the tab's reply job into the conversation the tab has open; then settle the view."""
+        session, language = request.session_hash, language_of(request)
         line, problem = "", skip()
         try:
-            for messages, ids, cid, line in ui.follow(job, lambda: ui.viewing.get(session)):
+            for messages, ids, cid, line in ui.follow(job, lambda: ui.viewing.get(session), language):
                 yield messages, ids, cid, line, skip(), skip(), skip(), skip(), skip()
         except UserError as exc:
-            line, problem = "", f"⚠️ {exc}"
+            line, problem = "", say(request, "common_warning", message=exc)
         cid = ui.viewing.get(session)
-        messages, ids = ui.chat_messages(cid)
+        messages, ids = ui.chat_messages(cid, language=language)
         yield messages, ids, cid, line, problem, ui.title(cid), skip(), stop_state(session), sidebar(query, cid)
 
     def send(message, conversation_id, query, request: gr.Request):
@@ -121,72 +132,74 @@ def chat_page(ui: ChatUI) -> ChatPage:
                     forget_upload(path)  # read into SQLite (or refused): the upload is not kept
                 notes.append(note)
             if not text.strip() and not paths:
-                raise UserError("the message is empty")
+                raise UserError(say(request, "chat_message_empty"))
             if text.strip():
                 cid, posted = ui.services.chat.post(cid, text, ui.settings)
         except UserError as exc:  # the typed text stays in the box; the files were read or refused
-            yield (*shown(session, cid, f"⚠️ {exc}"), gr.update(value={"text": text, "files": []}),
+            yield (*shown(request, cid, say(request, "common_warning", message=exc)),
+                   gr.update(value={"text": text, "files": []}),
                    skip(), sidebar(query, cid))
             return
         job = ui.replies.answer(session, posted, ui.settings) if posted else None
-        yield (*shown(session, cid, " ".join(notes), "…" if posted else None), empty_box(), stop_state(session),
+        yield (*shown(request, cid, " ".join(notes), "…" if posted else None), empty_box(), stop_state(session),
                sidebar(query, cid))
         if job is not None:
-            yield from follow(session, job, query)
+            yield from follow(request, job, query)
 
     def retry(conversation_id, query, request: gr.Request):
         session = request.session_hash
         if conversation_id is None:
-            yield *shown(session, None, "⚠️ nothing to retry yet"), skip(), skip(), skip()
+            yield *shown(request, None, say(request, "chat_nothing_to_retry")), skip(), skip(), skip()
             return
         job = ui.replies.retry(session, conversation_id, ui.settings)
-        yield *shown(session, conversation_id, "", "…"), skip(), stop_state(session), skip()
+        yield *shown(request, conversation_id, "", "…"), skip(), stop_state(session), skip()
         if job is not None:
-            yield from follow(session, job, query)
+            yield from follow(request, job, query)
 
     def edit(conversation_id, ids, change: gr.EditData, query, request: gr.Request):
         session = request.session_hash
         message_id = ids[change.index] if conversation_id is not None and change.index < len(ids) else None
         if message_id is None:
-            yield *shown(session, conversation_id, "⚠️ that message can no longer be edited"), skip(), skip(), skip()
+            yield *shown(request, conversation_id, say(request, "chat_edit_gone")), skip(), skip(), skip()
             return
         text = change.value if isinstance(change.value, str) else str(change.value)
         job = ui.replies.edit(session, conversation_id, message_id, text, ui.settings)
-        yield *shown(session, conversation_id, "", "…"), skip(), stop_state(session), skip()
+        yield *shown(request, conversation_id, "", "…"), skip(), stop_state(session), skip()
         if job is not None:
-            yield from follow(session, job, query)
+            yield from follow(request, job, query)
 
     def stop(request: gr.Request):
         ui.replies.stop(request.session_hash)  # the reply ends within a token, saved and marked stopped
 
     def open_conversation(cid, request: gr.Request):
-        return [*shown(request.session_hash, cid), ""]
+        return [*shown(request, cid), ""]
 
     def new_conversation(request: gr.Request):
-        return [*shown(request.session_hash, None), "", gr.update(value=None)]
+        return [*shown(request, None), "", gr.update(value=None)]
 
-    def rename(cid, new_title, query):
+    def rename(cid, new_title, query, request: gr.Request):
         try:
             if cid is None:
-                raise UserError("open a conversation first")
+                raise UserError(say(request, "sidebar_open_first"))
             ui.history.rename(cid, new_title)
         except UserError as exc:
-            return skip(), f"⚠️ {exc}"
-        return sidebar(query, cid), "✅ Renamed."
+            return skip(), say(request, "common_warning", message=exc)
+        return sidebar(query, cid), say(request, "sidebar_renamed")
 
     def delete(cid, gone, query, request: gr.Request):
         if cid is None:
-            return [*[skip()] * len(view), "⚠️ open a conversation first", *[skip()] * 5]
+            return [*[skip()] * len(view), say(request, "common_warning", message=say(request, "sidebar_open_first")),
+                    *[skip()] * 5]
         name = ui.title(cid)
         ui.history.trash_conversation(cid)
-        return [*shown(request.session_hash, None), "", sidebar(query), gr.update(visible=True),
-                f"Deleted “{name}”.", gr.Timer(active=True), [*gone, cid]]
+        return [*shown(request, None), "", sidebar(query), gr.update(visible=True),
+                say(request, "sidebar_deleted", title=name), gr.Timer(active=True), [*gone, cid]]
 
     def undo(gone, query, request: gr.Request):
         for cid in gone:
             ui.history.restore_conversation(cid)
         cid = gone[-1] if gone else None
-        return [*shown(request.session_hash, cid), sidebar(query, cid), gr.update(visible=False),
+        return [*shown(request, cid), sidebar(query, cid), gr.update(visible=False),
                 gr.Timer(active=False), []]
 
     def expire(gone):
@@ -212,4 +225,6 @@ def chat_page(ui: ChatUI) -> ChatPage:
                      [*view, rename_status, conversations, undo_bar, undo_text, undo_timer, trashed])
     undo_btn.click(undo, [trashed, search], [*view, conversations, undo_bar, undo_timer, trashed])
     undo_timer.tick(expire, trashed, [undo_bar, undo_timer, trashed])
+    wire_history(ui, files, max_file_mb, history,
+                 ChatParts(view, shown, sidebar, conversation, message_ids, conversations, search))
     return ChatPage(model_line, conversations, search, tab_closed)

@@ -6,32 +6,36 @@ import html
 from pathlib import Path
 
 from app.base.errors import UserError
-from app.documents.language import LANGUAGES, language_name
+from app.documents.language import LANGUAGES
 from app.documents.reading import KINDS, read_document
+from app.faces.i18n import LANGUAGES as PAGE_LANGUAGES
+from app.faces.i18n import language_of, say, t, text
+from app.faces.language_note import language_name as page_language_name
 from app.faces.language_note import language_warning
 from app.faces.temp_files import TabFiles, file_name, forget_upload
 from app.faces.web_guard import remote_images_as_links
 from app.services.summarize import LENGTHS, SummaryOptions, SummaryUpdate, format_progress
-from app.services.translate import count_noun
 
-HEADERS = ["Document", "Title", "Language", "Pages", "Tokens", "Against the context"]
+HEADERS = ["documents_col_document", "documents_col_title", "documents_col_language", "documents_col_pages",
+           "documents_col_tokens", "documents_col_context"]  # locale keys
 
 
-def context_fit(tokens: int, n_ctx: int) -> str:
+def context_fit(tokens: int, n_ctx: int, language: str = "en") -> str:
     """'fits in one pass' or '12.3× the context: read in parts'."""
     if tokens <= n_ctx * 0.75:
-        return "fits in one pass"
-    return f"{tokens / n_ctx:,.1f}× the context: read in parts"
+        return text(language, "documents_fits")
+    return text(language, "documents_in_parts", times=f"{tokens / n_ctx:,.1f}")
 
 
-STARTING = "<div class='doc-progress'><progress></progress> <span>starting: loading the model…</span></div>"
+def starting_html(language: str) -> str:
+    return f"<div class='doc-progress'><progress></progress> <span>{text(language, 'documents_starting')}</span></div>"
 
 
-def progress_html(update: SummaryUpdate) -> str:
+def progress_html(update: SummaryUpdate, language: str = "en") -> str:
     """The bar and its line; on the result, a stop hint or a warning when the summary's language is not the one asked."""
     p, result = update.progress, update.result
-    hint = " (Summarize again to go on from here)" if result and result.stopped else ""
-    warning = language_warning(result.language, "summary") if result else ""
+    hint = " " + text(language, "documents_resume_hint") if result and result.stopped else ""
+    warning = language_warning(result.language, "summary", language) if result else ""
     return (f"<div class='doc-progress'><progress value='{p.done}' max='{max(p.total, 1)}'></progress> "
             f"<span>{html.escape(format_progress(update) + hint)}</span>"
             + (f"<p class='doc-warning' role='alert'>{html.escape(warning)}</p>" if warning else "") + "</div>")
@@ -44,19 +48,23 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
 
     store = services.documents
 
-    def rows() -> list[list]:
+    def rows(language: str) -> dict:
+        """The table's headers and rows, in `language`."""
         n_ctx = services.settings.n_ctx
-        return [[d["file_name"], d["title"], language_name(d["language"]), d["pages"] or "—", f"{d['tokens']:,}",
-                 context_fit(d["tokens"], n_ctx)] for d in store.documents()]
+        return {"headers": [text(language, key) for key in HEADERS],
+                "data": [[d["file_name"], d["title"], page_language_name(d["language"], language), d["pages"] or "—",
+                          f"{d['tokens']:,}", context_fit(d["tokens"], n_ctx, language)] for d in store.documents()]}
 
-    def choices() -> list[tuple[str, int]]:
-        return [(f"{d['file_name']} ({d['tokens']:,} tokens)", d["id"]) for d in store.documents()]
+    def choices(language: str) -> list[tuple[str, int]]:
+        return [(text(language, "documents_choice", name=d["file_name"], tokens=f"{d['tokens']:,}"), d["id"])
+                for d in store.documents()]
 
-    def refresh(selected=None):
+    def refresh(selected=None, request: gr.Request | None = None):
         """The table and the choice, `selected` kept chosen while it exists."""
-        listed = choices()
+        language = language_of(request)
+        listed = choices(language)
         kept = selected if any(value == selected for _, value in listed) else None
-        return gr.update(value=rows()), gr.update(choices=listed, value=kept)
+        return gr.update(value=rows(language)), gr.update(choices=listed, value=kept)
 
     def add_files(paths, selected, request: gr.Request):
         """Read and store each file; the last one stored becomes the chosen document."""
@@ -68,22 +76,26 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
                     path, name, max_file_mb * 2**20, **services.settings.parse_limits(), cancel=cancel))
                 outcome = job.result()
                 if outcome.stopped:
-                    lines.append(f"⏹ {name}: stopped; nothing was stored")
+                    lines.append(say(request, "documents_read_stopped", name=name))
                     continue
                 document = outcome.value
                 selected, added = store.add(document)
-                size = f"{count_noun(document.pages, 'page')} · " if document.pages else ""
-                lines.append(f"✅ {document.file_name}: {size}{language_name(document.language)} · "
-                             f"{document.tokens:,} tokens" + ("" if added else " (already here)"))
+                key = "documents_added_page" if document.pages == 1 else \
+                    "documents_added_pages" if document.pages else "documents_added"
+                line = say(request, key, name=document.file_name, pages=document.pages,
+                           language=page_language_name(document.language, language_of(request)),
+                           tokens=f"{document.tokens:,}")
+                lines.append(line if added else f"{line} {say(request, 'documents_already_here')}")
             except UserError as exc:
-                lines.append(f"⚠️ {exc}")
+                lines.append(say(request, "common_warning", message=exc))
             finally:
                 forget_upload(path)  # the upload is not kept once read
-        return ("\n\n".join(lines), None, *refresh(selected), gr.update(visible=False))
+        return ("\n\n".join(lines), None, *refresh(selected, request), gr.update(visible=False))
 
-    def summary_file(request: gr.Request, document_id: int, text: str) -> str:
+    def summary_file(request: gr.Request, document_id: int, summary: str) -> str:
         title = store.document(document_id)["title"]
-        return files.write(request.session_hash, file_name(title, " - summary.md"), f"# {title}\n\n{text}\n")
+        return files.write(request.session_hash, file_name(title, say(request, "documents_summary_suffix")),
+                           f"# {title}\n\n{summary}\n")
 
     def show(document_id, request: gr.Request):
         if document_id is None:
@@ -96,23 +108,24 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
 
     def run_summary(document_id, length, language, references, request: gr.Request):
         if document_id is None:
-            yield "⚠️ Drop a document or choose one first.", gr.skip(), gr.skip()
+            yield say(request, "documents_choose_first"), gr.skip(), gr.skip()
             return
         options = SummaryOptions(length, language or "", bool(references))
         job = services.jobs.start(request.session_hash, "summary",
                                   lambda progress, cancel: services.summarize(document_id, options, cancel))
-        yield STARTING, "", gr.update(interactive=False)
+        yield starting_html(language_of(request)), "", gr.update(interactive=False)
         try:
             for _ in job.watch():
                 update = job.latest
                 if update is not None:
-                    yield progress_html(update), remote_images_as_links(update.text) or gr.skip(), gr.skip()
+                    yield (progress_html(update, language_of(request)),
+                           remote_images_as_links(update.text) or gr.skip(), gr.skip())
             result = job.result().value
             if not result.stopped:
                 path = summary_file(request, document_id, result.text)
                 yield gr.skip(), remote_images_as_links(result.text), gr.update(value=path, interactive=True)
         except UserError as exc:
-            yield f"⚠️ {html.escape(str(exc))}", gr.skip(), gr.skip()
+            yield html.escape(say(request, "common_warning", message=exc)), gr.skip(), gr.skip()
         finally:
             job.stop()
 
@@ -120,49 +133,62 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
         for kind in ("reading", "summary"):
             services.jobs.stop(request.session_hash, kind)
 
-    def delete(document_id):
+    def delete(document_id, request: gr.Request):
         """Delete at once, keeping what was deleted in this tab for Undo."""
         if document_id is None:
-            return "⚠️ Choose a document to delete first.", *[gr.skip()] * 7
+            return say(request, "documents_choose_to_delete"), *[gr.skip()] * 7
         try:
             removed = store.delete(document_id)
         except UserError as exc:
-            return f"⚠️ {exc}", gr.skip(), gr.skip(), gr.skip(), *refresh(), gr.update(visible=False), None
-        return (f"🗑 Deleted {removed.file_name}, with its summaries and translations.", "", "",
-                gr.update(value=None, interactive=False), *refresh(), gr.update(visible=True), removed)
+            return (say(request, "common_warning", message=exc), gr.skip(), gr.skip(), gr.skip(),
+                    *refresh(None, request), gr.update(visible=False), None)
+        return (say(request, "documents_deleted", name=removed.file_name), "", "",
+                gr.update(value=None, interactive=False), *refresh(None, request), gr.update(visible=True), removed)
 
-    def undo(removed):
+    def undo(removed, request: gr.Request):
         if removed is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.update(visible=False), None
         try:
             document_id = store.restore(removed)
         except UserError as exc:
-            return f"⚠️ {exc}", *refresh(), gr.update(visible=False), None
-        return f"↩ {removed.file_name} is back.", *refresh(document_id), gr.update(visible=False), None
+            return say(request, "common_warning", message=exc), *refresh(None, request), gr.update(visible=False), None
+        return (say(request, "documents_back", name=removed.file_name), *refresh(document_id, request),
+                gr.update(visible=False), None)
 
-    with gr.Tab("Documents") as tab:
-        drop = gr.File(label=f"Drop PDF, DOCX, HTML, Markdown or text files here (up to {max_file_mb} MB each)",
-                       file_count="multiple", file_types=sorted(KINDS), type="filepath", elem_id="doc-drop")
+    def opened(request: gr.Request):
+        """The tab in the page's language: the drop zone's label (it holds the size limit), table, choice."""
+        return gr.update(label=say(request, "documents_drop", mb=max_file_mb)), *refresh(None, request)
+
+    def summary_languages():
+        return [(t("documents_same_language"), ""),
+                *((t(f"language_{code}") if code in PAGE_LANGUAGES else name, code)
+                  for code, name in LANGUAGES.items())]
+
+    with gr.Tab(t("tab_documents")) as tab:
+        drop = gr.File(label=t("documents_drop_short"), file_count="multiple", file_types=sorted(KINDS),
+                       type="filepath", elem_id="doc-drop")
         with gr.Row(equal_height=True):
             status = gr.Markdown("", elem_id="doc-status")
-            undo_btn = gr.Button("Undo", visible=False, size="sm", scale=0, min_width=90, elem_id="doc-undo")
+            undo_btn = gr.Button(t("common_undo"), visible=False, size="sm", scale=0, min_width=90, elem_id="doc-undo")
         removed = gr.State(None)  # the document this tab deleted last, until Undo
-        table = gr.Dataframe(value=rows(), headers=HEADERS, interactive=False, elem_id="doc-table")
+        table = gr.Dataframe(value=rows("en"), interactive=False, elem_id="doc-table")  # headers in the value
         with gr.Row():
-            choice = gr.Dropdown(choices=choices(), value=None, label="Document", elem_id="doc-choice", scale=2)
-            length = gr.Radio(list(LENGTHS), value="medium", label="Length", elem_id="doc-length", scale=2)
-            language = gr.Dropdown([("Same as the document", ""), *((n, c) for c, n in LANGUAGES.items())],
-                                   value="", label="Summary language", elem_id="doc-language", scale=2,
-                                   min_width=240)
-            references = gr.Checkbox(label="Page or section references", elem_id="doc-references", scale=1)
+            choice = gr.Dropdown(choices=choices("en"), value=None, label=t("documents_document"), elem_id="doc-choice",
+                                 scale=2)
+            length = gr.Radio([(t(f"documents_length_{size}"), size) for size in LENGTHS], value="medium",
+                              label=t("documents_length"), elem_id="doc-length", scale=2)
+            language = gr.Dropdown(summary_languages(), value="", label=t("documents_summary_language"),
+                                   elem_id="doc-language", scale=2, min_width=240)
+            references = gr.Checkbox(label=t("documents_references"), elem_id="doc-references", scale=1)
         with gr.Row():
-            summarize_btn = gr.Button("Summarize", variant="primary", elem_id="summarize")
-            stop_btn = gr.Button("Stop", variant="stop", elem_id="doc-stop")
-            download = gr.DownloadButton("Download as Markdown", interactive=False, elem_id="doc-download")
-            delete_btn = gr.Button("Delete", elem_id="doc-delete")
+            summarize_btn = gr.Button(t("documents_summarize"), variant="primary", elem_id="summarize")
+            stop_btn = gr.Button(t("common_stop"), variant="stop", elem_id="doc-stop")
+            download = gr.DownloadButton(t("documents_download"), interactive=False, elem_id="doc-download")
+            delete_btn = gr.Button(t("common_delete"), elem_id="doc-delete")
         progress = gr.HTML("", elem_id="doc-progress")
         summary = gr.Markdown("", elem_id="doc-summary")
 
+    gr.on(None, opened, None, [drop, table, choice])  # on load
     tab.select(refresh, choice, [table, choice])
     shown = [progress, summary, download]
     drop.upload(add_files, [drop, choice], [status, drop, table, choice, undo_btn]).then(show, choice, shown)

@@ -12,36 +12,36 @@ from app.base.errors import UserError
 from app.engine.gpu_plan import CONTEXT_SIZES, context_costs, context_label, detected_gpu, model_memory, plan_for
 from app.base.jobs import Progress
 from app.engine.catalog import CATALOG, available_models, cached_path, model_rows, resolve_model
+from app.faces.i18n import language_of, say, t, text
 from app.runtime import KV_TYPES, free_memory_bytes
 
 POLL_S = 0.5  # how often the download's progress line is refreshed
 
 
-def plan_markdown(model: str, n_ctx: int, gpu_mode: str = "auto", kv_type: str = "f16") -> str:
+def plan_markdown(model: str, n_ctx: int, gpu_mode: str = "auto", kv_type: str = "f16", language: str = "en") -> str:
     """The plan for this model and context, the largest context that fits, and the cost table."""
     wanted = CATALOG.get((model or "").strip().lower())
     if wanted is not None and cached_path(wanted) is None:
-        return (f"⚠️ {wanted.name} is not downloaded yet ({wanted.size_bytes / 1e9:.1f} GB): download it under "
-                "“Download a model” below, or choose another model.")
+        return text(language, "models_not_downloaded", name=wanted.name, size=f"{wanted.size_bytes / 1e9:.1f}")
     try:
         path = resolve_model(model)
         mem = model_memory(path)
     except UserError as exc:
-        return f"⚠️ {exc}"
+        return text(language, "common_warning", message=exc)
     try:
         plan = plan_for(path, n_ctx=int(n_ctx))
-        line = f"**GPU plan** for {path.name}: {plan.explanation}."
+        line = text(language, "models_plan", name=path.name, explanation=plan.explanation)
     except UserError as exc:
-        plan, line = None, f"⚠️ {exc}"
+        plan, line = None, text(language, "common_warning", message=exc)
     if gpu_mode != "auto":
-        line += f" *GPU offload is manual: your GPU layers and a {kv_type} K/V cache are used instead.*"
+        line += " " + text(language, "models_manual", kv=kv_type)
     lines = [line, *(f"- {note}" for note in (plan.notes if plan else ()))]
     try:
         best = plan_for(path)
-        lines.append(f"\nThe largest context that fits: **{context_label(best.n_ctx)}** ({best.type_k} K/V cache).")
+        lines.append("\n" + text(language, "models_largest_context", context=context_label(best.n_ctx), kv=best.type_k))
     except UserError as exc:
-        lines.append(f"\n⚠️ {exc}")
-    lines.append("\n| context | " + " | ".join(f"{kv} K/V" for kv in KV_TYPES) + " |")
+        lines.append("\n" + text(language, "common_warning", message=exc))
+    lines.append(f"\n| {text(language, 'models_col_context')} | " + " | ".join(f"{kv} K/V" for kv in KV_TYPES) + " |")
     lines.append("|---|" + "---|" * len(KV_TYPES))
     for size, costs in context_costs(mem):
         lines.append(f"| {context_label(size)} | " + " | ".join(f"{costs[kv] / 2**30:.1f} GiB" for kv in KV_TYPES) + " |")
@@ -58,15 +58,18 @@ def context_choices(model: str) -> list[tuple[str, int]]:
                                     if size in costs else ""), size) for size in CONTEXT_SIZES]
 
 
-def download_choices() -> list[tuple[str, str]]:
+def download_choices(language: str = "en") -> list[tuple[str, str]]:
     """(label, catalog name) for every NeMo quant: size, recommended, downloaded."""
     rows = model_rows(detected_gpu(), free_memory_bytes())
-    return [(f"{r['name']} · {r['size_bytes'] / 1e9:.1f} GB" + (" · recommended" if r["recommended"] else "")
-             + (" · downloaded" if r["path"] else ""), r["name"]) for r in rows if r["name"].startswith("nemo-")]
+    return [(" · ".join([r["name"], f"{r['size_bytes'] / 1e9:.1f} GB",
+                         *([text(language, "models_recommended")] if r["recommended"] else []),
+                         *([text(language, "models_downloaded")] if r["path"] else [])]), r["name"])
+            for r in rows if r["name"].startswith("nemo-")]
 
 
-def progress_line(p: Progress) -> str:
-    return f"{p.what}: {p.done / 1e9:.2f} of {p.total / 1e9:.2f} GB ({p.fraction:.0%})"
+def progress_line(p: Progress, language: str = "en") -> str:
+    return text(language, "models_download_progress", what=p.what, done=f"{p.done / 1e9:.2f}",
+                total=f"{p.total / 1e9:.2f}", percent=f"{p.fraction:.0%}")
 
 
 def model_section(services, model_name, n_ctx) -> None:
@@ -74,54 +77,64 @@ def model_section(services, model_name, n_ctx) -> None:
     from app.engine.downloads import UI_ADVICE, download
 
     s = services.settings
-    with gr.Accordion("GPU offload plan and context", open=True):
-        plan_md = gr.Markdown(plan_markdown(s.model, s.n_ctx, s.gpu, s.kv_type), elem_id="gpu-plan")
+    with gr.Accordion(t("models_plan_title"), open=True):
+        plan_md = gr.Markdown("", elem_id="gpu-plan")  # written on load, in the page's language
         with gr.Row():
-            preset = gr.Dropdown(context_choices(s.model), value=None, label="Context size presets",
+            preset = gr.Dropdown(context_choices(s.model), value=None, label=t("models_context_presets"),
                                  elem_id="context-preset")
-            gpu_mode = gr.Radio(["auto", "manual"], value=s.gpu, label="GPU offload (auto: the plan above)",
-                                elem_id="gpu-mode")
-            kv_type = gr.Dropdown(list(KV_TYPES), value=s.kv_type, label="K/V cache type when manual", elem_id="kv-type")
-    with gr.Accordion("Download a model", open=False):
-        choice = gr.Dropdown(download_choices(), label="Mistral NeMo Instruct 2407 (from the Hugging Face Hub)",
-                             elem_id="download-choice")
+            gpu_mode = gr.Radio([(t("models_gpu_auto"), "auto"), (t("models_gpu_manual"), "manual")], value=s.gpu,
+                                label=t("models_gpu_mode"), elem_id="gpu-mode")
+            kv_type = gr.Dropdown(list(KV_TYPES), value=s.kv_type, label=t("models_kv_type"), elem_id="kv-type")
+    with gr.Accordion(t("models_download_title"), open=False):
+        choice = gr.Dropdown(download_choices(), label=t("models_download_choice"), elem_id="download-choice")
         with gr.Row():
-            start_btn = gr.Button("Download", variant="primary", elem_id="download")
-            stop_btn = gr.Button("Stop", variant="stop", elem_id="download-stop")
+            start_btn = gr.Button(t("models_download"), variant="primary", elem_id="download")
+            stop_btn = gr.Button(t("common_stop"), variant="stop", elem_id="download-stop")
         status = gr.Markdown("", elem_id="download-status")
 
-    def show_plan(model, ctx):
-        return plan_markdown(model or "", ctx or s.n_ctx, services.settings.gpu, services.settings.kv_type)
+    def show_plan(model, ctx, request: gr.Request):
+        return plan_markdown(model or "", ctx or s.n_ctx, services.settings.gpu, services.settings.kv_type,
+                             language_of(request))
 
-    def set_mode(model, ctx, mode, kv):
+    def opened(request: gr.Request):
+        settings = services.settings
+        plan = show_plan(settings.model, settings.n_ctx, request)
+        return plan, gr.update(choices=download_choices(language_of(request)))
+
+    def set_mode(model, ctx, mode, kv, request: gr.Request):
         services.settings = replace(services.settings, gpu=mode, kv_type=kv)
         save_settings(services.settings)
-        return show_plan(model, ctx)
+        return show_plan(model, ctx, request)
 
     def run_download(name, request: gr.Request):
+        language = language_of(request)
         if not name:
-            yield "Choose a model first.", gr.skip(), gr.skip()
+            yield say(request, "models_choose_first"), gr.skip(), gr.skip()
             return
         job = services.jobs.start(request.session_hash, "download",
                                   lambda progress, cancel: download(name, progress, cancel, UI_ADVICE))
         try:
             for _ in job.watch(POLL_S):
                 if job.progress is not None:
-                    yield progress_line(job.progress), gr.skip(), gr.skip()
+                    yield progress_line(job.progress, language), gr.skip(), gr.skip()
             outcome = job.result()
         except UserError as exc:
-            yield f"⚠️ {exc}", gr.skip(), gr.skip()
+            yield say(request, "common_warning", message=exc), gr.skip(), gr.skip()
             return
         finally:
             job.stop()
         if outcome.stopped:
-            yield "Stopped. Press Download again to go on where it stopped.", gr.skip(), gr.skip()
+            yield say(request, "models_download_stopped"), gr.skip(), gr.skip()
         else:
-            yield (f"✅ {name} is ready: `{outcome.value}`", gr.update(choices=available_models(), value=name),
-                   gr.update(choices=download_choices(), value=name))
+            yield (say(request, "models_download_ready", name=name, path=outcome.value),
+                   gr.update(choices=available_models(), value=name),
+                   gr.update(choices=download_choices(language), value=name))
 
-    model_name.change(lambda model, ctx: (show_plan(model, ctx), gr.update(choices=context_choices(model or ""))),
-                      [model_name, n_ctx], [plan_md, preset])
+    def model_changed(model, ctx, request: gr.Request):
+        return show_plan(model, ctx, request), gr.update(choices=context_choices(model or ""))
+
+    gr.on(None, opened, None, [plan_md, choice])  # on load: in the page's language
+    model_name.change(model_changed, [model_name, n_ctx], [plan_md, preset])
     n_ctx.change(show_plan, [model_name, n_ctx], plan_md)
     preset.input(lambda size: size, preset, n_ctx)
     for control in (gpu_mode, kv_type):

@@ -16,18 +16,21 @@ import gradio as gr
 
 from app.base.errors import UserError
 from app.documents.language import detect_language
-from app.documents.reading import ACCEPTED, KINDS, read_document
-from app.faces.language_note import language_warning
+from app.documents.reading import KINDS, read_document
+from app.faces.i18n import LANGUAGES as PAGE_LANGUAGES
+from app.faces.i18n import language_of, say, t, text
+from app.faces.language_note import language_name, language_warning
 from app.faces.temp_files import TabFiles, file_name, forget_upload
 from app.services.engine_calls import duration
-from app.services.translate import (AUTO, TranslationJob, TranslationRequest, TranslationUpdate, count_noun,
-                                    glossary_from_rows, language_choices, language_label, read_glossary)
+from app.services.translate import (AUTO, TranslationJob, TranslationRequest, TranslationUpdate, glossary_from_rows,
+                                    language_choices, read_glossary)
 
 CELL = "white-space:pre-wrap;vertical-align:top;padding:6px 10px;border-top:1px solid #8884;width:50%"
 WAITING = "<span style='opacity:.5'>…</span>"
 
 
-def side_by_side(rows: list[tuple[str, str | None]], partial: tuple[int, str] | None = None) -> str:
+def side_by_side(rows: list[tuple[str, str | None]], partial: tuple[int, str] | None = None,
+                 language: str = "en") -> str:
     """An HTML table: source and translation of each segment on one row (text shown as written)."""
     cells = []
     for n, (source, target) in enumerate(rows):
@@ -36,112 +39,133 @@ def side_by_side(rows: list[tuple[str, str | None]], partial: tuple[int, str] | 
             shown = f"<span style='opacity:.7'>{html.escape(partial[1])}</span>"
         cells.append(f"<tr><td dir='auto' style='{CELL}'>{html.escape(source)}</td>"
                      f"<td dir='auto' style='{CELL}'>{shown}</td></tr>")
-    return ("<table id='translation-table' style='width:100%;border-collapse:collapse'>"
-            "<tr><th>Source</th><th>Translation</th></tr>" + "".join(cells) + "</table>")
+    heads = "".join(f"<th>{html.escape(text(language, key))}</th>"
+                    for key in ("translate_col_source", "translate_col_translation"))
+    return f"<table id='translation-table' style='width:100%;border-collapse:collapse'><tr>{heads}</tr>" \
+        + "".join(cells) + "</table>"
 
 
-def status_line(job: TranslationJob, update: TranslationUpdate | None, started: float) -> str:
+def parts(n: int, language: str) -> str:
+    """'1 part', '12 parts' in `language`."""
+    return text(language, "translate_segments_one") if n == 1 else text(language, "translate_segments_many", n=f"{n:,}")
+
+
+def status_line(job: TranslationJob, update: TranslationUpdate | None, started: float, language: str = "en") -> str:
     """'translating into French · part 2 of 5 · now reading the prompt: 256 / 700 tokens · about 40 s left · 12 s'."""
     p = job.progress()
-    line = f"{p.what} · part {min(p.done + 1, p.total)} of {p.total}"
+    line = text(language, "translate_progress", what=p.what, done=min(p.done + 1, p.total), total=p.total)
     if update is not None and update.call is not None:
-        line += f" · now {update.call.describe()}"
+        line += " · " + text(language, "translate_now", call=update.call.describe())
     if job.calls.cached_calls:
-        line += f" · {count_noun(job.calls.cached_calls, 'part')} from earlier runs"
+        line += " · " + text(language, "translate_progress_cached", parts=parts(job.calls.cached_calls, language))
     if update is not None and update.eta_s is not None:
-        line += f" · {duration(update.eta_s)} left"
+        line += " · " + text(language, "translate_progress_left", time=duration(update.eta_s))
     return line + f" · {time.monotonic() - started:.0f} s"
 
 
-def result_line(job: TranslationJob) -> str:
+def result_line(job: TranslationJob, language: str = "en") -> str:
     """What happened, for a person: success only when the translation is in the language asked for."""
     result = job.result
-    languages = f"{language_label(result.source_language)} → {language_label(result.target_language)}"
-    earlier = f", {result.cached_segments} from earlier runs" if result.cached_segments else ""
-    parts = f"{count_noun(result.segments, 'part')}{earlier}"
-    warning = language_warning(result.language, "translation")
-    if result.stopped:
-        line = f"⏹ Stopped ({languages}, {parts}): translate again to go on from here."
-    else:
-        line = f"{'Done' if warning else '✅ Translated'} {languages} in {parts}."
+    names = {"source": language_name(result.source_language, language),
+             "target": language_name(result.target_language, language)}
+    done = parts(result.segments, language)
+    if result.cached_segments:
+        done = text(language, "translate_parts_earlier", parts=done, cached=result.cached_segments)
+    warning = language_warning(result.language, "translation", language)
+    key = "translate_stopped" if result.stopped else "translate_done_unsure" if warning else "translate_done"
+    line = text(language, key, parts=done, **names)
     if warning:
         line += f"\n\n{warning}"
     if not result.structure_kept:
-        line += "\n\n⚠️ The layout (headings, lists, tables or code) changed: check the result."
+        line += "\n\n" + text(language, "translate_structure_changed")
     for miss in result.misses:
-        line += f"\n\n⚠️ Glossary: “{miss.source}” was not translated as “{miss.target}” in " \
-                f"{'part' if len(miss.segments) == 1 else 'parts'} {', '.join(map(str, miss.segments))}."
+        where = text(language, "translate_in_part" if len(miss.segments) == 1 else "translate_in_parts",
+                     numbers=", ".join(map(str, miss.segments)))
+        line += "\n\n" + text(language, "translate_glossary_miss", source=miss.source, target=miss.target, parts=where)
     if result.problems:
         notes = Counter(result.problems)
-        line += "\n\n" + "\n".join(f"- {note}" + (f" ({n} times)" if n > 1 else "") for note, n in notes.items())
+        line += "\n\n" + "\n".join("- " + (text(language, "translate_note_times", note=note, n=n) if n > 1 else note)
+                                     for note, n in notes.items())
     return line
+
+
+def language_labels(choices: list[tuple[str, str]]) -> list[tuple]:
+    """The languages of a choice, named in the page's language where the locale files have them."""
+    return [(t(f"language_{code}") if code in PAGE_LANGUAGES else name, code) for name, code in choices]
 
 
 def translate_tab(services, files: TabFiles) -> None:
     """The Translate tab; call inside the Blocks context. `services` are the app's Services,
     `files` keeps the downloads made for each browser tab."""
     store = services.documents
-    languages = language_choices()
-    with gr.Tab("Translate"):
+    languages = language_labels(language_choices())
+    with gr.Tab(t("tab_translate")):
         document = gr.State(None)
         with gr.Row():
             with gr.Column():
-                text = gr.Textbox(label="Text to translate (Markdown)", lines=8, max_lines=20, elem_id="translate-text")
-                upload = gr.File(label=f"…or drop a document ({ACCEPTED}); while it is here, it is translated", file_types=list(KINDS),
-                                 elem_id="translate-file")
-                plain = gr.Checkbox(False, label="Plain text, not Markdown")
+                text_box = gr.Textbox(label=t("translate_text"), lines=8, max_lines=20, elem_id="translate-text")
+                upload = gr.File(label=t("translate_drop_short"), file_types=list(KINDS), elem_id="translate-file")
+                plain = gr.Checkbox(False, label=t("translate_plain"))
             with gr.Column():
                 with gr.Row():
-                    source = gr.Dropdown([("Detect the language", AUTO), *languages], value=AUTO, label="From",
-                                         elem_id="translate-from")
-                    target = gr.Dropdown(languages, value="fr", label="To", elem_id="translate-to")
+                    source = gr.Dropdown([(t("translate_detect"), AUTO), *languages], value=AUTO,
+                                         label=t("translate_from"), elem_id="translate-from")
+                    target = gr.Dropdown(languages, value="fr", label=t("translate_to"), elem_id="translate-to")
                 detected = gr.Markdown("", elem_id="translate-detected")
-                glossary = gr.Dataframe(headers=["Source term", "Target term"], column_count=(2, "fixed"),
-                                        row_count=2, type="array", interactive=True,
-                                        label="Glossary (optional)", elem_id="translate-glossary")
-                glossary_csv = gr.UploadButton("Load a glossary CSV", file_types=[".csv"], size="sm")
+                glossary = gr.Dataframe(column_count=(2, "fixed"), row_count=2, type="array", interactive=True,
+                                        label=t("translate_glossary"), elem_id="translate-glossary")
+                glossary_csv = gr.UploadButton(t("translate_glossary_csv"), file_types=[".csv"], size="sm")
         with gr.Row():
-            start = gr.Button("Translate", variant="primary", elem_id="translate-start")
-            stop = gr.Button("Stop", variant="stop", elem_id="translate-stop")
+            start = gr.Button(t("translate_start"), variant="primary", elem_id="translate-start")
+            stop = gr.Button(t("common_stop"), variant="stop", elem_id="translate-stop")
         status = gr.Markdown("", elem_id="translate-status")
         table = gr.HTML("", elem_id="translate-side")
-        download = gr.File(label="Download the translation", interactive=False, height=90,
-                           elem_id="translate-download")
-        with gr.Accordion("Saved translations", open=False):
-            saved = gr.Dropdown([], label="Open a saved translation", elem_id="translate-saved")
+        download = gr.File(label=t("translate_download"), interactive=False, height=90, visible=False,
+                           elem_id="translate-download")  # shown with a file: an empty one is no valid element
+        with gr.Accordion(t("translate_saved"), open=False):
+            saved = gr.Dropdown([], label=t("translate_open_saved"), elem_id="translate-saved")
+
+    def opened(request: gr.Request):
+        """What holds a value or a table header, in the page's language."""
+        heads = [say(request, "translate_col_source_term"), say(request, "translate_col_target_term")]
+        return (gr.update(label=say(request, "translate_drop", kinds=", ".join(sorted(KINDS)))),
+                gr.update(value={"headers": heads, "data": [["", ""], ["", ""]]}))
+
+    def ready(path):
+        return gr.update(value=path, visible=path is not None)
 
     def saved_choices():
         rows = store.translations()
         return gr.update(choices=[(f"{r['title']} · {r['source_language']}→{r['target_language']} · {r['status']}",
                                    r["id"]) for r in rows])
 
-    def load_document(path):
+    def load_document(path, request: gr.Request):
         if not path:
             return None, ""
         try:
             doc = read_document(path, **services.settings.parse_limits())
             document_id, _ = store.add(doc)
         except UserError as exc:
-            return None, f"⚠️ {exc}"
+            return None, say(request, "common_warning", message=exc)
         finally:
             forget_upload(path)  # the upload is not kept once read
-        return document_id, (f"**{doc.title}** · {doc.kind} · {doc.tokens:,} tokens · "
-                             f"detected: {language_label(doc.language)}")
+        return document_id, say(request, "translate_document_line", title=doc.title, kind=doc.kind,
+                                tokens=f"{doc.tokens:,}", language=language_name(doc.language, language_of(request)))
 
-    def detect(value, document_id):
+    def detect(value, document_id, request: gr.Request):
         if document_id is not None or not (value or "").strip():
             return gr.skip()
-        return f"Detected: {language_label(detect_language(value))}"
+        return say(request, "translate_detected", language=language_name(detect_language(value), language_of(request)))
 
-    def load_glossary(file):
+    def load_glossary(file, request: gr.Request):
         try:
             return [list(pair) for pair in read_glossary(file)] or [["", ""]], ""
         except UserError as exc:
-            return gr.skip(), f"⚠️ {exc}"
+            return gr.skip(), say(request, "common_warning", message=exc)
 
     def run(value, document_id, plain_text, source_language, target_language, terms, request: gr.Request):
-        started = time.monotonic()
-        yield "starting: loading the model and planning the parts…", gr.skip(), gr.skip(), gr.skip()
+        started, language = time.monotonic(), language_of(request)
+        yield say(request, "translate_starting"), gr.skip(), gr.skip(), gr.skip()
         try:
             if document_id is not None:
                 doc = store.document(document_id)
@@ -154,30 +178,33 @@ def translate_tab(services, files: TabFiles) -> None:
                                                  glossary_from_rows(terms))
                 name = "translation"
             else:
-                raise UserError("paste some text or drop a document first")
+                raise UserError(say(request, "translate_nothing"))
             job = services.translation(job_request, max_tokens=services.settings.max_tokens)
         except UserError as exc:
-            yield f"⚠️ {exc}", gr.skip(), gr.skip(), gr.skip()
+            yield say(request, "common_warning", message=exc), gr.skip(), gr.skip(), gr.skip()
             return
-        detected_line = f"Source: {language_label(job.source_language)}" + \
-            (" (detected)" if source_language == AUTO else "")
-        yield status_line(job, None, started), side_by_side(job.rows()), None, detected_line
+        detected_line = say(request, "translate_source_detected" if source_language == AUTO else "translate_source",
+                            language=language_name(job.source_language, language))
+        yield status_line(job, None, started, language), side_by_side(job.rows(), None, language), ready(None), \
+            detected_line
         running = services.jobs.start(request.session_hash, "translation", lambda progress, cancel: job.run(cancel))
         try:
             for _ in running.watch():
                 update = running.latest
                 if update is not None and update.result is None:
                     partial = (job.row_of(update.segment), update.partial) if update.segment is not None else None
-                    yield status_line(job, update, started), side_by_side(job.rows(), partial), gr.skip(), gr.skip()
+                    yield (status_line(job, update, started, language), side_by_side(job.rows(), partial, language),
+                           gr.skip(), gr.skip())
             running.result()
         except UserError as exc:
-            yield f"⚠️ {exc}", side_by_side(job.rows()), gr.skip(), gr.skip()
+            yield say(request, "common_warning", message=exc), side_by_side(job.rows(), None, language), gr.skip(), \
+                gr.skip()
             return
         finally:
             running.stop()
         file = files.write(request.session_hash, file_name(Path(name).stem, ".md" if job_request.markdown else ".txt"),
                            job.result.text)
-        yield result_line(job), side_by_side(job.rows()), file, gr.skip()
+        yield result_line(job, language), side_by_side(job.rows(), None, language), ready(file), gr.skip()
 
     def stop_job(request: gr.Request):
         services.jobs.stop(request.session_hash, "translation")
@@ -188,12 +215,14 @@ def translate_tab(services, files: TabFiles) -> None:
         row = store.translation(translation_id)
         file = files.write(request.session_hash, file_name(row["title"] or "translation",
                                                            ".md" if row["format"] == "markdown" else ".txt"), row["text"])
-        return f"Saved translation ({row['status']}, {row['model']})", side_by_side([(row["source"], row["text"])]), file
+        return (say(request, "translate_saved_line", status=row["status"], model=row["model"]),
+                side_by_side([(row["source"], row["text"])], None, language_of(request)), ready(file))
 
     upload.change(load_document, upload, [document, detected])
-    text.input(detect, [text, document], detected, trigger_mode="always_last", show_progress="hidden")
+    gr.on(None, opened, None, [upload, glossary])  # on load
+    text_box.input(detect, [text_box, document], detected, trigger_mode="always_last", show_progress="hidden")
     glossary_csv.upload(load_glossary, glossary_csv, [glossary, status])
-    event = start.click(run, [text, document, plain, source, target, glossary], [status, table, download, detected],
+    event = start.click(run, [text_box, document, plain, source, target, glossary], [status, table, download, detected],
                         concurrency_id="llm", concurrency_limit=1)
     event.then(saved_choices, None, saved)
     stop.click(stop_job, None, None, concurrency_limit=None)
