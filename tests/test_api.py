@@ -329,3 +329,21 @@ def test_json_mode_makes_the_reply_json(api):
         assert isinstance(json.loads(text), (dict, list))
     else:  # cut by max_tokens: still the start of JSON, never prose
         assert text.lstrip()[:1] in "{[", text
+
+
+def test_a_full_queue_answers_429_and_frees_up_when_a_reply_ends(services):
+    server = ApiServer(services, port=free_port(), queue=0).start()  # one sequence, no one may wait
+    try:
+        client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
+        stream = client.chat.completions.create(model="smollm2", stream=True, max_tokens=1500, temperature=0,
+                                                messages=[{"role": "user", "content": "Count from 1 to 1000."}])
+        next(iter(stream))
+        with pytest.raises(openai.RateLimitError, match="queue is full"):
+            client.chat.completions.create(model="smollm2", messages=QUESTION, max_tokens=2)
+        stream.close()
+        deadline = time.monotonic() + 10
+        while health(server)["requests_in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.chat.completions.create(model="smollm2", messages=QUESTION, max_tokens=2).choices
+    finally:
+        server.stop()

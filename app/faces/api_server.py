@@ -191,7 +191,7 @@ class ApiServer:
     """`nemo-chat serve`: the API alone on HOST:PORT (uvicorn), behind the Host allow-list."""
 
     def __init__(self, services, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-                 allow_hosts=(), keep_history: bool = False) -> None:
+                 allow_hosts=(), keep_history: bool = False, queue: int = QUEUE) -> None:
         import uvicorn
         from starlette.middleware import Middleware
 
@@ -200,7 +200,7 @@ class ApiServer:
         if not is_loopback(host) and not api_key:
             raise UserError(f"--host {host or '0.0.0.0'} makes the API reachable from other machines: give "
                             f"--api-key KEY (or set {API_KEY_ENV}), or use --host 127.0.0.1")
-        app = api_app(api_service(services, keep_history), api_key)
+        app = api_app(api_service(services, keep_history), api_key, queue)
         app.user_middleware.insert(0, Middleware(WebGuard, hosts=allowed_hosts(host, port, allow_hosts), port=port,
                                                  any_ip=host in WILDCARDS))
         self.url = f"http://{host}:{port}/v1"
