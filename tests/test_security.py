@@ -296,7 +296,7 @@ def test_the_app_works_under_its_csp(served, page):
     assert response.headers["content-security-policy"] == CSP
     page.locator("#message-box textarea").click()
     page.keyboard.type("Write a short poem about the sea.")
-    page.locator("#send").click()
+    page.keyboard.press("Enter")
     page.wait_for_function("() => { const b = document.querySelectorAll('#chatbot .message.bot');"
                            " return b.length && b[b.length-1].innerText.trim().length > 0"
                            " && document.querySelector('#reply-stats').innerText.includes('…'); }", timeout=120_000)
