@@ -284,11 +284,11 @@ def test_the_language_picker_in_settings_switches_the_page_by_keyboard(app_url, 
     page.keyboard.type("Deutsch")
     page.keyboard.press("Enter")
     page.get_by_role("tab", name=text("de", "tab_chat")).wait_for(timeout=10_000)
-    assert page.get_by_label(text("de", "settings_context_size")).count() == 1
+    page.get_by_label(text("de", "settings_context_size")).wait_for(timeout=10_000)  # one, labelled in German
     page.reload()
     open_settings(page, "de")
     page.wait_for_function("() => document.querySelector('#language-picker input').value === 'Deutsch'")
-    assert page.get_by_label(text("de", "language_label")).count() == 1
+    page.get_by_label(text("de", "language_label")).wait_for(timeout=10_000)
     page.get_by_role("tab", name=text("de", "tab_chat")).click()
     placeholder = page.locator("#message-box textarea").get_attribute("placeholder")
     assert placeholder == text("de", "chat_box_placeholder")

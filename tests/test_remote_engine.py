@@ -213,9 +213,11 @@ def test_stop_while_the_server_is_silent_closes_the_connection(home, server):
         services.ensure_model()
         blocker = httpx.Client(timeout=60)
         with blocker.stream("POST", f"{server.url}/completions", headers={"Authorization": f"Bearer {KEY}"},
-                            json={"prompt": LONG_ASK, "max_tokens": 300, "stream": True,
+                            json={"prompt": LONG_ASK, "max_tokens": 1800, "stream": True,
                                   "logit_bias": {"0": -100, "2": -100}}) as busy:  # SmolLM2's end tokens banned
-            next(busy.iter_lines())  # the server is now generating for another client
+            lines = busy.iter_lines()
+            for _ in range(6):  # the server is now generating for another client (for many seconds)
+                next(lines)
             cancel = CancelToken()
             stream = services.engine.complete(PromptIds([1, 2, 3], [{"role": "user", "content": "Hi"}]),
                                               SamplingOptions(max_tokens=8), cancel)
