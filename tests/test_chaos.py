@@ -128,10 +128,16 @@ def integrity(db: Path) -> str:
     return query(db, "PRAGMA integrity_check")[0][0]
 
 
+def page_is_live(page) -> None:
+    page.wait_for_function("() => { const line = document.querySelector('#model-line');"
+                           " return line && line.innerText.trim().length > 0; }", timeout=60_000)
+
+
 def type_and_send(page, text: str) -> None:
-    """Type into the message box with the keyboard, then press Enter, as a person does."""
+    """Type into the message box with the keyboard, then press Enter, as a person does (once the
+    page is live: the model line is written by the page's load event)."""
+    page_is_live(page)
     box = page.locator("#message-box textarea")
-    box.wait_for(timeout=30_000)
     box.click()
     page.keyboard.type(text)
     page.keyboard.press("Enter")
@@ -172,8 +178,8 @@ def test_twenty_kills_mid_reply_lose_no_conversation_and_mark_every_reply_interr
     try:
         for n in range(1, KILLS + 1):
             question = f"Question {n}: write a long story about lighthouse number {n}."
+            last_start = time.monotonic()  # before the start: the reopen marks stale replies as it starts
             url = server.start()
-            last_start = time.monotonic()
             page.goto(url)  # the page opened again on the restarted server
             type_and_send(page, question)
             following = UiServer(home, warm=True) if n < KILLS else None  # imports while the reply streams
@@ -308,6 +314,7 @@ def test_two_browser_tabs_chatting_at_once_each_get_their_own_reply(tmp_path, br
         tabs = [context.new_page(), context.new_page()]
         for tab, text in zip(tabs, questions):
             tab.goto(url)
+            page_is_live(tab)
             box = tab.locator("#message-box textarea")
             box.click()
             tab.keyboard.type(text)
