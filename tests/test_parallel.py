@@ -6,11 +6,16 @@ from __future__ import annotations
 import threading
 import time
 
+from dataclasses import replace
+
 import pytest
 
 from app.base.jobs import WAITING, CancelToken
 from app.engine.chat_format import TemplateChatFormat
+from app.history import History
 from app.runtime import LlamaEngine, LoadOptions, SamplingOptions
+from app.services.translate import TranslateOptions, TranslationJob, TranslationRequest, lanes, parse_numbered
+from app.storage.document_store import DocumentStore
 
 GREEDY = SamplingOptions(temperature=0.0, max_tokens=32)
 THREADS = 1  # llama.cpp threads: this machine's two cores are shared, and two spinning threads then stall
@@ -177,3 +182,57 @@ def wait_for(condition, timeout: float = 120) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.005)
+
+
+def test_lanes_are_runs_of_consecutive_segments_as_even_as_can_be():
+    assert lanes(8, 4) == [range(0, 2), range(2, 4), range(4, 6), range(6, 8)]
+    assert lanes(3, 8) == [range(0, 1), range(1, 2), range(2, 3)], "never more lanes than segments"
+    assert lanes(5, 1) == [range(0, 5)]
+    for n, width in [(7, 3), (10, 4), (1, 4)]:
+        runs = lanes(n, width)
+        assert [i for run in runs for i in run] == list(range(n))
+        assert max(map(len, runs)) - min(map(len, runs)) <= 1
+
+
+def test_a_translation_runs_its_lanes_side_by_side_each_in_order_and_resumes(four, tmp_path):
+    """Eight one-paragraph segments on four sequences: four lanes of two run at once; within a lane
+    the second segment carries the first one's translation; each reply lands in its own segment (a
+    lane's first request, asked again alone, gives the same reply); after a Stop, a second run
+    redoes no finished segment."""
+    from test_summarize import WidestEngine
+
+    text = "\n\n".join(f"Room {n} is open." for n in range(101, 909, 101))
+    store = DocumentStore(History(tmp_path / "lanes.db"))
+    request, options = TranslationRequest(text, "fr", "en"), TranslateOptions(temperature=0, segment_tokens=8)
+    widest = WidestEngine(four)
+    job = TranslationJob(widest, store, request, options)
+    assert len(job.segments) == 8 and job.lanes == lanes(8, 4)
+    asked = {}  # the request's text -> (its messages, sampling, reply)
+    generate = job.calls.generate
+
+    def recorded(messages, sampling, cancel, show):
+        reply = yield from generate(messages, sampling, cancel, show)
+        asked[messages[-1]["content"]] = messages, sampling, reply.text
+        return reply
+
+    job.calls.generate = recorded
+    for _ in job.run():
+        pass
+    assert widest.most >= 2, "the lanes ran side by side"
+    assert not job.result.stopped and job.result.engine_calls >= 8 and None not in job.outputs
+    for index, segment in enumerate(job.segments):
+        messages, sampling, reply = asked[f"[1] {segment[0].text}"]
+        if index not in job.lane_starts:
+            assert messages[1]["content"] == f"[1] {job.segments[index - 1][0].text}", "the lane's previous segment"
+            continue
+        assert len(messages) == 2, "a lane's first segment goes without context"
+        alone = four.complete(job.calls.format.encode(messages), sampling).text()
+        assert alone == reply and job.outputs[index] == parse_numbered(reply, 1), "its own reply in its own place"
+    assert len({tuple(output) for output in job.outputs}) >= 4, "the segments got different replies"
+
+    stopping = TranslationJob(four, store, replace(request, text=text + "\n\nRoom 909 is open."), options)
+    cancel = CancelToken()
+    for update in stopping.run(cancel):
+        if update.segment is not None and update.partial:
+            cancel.cancel()  # Stop while the new ninth segment is written
+    assert stopping.result.stopped and stopping.result.cached_segments >= 7, "the finished segments came from the cache"

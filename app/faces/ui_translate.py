@@ -29,14 +29,15 @@ CELL = "white-space:pre-wrap;vertical-align:top;padding:6px 10px;border-top:1px 
 WAITING = "<span style='opacity:.5'>…</span>"
 
 
-def side_by_side(rows: list[tuple[str, str | None]], partial: tuple[int, str] | None = None,
+def side_by_side(rows: list[tuple[str, str | None]], partials: dict[int, str] | None = None,
                  language: str = "en") -> str:
-    """An HTML table: source and translation of each segment on one row (text shown as written)."""
+    """An HTML table: source and translation of each segment on one row (text shown as written);
+    `partials`: row -> the reply so far of a segment being written there."""
     cells = []
     for n, (source, target) in enumerate(rows):
         shown = html.escape(target) if target is not None else WAITING
-        if partial and partial[0] == n:
-            shown = f"<span style='opacity:.7'>{html.escape(partial[1])}</span>"
+        if partials and n in partials:
+            shown = f"<span style='opacity:.7'>{html.escape(partials[n])}</span>"
         cells.append(f"<tr><td dir='auto' style='{CELL}'>{html.escape(source)}</td>"
                      f"<td dir='auto' style='{CELL}'>{shown}</td></tr>")
     heads = "".join(f"<th>{html.escape(text(language, key))}</th>"
@@ -192,8 +193,8 @@ def translate_tab(services, files: TabFiles) -> None:
             for _ in running.watch():
                 update = running.latest
                 if update is not None and update.result is None:
-                    partial = (job.row_of(update.segment), update.partial) if update.segment is not None else None
-                    yield (status_line(job, update, started, language), side_by_side(job.rows(), partial, language),
+                    partials = {job.row_of(segment): reply for segment, reply in list(job.writing.items())}
+                    yield (status_line(job, update, started, language), side_by_side(job.rows(), partials, language),
                            gr.skip(), gr.skip())
             running.result()
         except UserError as exc:

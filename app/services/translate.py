@@ -3,7 +3,10 @@
 The text (Markdown, or plain text) is cut into pieces by `markdown_segments`: only prose reaches
 the model, with code, URLs, link targets and HTML replaced by markers. Pieces are grouped into
 segments of a token budget; each segment is one request of numbered lines, carrying the previous
-segment and its translation as an earlier turn so that terms stay consistent. Each segment's
+segment and its translation as an earlier turn so that terms stay consistent. On an engine that
+runs several sequences (`engine.parallel`), the segments are cut into that many runs of
+consecutive segments ("lanes") translated side by side; each lane is done in order, and only a
+lane's first segment goes without the previous one as context. Each segment's
 result is cached under a hash of (its text, languages, model, prompt version, the glossary terms
 that occur in it): a re-run after a Stop does no finished segment again, and a changed glossary
 redoes only the segments that contain a changed term. The context turn is not part of the key.
@@ -23,9 +26,10 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 
 from app.base.errors import Cancelled, UserError
-from app.base.jobs import CancelToken, Progress
+from app.base.jobs import CancelToken, Progress, side_by_side
 from app.documents import markdown_segments as md
 from app.documents.language import LANGUAGES, LanguageCheck, check_language, detect_language
 from app.documents.reading import group_texts, split_text
@@ -296,6 +300,13 @@ def plan_segments(pieces: list[md.Piece], budget: int, count) -> list[list[Unit]
     return segments
 
 
+def lanes(n: int, width: int) -> list[range]:
+    """`n` segments cut into at most `width` runs of consecutive segments, as even as can be."""
+    width = min(width, n) or 1
+    bounds = [round(k * n / width) for k in range(width + 1)]
+    return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
 class TranslationJob:
     """One translation: the plan, the outputs so far, and the run that fills them."""
 
@@ -329,6 +340,9 @@ class TranslationJob:
                 self.piece_segments.setdefault(i, []).append(n)
         self.filled: dict[int, tuple[str, list[str]]] = {}  # piece -> (its translation put back, problems)
         self.outputs: list[list[str] | None] = [None] * len(self.segments)
+        self.lanes = lanes(len(self.segments), max(1, engine.parallel))
+        self.lane_starts = {lane.start for lane in self.lanes}
+        self.writing: dict[int, str] = {}  # segment -> its reply so far, while it is written
         self.cuts: list[Cut] = []
         self.result: TranslationResult | None = None
 
@@ -337,20 +351,29 @@ class TranslationJob:
         """Translate segment by segment (cached ones at once); the last update carries the result."""
         cancel = cancel or CancelToken()
         try:
-            for index in range(len(self.segments)):
-                key, cached = self.calls.lookup(self._key_payload(index))
-                if cached is not None:
-                    self.outputs[index] = json.loads(cached)
-                else:
-                    self.outputs[index] = yield from self._translate(index, cancel)
-                    self.calls.keep(key, json.dumps(self.outputs[index], ensure_ascii=False))
-                self._fill(index)
-                yield TranslationUpdate(self.progress(), eta_s=self.calls.eta_s(len(self.segments) - index - 1))
+            if len(self.lanes) == 1:
+                yield from self._run_lane(self.lanes[0], cancel)
+            else:
+                yield from side_by_side([partial(self._run_lane, lane, cancel) for lane in self.lanes],
+                                        len(self.lanes), cancel)
         except Cancelled:
             pass
         self.result = self._finish(stopped=None in self.outputs)
         yield TranslationUpdate(self.progress(), result=self.result)
         return self.result
+
+    def _run_lane(self, lane: range, cancel: CancelToken) -> Iterator[TranslationUpdate]:
+        """Translate the segments of one lane in order (cached ones at once)."""
+        for index in lane:
+            key, cached = self.calls.lookup(self._key_payload(index))
+            if cached is not None:
+                self.outputs[index] = json.loads(cached)
+            else:
+                self.outputs[index] = yield from self._translate(index, cancel)
+                self.calls.keep(key, json.dumps(self.outputs[index], ensure_ascii=False))
+            self.writing.pop(index, None)
+            self._fill(index)
+            yield TranslationUpdate(self.progress(), eta_s=self._eta_s())
 
     def _translate(self, index: int, cancel: CancelToken) -> Iterator[TranslationUpdate]:
         """One segment's unit translations (several requests when the numbering came back broken)."""
@@ -385,8 +408,13 @@ class TranslationJob:
 
     def _update(self, index: int, partial: str) -> TranslationUpdate:
         """Segment `index` is being written: its reply so far, the call and the time left."""
-        left = len(self.segments) - index - 1
-        return TranslationUpdate(self.progress(), index, partial, call=self.calls.call, eta_s=self.calls.eta_s(left))
+        self.writing[index] = partial
+        return TranslationUpdate(self.progress(), index, partial, call=self.calls.call, eta_s=self._eta_s())
+
+    def _eta_s(self) -> float | None:
+        """The time left: the segments not begun, as many at once as there are lanes."""
+        not_begun = self.outputs.count(None) - len(self.calls.live)
+        return self.calls.eta_s(max(0, not_begun) / len(self.lanes))
 
     def _most_tokens(self, texts: list[str]) -> tuple[int, str]:
         """What a request may write: twice its source and some room (TWICE), or the cap if lower (CAP)."""
@@ -396,7 +424,7 @@ class TranslationJob:
         return wanted, TWICE
 
     def _context(self, index: int) -> tuple[list[str], list[str]] | None:
-        if index == 0 or self.outputs[index - 1] is None:
+        if index in self.lane_starts or self.outputs[index - 1] is None:
             return None
         return [unit.text for unit in self.segments[index - 1]], self.outputs[index - 1]
 
