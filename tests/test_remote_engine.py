@@ -4,7 +4,8 @@ server (which takes token ids, as vLLM does). Chat, summarize and translate thro
 closes the stream; refused connections, a wrong key, an unknown model, a server killed or frozen
 mid-reply are one line each and lose nothing; 429/503 are retried, nothing else; a NeMo model gets
 its exact Tekken ids where the server takes them, and falls back to /v1/chat/completions, saying so
-once, where it does not; the Settings tab switches the app to a server."""
+once, where it does not; the Settings tab switches the app to a server. JSON mode and the repeat
+penalty reach the server, also from an API client of nemo-chat's own API served on it."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from app.base.jobs import CancelToken
 from app.engine.chat_format import ServerChatFormat, chat_format_for
 from app.engine.openai_http import MAX_RETRY_AFTER_S, RETRY_DELAYS_S, RETRY_STATUSES, check_base_url, retry_delay
 from app.engine.prompt_ids import PromptIds
-from app.engine.remote import RemoteEngine
+from app.engine.remote import RemoteEngine, json_mode
 from app.history import COMPLETE, FAILED, STOPPED
 from app.runtime import LoadOptions, SamplingOptions
 from app.services.root import Services
@@ -35,6 +36,7 @@ from conftest import free_port, run_cli
 
 KEY = "test-key-3f9a1c"
 LONG_ASK = "Write a very long story about a dragon who learns to bake bread, with many chapters."
+JSON_ASK = "Name the capital of France."
 
 
 class LlamaServer:
@@ -121,7 +123,7 @@ def test_chat_streams_through_the_server_as_the_openai_client_gets_it(home, serv
         assert saved[1]["completion_tokens"] == stats.completion_tokens
     reference = OpenAI(base_url=server.url, api_key=KEY).chat.completions.create(
         model=server.model, messages=[{"role": "user", "content": "What is the capital of France?"}],
-        max_tokens=40, temperature=0.0, top_p=0.95)
+        max_tokens=40, temperature=0.0, top_p=0.95, extra_body={"repeat_penalty": 1.0})  # the server's own: 1.1
     assert final.text == reference.choices[0].message.content  # the same request the official client makes
     assert stats.completion_tokens == reference.usage.completion_tokens  # counted chunks = the server's tokens
 
@@ -141,6 +143,78 @@ def test_cli_chat_with_the_server_from_flags_and_environment(home, server, monke
                       home=home, timeout=120)
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.count("\n") == 1 and "refused the key (401" in refused.stderr, refused.stderr
+
+
+def loaded_engine(server: LlamaServer) -> RemoteEngine:
+    engine = RemoteEngine(server.url, KEY)
+    engine.load(LoadOptions(server.model, n_ctx=2048))
+    return engine
+
+
+def is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def test_json_mode_reaches_the_server_on_both_routes(home, server):
+    """SmolLM2 answers this in prose; asked for JSON (an API client's response_format), the
+    server's grammar allows nothing else."""
+    engine = loaded_engine(server)
+    prompt = chat_format_for(engine).encode([{"role": "user", "content": JSON_ASK}])
+    prose = engine.complete(prompt, SamplingOptions(temperature=0.0, max_tokens=60)).text()
+    reply = engine.complete(prompt, SamplingOptions(temperature=0.0, max_tokens=60, grammar="json")).text()
+    assert prose.strip() and not is_json(prose), prose
+    assert isinstance(json.loads(reply), dict), reply
+    route, body = engine.request(prompt, SamplingOptions(grammar="json"), 60)
+    assert route == "chat/completions" and "grammar" not in body  # llama.cpp's server refuses both there
+    # /v1/completions (where ids go): llama-cpp-python's reads the grammar and ignores response_format
+    headers = {"Authorization": f"Bearer {KEY}"}
+    ask = {"prompt": "The capital of France is", "max_tokens": 60, "temperature": 0.0}
+    plain = httpx.post(f"{server.url}/completions", headers=headers, json=ask, timeout=120).json()
+    shaped = httpx.post(f"{server.url}/completions", headers=headers, json={**ask, **json_mode("completions")},
+                        timeout=120).json()
+    assert not is_json(plain["choices"][0]["text"]) and is_json(shaped["choices"][0]["text"])
+
+
+def test_the_repeat_penalty_reaches_the_server(home, server):
+    from openai import OpenAI
+
+    engine = loaded_engine(server)
+    ask = [{"role": "user", "content": "What is the capital of France?"}]
+    prompt = chat_format_for(engine).encode(ask)
+    def greedy(penalty: float) -> str:
+        return engine.complete(prompt, SamplingOptions(temperature=0.0, max_tokens=24, repeat_penalty=penalty)).text()
+
+    penalized = greedy(1.5)
+    assert penalized != greedy(1.0), "the penalty changed the greedy reply"
+    reference = OpenAI(base_url=server.url, api_key=KEY).chat.completions.create(
+        model=server.model, messages=ask, max_tokens=24, temperature=0.0, extra_body={"repeat_penalty": 1.5})
+    assert penalized == reference.choices[0].message.content
+
+
+def test_an_api_client_gets_json_from_nemo_chat_served_on_a_server(home, server):
+    """`nemo-chat serve --remote`: nemo-chat's own API on the remote engine streams a template
+    model's text as the server sends it, and keeps JSON mode."""
+    from openai import OpenAI
+
+    from app.faces.api_server import ApiServer
+
+    with Services(remote_settings(server)) as services:
+        services.ensure_model()
+        api = ApiServer(services, port=free_port()).start()
+        try:
+            client = OpenAI(base_url=api.url, api_key="unused", max_retries=0, timeout=120)
+            ask = dict(model=server.model, messages=[{"role": "user", "content": JSON_ASK}], max_tokens=60,
+                       temperature=0.0)
+            prose = client.chat.completions.create(**ask).choices[0].message.content
+            reply = client.chat.completions.create(**ask, response_format={"type": "json_object"})
+        finally:
+            api.stop()
+    assert prose.strip() and not is_json(prose), prose
+    assert isinstance(json.loads(reply.choices[0].message.content), dict), reply.choices[0].message.content
 
 
 def test_summarize_and_translate_a_document_through_the_server(home, server, monkeypatch, tmp_path):

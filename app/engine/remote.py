@@ -6,6 +6,8 @@ prompts stay token for token mistral-common's. A server that refuses ids (found 
 is loaded) gets the chat messages on `/v1/chat/completions` and builds the prompt with its own
 template; so do other models, whose template only the server knows. Replies stream as text deltas
 with the same `GenerationStats` as the embedded engine; Stop closes the HTTP stream at once.
+JSON mode (`SamplingOptions.grammar == "json"`) is asked of the server as the OpenAI API's
+`response_format` and, where llama.cpp's servers need it, as a JSON grammar.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ IDS_PROBE = [1, 3, 22177, 4]  # <s>[INST]Hello[/INST], NeMo's shortest prompt
 IDS_REFUSED = (400, 404, 422, 500)  # how servers refuse it (llama-cpp-python: 500, a validation error)
 FINISH_REASONS = {"stop": "eos", "length": "length", "tool_calls": "eos"}
 MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
+JSON_OBJECT = {"type": "json_object"}
 
 
 class RemoteEngine:
@@ -137,20 +140,45 @@ class RemoteEngine:
         return RemoteCompletion(self, prompt_ids, sampling, cancel or CancelToken(), progress)
 
     def request(self, prompt_ids: list[int], sampling: SamplingOptions, max_tokens: int) -> tuple[str, dict]:
-        """The route and body of one streamed request for this prompt."""
+        """The route and body of one streamed request for this prompt: every `SamplingOptions`
+        field in the names the servers read; each server ignores the fields it does not know."""
         body = {"model": self.served, "stream": True, "max_tokens": max_tokens,
                 "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k,
-                "min_p": sampling.min_p, "stream_options": {"include_usage": True}}
+                "min_p": sampling.min_p, "repeat_penalty": sampling.repeat_penalty,  # llama.cpp's servers
+                "repetition_penalty": sampling.repeat_penalty,  # vLLM's name for the same penalty
+                "stream_options": {"include_usage": True}}
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         if self.takes_prompt_ids:
-            return "completions", {**body, "prompt": list(prompt_ids), "skip_special_tokens": False}
+            route = "completions"
+            body.update(prompt=list(prompt_ids), skip_special_tokens=False)
+        else:
+            route = "chat/completions"
+            body["messages"] = self._messages(prompt_ids)
+        if sampling.grammar == "json":
+            body.update(json_mode(route))
+        return route, body
+
+    def _messages(self, prompt_ids: list[int]) -> list[dict]:
         messages = getattr(prompt_ids, "messages", None)
         if messages is None:
             raise UserError(f"{self.url} takes no token ids for {self.served}, and this prompt carries no messages")
-        return "chat/completions", {**body, "messages": [
-            {**{k: m[k] for k in MESSAGE_KEYS if m.get(k) is not None}, "content": m.get("content") or ""}
-            for m in messages]}
+        return [{**{k: m[k] for k in MESSAGE_KEYS if m.get(k) is not None}, "content": m.get("content") or ""}
+                for m in messages]
+
+
+def json_mode(route: str) -> dict:
+    """The fields that make a server reply with JSON only (`SamplingOptions.grammar == "json"`).
+    `response_format` is the OpenAI way: vLLM reads it on both routes, llama.cpp's and
+    llama-cpp-python's servers on /v1/chat/completions. On /v1/completions those two read `grammar`
+    (GBNF text) instead, so llama.cpp's JSON grammar goes along there (vLLM ignores the field). Not on
+    /v1/chat/completions: llama.cpp's server refuses a grammar next to a response_format."""
+    fields = {"response_format": JSON_OBJECT}
+    if route == "completions":
+        from llama_cpp.llama_grammar import JSON_GBNF  # the embedded engine's JSON grammar
+
+        fields["grammar"] = JSON_GBNF
+    return fields
 
 
 @dataclass

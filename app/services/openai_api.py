@@ -152,6 +152,16 @@ def _tool_choice(choice: Any, tools: list) -> Any:
     return name
 
 
+class _TextAsIs:
+    """The decoder for a completion that is text already."""
+
+    def feed(self, text: str) -> str:
+        return text
+
+    def flush(self) -> str:
+        return ""
+
+
 # -- finding stop strings in a stream ------------------------------------------------------------
 class StopFinder:
     """Holds back text that may be the start of a stop string; says when one is complete."""
@@ -226,8 +236,9 @@ class OpenAIService:
             if isinstance(chat_format, NemoChatFormat):
                 return self._nemo_prompt(chat_format.tekken, request)
             if request.tools and request.tool_choice != "none":
-                raise ApiError(400, "tools need a Mistral NeMo model (native function calling); this server runs "
-                               f"{self.engine.model_name}", "tools")
+                raise ApiError(400, "tools need a Mistral NeMo model (native function calling) given its prompt as "
+                               f"token ids; this server runs {self.engine.model_name}"
+                               + (" on a server that takes no token ids" if self.engine.tekken() else ""), "tools")
             return chat_format.encode([{**m, "content": _plain_text(m)} for m in request.messages]), False
         except UserError as exc:
             raise ApiError(400, str(exc), "messages") from None
@@ -280,10 +291,12 @@ class OpenAIService:
                            "messages", "context_length_exceeded")
         sampling = replace(request.sampling, max_tokens=min(request.max_tokens or room, room))
         tekken = engine.tekken()
-        decoder = tekken.stream_decoder() if tekken is not None else engine.token_decoder()
         completion = engine.complete(prompt, sampling, cancel)
         stops, reply = StopFinder(request.stop), [tk.TOOL_CALLS] if forced else []
-        tokens = completion.ids()
+        if tekken is not None:  # NeMo: ids, decoded here, so that tool calls are seen as ids
+            decoder, tokens = tekken.stream_decoder(), completion.ids()
+        else:  # other models: the engine's text deltas (a server sends text, not ids)
+            decoder, tokens = _TextAsIs(), iter(completion)
         try:
             for token in tokens:
                 reply.append(token)
