@@ -96,3 +96,35 @@ def test_typed_text_shows_progress_within_2_s_and_a_reply_in_english_is_a_warnin
     assert "1 reply was cut short at 16 tokens (the “Max reply tokens” setting): the end of part 1 may be missing." in text
     assert "segment" not in text and "×" not in text
     page.screenshot(path=str(artifacts / "ui-translate-warning.png"), full_page=True)
+
+
+def test_on_two_sequences_two_parts_are_written_at_once_and_land_in_their_rows(served, page, artifacts):
+    """Settings ask for 2 sequences and a small context: the typed text is cut into four parts,
+    translated in two lanes; the table shows two parts being written at the same time, then every
+    row translated, in order."""
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, n_ctx=512, parallel=2, temperature=0, max_tokens=24)
+    demo.nemo.ensure_model()
+    assert demo.nemo.engine.parallel == 2
+    subjects = ["The lighthouse keeper", "The old fisherman", "The harbour master", "The baker"]
+    paragraphs = [f"{who} waited by the grey sea for the morning light, counting the boats that came home "
+                  "one by one through the fog, and wrote their names in a small blue book." for who in subjects]
+    page.goto(url)
+    page.get_by_role("tab", name="Translate").click()
+    page.locator("#translate-text textarea").click()
+    page.keyboard.type("\n\n".join(paragraphs))
+    page.locator("#translate-detected", has_text="Detected: English").wait_for(timeout=30_000)
+    page.locator("#translate-start").click()
+
+    writing = page.locator("#translation-table span.writing")
+    deadline = time.monotonic() + 120
+    while sum(text.strip("…") != "" for text in writing.all_inner_texts()) < 2:
+        assert time.monotonic() < deadline, "two parts were never written at once"
+        page.wait_for_timeout(20)
+    assert "2 parts at once" in page.locator("#translate-status").inner_text()
+    page.screenshot(path=str(artifacts / "ui-translate-two-lanes.png"), full_page=True)
+    page.locator("#translate-status", has_text="English → French in 4 parts.").wait_for(timeout=180_000)
+    sources = page.locator("#translation-table td:nth-child(1)").all_inner_texts()
+    targets = page.locator("#translation-table td:nth-child(2)").all_inner_texts()
+    assert [s.strip() for s in sources] == paragraphs and all(t.strip() and t.strip() != "…" for t in targets)
+    assert writing.count() == 0

@@ -37,7 +37,7 @@ def side_by_side(rows: list[tuple[str, str | None]], partials: dict[int, str] | 
     for n, (source, target) in enumerate(rows):
         shown = html.escape(target) if target is not None else WAITING
         if partials and n in partials:
-            shown = f"<span style='opacity:.7'>{html.escape(partials[n])}</span>"
+            shown = f"<span class='writing' style='opacity:.7'>{html.escape(partials[n]) or '…'}</span>"
         cells.append(f"<tr><td dir='auto' style='{CELL}'>{html.escape(source)}</td>"
                      f"<td dir='auto' style='{CELL}'>{shown}</td></tr>")
     heads = "".join(f"<th>{html.escape(text(language, key))}</th>"
@@ -55,6 +55,8 @@ def status_line(job: TranslationJob, update: TranslationUpdate | None, started: 
     """'translating into French · part 2 of 5 · now reading the prompt: 256 / 700 tokens · about 40 s left · 12 s'."""
     p = job.progress()
     line = text(language, "translate_progress", what=p.what, done=min(p.done + 1, p.total), total=p.total)
+    if len(job.calls.live) > 1:
+        line += " · " + text(language, "translate_at_once", count=len(job.calls.live))
     if update is not None and update.call is not None:
         line += " · " + text(language, "translate_now", call=update.call.describe())
     if job.calls.cached_calls:
