@@ -21,7 +21,7 @@ from app.documents.language import LanguageCheck
 from app.services.engine_calls import READING, WRITING
 from app.services.translate import (CAP, ROOM, TWICE, Cut, TranslateOptions, TranslationJob, TranslationRequest,
                                     count_noun, cut_notes, glossary_from_rows, language_label, parse_numbered,
-                                    plan_segments, read_glossary, resolve_language, term_in, translate)
+                                    plan_segments, read_glossary, resolve_language, term_in, translate, unnumbered)
 
 from conftest import run_cli
 
@@ -162,6 +162,11 @@ def test_nothing_to_translate_and_same_language_are_refused_before_the_model_run
         TranslationJob(None, store, TranslationRequest("Le gardien du phare attendait la lumière du matin.", "fr"))
     with pytest.raises(UserError, match="already in French$"):
         TranslationJob(None, store, TranslationRequest("Hello there, my friend.", "fr", "French"))
+
+
+def test_a_reply_being_written_is_shown_without_its_line_numbers():
+    assert unnumbered("[1] Bonjour\n[2] le monde") == "Bonjour\nle monde"
+    assert unnumbered("[1]") == "" and unnumbered("Sans numéro [3]") == "Sans numéro [3]"
 
 
 def test_parse_numbered_replies():

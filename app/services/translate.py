@@ -176,6 +176,11 @@ def parse_numbered(reply: str, count: int) -> list[str] | None:
     return [found[n].strip() for n in range(1, count + 1)]
 
 
+def unnumbered(reply: str) -> str:
+    """A reply as a person reads it: the request's line numbers taken off."""
+    return "\n".join(m.group(2) if (m := LINE_RE.match(line)) else line for line in reply.split("\n"))
+
+
 # -- the plan ------------------------------------------------------------------------------------
 
 
@@ -342,7 +347,7 @@ class TranslationJob:
         self.outputs: list[list[str] | None] = [None] * len(self.segments)
         self.lanes = lanes(len(self.segments), max(1, engine.parallel))
         self.lane_starts = {lane.start for lane in self.lanes}
-        self.writing: dict[int, str] = {}  # segment -> its reply so far, while it is written
+        self.writing: dict[int, str] = {}  # segment -> its reply so far (unnumbered), while it is written
         self.cuts: list[Cut] = []
         self.result: TranslationResult | None = None
 
@@ -408,7 +413,7 @@ class TranslationJob:
 
     def _update(self, index: int, partial: str) -> TranslationUpdate:
         """Segment `index` is being written: its reply so far, the call and the time left."""
-        self.writing[index] = partial
+        self.writing[index] = unnumbered(partial)
         return TranslationUpdate(self.progress(), index, partial, call=self.calls.call, eta_s=self._eta_s())
 
     def _eta_s(self) -> float | None:
