@@ -271,8 +271,10 @@ def test_a_level_s_calls_run_side_by_side_on_parallel_sequences_in_order_and_cac
         document_id, _ = store.add(read_document(path))
         options, sampling = SummaryOptions("short"), SamplingOptions(temperature=0.0, max_tokens=48)
         widest = WidestEngine(four)
-        side = run_to_end(summarize(widest, store, document_id, options, sampling))
+        updates = list(summarize(widest, store, document_id, options, sampling))
+        side = updates[-1].result
         assert len(side.levels[0].groups) >= 4 and widest.most >= 2, "the map calls ran side by side"
+        assert any(" calls at once" in format_progress(u) for u in updates if u.at_once > 1), "the line says so"
         assert not side.stopped and side.text and all(all(o.strip() for o in level.outputs) for level in side.levels)
         again = run_to_end(summarize(CountingEngine(four), store, document_id, options, sampling))
         assert (again.engine_calls, again.cached_calls) == (0, side.engine_calls), "every call was kept"

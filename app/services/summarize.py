@@ -75,7 +75,8 @@ class SummaryUpdate:
     eta_s: float | None
     text: str = ""
     result: SummaryResult | None = None
-    call: CallProgress | None = None  # the engine call under way
+    call: CallProgress | None = None  # the (first) engine call under way
+    at_once: int = 0  # engine calls under way (several on an engine with parallel sequences)
 
 
 def summarize(engine: Engine, store: DocumentStore, document_id: int, options: SummaryOptions = SummaryOptions(),
@@ -206,7 +207,8 @@ class SummaryJob:
         if result is not None:
             label = "stopped" if result.stopped else "done"
         progress = Progress(self.calls_done, max(self.calls_expected, self.calls_done), label)
-        return SummaryUpdate(progress, self.tokens_read, self.tokens_total, eta, text, result, running)
+        return SummaryUpdate(progress, self.tokens_read, self.tokens_total, eta, text, result, running,
+                             len(self.calls.live))
 
     # -- prompts ---------------------------------------------------------------------------------
     def _messages(self, kind: str, text: str, max_tokens: int) -> list[dict]:
@@ -244,6 +246,8 @@ def format_progress(update: SummaryUpdate) -> str:
     120 tokens (at most 300) · about 1 min 20 s left'."""
     p = update.progress
     line = p.what + (f" · step {min(p.done + 1, p.total)} of {p.total}" if p.total and p.done < p.total else "")
+    if update.at_once > 1:
+        line += f" · {update.at_once} calls at once"
     line += f" · {tokens_note(update)}"
     if update.eta_s is not None and p.done < p.total:
         line += f" · {duration(update.eta_s)} left"
