@@ -89,12 +89,14 @@ def bubbles(rows: list[dict], live: ReplyUpdate | None = None,
 
 class ChatUI:
     """What the Chat tab shows, made from the services that all browser tabs share; `viewing`
-    holds the conversation each browser tab (session) has open."""
+    holds the conversation each browser tab (session) has open, `listed` how many conversations
+    its sidebar lists once "More" was pressed."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
         self.replies = TabReplies(services.chat, services.jobs)
         self.viewing: dict[str, int | None] = {}
+        self.listed: dict[str, int] = {}
         self.windows = ChatWindows()  # long conversations show their latest bubbles
 
     @property

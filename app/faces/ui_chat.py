@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from app.base.errors import UserError
 from app.documents.reading import KINDS as DOCUMENT_KINDS
-from app.faces.chat_view import ChatUI
+from app.faces.chat_view import SIDEBAR_PAGE, ChatUI
 from app.faces.i18n import language_of, say, t
 from app.faces.temp_files import TabFiles, forget_upload
 from app.faces.ui_history import ChatParts, exchange_panel, history_sidebar, more_button, wire_history
@@ -91,9 +91,14 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
     view = [chatbot, message_ids, conversation, stats, notice, title]
     reply_outputs = [*view, box, stop_btn, conversations]
 
-    def sidebar(query: str = "", selected=None):
-        choices = ui.conversation_choices(query or "")
+    def sidebar(request: gr.Request, query: str = "", selected=None):
+        """The tab's conversation list, as long as "More" made it."""
+        choices = ui.conversation_choices(query or "", ui.listed.get(request.session_hash, SIDEBAR_PAGE))
         return gr.update(choices=choices, value=selected if selected in {c for _, c in choices} else None)
+
+    def searched(query: str, request: gr.Request):
+        ui.listed.pop(request.session_hash, None)  # a new search lists its first page
+        return sidebar(request, query)
 
     def shown(request: gr.Request, cid, notice_text: str = "", line: str | None = None) -> list:
         """The view outputs for conversation `cid`, which the tab of `request` now has open."""
@@ -117,7 +122,8 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
             line, problem = "", say(request, "common_warning", message=exc)
         cid = ui.viewing.get(session)
         messages, ids = ui.chat_messages(cid, language=language)
-        yield messages, ids, cid, line, problem, ui.title(cid), skip(), stop_state(session), sidebar(query, cid)
+        yield (messages, ids, cid, line, problem, ui.title(cid), skip(), stop_state(session),
+               sidebar(request, query, cid))
 
     def send(message, conversation_id, query, request: gr.Request):
         session = request.session_hash
@@ -138,11 +144,11 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
         except UserError as exc:  # the typed text stays in the box; the files were read or refused
             yield (*shown(request, cid, say(request, "common_warning", message=exc)),
                    gr.update(value={"text": text, "files": []}),
-                   skip(), sidebar(query, cid))
+                   skip(), sidebar(request, query, cid))
             return
         job = ui.replies.answer(session, posted, ui.settings) if posted else None
         yield (*shown(request, cid, " ".join(notes), "…" if posted else None), empty_box(), stop_state(session),
-               sidebar(query, cid))
+               sidebar(request, query, cid))
         if job is not None:
             yield from follow(request, job, query)
 
@@ -184,7 +190,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
             ui.history.rename(cid, new_title)
         except UserError as exc:
             return skip(), say(request, "common_warning", message=exc)
-        return sidebar(query, cid), say(request, "sidebar_renamed")
+        return sidebar(request, query, cid), say(request, "sidebar_renamed")
 
     def delete(cid, gone, query, request: gr.Request):
         if cid is None:
@@ -192,14 +198,14 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
                     *[skip()] * 5]
         name = ui.title(cid)
         ui.history.trash_conversation(cid)
-        return [*shown(request, None), "", sidebar(query), gr.update(visible=True),
+        return [*shown(request, None), "", sidebar(request, query), gr.update(visible=True),
                 say(request, "sidebar_deleted", title=name), gr.Timer(active=True), [*gone, cid]]
 
     def undo(gone, query, request: gr.Request):
         for cid in gone:
             ui.history.restore_conversation(cid)
         cid = gone[-1] if gone else None
-        return [*shown(request, cid), sidebar(query, cid), gr.update(visible=False),
+        return [*shown(request, cid), sidebar(request, query, cid), gr.update(visible=False),
                 gr.Timer(active=False), []]
 
     def expire(gone):
@@ -210,6 +216,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
     def tab_closed(request: gr.Request):
         ui.replies.stop(request.session_hash)
         ui.viewing.pop(request.session_hash, None)
+        ui.listed.pop(request.session_hash, None)
 
     box.submit(send, [box, conversation, search], reply_outputs, trigger_mode="multiple", **CHAT_EVENT)
     chatbot.retry(retry, [conversation, search], reply_outputs, **CHAT_EVENT)
@@ -218,7 +225,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
     chatbot.clear(new_conversation, None, [*view, rename_status, conversations])
     new_btn.click(new_conversation, None, [*view, rename_status, conversations])
     conversations.input(open_conversation, conversations, [*view, rename_status])
-    search.change(lambda query: sidebar(query), search, conversations)
+    search.change(searched, search, conversations)
     for rename_event in (rename_btn.click, title.submit):
         rename_event(rename, [conversation, title, search], [conversations, rename_status])
     delete_btn.click(delete, [conversation, trashed, search],

@@ -99,7 +99,6 @@ class SidebarParts:
     hits: gr.HTML
     pick: gr.Textbox
     versions: gr.HTML
-    listed: gr.State
     more: gr.Button | None = None
     exchange: ExchangeParts | None = None
 
@@ -168,7 +167,7 @@ def history_sidebar() -> SidebarParts:
     hits = gr.HTML("", elem_id="search-hits", padding=False)
     pick = gr.Textbox(visible="hidden", elem_id="history-pick", show_label=False, container=False)
     versions = gr.HTML("", visible="hidden", elem_id="versions-map")
-    return SidebarParts(hits, pick, versions, gr.State(SIDEBAR_PAGE))
+    return SidebarParts(hits, pick, versions)
 
 
 def more_button(parts: SidebarParts) -> None:
@@ -222,7 +221,7 @@ def wire_exchange(ui: ChatUI, files: TabFiles, max_file_mb: int, parts: Exchange
                 forget_upload(path)  # in SQLite now (or refused): the upload is not kept
         line = say(request, "history_imported", conversations=done.conversations, messages=done.messages,
                    skipped=done.skipped)
-        return " ".join([line, *done.notes]), None, chat.sidebar(query, conversation_id)
+        return " ".join([line, *done.notes]), None, chat.sidebar(request, query, conversation_id)
 
     def export_one(fmt: str, conversation_id, request: gr.Request):
         return export(fmt, conversation_id, False, request)
@@ -256,12 +255,11 @@ def wire_history(ui: ChatUI, files: TabFiles, max_file_mb: int, sidebar: Sidebar
             branch = [m["id"] for m in ui.history.messages(cid)]
         if kind == "open":  # far up a long conversation: draw down to it
             ui.windows.reach(cid, len(branch) - branch.index(row["id"]) + 1)
-        return [*chat.shown(request, cid), chat.sidebar(query, cid)]
+        return [*chat.shown(request, cid), chat.sidebar(request, query, cid)]
 
-    def more(listed: int, query: str, conversation_id):
-        listed += SIDEBAR_PAGE
-        choices = ui.conversation_choices(query or "", listed)
-        return gr.update(choices=choices, value=conversation_id), listed
+    def more(query: str, conversation_id, request: gr.Request):
+        ui.listed[request.session_hash] = ui.listed.get(request.session_hash, SIDEBAR_PAGE) + SIDEBAR_PAGE
+        return chat.sidebar(request, query, conversation_id)
 
     def found(query: str, request: gr.Request) -> str:
         return hits_html(ui, query or "", request)
@@ -272,7 +270,7 @@ def wire_history(ui: ChatUI, files: TabFiles, max_file_mb: int, sidebar: Sidebar
     latest = {"trigger_mode": "always_last", "concurrency_limit": None, "show_progress": "hidden"}  # in order
     chat.search.change(found, chat.search, sidebar.hits, **latest)
     sidebar.pick.change(pick, [sidebar.pick, chat.search, chat.conversation], [*chat.view, chat.conversations])
-    sidebar.more.click(more, [sidebar.listed, chat.search, chat.conversation], [chat.conversations, sidebar.listed])
+    sidebar.more.click(more, [chat.search, chat.conversation], chat.conversations)
     chat.message_ids.change(versions, [chat.conversation, chat.message_ids], sidebar.versions, **latest)
     wire_exchange(ui, files, max_file_mb, sidebar.exchange, chat)
     gr.on(None, None, None, None, js=PAGE_JS)
