@@ -353,7 +353,8 @@ class TranslationJob:
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, cancel: CancelToken | None = None) -> Iterator[TranslationUpdate]:
-        """Translate segment by segment (cached ones at once); the last update carries the result."""
+        """Translate lane by lane, the lanes side by side (cached segments at once); the last update
+        carries the result."""
         cancel = cancel or CancelToken()
         try:
             if len(self.lanes) == 1:
@@ -411,10 +412,10 @@ class TranslationJob:
             self.cuts.append(Cut(index, sampling.max_tokens, why))
         return reply.text
 
-    def _update(self, index: int, partial: str) -> TranslationUpdate:
+    def _update(self, index: int, so_far: str) -> TranslationUpdate:
         """Segment `index` is being written: its reply so far, the call and the time left."""
-        self.writing[index] = unnumbered(partial)
-        return TranslationUpdate(self.progress(), index, partial, call=self.calls.call, eta_s=self._eta_s())
+        self.writing[index] = unnumbered(so_far)
+        return TranslationUpdate(self.progress(), index, so_far, call=self.calls.call, eta_s=self._eta_s())
 
     def _eta_s(self) -> float | None:
         """The time left: the segments not begun, as many at once as there are lanes."""
