@@ -106,12 +106,21 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
             engine_section(services)
             api_section(api_url, services.settings.model or "smollm2")
 
-        def page_opened(request: gr.Request):
-            """What depends on the moment or on the page's language, written when a tab opens."""
-            return (gr.update(choices=ui.conversation_choices()), ui.model_notice(language_of(request)),
-                    ui.model_choice(), say(request, "settings_models_folder", folder=models_dir()))
+        settings_fields = [n_ctx, n_gpu_layers, max_tokens, temperature, top_p, system_prompt, tools,
+                           parse_timeout_s, parse_memory_mb, parse_max_pages]
 
-        demo.load(page_opened, None, [chat.conversations, chat.model_line, model_name, models_folder])
+        def page_opened(request: gr.Request):
+            """What depends on the moment or on the page's language, written when a tab opens: the
+            Settings fields show the settings now in use, not those the page was built with."""
+            now = ui.settings
+            return (gr.update(choices=ui.conversation_choices()), ui.model_notice(language_of(request)),
+                    ui.model_choice(), say(request, "settings_models_folder", folder=models_dir()),
+                    now.n_ctx, now.n_gpu_layers, now.max_tokens, now.temperature, now.top_p, now.system_prompt,
+                    [tool for tool in now.tools.split(",") if tool], now.parse_timeout_s, now.parse_memory_mb,
+                    now.parse_max_pages)
+
+        demo.load(page_opened, None, [chat.conversations, chat.model_line, model_name, models_folder,
+                                      *settings_fields])
         demo.load(None, js=ESCAPE_STOPS)
         name_tabs(demo, picker)
 

@@ -99,17 +99,36 @@ def test_typed_text_shows_progress_within_2_s_and_a_reply_in_english_is_a_warnin
 
 
 def test_on_two_sequences_two_parts_are_written_at_once_and_land_in_their_rows(served, page, artifacts):
-    """Settings ask for 2 sequences and a small context: the typed text is cut into four parts,
-    translated in two lanes; the table shows two parts being written at the same time, then every
-    row translated, in order."""
+    """In Settings, a small context and 2 sequences at once; the plan then says what 2 cost. The
+    typed text is cut into four parts, translated in two lanes; the table shows two parts being
+    written at the same time, then every row translated, in order."""
     demo, url = served
-    demo.nemo.settings = replace(demo.nemo.settings, n_ctx=512, parallel=2, temperature=0, max_tokens=24)
-    demo.nemo.ensure_model()
-    assert demo.nemo.engine.parallel == 2
+    page.goto(url)
+    page.get_by_role("tab", name="Settings").click()
+    for label, value in (("Context size (tokens)", "512"), ("Max reply tokens", "24")):
+        page.get_by_label(label).click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type(value)
+    page.locator("#save-settings").click()
+    page.locator("#settings-status", has_text="Saved").wait_for(timeout=60_000)
+    page.get_by_text("Engine: on this machine or a server").click()
+    page.locator("#engine-parallel input").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("2")
+    page.locator("#engine-use").click()
+    page.locator("#engine-status", has_text="Saved").wait_for(timeout=60_000)
+    assert (demo.nemo.engine.parallel, demo.nemo.engine.n_ctx) == (2, 512)
+    page.reload()
+    page.get_by_role("tab", name="Settings").click()
+    page.locator("#gpu-plan", has_text="2 sequences at once").wait_for(timeout=30_000)
+    assert page.get_by_label("Context size (tokens)").input_value() == "512", "the fields show the settings in use"
+    page.get_by_text("Engine: on this machine or a server").click()
+    assert page.locator("#engine-parallel input").input_value() == "2"
+    page.screenshot(path=str(artifacts / "ui-settings-two-sequences.png"), full_page=True)
+
     subjects = ["The lighthouse keeper", "The old fisherman", "The harbour master", "The baker"]
     paragraphs = [f"{who} waited by the grey sea for the morning light, counting the boats that came home "
                   "one by one through the fog, and wrote their names in a small blue book." for who in subjects]
-    page.goto(url)
     page.get_by_role("tab", name="Translate").click()
     page.locator("#translate-text textarea").click()
     page.keyboard.type("\n\n".join(paragraphs))

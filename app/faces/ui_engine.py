@@ -56,14 +56,16 @@ def engine_section(services) -> None:
             key = gr.Textbox(s.remote_key, label=t("engine_key"), type="password", elem_id="engine-key")
             model = gr.Dropdown(choices=[s.remote_model] if s.remote_model else [], value=s.remote_model or None,
                                 allow_custom_value=True, label=t("engine_model"), elem_id="engine-model")
-            parallel = gr.Number(s.parallel, label=t("engine_parallel"), precision=0, minimum=0,
-                                 elem_id="engine-parallel")
             test_btn = gr.Button(t("engine_test"), elem_id="engine-test")
+        parallel = gr.Number(s.parallel, label=t("engine_parallel"), precision=0, minimum=0, elem_id="engine-parallel")
         use_btn = gr.Button(t("engine_use"), variant="primary", elem_id="engine-use")
         status = gr.Markdown("", elem_id="engine-status")
 
     def opened(request: gr.Request):
-        return engine_notice(services, language_of(request))
+        """The notice in the page's language, and the fields as the settings now in use say."""
+        now = services.settings
+        return (engine_notice(services, language_of(request)), ON_A_SERVER if now.remote else ON_THIS_MACHINE,
+                gr.update(visible=bool(now.remote)), now.remote, now.remote_key, now.remote_model or None, now.parallel)
 
     def test(url_text, key_text, request: gr.Request):
         report, names = connection_report(url_text, key_text, language_of(request))
@@ -80,7 +82,7 @@ def engine_section(services) -> None:
             return say(request, "engine_not_changed", message=exc)
         return say(request, "settings_saved", model_line=engine_notice(services, language_of(request)))
 
-    gr.on(None, opened, None, status)  # on load: the notice in the page's language
+    gr.on(None, opened, None, [status, where, server_fields, url, key, model, parallel])  # on load
     where.change(lambda choice: gr.update(visible=choice == ON_A_SERVER), where, server_fields)
     test_btn.click(test, [url, key], [status, model])
     use_btn.click(use, [where, url, key, model, parallel], status, concurrency_id="llm", concurrency_limit=1)

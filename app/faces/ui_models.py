@@ -18,8 +18,10 @@ from app.runtime import KV_TYPES, free_memory_bytes
 POLL_S = 0.5  # how often the download's progress line is refreshed
 
 
-def plan_markdown(model: str, n_ctx: int, gpu_mode: str = "auto", kv_type: str = "f16", language: str = "en") -> str:
-    """The plan for this model and context, the largest context that fits, and the cost table."""
+def plan_markdown(model: str, n_ctx: int, gpu_mode: str = "auto", kv_type: str = "f16", language: str = "en",
+                  parallel: int = 0) -> str:
+    """The plan for this model, context and number of sequences (0: as the plan sees fit), the
+    largest context that fits, and the cost table."""
     wanted = CATALOG.get((model or "").strip().lower())
     if wanted is not None and cached_path(wanted) is None:
         return text(language, "models_not_downloaded", name=wanted.name, size=f"{wanted.size_bytes / 1e9:.1f}")
@@ -29,7 +31,7 @@ def plan_markdown(model: str, n_ctx: int, gpu_mode: str = "auto", kv_type: str =
     except UserError as exc:
         return text(language, "common_warning", message=exc)
     try:
-        plan = plan_for(path, n_ctx=int(n_ctx))
+        plan = plan_for(path, n_ctx=int(n_ctx), parallel=parallel)
         line = text(language, "models_plan", name=path.name, explanation=plan.explanation)
     except UserError as exc:
         plan, line = None, text(language, "common_warning", message=exc)
@@ -94,7 +96,7 @@ def model_section(services, model_name, n_ctx) -> None:
 
     def show_plan(model, ctx, request: gr.Request):
         return plan_markdown(model or "", ctx or s.n_ctx, services.settings.gpu, services.settings.kv_type,
-                             language_of(request))
+                             language_of(request), services.settings.parallel)
 
     def opened(request: gr.Request):
         settings = services.settings
@@ -135,8 +137,8 @@ def model_section(services, model_name, n_ctx) -> None:
 
     gr.on(None, opened, None, [plan_md, choice])  # on load: in the page's language
     model_name.change(model_changed, [model_name, n_ctx], [plan_md, preset])
-    n_ctx.change(show_plan, [model_name, n_ctx], plan_md)
-    preset.input(lambda size: size, preset, n_ctx)
+    gr.on([n_ctx.blur, n_ctx.submit], show_plan, [model_name, n_ctx], plan_md)  # not while a number is typed
+    preset.input(lambda size: size, preset, n_ctx).then(show_plan, [model_name, n_ctx], plan_md)
     for control in (gpu_mode, kv_type):
         control.input(set_mode, [model_name, n_ctx, gpu_mode, kv_type], plan_md)
     start_btn.click(run_download, choice, [status, model_name, choice], concurrency_id="download", concurrency_limit=1)
