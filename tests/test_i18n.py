@@ -1,6 +1,7 @@
 """The interface in NeMo's 11 languages: every locale complete, no UI text written outside the
-locale files in a converted face, and the page rendered in each language in Chromium (Arabic laid
-out right to left, measured), with the Settings choice overriding the browser's language."""
+locale files in a converted face, the progress lines of long jobs worded in each language, and the
+page rendered in each language in Chromium (Arabic laid out right to left, measured), with the
+Settings choice overriding the browser's language."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS, free_port
 
+from app.base.jobs import WAITING, Progress
 from app.faces.i18n import (
     CATALOG,
     LANGUAGES,
@@ -20,13 +22,16 @@ from app.faces.i18n import (
     t,
     text,
 )
+from app.faces.progress_text import STAGES, call_text, duration_text, summary_line
+from app.services.engine_calls import READING, WRITING, CallProgress, duration
+from app.services.summarize import SummaryUpdate, format_progress
 
 ROOT = Path(__file__).resolve().parent.parent
 # The face modules whose every UI string comes from the locale files.
 CONVERTED_FACES = ["app/ui.py", "app/faces/ui_chat.py", "app/faces/chat_view.py", "app/faces/ui_engine.py",
                    "app/faces/ui_api.py", "app/faces/language_note.py", "app/faces/ui_convert.py",
                    "app/faces/ui_history.py", "app/faces/chat_window.py", "app/faces/ui_documents.py",
-                   "app/faces/ui_translate.py", "app/faces/ui_models.py"]
+                   "app/faces/ui_translate.py", "app/faces/ui_models.py", "app/faces/progress_text.py"]
 BROWSER_LOCALES = {"en": "en-US", "fr": "fr-FR", "de": "de-DE", "es": "es-ES", "it": "it-IT", "pt": "pt-BR",
                    "zh": "zh-CN", "ja": "ja-JP", "ko": "ko-KR", "ar": "ar-EG", "hi": "hi-IN"}
 VIEWPORT = {"width": 1280, "height": 800}
@@ -174,6 +179,54 @@ def test_converted_faces_write_no_ui_text_outside_the_locale_files(module):
     assert found == [], f"{module}: UI text written in code, not taken from app/faces/locales (line, text)"
 
 
+# -- the progress lines of long jobs ------------------------------------------------------------
+CALLS = [CallProgress(WAITING), CallProgress(WAITING, ahead=2), CallProgress(READING, 512, 1800),
+         CallProgress(READING, 512, 1800, eta_s=185), CallProgress(READING, 1800, 1800, eta_s=0.0),
+         CallProgress(WRITING, 1, 300), CallProgress(WRITING, 1200, 3000)]
+WRITING_CALL = CallProgress(WRITING, 12, 150)
+ENGLISH = ["writing", "reading", "waiting", "left", "about", "at once", "of the document", "step", "ahead",
+           "at most", "more", "starting", "stopped", "done", "translating"]
+
+
+def summary_update(what="reading the document", done=3, total=11, at_once=2, call=WRITING_CALL,
+                   eta_s: float | None = 40.2) -> SummaryUpdate:
+    return SummaryUpdate(Progress(done, total, what), 1200, 5000, eta_s, call=call, at_once=at_once)
+
+
+def test_progress_lines_in_english_read_exactly_as_the_services_lines():
+    assert [call_text(call, "en") for call in CALLS] == [call.describe() for call in CALLS]
+    seconds = [0, 0.4, 59.4, 59.6, 60, 185, 3599.6, 3600, 7300, 90_000]
+    assert [duration_text(s, "en") for s in seconds] == [duration(s) for s in seconds]
+    updates = [summary_update(what, done, total, at_once, call, eta_s) for what in STAGES
+               for done, total in [(0, 0), (3, 11), (11, 11)] for at_once in (1, 2) for call in (None, *CALLS)
+               for eta_s in (None, 40.2, 185)]
+    assert [summary_line(update, "en") for update in updates] == [format_progress(update) for update in updates]
+
+
+def test_progress_lines_in_french_and_japanese():
+    writing = summary_update()
+    assert summary_line(writing, "fr") == ("lecture du document · étape 4 sur 11 · 2 appels à la fois · "
+                                           "1,200 / 5,000 jetons du document · en cours : écriture, 12 jetons écrits "
+                                           "(au plus 150) · reste environ 40 s")
+    assert summary_line(writing, "ja") == ("文書を読み込み中 · ステップ 4/11 · 2 件の呼び出しを同時実行中 · 文書の 1,200 / 5,000 "
+                                           "トークン · 現在：書き込み中、12 トークン（最大 150） · 残り 約 40 秒")
+    waiting = summary_update("combining summaries", call=CallProgress(WAITING, ahead=2), eta_s=185, at_once=1)
+    assert summary_line(waiting, "fr") == ("fusion des résumés · étape 4 sur 11 · 1,200 / 5,000 jetons du document · "
+                                           "en cours : attente du modèle (2 avant) · reste environ 3 min 5 s")
+    assert summary_line(waiting, "ja") == ("要約を統合中 · ステップ 4/11 · 文書の 1,200 / 5,000 トークン · "
+                                           "現在：モデルを待っています（前に 2 件） · 残り 約 3 分 5 秒")
+    assert call_text(CALLS[3], "fr") == "lecture du prompt, 512 / 1,800 jetons, encore environ 3 min 5 s"
+    assert duration_text(7300, "ja") == "約 2 時間 1 分"
+
+
+@pytest.mark.parametrize("code", sorted(set(LANGUAGES) - {"en"}))
+def test_progress_lines_have_no_english_words(code):
+    lines = [summary_line(summary_update(what, call=call, eta_s=7300), code) for what in STAGES for call in CALLS]
+    lines.append(text(code, "progress_translating_into", language=text(code, "language_fr")))
+    found = [(word, line) for line in lines for word in ENGLISH if re.search(rf"\b{word}\b", line)]
+    assert found == [], f"{code}: English words left in the progress lines"
+
+
 # -- the page in each language, in Chromium ------------------------------------------------------
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
@@ -293,4 +346,30 @@ def test_the_language_picker_in_settings_switches_the_page_by_keyboard(app_url, 
     placeholder = page.locator("#message-box textarea").get_attribute("placeholder")
     assert placeholder == text("de", "chat_box_placeholder")
     page.evaluate("window.nemoChat.setLanguage('')")
+    context.close()
+
+
+def test_a_translation_shows_its_progress_in_the_page_language(app_url, browser, artifacts):
+    """In a French browser, text typed in the Translate tab and sent with Enter: the progress line is
+    French from end to end (the target named in French, the call's phase, the time), then the result."""
+    context = browser.new_context(locale="fr-FR", viewport=VIEWPORT)
+    page = context.new_page()
+    page.goto(app_url)
+    page.wait_for_selector("#message-box")
+    page.get_by_role("tab", name=text("fr", "tab_translate")).click()
+    page.locator("#translate-text textarea").click()
+    page.keyboard.type("The lighthouse keeper waited by the grey sea for the morning light.")
+    page.locator("#translate-start").focus()
+    page.keyboard.press("Enter")
+    heading = text("fr", "progress_translating_into", language=text("fr", "language_fr"))  # "traduction en français"
+    writing = text("fr", "progress_now", call=text("fr", "progress_writing_many", count=9, most=9)).split(",")[0]  # "en cours : écriture"
+    left = text("fr", "progress_left", time="")  # "reste ", then the time, once the rates are measured
+    page.wait_for_function("([heading, writing, left]) => { const line = document.querySelector('#translate-status')"
+                           ".innerText; return line.startsWith(heading) && line.includes(writing) && line.includes(left); }",
+                           arg=[heading, writing, left], timeout=30_000, polling=20)
+    line = page.locator("#translate-status").inner_text()
+    page.screenshot(path=str(artifacts / "i18n-translate-progress-fr.png"))
+    assert [word for word in ENGLISH if re.search(rf"\b{word}\b", line)] == [], line
+    languages = f"{text('fr', 'language_en')} → {text('fr', 'language_fr')}"  # the result line: the job is over
+    page.locator("#translate-status", has_text=languages).wait_for(timeout=60_000)
     context.close()

@@ -12,9 +12,10 @@ from app.faces.i18n import LANGUAGES as PAGE_LANGUAGES
 from app.faces.i18n import language_of, say, t, text
 from app.faces.language_note import language_name as page_language_name
 from app.faces.language_note import language_warning
+from app.faces.progress_text import summary_line
 from app.faces.temp_files import TabFiles, file_name, forget_upload
 from app.faces.web_guard import remote_images_as_links
-from app.services.summarize import LENGTHS, SummaryOptions, SummaryUpdate, format_progress
+from app.services.summarize import LENGTHS, SummaryOptions, SummaryUpdate
 
 HEADERS = ["documents_col_document", "documents_col_title", "documents_col_language", "documents_col_pages",
            "documents_col_tokens", "documents_col_context"]  # locale keys
@@ -37,7 +38,7 @@ def progress_html(update: SummaryUpdate, language: str = "en") -> str:
     hint = " " + text(language, "documents_resume_hint") if result and result.stopped else ""
     warning = language_warning(result.language, "summary", language) if result else ""
     return (f"<div class='doc-progress'><progress value='{p.done}' max='{max(p.total, 1)}'></progress> "
-            f"<span>{html.escape(format_progress(update) + hint)}</span>"
+            f"<span>{html.escape(summary_line(update, language) + hint)}</span>"
             + (f"<p class='doc-warning' role='alert'>{html.escape(warning)}</p>" if warning else "") + "</div>")
 
 

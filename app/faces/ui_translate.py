@@ -20,8 +20,8 @@ from app.documents.reading import KINDS, read_document
 from app.faces.i18n import LANGUAGES as PAGE_LANGUAGES
 from app.faces.i18n import language_of, say, t, text
 from app.faces.language_note import language_name, language_warning
+from app.faces.progress_text import call_text, duration_text
 from app.faces.temp_files import TabFiles, file_name, forget_upload
-from app.services.engine_calls import duration
 from app.services.translate import (AUTO, TranslationJob, TranslationRequest, TranslationUpdate, glossary_from_rows,
                                     language_choices, read_glossary)
 
@@ -54,15 +54,16 @@ def parts(n: int, language: str) -> str:
 def status_line(job: TranslationJob, update: TranslationUpdate | None, started: float, language: str = "en") -> str:
     """'translating into French · part 2 of 5 · now reading the prompt: 256 / 700 tokens · about 40 s left · 12 s'."""
     p = job.progress()
-    line = text(language, "translate_progress", what=p.what, done=min(p.done + 1, p.total), total=p.total)
+    what = text(language, "progress_translating_into", language=language_name(job.target, language))
+    line = text(language, "translate_progress", what=what, done=min(p.done + 1, p.total), total=p.total)
     if len(job.calls.live) > 1:
         line += " · " + text(language, "translate_at_once", count=len(job.calls.live))
     if update is not None and update.call is not None:
-        line += " · " + text(language, "translate_now", call=update.call.describe())
+        line += " · " + text(language, "progress_now", call=call_text(update.call, language))
     if job.calls.cached_calls:
         line += " · " + text(language, "translate_progress_cached", parts=parts(job.calls.cached_calls, language))
     if update is not None and update.eta_s is not None:
-        line += " · " + text(language, "translate_progress_left", time=duration(update.eta_s))
+        line += " · " + text(language, "progress_left", time=duration_text(update.eta_s, language))
     return line + f" · {time.monotonic() - started:.0f} s"
 
 

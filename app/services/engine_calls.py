@@ -62,16 +62,21 @@ class CallProgress:
         return f"writing: {self.done:,} token{'' if self.done == 1 else 's'} (at most {self.total:,})"
 
 
+def duration_parts(seconds: float) -> tuple[int, int, int]:
+    """(hours, minutes, seconds) of a rounded duration."""
+    minutes, seconds = divmod(max(0, round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return hours, minutes, seconds
+
+
 def duration(seconds: float) -> str:
     """'about 40 s', 'about 3 min 5 s', 'about 2 h 10 min'."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"about {seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
+    hours, minutes, seconds = duration_parts(seconds)
+    if hours:
+        return f"about {hours} h {minutes} min"
+    if minutes:
         return f"about {minutes} min {seconds} s" if seconds else f"about {minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"about {hours} h {minutes} min"
+    return f"about {seconds} s"
 
 
 class _Meter:
