@@ -290,13 +290,13 @@ def test_the_cli_and_the_ui_write_to_one_home_at_once(tmp_path, browser):
         assert "stopped" not in page.locator("#reply-stats").inner_text()
         shown = page.locator("#chatbot .message.bot").last.inner_text()
 
-    rows = query(db, "SELECT c.title, m.role, m.content, m.status FROM messages m JOIN conversations c"
-                     " ON c.id = m.conversation_id ORDER BY m.id")
-    ui_reply = [r for r in rows if r[1] == "assistant" and r[0].startswith("Write a story")]
+    rows = query(db, "SELECT m.conversation_id, m.role, m.content, m.status FROM messages m ORDER BY m.id")
+    asked = {r[0]: r[2] for r in reversed(rows) if r[1] == "user"}  # conversation -> its first question
+    ui_reply = [r for r in rows if r[1] == "assistant" and asked[r[0]] == question]
     assert len(ui_reply) == 1 and ui_reply[0][3] == "complete", ui_reply
     assert first_words(ui_reply[0][2]) in first_words(shown, 10**6), (ui_reply[0][2], shown)
     assert {r[2] for r in rows if r[1] == "user"} == {question, "Say hello 1.", "Say hello 2."}
-    cli_replies = [r for r in rows if r[1] == "assistant" and r[0].startswith("Say hello")]
+    cli_replies = [r for r in rows if r[1] == "assistant" and asked[r[0]].startswith("Say hello")]
     assert len(cli_replies) == 2 and all(r[3] == "complete" and r[2].strip() for r in cli_replies)
     assert query(db, "SELECT count(*) FROM conversations")[0][0] == 3
     assert integrity(db) == "ok"
@@ -325,12 +325,12 @@ def test_two_browser_tabs_chatting_at_once_each_get_their_own_reply(tmp_path, br
         shown = [tab.locator("#chatbot").inner_text() for tab in tabs]
         bots = [tab.locator("#chatbot .message.bot").all_inner_texts() for tab in tabs]
 
-    rows = query(db, "SELECT c.title, m.role, m.content, m.status FROM messages m JOIN conversations c"
-                     " ON c.id = m.conversation_id ORDER BY m.id")
+    rows = query(db, "SELECT m.conversation_id, m.role, m.content, m.status FROM messages m ORDER BY m.id")
     for tab_text, tab_bots, question, other in zip(shown, bots, questions, reversed(questions)):
         assert question in tab_text and other not in tab_text, tab_text
         assert len(tab_bots) == 1 and tab_bots[0].strip(), tab_bots
-        stored = [r for r in rows if r[0] == question]
+        [cid] = [r[0] for r in rows if r[1] == "user" and r[2] == question]  # by its question: the model retitles it
+        stored = [r for r in rows if r[0] == cid]
         assert [r[1] for r in stored] == ["user", "assistant"], rows
         assert stored[1][3] == "complete" and stored[1][2].strip()
         assert first_words(stored[1][2]) in first_words(tab_bots[0], 10**6), (stored[1][2], tab_bots[0])
