@@ -155,6 +155,17 @@ def uploads_left(name: str) -> list:
     return [p for p in private_tmp().rglob(name) if p.is_file()]
 
 
+def exported_text(page, fmt: str, button: str, file_name: str) -> str:
+    """Pick the format, press the export button, download the file it offers and read it."""
+    page.get_by_label(fmt).check()
+    page.get_by_role("button", name=button).click()
+    link = page.locator(f'#export-file a[download="{file_name}"]')
+    link.wait_for(timeout=30_000)
+    with page.expect_download() as download:
+        link.click()
+    return download.value.path().read_text(encoding="utf-8")
+
+
 def test_export_downloads_and_a_dropped_file_is_imported_or_refused_in_one_line(served, page, artifacts, tmp_path):
     demo, url = served
     history = demo.nemo.history
@@ -177,23 +188,11 @@ def test_export_downloads_and_a_dropped_file_is_imported_or_refused_in_one_line(
     assert uploads_left("broken.json") == [] and len(history.conversations()) == 2, "nothing imported"
     page.screenshot(path=str(artifacts / "ui-history-import-refused.png"))
 
-    page.get_by_label("Markdown").check()
-    page.get_by_role("button", name="Export all").click()
-    link = page.locator('#export-file a[download="nemo-chat history.md"]')
-    link.wait_for(timeout=30_000)
-    with page.expect_download() as download:
-        link.click()
-    text = download.value.path().read_text(encoding="utf-8")
+    text = exported_text(page, "Markdown", "Export all", "nemo-chat history.md")
     assert "# Harbour notes" in text and "At pier 4." in text and "Day 1: temples." in text
 
     page.locator("#conversation-list label", has_text="Imported trip").click()
-    page.get_by_label("JSON").check()
-    page.get_by_role("button", name="Export this conversation").click()
-    link = page.locator('#export-file a[download="Imported trip.json"]')
-    link.wait_for(timeout=30_000)
-    with page.expect_download() as download:
-        link.click()
-    exported = json.loads(download.value.path().read_text(encoding="utf-8"))
+    exported = json.loads(exported_text(page, "JSON", "Export this conversation", "Imported trip.json"))
     assert [c["title"] for c in exported["conversations"]] == ["Imported trip"]
     assert [m["content"] for m in exported["conversations"][0]["messages"]] == ["Plan a trip to Kyoto.", "Day 1: temples."]
     page.screenshot(path=str(artifacts / "ui-history-exported.png"))

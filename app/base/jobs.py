@@ -84,7 +84,12 @@ def side_by_side(steps: list[Callable[[], Iterator]], width: int, cancel: Cancel
     """Run independent streaming steps (each a generator: updates, then its result) in threads, up
     to `width` at a time; yield their updates as they come and return their results in order. A
     failing step stops the others (`cancel`) and its error is raised here once they have ended; so
-    is Cancelled after a Stop."""
+    is Cancelled after a Stop. With `width` 1 the steps run one after another in this thread."""
+    if width <= 1:
+        in_order = []
+        for step in steps:
+            in_order.append((yield from step()))
+        return in_order
     events: queue.SimpleQueue = queue.SimpleQueue()
     results: list[Any] = [None] * len(steps)
 

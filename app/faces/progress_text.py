@@ -7,11 +7,12 @@ from __future__ import annotations
 from app.base.jobs import WAITING
 from app.faces.i18n import text
 from app.services.engine_calls import READING, CallProgress, duration_parts
+from app.services import summarize as job
 from app.services.summarize import SummaryUpdate
 
-STAGES = {"starting": "progress_stage_starting", "reading the document": "progress_stage_reading",
-          "combining summaries": "progress_stage_combining", "writing the summary": "progress_stage_writing",
-          "stopped": "progress_stage_stopped", "done": "progress_stage_done"}  # SummaryJob's labels: locale keys
+STAGES = {job.STARTING: "progress_stage_starting", job.READING_DOCUMENT: "progress_stage_reading",
+          job.COMBINING_SUMMARIES: "progress_stage_combining", job.WRITING_SUMMARY: "progress_stage_writing",
+          job.STOPPED: "progress_stage_stopped", job.DONE: "progress_stage_done"}  # a summary's stages: locale keys
 
 
 def duration_text(seconds: float, language: str = "en") -> str:

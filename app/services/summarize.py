@@ -33,6 +33,10 @@ LENGTHS = {  # how the final summary is asked for, and its most tokens
 }
 PARTIAL_TOKENS = 300  # most tokens of one partial summary (fewer on small contexts)
 SINGLE, MAP, REDUCE, FINAL = "single", "map", "reduce", "final"
+READING_DOCUMENT, COMBINING_SUMMARIES = "reading the document", "combining summaries"
+WRITING_SUMMARY = "writing the summary"
+STARTING, STOPPED, DONE = "starting", "stopped", "done"  # with the three above: Progress.what of a summary
+STAGES = {MAP: READING_DOCUMENT, REDUCE: COMBINING_SUMMARIES, SINGLE: WRITING_SUMMARY, FINAL: WRITING_SUMMARY}
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ class SummaryJob:
             level = Level(kind, groups)
             self.levels.append(level)
             self.calls_expected = self.calls_done + self._calls_left(len(groups))
-            if self.width == 1:
+            if self.width == 1:  # one by one, each output kept as it comes (a Stop keeps those done)
                 for group in groups:
                     level.outputs.append((yield from self._call(kind, group, self.partial_tokens)))
             else:  # the engine runs several sequences: the level's calls go side by side
@@ -202,10 +206,9 @@ class SummaryJob:
     def _update(self, text: str, result: SummaryResult | None = None) -> SummaryUpdate:
         running = self.calls.call
         eta = self.calls.eta_s(max(0, self.calls_expected - self.calls_done - (running is not None)))
-        label = {MAP: "reading the document", REDUCE: "combining summaries", SINGLE: "writing the summary",
-                 FINAL: "writing the summary"}[self.levels[-1].kind] if self.levels else "starting"
+        label = STAGES[self.levels[-1].kind] if self.levels else STARTING
         if result is not None:
-            label = "stopped" if result.stopped else "done"
+            label = STOPPED if result.stopped else DONE
         progress = Progress(self.calls_done, max(self.calls_expected, self.calls_done), label)
         return SummaryUpdate(progress, self.tokens_read, self.tokens_total, eta, text, result, running,
                              len(self.calls.live))

@@ -357,11 +357,8 @@ class TranslationJob:
         carries the result."""
         cancel = cancel or CancelToken()
         try:
-            if len(self.lanes) == 1:
-                yield from self._run_lane(self.lanes[0], cancel)
-            else:
-                yield from side_by_side([partial(self._run_lane, lane, cancel) for lane in self.lanes],
-                                        len(self.lanes), cancel)
+            yield from side_by_side([partial(self._run_lane, lane, cancel) for lane in self.lanes], len(self.lanes),
+                                    cancel)
         except Cancelled:
             pass
         self.result = self._finish(stopped=None in self.outputs)
