@@ -1,40 +1,23 @@
-"""Engines: the `Engine` interface, and the embedded llama.cpp engine that streams from token ids.
+"""The runtime's contract: the `Engine` and `Completion` protocols, the option and stats types,
+and the choice of engine.
 
-The embedded engine runs up to `parallel` sequences at once in one llama.cpp context
-(app/engine/batching.py). Prompt ingestion runs in `n_batch` steps (progress, cancel between
-steps); generation checks the cancel token between tokens; each sequence slot keeps its cells, so
-a prompt reuses the longest common prefix with what a slot holds.
+Engines live in app/engine/: `llama.py` (the embedded llama.cpp engine), `remote.py` (an
+OpenAI-compatible server). A new engine kind is one file there and one line in `engine_for`.
 """
 
 from __future__ import annotations
 
-import codecs
-import os
-import queue
-import threading
-from collections import deque
+import importlib
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from app.base.errors import UserError
-from app.base.gguf_info import GgufInfo, read_gguf_info
-from app.base.jobs import WAITING, CancelToken, Progress, ProgressCallback, no_progress
+from app.base.config import Settings
+from app.base.jobs import CancelToken, ProgressCallback, no_progress
 
 if TYPE_CHECKING:
-    from app.engine.batching import BatchRunner, Sequence
     from app.nemo.tekken import Tekken
 
-KV_TYPES = {"f16": (1, 2.0), "q8_0": (8, 1.0625), "q4_0": (2, 0.5625)}  # ggml type id, bytes/value
-MEMORY_HEADROOM = 0.9  # refuse a KV cache that would take more than this share of free memory
-BUSY_WAIT_S = 300  # a completion waits this long for the model, then says it is busy
-CPU_AUTO_PARALLEL = 1  # sequences at once on the CPU when the setting says "automatic": measured on 2
-# cores (bench/RESULTS.md), 4 sequences decoded little faster than one, and each costs a whole K/V cache
-READING = "reading the prompt"  # Progress.what while a prompt is read
-
-
-@dataclass(frozen=True)
 class LoadOptions:
     """How to load a model. `n_ctx` is always explicit: 0 would mean the training context."""
 
@@ -82,69 +65,6 @@ class TokenDecoder(Protocol):
 
     def flush(self) -> str: ...
 
-
-class LlamaTokenDecoder:
-    """Decodes with llama.cpp's own vocabulary, byte-exact across split characters."""
-
-    def __init__(self, llm) -> None:
-        self._llm = llm
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def feed(self, token_id: int) -> str:
-        return self._utf8.decode(self._llm.detokenize([token_id]))
-
-    def flush(self) -> str:
-        return self._utf8.decode(b"", final=True)
-
-
-def free_memory_bytes() -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def check_fits_in_memory(info: GgufInfo, options: LoadOptions, parallel: int = 1) -> None:
-    """Refuse, before llama.cpp tries, a CPU-side context that cannot fit in free memory."""
-    if options.n_ctx <= 0:
-        raise UserError(f"{info.path}: context size must be a positive number of tokens")
-    if options.parallel < 0:
-        raise UserError(f"the number of parallel sequences must be 0 (automatic) or more, not {options.parallel}")
-    if options.kv_type not in KV_TYPES:
-        raise UserError(f"unknown KV cache type {options.kv_type!r} (choose {', '.join(KV_TYPES)})")
-    if options.n_gpu_layers != 0 and gpu_offload_supported():
-        return  # the GPU plan (models.py) checks VRAM; llama.cpp reports what is left
-    kv_bytes = parallel * info.kv_cache_bytes(options.n_ctx, KV_TYPES[options.kv_type][1])
-    free = free_memory_bytes()
-    if kv_bytes > free * MEMORY_HEADROOM:
-        sequences = f" for each of {parallel} parallel sequences" if parallel > 1 else ""
-        raise UserError(
-            f"{info.path.name}: a {options.n_ctx:,}-token context{sequences} needs {kv_bytes / 2**30:.1f} GiB "
-            f"of KV cache but only {free / 2**30:.1f} GiB of memory is free; choose a smaller context, "
-            "fewer parallel sequences or a q8_0 KV cache"
-        )
-
-
-def auto_parallel(info: GgufInfo, options: LoadOptions) -> int:
-    """Sequences at once when the setting says "automatic" and no GPU plan chose: up to
-    CPU_AUTO_PARALLEL whose K/V caches fit in free memory on the CPU; one with GPU layers."""
-    if options.n_gpu_layers != 0 and gpu_offload_supported():
-        return 1
-    per_sequence = info.kv_cache_bytes(options.n_ctx, KV_TYPES.get(options.kv_type, KV_TYPES["f16"])[1])
-    return max(1, min(CPU_AUTO_PARALLEL, int(free_memory_bytes() * MEMORY_HEADROOM // max(per_sequence, 1))))
-
-
-def gpu_offload_supported() -> bool:
-    """Whether the installed llama.cpp build can put layers on a GPU at all."""
-    import llama_cpp
-
-    return bool(llama_cpp.llama_supports_gpu_offload())
-
-
 @dataclass(frozen=True)
 class ChatTemplate:
     """A model's own Jinja chat template and the special tokens it refers to."""
@@ -190,363 +110,55 @@ class Engine(Protocol):
 
     def token_decoder(self) -> TokenDecoder: ...
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        """A new engine of this kind for these settings."""
+
+    def serves(self, settings: Settings) -> bool:
+        """Whether this engine is the one these settings choose."""
+
     def complete(self, prompt_ids: list[int], sampling: SamplingOptions = SamplingOptions(),
                  cancel: CancelToken | None = None, progress: ProgressCallback = no_progress,
                  decoder: TokenDecoder | None = None) -> Completion: ...
 
 
-class ModelTurns:
-    """First come, first served turns at the model's `size` sequence slots; a waiting request
-    learns how many are ahead. `whole()` takes every turn (loading and unloading).
 
-    Not a lock owned by a thread: Gradio may resume a streaming generator on another thread, so
-    the thread that gives a turn back is not always the one that took it."""
+class Completion(Protocol):
+    """A streaming completion: iterate it for text deltas (or `ids()` for token ids), then read
+    `stats`; closing the iteration early stops generation at once."""
 
-    def __init__(self, size: int = 1) -> None:
-        self._changed = threading.Condition()
-        self._queue: deque[object] = deque()
-        self._size = size
-        self._busy = 0
-
-    def take(self, cancel: CancelToken | None = None, progress: ProgressCallback = no_progress) -> bool:
-        """Wait for this request's turn; False when cancelled while waiting, UserError after BUSY_WAIT_S."""
-        return self._take(lambda: self._busy < self._size, 1, cancel, progress)
-
-    def give_back(self) -> None:
-        with self._changed:
-            self._busy -= 1
-            self._changed.notify_all()
-
-    @contextmanager
-    def whole(self):
-        """Every turn at once: waits until no request runs."""
-        self._take(lambda: self._busy == 0, self._size)
-        try:
-            yield self
-        finally:
-            with self._changed:
-                self._busy = 0
-                self._changed.notify_all()
-
-    def resize(self, size: int) -> None:
-        """Change the number of turns; only while holding `whole()`."""
-        with self._changed:
-            self._size = self._busy = size
-
-    def _take(self, free, count: int, cancel: CancelToken | None = None, progress: ProgressCallback = no_progress) -> bool:
-        me, waited, told = object(), 0.0, None
-        with self._changed:
-            self._queue.append(me)
-            try:
-                while not free() or self._queue[0] is not me:
-                    ahead = self._queue.index(me) + int(self._busy >= self._size)
-                    if ahead != told:
-                        progress(Progress(0, 0, WAITING, ahead=ahead))
-                        told = ahead
-                    if cancel is not None and cancel.cancelled:
-                        return False
-                    if waited >= BUSY_WAIT_S:
-                        raise UserError(f"the model is busy: another reply or job has held it for {BUSY_WAIT_S} s; "
-                                        "stop it or try again later")
-                    self._changed.wait(0.1)
-                    waited += 0.1
-                self._busy += count
-                return True
-            finally:
-                self._queue.remove(me)
-                self._changed.notify_all()
-
-
-def _parallel_llama(n_seq_max: int):
-    """llama_cpp.Llama whose context runs `n_seq_max` sequences, each in its own K/V buffer of
-    n_ctx / n_seq_max cells (not unified: a sequence attends over its own cells only, so its
-    numbers, and its text at temperature 0, do not depend on what runs beside it).
-
-    `Llama` has no parameter for it; its context parameters are set here as `Llama.__init__`
-    assigns them, before the context is made from them."""
-    import llama_cpp
-
-    class ParallelLlama(llama_cpp.Llama):
-        @property
-        def context_params(self):
-            return self.__dict__["context_params"]
-
-        @context_params.setter
-        def context_params(self, params) -> None:
-            params.n_seq_max, params.kv_unified = n_seq_max, False
-            self.__dict__["context_params"] = params
-
-    return ParallelLlama
-
-
-class LlamaEngine:
-    """The embedded engine: one llama.cpp model in this process, running up to `parallel`
-    sequences at once in one context (app/engine/batching.py); requests take turns at its
-    slots (ModelTurns).
-
-    The only module that touches llama-cpp-python's private attributes."""
-
-    def __init__(self) -> None:
-        self._turns = ModelTurns()
-        self._llm = None
-        self._runner: BatchRunner | None = None
-        self._touched = False  # `llm` was handed out: slot 0's cells may hold something else now
-        self.options: LoadOptions | None = None
-        self.info: GgufInfo | None = None
-
-    # -- loading ----------------------------------------------------------------------------
-    def load(self, options: LoadOptions) -> None:
-        """Load a model (a no-op when the same one is loaded); the old one is freed first."""
-        if self._llm is not None and self.options == options:
-            return  # loaded: no need to wait until every running reply has ended
-        with self._turns.whole():
-            if self._llm is not None and self.options == options:
-                return
-            info = read_gguf_info(options.model_path)
-            parallel = options.parallel or auto_parallel(info, options)
-            check_fits_in_memory(info, options, parallel)
-            self._free()
-            self._llm = self._create_llama(info, options, parallel)
-            from app.engine.batching import BatchRunner  # imports llama.cpp
-
-            self._runner = BatchRunner(self._llm._ctx.ctx, self._llm._model.vocab, parallel, self._llm.n_batch)
-            self._turns.resize(parallel)
-            self.options, self.info = options, info
-
-    def _create_llama(self, info: GgufInfo, options: LoadOptions, parallel: int):
-        type_id = KV_TYPES[options.kv_type][0]
-        flash = options.flash_attn
-        if flash is None:
-            flash = options.kv_type != "f16" or (options.n_gpu_layers != 0 and gpu_offload_supported())
-        threads = options.n_threads or os.cpu_count() or 1
-        try:
-            return _parallel_llama(parallel)(
-                model_path=str(info.path),
-                n_ctx=options.n_ctx * parallel,
-                n_gpu_layers=options.n_gpu_layers,
-                n_threads=threads,
-                n_threads_batch=threads,  # steps of several sequences are batches too
-                n_batch=options.n_batch,
-                n_ubatch=options.n_batch,
-                flash_attn=flash,
-                type_k=type_id,
-                type_v=type_id,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise UserError(f"{info.path.name}: llama.cpp could not load this model ({exc})") from None
-
-    def unload(self) -> None:
-        with self._turns.whole():
-            self._free()
-
-    def _free(self) -> None:
-        if self._runner is not None:
-            self._runner.close()
-        if self._llm is not None:
-            self._llm.close()
-        self._llm, self._runner, self.options, self.info = None, None, None, None
-
-    @property
-    def loaded(self) -> bool:
-        return self._llm is not None
-
-    @property
-    def llm(self):
-        """The llama_cpp.Llama object, for benchmarks and tests against raw llama-cpp-python
-        (never while completions run). Its own bookkeeping then describes sequence 0, and the
-        engine reads it back before its next completion."""
-        llm = self._loaded_llm()
-        if not self._touched:
-            held = self._runner.forget()
-            llm.n_tokens = len(held)
-            llm._input_ids[: len(held)] = held
-            self._touched = True
-        return llm
-
-    def _loaded_llm(self):
-        if self._llm is None:
-            raise UserError("no model is loaded")
-        return self._llm
-
-    def _runner_for_request(self) -> BatchRunner:
-        llm = self._loaded_llm()
-        if self._touched:  # raw llama-cpp-python calls may have changed every sequence's cells
-            self._runner.forget()
-            self._runner.hold(0, llm._input_ids[: llm.n_tokens].tolist())
-            self._touched = False
-        return self._runner
-
-    @property
-    def n_ctx(self) -> int:
-        """Tokens each sequence may hold (the context is this times `parallel`)."""
-        self._loaded_llm()
-        return self.options.n_ctx
-
-    @property
-    def parallel(self) -> int:
-        """How many sequences run at once."""
-        return len(self._runner.slots) if self._runner is not None else 1
-
-    @property
-    def n_batch(self) -> int:
-        """Tokens per decoding step (prompt chunks are at most this long)."""
-        return self._loaded_llm().n_batch
-
-    def cached_ids(self) -> list[list[int]]:
-        """The tokens whose K/V each sequence slot holds, slot by slot."""
-        self._runner_for_request()
-        return [list(slot.held) for slot in self._runner.slots]
-
-    @property
-    def model_name(self) -> str:
-        return self._info().path.name
-
-    @property
-    def model_key(self) -> list:
-        return [self._info().path.name, self._info().file_size]
-
-    def _info(self) -> GgufInfo:
-        if self.info is None:
-            raise UserError("no model is loaded")
-        return self.info
-
-    def tekken(self):
-        if not self._info().is_tekken:
-            return None
-        from app.nemo.tekken import Tekken
-
-        return Tekken.from_gguf(self.info.path)  # cached per file
-
-    # -- tokens ------------------------------------------------------------------------------
-    def tokenize(self, text: str, special: bool = False) -> list[int]:
-        """llama.cpp's tokenizer, never adding BOS; `special=False` keeps control text literal."""
-        return self._loaded_llm().tokenize(text.encode("utf-8"), add_bos=False, special=special)
-
-    def detokenize(self, ids: list[int]) -> str:
-        return self._loaded_llm().detokenize(ids).decode("utf-8", errors="replace")
-
-    def chat_template(self) -> ChatTemplate:
-        llm = self._loaded_llm()
-        source = llm.metadata.get("tokenizer.chat_template", "")
-        if not source:
-            raise UserError(f"{self.model_name}: the model has no chat template")
-        bos, eos = llm.token_bos(), llm.token_eos()
-        return ChatTemplate(source, bos, self._token_text(bos), self._token_text(eos),
-                            bool(llm._model.add_bos_token()) and bos >= 0)
-
-    def _token_text(self, token_id: int) -> str:
-        if token_id < 0:
-            return ""
-        return self._loaded_llm().detokenize([token_id], special=True).decode("utf-8", errors="replace")
-
-    def token_decoder(self) -> TokenDecoder:
-        return LlamaTokenDecoder(self._loaded_llm())
-
-    # -- generation --------------------------------------------------------------------------
-    def complete(
-        self,
-        prompt_ids: list[int],
-        sampling: SamplingOptions = SamplingOptions(),
-        cancel: CancelToken | None = None,
-        progress: ProgressCallback = no_progress,
-        decoder: TokenDecoder | None = None,
-    ) -> Completion:
-        """A streaming completion; iterate it for text deltas, then read `.stats`. Completions
-        iterated from several threads run at once, up to `parallel`; the others wait their turn."""
-        return Completion(self, list(prompt_ids), sampling, cancel or CancelToken(), progress, decoder)
-
-
-@dataclass
-class Completion:
-    engine: LlamaEngine
-    prompt_ids: list[int]
-    sampling: SamplingOptions
-    cancel: CancelToken
-    progress: ProgressCallback
-    decoder: TokenDecoder | None
-    stats: GenerationStats = field(default_factory=GenerationStats)
-    token_ids: list[int] = field(default_factory=list)
+    stats: GenerationStats
+    token_ids: list[int]
 
     def text(self) -> str:
         """Run to the end and return the whole reply."""
-        return "".join(self)
 
-    def __iter__(self) -> Iterator[str]:
-        """Text deltas; split UTF-8 characters are held back until complete."""
-        decoder = self.decoder or self.engine.token_decoder()
-        tokens = self.ids()
-        try:
-            for token in tokens:
-                if delta := decoder.feed(token):
-                    yield delta
-        finally:
-            tokens.close()  # an early close of this stream stops generation at once
-        if tail := decoder.flush():
-            yield tail
+    def __iter__(self) -> Iterator[str]: ...
 
-    def ids(self) -> Iterator[int]:
-        """Generated token ids (end-of-generation not included), while this request holds a
-        sequence slot of the model."""
-        engine = self.engine
-        if not engine._turns.take(self.cancel, self.progress):
-            self.stats.stop_reason = "cancelled"
-            return
-        runner, sequence = None, None
-        try:
-            runner = engine._runner_for_request()
-            if not self.prompt_ids:
-                raise UserError("empty prompt")
-            n_ctx = engine.n_ctx
-            if len(self.prompt_ids) >= n_ctx:
-                raise UserError(
-                    f"the prompt is {len(self.prompt_ids):,} tokens but the context holds {n_ctx:,}; "
-                    "start a new conversation or raise the context size"
-                )
-            budget = min(self.sampling.max_tokens, n_ctx - len(self.prompt_ids))
-            sequence = runner.submit(self.prompt_ids, self.sampling, budget, self.cancel)
-            yield from self._follow(runner, sequence)
-        finally:
-            if sequence is not None:
-                runner.close_sequence(sequence)
-            engine._turns.give_back()
+    def ids(self) -> Iterator[int]: ...
 
-    def _follow(self, runner: BatchRunner, sequence: Sequence) -> Iterator[int]:
-        """The sequence's events: progress while it reads its prompt, then its tokens."""
-        from app.engine.batching import END, PROGRESS
 
-        stats = self.stats
-        stats.prompt_tokens, stats.stop_reason = len(self.prompt_ids), "cancelled"
-        first_at = last_at = None
-        try:
-            while True:
-                try:
-                    kind, value, extra = sequence.events.get(timeout=0.1)
-                except queue.Empty:
-                    if self.cancel.cancelled:
-                        return
-                    continue
-                if kind == END:
-                    if extra:
-                        raise UserError(extra)
-                    stats.stop_reason = value
-                    return
-                if kind == PROGRESS:
-                    stats.cached_tokens = sequence.reused
-                    self.progress(Progress(value, extra, READING))
-                    if self.cancel.cancelled:
-                        return
-                    runner.read_on(sequence)
-                    continue
-                if first_at is None:
-                    first_at = extra
-                    stats.ttft_s = first_at - sequence.admitted_at
-                last_at = extra
-                self.token_ids.append(value)
-                stats.completion_tokens += 1
-                yield value
-                if self.cancel.cancelled:
-                    return
-        finally:
-            if first_at is not None and stats.completion_tokens > 1 and last_at > first_at:
-                stats.tokens_per_s = (stats.completion_tokens - 1) / (last_at - first_at)
+ENGINE_KINDS = {  # kind -> "module:class"; a new engine kind is one file in app/engine/ and one line here
+    "llama": "app.engine.llama:LlamaEngine",
+    "remote": "app.engine.remote:RemoteEngine",
+}
+
+
+def engine_kind(settings: Settings) -> str:
+    """Which engine the settings choose: a server's when `remote` names one, else the embedded one."""
+    return "remote" if settings.remote.strip() else "llama"
+
+
+def engine_class(kind: str) -> type:
+    module, name = ENGINE_KINDS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def engine_for(settings: Settings) -> Engine:
+    """A new engine of the kind the settings choose."""
+    return engine_class(engine_kind(settings)).from_settings(settings)
+
+
+def is_engine_for(engine: Engine, settings: Settings) -> bool:
+    """Whether `engine` is the one `settings` choose (same kind; for a server, same server, key and width)."""
+    return isinstance(engine, engine_class(engine_kind(settings))) and engine.serves(settings)

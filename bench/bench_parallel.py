@@ -34,7 +34,8 @@ from app.documents.reading import read_document  # noqa: E402
 from app.engine.catalog import resolve_model  # noqa: E402
 from app.engine.chat_format import TemplateChatFormat  # noqa: E402
 from app.history import History  # noqa: E402
-from app.runtime import LlamaEngine, LoadOptions, SamplingOptions  # noqa: E402
+from app.engine.llama import LlamaEngine  # noqa: E402
+from app.runtime import LoadOptions, SamplingOptions  # noqa: E402
 from app.base.jobs import CancelToken  # noqa: E402
 from app.services.summarize import SummaryJob, SummaryOptions  # noqa: E402
 from app.services.translate import TranslateOptions, TranslationJob, TranslationRequest  # noqa: E402

@@ -16,7 +16,8 @@ from llama_cpp import StoppingCriteriaList
 
 from app.engine.chat_format import TemplateChatFormat
 from app.engine.catalog import resolve_model
-from app.runtime import LlamaEngine, LoadOptions, SamplingOptions
+from app.engine.llama import LlamaEngine
+from app.runtime import LoadOptions, SamplingOptions
 
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 

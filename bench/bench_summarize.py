@@ -26,7 +26,8 @@ from app.base.jobs import Job  # noqa: E402
 from app.documents.reading import read_document  # noqa: E402
 from app.engine.catalog import resolve_model  # noqa: E402
 from app.history import History  # noqa: E402
-from app.runtime import LlamaEngine, LoadOptions, SamplingOptions  # noqa: E402
+from app.engine.llama import LlamaEngine  # noqa: E402
+from app.runtime import LoadOptions, SamplingOptions  # noqa: E402
 from app.services.summarize import SummaryOptions, summarize  # noqa: E402
 from app.storage.document_store import DocumentStore  # noqa: E402
 

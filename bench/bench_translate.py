@@ -19,7 +19,8 @@ from pathlib import Path
 from app.storage.document_store import DocumentStore
 from app.history import History
 from app.engine.catalog import resolve_model
-from app.runtime import LlamaEngine, LoadOptions
+from app.engine.llama import LlamaEngine
+from app.runtime import LoadOptions
 from app.nemo.tekken import Tekken
 from app.services.translate import TranslateOptions, TranslationJob, TranslationRequest
 

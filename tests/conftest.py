@@ -11,7 +11,8 @@ import pytest
 
 from app.base.config import Settings, save_settings
 from app.engine.catalog import smollm2_path
-from app.runtime import LlamaEngine, LoadOptions
+from app.engine.llama import LlamaEngine
+from app.runtime import LoadOptions
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

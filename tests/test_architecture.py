@@ -48,9 +48,9 @@ def test_the_engine_imports_no_sqlite_code():
                     or n.startswith(("app.storage", "app.history"))}, module
 
 
-def test_llama_cpp_private_attributes_are_touched_in_runtime_only():
+def test_llama_cpp_private_attributes_are_touched_in_the_llama_engine_only():
     for path in APP.rglob("*.py"):
-        if module_name(path) == "app.runtime":
+        if module_name(path) == "app.engine.llama":
             continue
         text = path.read_text(encoding="utf-8")
         for private in ("._input_ids", "._ctx", "._model", "._llm"):

@@ -86,7 +86,7 @@ KILLED_CHILD = textwrap.dedent(
     from app.services.chat import ChatService
     from app.base.config import Settings
     from app.history import History
-    from app.runtime import LlamaEngine
+    from app.engine.llama import LlamaEngine
     service = ChatService(History(sys.argv[1]), LlamaEngine())
     settings = Settings(model="smollm2", n_ctx=2048, temperature=0.0, max_tokens=2000)
     for update in service.send(None, "Write a very long essay about the history of ships. Count from 1 to 500, separated by commas.", settings):

@@ -17,7 +17,7 @@ from app.base.gguf_info import read_gguf_header
 from app.engine import gpu_plan
 from app.engine.gpu_plan import detect_gpu, make_plan, model_memory, vram_gpu
 from app.faces import cli
-from app.runtime import gpu_offload_supported
+from app.engine.memory import gpu_offload_supported
 
 GIB = 2**30
 RAM = 64 * GIB

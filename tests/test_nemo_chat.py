@@ -19,7 +19,8 @@ from app.base.gguf_info import read_gguf_info
 from app.history import History
 from app.engine.chat_format import NemoChatFormat
 from app.nemo.prompt import encode_chat
-from app.runtime import LlamaEngine, GenerationStats, LoadOptions
+from app.engine.llama import LlamaEngine
+from app.runtime import GenerationStats, LoadOptions
 from tiny_nemo import make_weights, write_native
 
 REFERENCE = MistralTokenizer.v3(is_tekken=True)

@@ -13,7 +13,8 @@ import pytest
 from app.base.jobs import WAITING, CancelToken
 from app.engine.chat_format import TemplateChatFormat
 from app.history import History
-from app.runtime import LlamaEngine, LoadOptions, SamplingOptions
+from app.engine.llama import LlamaEngine
+from app.runtime import LoadOptions, SamplingOptions
 from app.services.translate import TranslateOptions, TranslationJob, TranslationRequest, lanes, parse_numbered
 from app.storage.document_store import DocumentStore
 

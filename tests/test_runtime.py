@@ -7,7 +7,8 @@ import pytest
 from app.engine.chat_format import TemplateChatFormat
 from app.base.errors import UserError
 from app.base.jobs import CancelToken
-from app.runtime import LlamaEngine, LoadOptions, SamplingOptions
+from app.engine.llama import LlamaEngine
+from app.runtime import LoadOptions, SamplingOptions
 
 GREEDY = SamplingOptions(temperature=0.0, max_tokens=48)
 
@@ -136,7 +137,7 @@ def test_switching_models_frees_the_old_one(model_path):
 
 
 def test_a_held_model_says_it_is_busy_and_a_waiting_request_can_be_stopped(engine, monkeypatch):
-    from app import runtime
+    from app.engine import llama as runtime
 
     monkeypatch.setattr(runtime, "BUSY_WAIT_S", 0.5)
     ids = prompt(engine, "Name three colours of the rainbow.")
@@ -158,7 +159,7 @@ def test_requests_wait_their_turn_in_order_and_learn_how_many_are_ahead():
     import threading
 
     from app.base.jobs import WAITING
-    from app.runtime import ModelTurns
+    from app.engine.llama import ModelTurns
 
     turns, order, reports = ModelTurns(), [], {}
     turns.take()  # someone holds the model

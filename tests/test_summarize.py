@@ -14,7 +14,8 @@ from app.base.jobs import Job
 from app.storage.document_store import DocumentStore
 from app.documents.reading import read_document
 from app.history import History
-from app.runtime import LlamaEngine, LoadOptions, SamplingOptions
+from app.engine.llama import LlamaEngine
+from app.runtime import LoadOptions, SamplingOptions
 from app.engine.chat_format import token_counter
 from app.base.jobs import CancelToken
 from app.documents.language import LanguageCheck

@@ -124,7 +124,7 @@ def recommend(gpu, ram_bytes: int) -> tuple[str, str]:
     """(catalog name, why): the largest NeMo quant whose file and a 32k q8_0 cache fit on the GPU
     with the plan's margin; Q4_K_M without a GPU (speed there is bound by memory bandwidth)."""
     from app.engine.gpu_plan import compute_buffer_bytes
-    from app.runtime import KV_TYPES
+    from app.engine.memory import KV_TYPES
 
     cache = math.ceil(RECOMMEND_CONTEXT * NEMO_KV_VALUES_PER_TOKEN * KV_TYPES["q8_0"][1])
     extra = cache + compute_buffer_bytes(**NEMO_SHAPE, n_ctx=RECOMMEND_CONTEXT, flash_attn=True)

@@ -25,14 +25,8 @@ from pathlib import Path
 
 from app.base.errors import UserError
 from app.base.gguf_info import read_gguf_header, read_gguf_info
-from app.runtime import (
-    CPU_AUTO_PARALLEL,
-    KV_TYPES,
-    MEMORY_HEADROOM,
-    LoadOptions,
-    free_memory_bytes,
-    gpu_offload_supported,
-)
+from app.engine.memory import CPU_AUTO_PARALLEL, KV_TYPES, MEMORY_HEADROOM, free_memory_bytes, gpu_offload_supported
+from app.runtime import LoadOptions
 
 GIB = 2**30
 CONTEXT_SIZES = (8192, 16384, 32768, 49152, 65536, 98304, 131072)  # what settings offer

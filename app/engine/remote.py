@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from app.base.config import Settings
 from app.base.errors import UserError
 from app.base.jobs import CancelToken, Progress, ProgressCallback, no_progress
 from app.base.logs import log_notice
@@ -45,6 +46,14 @@ class RemoteEngine:
         self._options: LoadOptions | None = None
         self._n_ctx = 0
         self._tokens: ServerTokenizer | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RemoteEngine:
+        return cls(settings.remote, settings.remote_key, settings.parallel)
+
+    def serves(self, settings: Settings) -> bool:
+        return (self.url, self.key, self.parallel) == (settings.remote.strip().rstrip("/"), settings.remote_key,
+                                                       settings.parallel or DEFAULT_PARALLEL)
 
     @property
     def url(self) -> str:

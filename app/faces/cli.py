@@ -295,7 +295,7 @@ def run_models(args) -> int:
         print(json.dumps(described) if args.json else models.format_description(described))
         return 0
     from app.engine.gpu_plan import detected_gpu
-    from app.runtime import free_memory_bytes
+    from app.engine.memory import free_memory_bytes
 
     rows = models.model_rows(detected_gpu(), free_memory_bytes())
     if getattr(args, "json", False):

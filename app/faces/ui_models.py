@@ -13,7 +13,7 @@ from app.engine.gpu_plan import CONTEXT_SIZES, context_costs, context_label, det
 from app.base.jobs import Progress
 from app.engine.catalog import CATALOG, available_models, cached_path, model_rows, resolve_model
 from app.faces.i18n import language_of, say, t, text
-from app.runtime import KV_TYPES, free_memory_bytes
+from app.engine.memory import KV_TYPES, free_memory_bytes
 
 POLL_S = 0.5  # how often the download's progress line is refreshed
 

@@ -12,27 +12,11 @@ from dataclasses import replace
 from app.base.config import Settings, database_path, load_settings, save_settings
 from app.base.jobs import CancelToken, JobRegistry
 from app.history import History
-from app.engine.remote import DEFAULT_PARALLEL, RemoteEngine
-from app.runtime import Engine, LlamaEngine
+from app.runtime import Engine, engine_for, is_engine_for
 from app.services.chat import ChatService, load_options, sampling_options
 from app.services.summarize import SummaryOptions, summarize
 from app.services.translate import TranslateOptions, TranslationJob, TranslationRequest
 from app.storage.document_store import DocumentStore
-
-
-def engine_for(settings: Settings) -> Engine:
-    """The engine the settings choose: a server's when `remote` names one, else the embedded one."""
-    if settings.remote.strip():
-        return RemoteEngine(settings.remote, settings.remote_key, settings.parallel)
-    return LlamaEngine()
-
-
-def is_engine_for(engine: Engine, settings: Settings) -> bool:
-    """Whether `engine` is the one `settings` choose (same kind; same server, key and width)."""
-    if isinstance(engine, RemoteEngine):
-        return (engine.url, engine.key, engine.parallel) == (settings.remote.strip().rstrip("/"), settings.remote_key,
-                                                               settings.parallel or DEFAULT_PARALLEL)
-    return not settings.remote.strip()
 
 
 class Services:

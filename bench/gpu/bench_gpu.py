@@ -4,7 +4,7 @@
 
 Steps (each timed): write a checkpoint with NeMo 12B's shapes and random bf16 weights (the one
 bench/bench_convert.py writes: 40 layers, embeddings tied), convert and quantize it to Q4_K_M
-with app.convert_gguf, make the GPU plan for it, load it with app.runtime's LlamaEngine with every
+with app.convert_gguf, make the GPU plan for it, load it with app.engine.llama's LlamaEngine with every
 layer on the GPU, then measure prompt tokens/s at each context, decode tokens/s, and the GPU
 memory used. The decode bound is the GPU's memory bandwidth over the bytes of weights read per
 token (see `streamed_bytes`).
@@ -30,7 +30,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
 from app.convert_gguf import convert  # noqa: E402
 from app.engine.gpu_plan import detect_gpu, model_memory, plan_for  # noqa: E402
-from app.runtime import LlamaEngine, LoadOptions, SamplingOptions, gpu_offload_supported  # noqa: E402
+from app.engine.llama import LlamaEngine  # noqa: E402
+from app.engine.memory import gpu_offload_supported  # noqa: E402
+from app.runtime import LoadOptions, SamplingOptions  # noqa: E402
 
 FIRST_ORDINARY_ID = 1000  # Tekken: ids below are control tokens
 
