@@ -25,6 +25,9 @@ HASH=$(printf '%s' "$STAMP" | sha256sum | cut -c1-16)
 
 if [ "$(cat .venv/.llama-build 2>/dev/null)" != "$STAMP" ]; then
   WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/nemo-chat/wheels/$HASH"
+  mkdir -p "$(dirname "$WHEELS")"
+  exec 9>"$WHEELS.lock"  # two setups at once (two checkouts) build once: the second waits for the first
+  flock 9
   if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     log "building llama.cpp ($BACKEND) from source, about 6 minutes on 2 cores: $CMAKE_FLAGS"
     mkdir -p "$WHEELS.tmp"
@@ -33,6 +36,7 @@ if [ "$(cat .venv/.llama-build 2>/dev/null)" != "$STAMP" ]; then
       --no-cache-dir --no-binary llama-cpp-python --no-deps -w "$WHEELS.tmp" "llama-cpp-python==$LLAMA_VERSION"
     rm -rf "$WHEELS"; mv "$WHEELS.tmp" "$WHEELS"
   fi
+  flock -u 9
   log "installing llama-cpp-python ($BACKEND build $HASH)"
   vpip install --no-cache-dir --force-reinstall --no-deps "$WHEELS"/llama_cpp_python-*.whl
   printf '%s' "$STAMP" > .venv/.llama-build
