@@ -18,6 +18,8 @@ from app.base.jobs import CancelToken, ProgressCallback, no_progress
 if TYPE_CHECKING:
     from app.nemo.tekken import Tekken
 
+
+@dataclass(frozen=True)
 class LoadOptions:
     """How to load a model. `n_ctx` is always explicit: 0 would mean the training context."""
 

@@ -144,3 +144,29 @@ def listening_addresses(port: int) -> set[str]:
             if state == "0A" and int(port_hex, 16) == port:  # 0A = LISTEN
                 found.add(socket.inet_ntoa(struct.pack("<I", int(address, 16))))
     return found
+
+
+def test_chat_continues_a_stored_conversation_by_id_or_last(home):
+    first = run_cli("chat", "My cat is called Biscuit.", "--model", "smollm2", "--max-tokens", "8",
+                    "--temperature", "0", "--json", home=home)
+    assert first.returncode == 0, first.stderr
+    started = json.loads(first.stdout)
+    for wanted in ("last", str(started["conversation_id"])):
+        result = run_cli("chat", "What is my cat called?", "--conversation", wanted, "--model", "smollm2",
+                         "--max-tokens", "8", "--temperature", "0", "--json", home=home)
+        assert result.returncode == 0, result.stderr
+        out = json.loads(result.stdout)
+        assert out["conversation_id"] == started["conversation_id"]
+        # the prompt holds the earlier turn: it is longer than the first prompt and its reply together
+        assert out["prompt_tokens"] > started["prompt_tokens"] + started["completion_tokens"]
+    exported = json.loads(run_cli("export", home=home).stdout)
+    texts = [m["content"] for c in exported["conversations"] for m in c["messages"]]
+    assert len(exported["conversations"]) == 1 and texts.count("What is my cat called?") == 2
+
+
+def test_chat_refuses_a_conversation_it_cannot_continue_in_one_line(home):
+    for wanted, words in [("last", "no conversation"), ("12", "conversation 12 not found"), ("x1", "conversation id")]:
+        result = run_cli("chat", "hi", "--conversation", wanted, "--model", "smollm2", home=home)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.stderr, lines

@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--ctx", type=int, help="context size in tokens")
     chat.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    chat.add_argument("--conversation", metavar="ID|last",
+                      help="continue a stored conversation (its id, or `last`: the most recent one)")
     _add_engine_options(chat)
 
     convert = commands.add_parser("convert", help="convert a NeMo checkpoint folder to GGUF")
@@ -225,8 +227,10 @@ def run_chat(args) -> int:
     from app.faces.progress import follow
 
     with _services(args, system_prompt=args.system, max_tokens=args.max_tokens) as services:
+        conversation_id = _conversation_to_continue(services.history, args.conversation)
         _load_model(services)
-        job = Job(lambda progress, cancel: services.chat.send(None, args.prompt, services.settings, cancel, progress))
+        job = Job(lambda progress, cancel: services.chat.send(conversation_id, args.prompt, services.settings,
+                                                              cancel, progress))
         follow(job, "reading the prompt", "tokens", until=lambda j: j.latest is not None)
         shown = 0
         try:
@@ -253,6 +257,24 @@ def run_chat(args) -> int:
     else:
         print()
     return 0
+
+
+def _conversation_to_continue(history, wanted: str | None) -> int | None:
+    """The conversation `chat --conversation` continues: an id, `last` (the most recently
+    updated one), or None for a new conversation."""
+    if wanted is None:
+        return None
+    if wanted == "last":
+        newest = history.conversations(limit=1)
+        if not newest:
+            raise UserError("--conversation last: there is no conversation yet")
+        return newest[0]["id"]
+    if not wanted.isdigit():
+        raise UserError(f"--conversation {wanted}: give a conversation id or `last`")
+    conversation = history.conversation(int(wanted))
+    if conversation.get("deleted_at") is not None:
+        raise UserError(f"conversation {wanted} is in the trash")
+    return conversation["id"]
 
 
 def run_convert(args) -> int:
