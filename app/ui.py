@@ -22,7 +22,7 @@ from app.faces.ui_api import api_section  # noqa: E402
 from app.faces.ui_engine import engine_section  # noqa: E402
 from app.faces.ui_models import model_section  # noqa: E402
 from app.faces.ui_translate import translate_tab  # noqa: E402
-from app.faces.web_guard import check_bind, guard_middleware, is_loopback  # noqa: E402
+from app.faces.web_guard import allowed_origins, check_bind, guarded_gradio_app, is_loopback, web_guard  # noqa: E402
 from app.services.root import Services  # noqa: E402
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "app.css"
@@ -139,34 +139,33 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
 
 
 def launch(demo, style: dict, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = False,
-           block: bool = True, max_file_mb: int = 100, allow_hosts=(), token: str | None = None, api=None):
+           block: bool = True, max_file_mb: int = 100, allow_hosts=(), token: str | None = None, api=None,
+           allow_origins=()):
     """Serve privately: loopback by default, no share link, no monitoring, no extra paths, no SSR
-    or file workers beside the app; every route behind `web_guard` (Host allow-list, token, CSP);
-    the page in the browser's language or the one chosen in Settings (`faces.i18n`). `api`: the
-    OpenAI API app served at /v1 on the same port, behind the same guard."""
-    from starlette.middleware import Middleware
-
+    or file workers beside the app; every route behind `web_guard` (Host allow-list, Origin, token,
+    CSP), outside Gradio's own layers; the page in the browser's language or the one chosen in
+    Settings (`faces.i18n`). `api`: the OpenAI API app served at /v1 on the same port, behind the
+    same guard."""
     from app.faces.api_server import ApiMount
     from app.faces.i18n import I18N, page_head
 
-    middleware = [guard_middleware(host, port, allow_hosts, token)]
-    if api is not None:
-        middleware.append(Middleware(ApiMount, api=api))
-
+    check_bind(host, token)
+    guard = web_guard(host, port, allow_hosts, token, allow_origins)
+    app = guarded_gradio_app(lambda stack: guard(ApiMount(stack, api) if api is not None else stack))
     return demo.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, share=False, inbrowser=open_browser,
         enable_monitoring=False, allowed_paths=[], max_file_size=f"{max_file_mb}mb",
         prevent_thread_lock=not block, quiet=True, footer_links=[], ssr_mode=False, num_workers=0,
-        mcp_server=False, app_kwargs={"middleware": middleware},
-        i18n=I18N, head=page_head(), **style,
+        mcp_server=False, _app=app, i18n=I18N, head=page_head(), **style,
     )
 
 
 def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 7860, open_browser: bool = True,
-          allow_hosts=(), token: str | None = None, api: bool = False, **settings) -> None:
+          allow_hosts=(), token: str | None = None, api: bool = False, allow_origins=(), **settings) -> None:
     """The `ui` command: refuses a non-loopback bind without a token before loading anything.
     `settings` override saved ones for this run (the engine: remote, remote_key, ...)."""
     check_bind(host, token)
+    allowed_origins(allow_origins)  # a badly written origin stops here, before anything loads
     from app.faces.api_server import api_app, api_service
 
     with Services(model=model, **settings) as services:
@@ -178,4 +177,4 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 7860, o
             print(f"nemo-chat: reachable from other machines on port {port}; every request needs the token "
                   "(user nemo, password = the token)", flush=True)
         launch(demo, style, host, port, open_browser, allow_hosts=allow_hosts, token=token,
-               api=api_app(api_service(services)) if api else None)
+               api=api_app(api_service(services)) if api else None, allow_origins=allow_origins)

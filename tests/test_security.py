@@ -22,10 +22,13 @@ import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, run_cli
 from playwright.sync_api import Error as PlaywrightError
 
+from app.base.config import Settings, save_settings
+from app.base.errors import UserError
 from app.faces.web_guard import (
     CSP,
     WebGuard,
     allowed_hosts,
+    allowed_origins,
     is_local_url,
     read_token,
     remote_images_as_links,
@@ -81,6 +84,10 @@ def wait_until(predicate, timeout: float = 60, what: str = "") -> None:
         time.sleep(0.1)
 
 
+def cors_headers(headers: http.client.HTTPMessage) -> list[str]:
+    return [name for name in headers if name.lower().startswith("access-control-")]
+
+
 def csp_directives(header: str) -> dict[str, list[str]]:
     return {d.split()[0]: d.split()[1:] for d in header.split(";") if d.strip()}
 
@@ -131,9 +138,10 @@ def test_forged_host_names_are_refused_on_every_route(served):
             assert status == 421, (method, path, host, status)
             assert text.decode().count("\n") == 1 and "host name" in text.decode(), text
             assert response_headers["Content-Type"].startswith("text/plain")
-    # Gradio answers CORS preflights outside any app middleware: a fixed OK, nothing of the app
+    # the guard runs outside Gradio's own CORS layer: a preflight is refused like any request
     origin = {"Origin": f"http://evil.example:{port}", "Access-Control-Request-Method": "POST"}
-    assert ask(url, "/gradio_api/info", "OPTIONS", f"evil.example:{port}", headers=origin)[2] == b"OK"
+    status, response_headers, _ = ask(url, "/gradio_api/info", "OPTIONS", f"evil.example:{port}", headers=origin)
+    assert status == 421 and cors_headers(response_headers) == []
     assert ask(url, "/gradio_api/info", "OPTIONS", f"evil.example:{port}")[0] == 421
 
 
@@ -165,6 +173,129 @@ def test_a_rebound_name_gets_421_in_chromium(served, page, remote):
         assert info == 421
     finally:
         browser.close()
+
+
+# -- pages of other sites: the Origin check ------------------------------------------------------------
+EVIL = "https://evil.example"
+ALLOWED = "http://localhost:3000"
+
+
+@pytest.fixture()
+def served_with_api(home, monkeypatch):
+    """The app with the OpenAI API at /v1 (`ui --api`), one other origin allowed."""
+    from app.faces.api_server import api_app, api_service
+    from app.ui import build_app, launch
+
+    monkeypatch.setenv("NEMO_CHAT_ALLOWED_ORIGINS", ALLOWED)
+    save_settings(Settings(model="smollm2", n_ctx=1024, max_tokens=8))
+    demo, style = build_app()
+    port = free_port()
+    launch(demo, style, port=port, block=False, api=api_app(api_service(demo.nemo)))
+    yield demo, f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def cross_site_requests(demo, origin: str) -> list[tuple[str, str, bytes | None, dict]]:
+    """What a page of another site may send: a read of /config, a preflight of a queue join, a
+    multipart upload, a text/plain POST to /v1 (the two last are "simple": no preflight first),
+    a websocket upgrade."""
+    upload, upload_headers = upload_body("cross-site.txt", b"hello")
+    chat = json.dumps({"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    return [("GET", "/config", None, {"Origin": origin}),
+            ("OPTIONS", "/gradio_api/queue/join", None, {"Origin": origin, **preflight}),
+            ("POST", "/gradio_api/upload", upload, {"Origin": origin, **upload_headers}),
+            ("POST", "/v1/chat/completions", chat, {"Origin": origin, "Content-Type": "text/plain"}),
+            ("GET", "/gradio_api/queue/join", None, {"Origin": origin, **WEBSOCKET})]
+
+
+def test_pages_of_other_sites_get_403_without_cors_headers(served_with_api):
+    """Through [::1] (which Gradio's own CORS layer answers for any origin) and localhost."""
+    demo, url = served_with_api
+    port = urlparse(url).port
+    for host in (f"[::1]:{port}", f"localhost:{port}"):
+        for origin in (EVIL, "null", f"http://localhost:{port + 1}", f"http://{host}.evil.example"):
+            for method, path, body, headers in cross_site_requests(demo, origin):
+                status, response_headers, text = ask(url, path, method, host, body, headers)
+                assert status == 403, (host, origin, method, path, status, text[:200])
+                assert cors_headers(response_headers) == [], (path, response_headers)
+                assert text.decode().count("\n") == 1 and "other sites" in text.decode()
+                assert response_headers["Content-Security-Policy"] == CSP
+    status, _, _ = ask(url, "/config", host=f"[::1]:{port}", headers={"Sec-Fetch-Site": "cross-site"})
+    assert status == 403, "a browser's cross-site request without an Origin"
+    assert ask(url, "/", host=f"[::1]:{port}", headers={"Sec-Fetch-Site": "cross-site"})[0] == 200, "a link followed"
+    from app.faces.temp_files import private_tmp
+
+    assert not list(private_tmp().rglob("cross-site.txt")), "no upload was kept"
+
+
+def test_this_page_clients_without_an_origin_and_allowed_origins_are_served(served_with_api):
+    demo, url = served_with_api
+    port = urlparse(url).port
+    for host in (f"[::1]:{port}", f"127.0.0.1:{port}"):
+        for headers in ({"Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"}, {}):
+            upload, upload_headers = upload_body("note.txt", b"hello")
+            assert ask(url, "/config", host=host, headers=headers)[0] == 200
+            status, response_headers, text = ask(url, "/gradio_api/upload", "POST", host, upload,
+                                                 {**headers, **upload_headers})
+            assert status == 200 and json.loads(text)[0].endswith("note.txt")
+            assert cors_headers(response_headers) == [], "same origin: nothing to allow"
+            status, _, text = ask(url, "/v1/models", host=host, headers=headers)
+            assert status == 200 and json.loads(text)["data"]
+    chat = json.dumps({"model": "smollm2", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]})
+    status, _, text = ask(url, "/v1/chat/completions", "POST", body=chat.encode(), headers={"Content-Type": "text/plain"})
+    assert status == 415 and "application/json" in json.loads(text)["error"]["message"]
+    status, _, text = ask(url, "/v1/chat/completions", "POST", body=chat.encode(),
+                          headers={"Content-Type": "application/json; charset=utf-8"})
+    assert status == 200 and json.loads(text)["choices"][0]["message"]["content"] is not None
+    # a site the user allowed: its preflight is answered, its requests carry its own origin back
+    preflight = {"Origin": ALLOWED, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization, content-type"}
+    status, response_headers, _ = ask(url, "/v1/chat/completions", "OPTIONS", headers=preflight)
+    assert status == 204 and response_headers["Access-Control-Allow-Origin"] == ALLOWED
+    assert response_headers["Access-Control-Allow-Headers"] == "authorization, content-type"
+    assert "Access-Control-Allow-Credentials" not in response_headers
+    status, response_headers, _ = ask(url, "/v1/models", headers={"Origin": ALLOWED})
+    assert status == 200 and response_headers["Access-Control-Allow-Origin"] == ALLOWED
+
+
+def test_the_api_server_refuses_pages_of_other_sites(home):
+    """`nemo-chat serve`: the same guard in front of the API alone."""
+    from app.faces.api_server import ApiServer
+    from app.services.root import Services
+
+    with Services(Settings(model="smollm2", n_ctx=1024)) as services:
+        server = ApiServer(services, port=free_port(), allow_origins=[ALLOWED]).start()
+        try:
+            url, port = server.url, urlparse(server.url).port
+            chat = json.dumps({"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]}).encode()
+            for host in (f"[::1]:{port}", f"127.0.0.1:{port}"):
+                for method, body, headers in [("POST", chat, {"Content-Type": "text/plain"}),
+                                              ("POST", chat, {"Content-Type": "application/json"}),
+                                              ("OPTIONS", None, {"Access-Control-Request-Method": "POST"}),
+                                              ("GET", None, {})]:
+                    path = "/v1/models" if method == "GET" else "/v1/chat/completions"
+                    status, response_headers, _ = ask(url, path, method, host, body, {"Origin": EVIL, **headers})
+                    assert status == 403 and cors_headers(response_headers) == [], (host, method, status)
+            assert not services.engine.loaded, "no request reached the engine"
+            status, _, text = ask(url, "/v1/chat/completions", "POST", body=chat, headers={"Content-Type": "text/plain"})
+            assert status == 415 and json.loads(text)["error"]["type"] == "invalid_request_error"
+            status, response_headers, _ = ask(url, "/v1/models", headers={"Origin": ALLOWED})
+            assert status == 200 and response_headers["Access-Control-Allow-Origin"] == ALLOWED
+        finally:
+            server.stop()
+
+
+def test_allowed_origins_are_written_as_origins(home, monkeypatch):
+    monkeypatch.setenv("NEMO_CHAT_ALLOWED_ORIGINS", "https://Chat.Example:443/, ")
+    assert allowed_origins(["http://localhost:3000", "http://[::1]:80"]) == {
+        "https://chat.example", "http://localhost:3000", "http://[::1]"}
+    for bad in ("localhost:3000", "ftp://a.example", "http://a.example/path", "*"):
+        with pytest.raises(UserError, match="scheme://host"):
+            allowed_origins([bad])
+    result = run_cli("serve", "--allow-origin", "localhost:3000", "--port", str(free_port()), home=home, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert "localhost:3000" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_websocket_handshakes_with_a_forged_host_are_refused():

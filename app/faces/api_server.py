@@ -92,6 +92,9 @@ def api_app(service: OpenAIService, api_key: str | None = None, queue: int = QUE
     async def completions(request: Request, chat: bool):
         if not authorized(request):
             return error(ApiError(401, "this server needs its API key: Authorization: Bearer KEY"))
+        if request.headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json":
+            return error(ApiError(415, "send the request body as JSON, with Content-Type: application/json",
+                                  code="unsupported_media_type"))
         try:
             body = await request.json()
         except ValueError:
@@ -191,20 +194,18 @@ class ApiServer:
     """`nemo-chat serve`: the API alone on HOST:PORT (uvicorn), behind the Host allow-list."""
 
     def __init__(self, services, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-                 allow_hosts=(), keep_history: bool = False, queue: int = QUEUE) -> None:
+                 allow_hosts=(), keep_history: bool = False, queue: int = QUEUE, allow_origins=()) -> None:
         import uvicorn
-        from starlette.middleware import Middleware
 
-        from app.faces.web_guard import WILDCARDS, WebGuard, allowed_hosts, is_loopback
+        from app.faces.web_guard import is_loopback, web_guard
 
         if not is_loopback(host) and not api_key:
             raise UserError(f"--host {host or '0.0.0.0'} makes the API reachable from other machines: give "
                             f"--api-key KEY (or set {API_KEY_ENV}), or use --host 127.0.0.1")
+        guard = web_guard(host, port, allow_hosts, extra_origins=allow_origins)
         app = api_app(api_service(services, keep_history), api_key, queue)
-        app.user_middleware.insert(0, Middleware(WebGuard, hosts=allowed_hosts(host, port, allow_hosts), port=port,
-                                                 any_ip=host in WILDCARDS))
         self.url = f"http://{host}:{port}/v1"
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+        self.server = uvicorn.Server(uvicorn.Config(guard(app), host=host, port=port, log_level="warning",
                                                     timeout_graceful_shutdown=2))
 
     def run(self) -> None:
@@ -229,8 +230,9 @@ class ApiServer:
 
 
 class ApiMount:
-    """ASGI middleware for `ui --api`: `/v1/...` goes to the API app, the rest to the UI. It sits
-    inside the UI's WebGuard, so the Host allow-list and the UI's token cover the API too."""
+    """ASGI middleware for `ui --api`: `/v1/...` goes to the API app, the rest to the UI (Gradio's
+    own layers). It sits inside the UI's WebGuard, so the Host allow-list, the Origin check and the
+    UI's token cover the API too."""
 
     def __init__(self, app, api) -> None:
         self.app, self.api = app, api

@@ -44,6 +44,12 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
                              "on a server: requests in flight, default 8)")
 
 
+def _add_origin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="let the pages of this site call the server, e.g. http://localhost:3000 (repeatable; "
+                             "also $NEMO_CHAT_ALLOWED_ORIGINS, comma-separated); pages of any other site get 403")
+
+
 def _engine_overrides(args) -> dict:
     return {"remote": args.remote, "remote_key": args.remote_key, "remote_model": args.remote_model,
             "parallel": args.parallel}
@@ -63,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                     help="also answer to this Host name, e.g. a DNS name of this machine (repeatable; "
                          "also $NEMO_CHAT_ALLOWED_HOSTS, comma-separated)")
+    _add_origin_option(ui)
     ui.add_argument("--token-file", metavar="FILE",
                     help="the access token, first line of FILE (default: $NEMO_CHAT_TOKEN); every request "
                          "then needs it (browser login: user nemo, password = the token)")
@@ -78,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="every request but /health needs Authorization: Bearer KEY (default: $NEMO_CHAT_API_KEY)")
     serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                        help="also answer to this Host name (repeatable)")
+    _add_origin_option(serve)
     serve.add_argument("--keep-history", action="store_true", help="keep API chats in the conversation history")
     serve.add_argument("--ctx", type=int, help="context size in tokens per sequence")
     _add_engine_options(serve)
@@ -310,7 +318,8 @@ def run_ui(args) -> int:
 
     try:
         serve(model=args.model, host=args.host, port=args.port, open_browser=not args.no_browser,
-              allow_hosts=args.allow_host, token=read_token(args.token_file), api=args.api, **_engine_overrides(args))
+              allow_hosts=args.allow_host, token=read_token(args.token_file), api=args.api,
+              allow_origins=args.allow_origin, **_engine_overrides(args))
     finally:
         lock.release()
     return 0
@@ -482,10 +491,13 @@ def run_translate(args) -> int:
 
 def run_serve(args) -> int:
     from app.faces.api_server import ApiServer
+    from app.faces.web_guard import allowed_origins
 
+    allowed_origins(args.allow_origin)  # a badly written origin stops here, before the model loads
     with _services(args) as services:
         _load_model(services)
-        server = ApiServer(services, args.host, args.port, args.api_key, args.allow_host, args.keep_history)
+        server = ApiServer(services, args.host, args.port, args.api_key, args.allow_host, args.keep_history,
+                           allow_origins=args.allow_origin)
         print(f"nemo-chat: serving the OpenAI API at {server.url} ({services.engine.model_name})", flush=True)
         server.run()
     return 0

@@ -1,9 +1,10 @@
 """The web face's guard: which `Host` names are served, who may call, what the page may load.
 
-`guard_middleware()` gives the one ASGI middleware the Gradio app runs behind (on every route,
-HTTP and websocket): a `Host` outside the allow-list gets 421 (DNS rebinding), a missing token gets
-401 (when the app has one), and every response carries the Content-Security-Policy and frame
-headers below. `remote_images_as_links()` turns images that would load from other servers into
+`web_guard()` puts an app behind `WebGuard`, the outermost ASGI layer (on every route, HTTP and
+websocket; for Gradio through `guarded_gradio_app()`): a `Host` outside the allow-list gets 421 (DNS
+rebinding), a page of another site 403 (its `Origin`), a path that would make Gradio fetch another
+server 403, a missing token 401 (when the app has one), and every response carries the
+Content-Security-Policy and frame headers below. `remote_images_as_links()` turns images that would load from other servers into
 links before any text reaches the page.
 """
 
@@ -16,11 +17,13 @@ import html
 import ipaddress
 import os
 import re
+from urllib.parse import unquote
 
 from app.base.errors import UserError
 
 TOKEN_ENV = "NEMO_CHAT_TOKEN"
 HOSTS_ENV = "NEMO_CHAT_ALLOWED_HOSTS"
+ORIGINS_ENV = "NEMO_CHAT_ALLOWED_ORIGINS"
 USER = "nemo"  # the user name of HTTP Basic auth; the password is the token
 MIN_TOKEN_CHARS = 16
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -132,10 +135,14 @@ def _is_ip_host(value: str, port: int) -> bool:
 
 
 class WebGuard:
-    """Pure ASGI middleware: Host allow-list (421), optional token (401), security headers."""
+    """Pure ASGI middleware, the outermost layer: Host allow-list (421), Origin check (403), no
+    fetching through the app's proxy (403), optional token (401), security headers, and CORS
+    headers only for the origins the user allowed."""
 
-    def __init__(self, app, hosts: frozenset[str], port: int, any_ip: bool = False, token: str | None = None):
+    def __init__(self, app, hosts: frozenset[str], port: int, any_ip: bool = False, token: str | None = None,
+                 origins: frozenset[str] = frozenset()):
         self.app, self.hosts, self.port, self.any_ip, self.token = app, hosts, port, any_ip, token
+        self.origins = origins
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -147,26 +154,51 @@ class WebGuard:
             await _refuse(scope, receive, send, 421, "nemo-chat: this server does not answer to that host name "
                           "(see --allow-host)")
             return
+        origins = [value.decode("latin-1") for key, value in headers if key == b"origin"]
+        if self.from_another_site(scope, origins, hosts[0]):
+            await _refuse(scope, receive, send, 403, "nemo-chat: pages of other sites may not call this server "
+                          "(see --allow-origin)")
+            return
         if self.token and not self.authorized(dict(headers).get(b"authorization", b"")) \
                 and not _is_startup_check(scope):
             await _refuse(scope, receive, send, 401, "nemo-chat: this server needs its token (user nemo, password "
                           "= the token; or the header Authorization: Bearer TOKEN)",
                           [(b"www-authenticate", b'Basic realm="nemo-chat", charset="UTF-8"')])
             return
+        if fetches_elsewhere(scope.get("path", "")):
+            await _refuse(scope, receive, send, 403, "nemo-chat: this server fetches nothing from other servers")
+            return
+        cors = _cors_headers(origins[0]) if origins and _origin(origins[0]) in self.origins else []
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
+            return
+        if cors and scope["method"] == "OPTIONS" and dict(headers).get(b"access-control-request-method"):
+            await _answer_preflight(receive, send, cors, dict(headers).get(b"access-control-request-headers"))
             return
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
-                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _SECURITY_NAMES]
-                message = {**message, "headers": kept + SECURITY_HEADERS}
+                kept = [(k, v) for k, v in message.get("headers", [])
+                        if k.lower() not in _SECURITY_NAMES and not k.lower().startswith(b"access-control-")]
+                message = {**message, "headers": kept + SECURITY_HEADERS + cors}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
     def host_ok(self, value: str) -> bool:
         return value in self.hosts or (self.any_ip and _is_ip_host(value, self.port))
+
+    def from_another_site(self, scope, origins: list[str], host: str) -> bool:
+        """True for a request a page of another site made: its `Origin` is neither this server's
+        (`http(s)://` + its Host) nor one the user allowed; without an Origin, `Sec-Fetch-Site:
+        cross-site` (a link followed to the page itself, `GET /`, is let through)."""
+        if origins:
+            origin = _origin(origins[0])
+            return len(origins) != 1 or origin is None or \
+                origin not in {*self.origins, _origin(f"http://{host}"), _origin(f"https://{host}")}
+        site = dict(scope.get("headers") or []).get(b"sec-fetch-site", b"").lower()
+        followed_link = scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"] == "/"
+        return site == b"cross-site" and not followed_link
 
     def authorized(self, header: bytes) -> bool:
         """`Bearer TOKEN`, or HTTP Basic with user `nemo` and the token as password."""
@@ -182,6 +214,63 @@ class WebGuard:
         elif scheme.lower() != "bearer":
             return False
         return hmac.compare_digest(given.encode("utf-8"), self.token.encode("utf-8"))
+
+
+def _origin(value: str) -> str | None:
+    """`scheme://host[:port]` in lower case without the scheme's default port; None for anything
+    that is not an http(s) origin (`null`, a path, a user name)."""
+    match = re.fullmatch(r"(https?)://([a-z0-9.\-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?/?", value.strip().lower())
+    if not match:
+        return None
+    scheme, name, port = match.groups()
+    default = {"http": "80", "https": "443"}[scheme]
+    return f"{scheme}://{name}" + (f":{port}" if port and port != default else "")
+
+
+def allowed_origins(extra=()) -> frozenset[str]:
+    """Origins of other sites whose pages may call the app: `extra` (`--allow-origin`) and
+    $NEMO_CHAT_ALLOWED_ORIGINS (comma-separated), each `http(s)://host[:port]`."""
+    origins = set()
+    for value in [*extra, *os.environ.get(ORIGINS_ENV, "").split(",")]:
+        if value.strip():
+            origin = _origin(value)
+            if origin is None:
+                raise UserError(f"{value.strip()}: an allowed origin is written scheme://host[:port], "
+                                "e.g. http://localhost:3000")
+            origins.add(origin)
+    return frozenset(origins)
+
+
+def _cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
+    """What lets the page of an allowed origin read an answer (no cookies: the token is a header)."""
+    return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
+
+
+async def _answer_preflight(receive, send, cors, asked_headers: bytes | None) -> None:
+    """A preflight from an allowed origin, answered here: GET and POST, the headers it asked for."""
+    await receive()
+    headers = [*cors, (b"access-control-allow-methods", b"GET, POST"), (b"access-control-max-age", b"600"),
+               *([(b"access-control-allow-headers", asked_headers)] if asked_headers else []),
+               (b"content-length", b"0"), *SECURITY_HEADERS]
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+_FETCH_ROUTE = re.compile(r"[/\\](?P<route>file=|file[/\\]|proxy=)\s*", re.IGNORECASE)
+_ELSEWHERE = re.compile(r"[a-z][a-z0-9+.\-]+:|[/\\]{2}", re.IGNORECASE)
+
+
+def fetches_elsewhere(path: str) -> bool:
+    """True for a path of Gradio's that fetches another server's URL (`/gradio_api/file=https://…`,
+    `/gradio_api/file/http://…`, `/gradio_api/proxy=…`), in any percent-encoding."""
+    for _ in range(4):  # %253A is %3A once decoded, then :
+        if any(match["route"].lower() == "proxy=" or _ELSEWHERE.match(path, match.end())
+               for match in _FETCH_ROUTE.finditer(path)):
+            return True
+        path, before = unquote(path), path
+        if path == before:
+            return False
+    return bool(_FETCH_ROUTE.search(path))  # a file route encoded more deeply than any client of ours would
 
 
 def _is_startup_check(scope) -> bool:
@@ -213,13 +302,25 @@ async def _refuse(scope, receive, send, status: int, text: str, extra_headers=()
     await send({"type": prefix + "http.response.body", "body": body})
 
 
-def guard_middleware(bind: str, port: int, extra_hosts=(), token: str | None = None):
-    """The Starlette `Middleware` for Gradio's `launch(app_kwargs={"middleware": [...]})`."""
-    from starlette.middleware import Middleware
+def web_guard(bind: str, port: int, extra_hosts=(), token: str | None = None, extra_origins=()):
+    """A function that puts an ASGI app behind the guard of a server on `bind:port`; a badly
+    written origin is refused here, before anything is served."""
+    settings = dict(hosts=allowed_hosts(bind, port, extra_hosts), port=port, any_ip=bind in WILDCARDS, token=token,
+                    origins=allowed_origins(extra_origins))
+    return lambda app: WebGuard(app, **settings)
 
-    check_bind(bind, token)
-    return Middleware(WebGuard, hosts=allowed_hosts(bind, port, extra_hosts), port=port,
-                      any_ip=bind in WILDCARDS, token=token)
+
+def guarded_gradio_app(wrap):
+    """The app for Gradio's `launch(_app=...)` (as `gr.Server` does): its whole middleware stack,
+    Gradio's own CORS and compression layers included, runs inside `wrap(stack)`, so the guard is
+    the outermost layer and sees every request first."""
+    from gradio.routes import App, ORJSONResponse
+
+    class GuardedApp(App):
+        def build_middleware_stack(self):
+            return wrap(super().build_middleware_stack())
+
+    return GuardedApp(default_response_class=ORJSONResponse)
 
 
 # -- images that would load from elsewhere become links ---------------------------------------------
