@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, run_cli
@@ -29,6 +29,7 @@ from app.faces.web_guard import (
     WebGuard,
     allowed_hosts,
     allowed_origins,
+    fetches_elsewhere,
     is_local_url,
     read_token,
     remote_images_as_links,
@@ -296,6 +297,38 @@ def test_allowed_origins_are_written_as_origins(home, monkeypatch):
     result = run_cli("serve", "--allow-origin", "localhost:3000", "--port", str(free_port()), home=home, timeout=120)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
     assert "localhost:3000" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- Gradio's routes that fetch other servers ----------------------------------------------------------
+def test_the_routes_that_would_fetch_another_server_are_refused(served, remote):
+    _, url = served
+    target = f"{remote.base}/leak.png?d=secret"
+    once = quote(target, safe="")
+    for path in (f"/gradio_api/file={target}", f"/gradio_api/file={once}", f"/gradio_api/file={quote(once, safe='')}",
+                 f"/gradio_api/file/{target}", f"/gradio_api/fil%65={target}", "/gradio_api/proxy=https://a.hf.space/x",
+                 f"/gradio_api/file=%20{target}"):
+        status, _, text = ask(url, path)
+        assert status == 403 and "fetches nothing" in text.decode(), (path, status, text[:200])
+    assert remote.seen == []
+    upload, upload_headers = upload_body("kept.txt", b"hello")
+    status, _, text = ask(url, "/gradio_api/upload", "POST", body=upload, headers=upload_headers)
+    status, _, text = ask(url, "/gradio_api/file=" + quote(json.loads(text)[0]))
+    assert status == 200 and text == b"hello", "a file of the app is still served"
+
+
+@pytest.mark.parametrize("path", [
+    "/gradio_api/file=https://a.example/x", "/gradio_api/file=http%3A%2F%2Fa.example", "/gradio_api/file=HTTPS:x",
+    "/gradio_api/file=http%253A%252F%252Fa.example", "/gradio_api/file=//a.example/x", "/gradio_api/file/ftp://a",
+    "/gradio_api/proxy=x", "/gradio_api\\file=https://a.example", "/gradio_api/file=ok/file=https://a.example",
+    "/gradio_api/file=http%25252525253A%2525252F"])
+def test_paths_that_fetch_elsewhere(path):
+    assert fetches_elsewhere(path)
+
+
+@pytest.mark.parametrize("path", ["/gradio_api/file=/tmp/nemo/tmp/abc/note.txt", "/gradio_api/file=C:/tmp/x.png",
+                                  "/", "/gradio_api/info", "/profile=https://a.example", "/v1/models"])
+def test_paths_of_the_app(path):
+    assert not fetches_elsewhere(path)
 
 
 def test_websocket_handshakes_with_a_forged_host_are_refused():
