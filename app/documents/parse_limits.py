@@ -1,7 +1,7 @@
 """Untrusted files are parsed in a child process with a time, memory and page limit; Stop kills it.
 
 `parse_in_child(kind, data, name, ...)` runs `python -m app.documents.parse_child` with the file's
-bytes on stdin. The child caps its own address space (RLIMIT_AS), runs the reader for the kind
+bytes on stdin, in an environment without secrets (`app.base.child_env`). The child caps its own address space (RLIMIT_AS), runs the reader for the kind
 (`app.documents.reading.READERS`) and writes one JSON object on stdout: the (title, pages, parts)
 triple, or the one-line UserError message it refused the file with. The parent waits at most
 `timeout_s` seconds, kills the child when the token is cancelled, and turns every way of failing
@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from app.base.child_env import scrubbed_environment
 from app.base.errors import Cancelled, UserError
 
 POLL_S = 0.05  # how often the parent looks at the cancel token while the child works
@@ -50,7 +51,7 @@ def parse_in_child(kind: str, data: bytes, name: str, *, timeout_s: float, memor
     if cancel is not None:
         cancel.raise_if_cancelled()
     root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    env = {**scrubbed_environment(), "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     header = json.dumps({"kind": kind, "name": name, "memory_mb": int(memory_mb), "max_pages": int(max_pages)})
     deadline = time.monotonic() + timeout_s
     child = subprocess.Popen([sys.executable, "-m", "app.documents.parse_child", header], cwd=root, env=env,

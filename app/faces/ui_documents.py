@@ -13,8 +13,8 @@ from app.faces.i18n import language_of, say, t, text
 from app.faces.language_note import language_name as page_language_name
 from app.faces.language_note import language_warning
 from app.faces.progress_text import summary_line
+from app.faces.safe_markdown import SafeMarkdown
 from app.faces.temp_files import TabFiles, file_name, forget_upload
-from app.faces.web_guard import remote_images_as_links
 from app.services.summarize import LENGTHS, SummaryOptions, SummaryUpdate
 
 HEADERS = ["documents_col_document", "documents_col_title", "documents_col_language", "documents_col_pages",
@@ -105,7 +105,7 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
         if not kept:
             return "", "", gr.update(value=None, interactive=False)
         path = summary_file(request, document_id, kept[0]["text"])
-        return "", remote_images_as_links(kept[0]["text"]), gr.update(value=path, interactive=True)
+        return "", kept[0]["text"], gr.update(value=path, interactive=True)
 
     def run_summary(document_id, length, language, references, request: gr.Request):
         if document_id is None:
@@ -120,11 +120,11 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
                 update = job.latest
                 if update is not None:
                     yield (progress_html(update, language_of(request)),
-                           remote_images_as_links(update.text) or gr.skip(), gr.skip())
+                           update.text or gr.skip(), gr.skip())
             result = job.result().value
             if not result.stopped:
                 path = summary_file(request, document_id, result.text)
-                yield gr.skip(), remote_images_as_links(result.text), gr.update(value=path, interactive=True)
+                yield gr.skip(), result.text, gr.update(value=path, interactive=True)
         except UserError as exc:
             yield html.escape(say(request, "common_warning", message=exc)), gr.skip(), gr.skip()
         finally:
@@ -169,7 +169,7 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
         drop = gr.File(label=t("documents_drop_short"), file_count="multiple", file_types=sorted(KINDS),
                        type="filepath", elem_id="doc-drop")
         with gr.Row(equal_height=True):
-            status = gr.Markdown("", elem_id="doc-status")
+            status = SafeMarkdown("", elem_id="doc-status")
             undo_btn = gr.Button(t("common_undo"), visible=False, size="sm", scale=0, min_width=90, elem_id="doc-undo")
         removed = gr.State(None)  # the document this tab deleted last, until Undo
         table = gr.Dataframe(value=rows("en"), interactive=False, elem_id="doc-table")  # headers in the value
@@ -187,7 +187,7 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
             download = gr.DownloadButton(t("documents_download"), interactive=False, elem_id="doc-download")
             delete_btn = gr.Button(t("common_delete"), elem_id="doc-delete")
         progress = gr.HTML("", elem_id="doc-progress")
-        summary = gr.Markdown("", elem_id="doc-summary")
+        summary = SafeMarkdown("", elem_id="doc-summary")
 
     gr.on(None, opened, None, [drop, table, choice])  # on load
     tab.select(refresh, choice, [table, choice])

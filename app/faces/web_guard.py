@@ -355,9 +355,11 @@ def _as_browser_reads(url: str, markdown: bool = True) -> str:
 
 
 def is_local_url(url: str) -> bool:
-    """True for what loads from this app only: a `data:` URL or a relative path (read both as
-    Markdown and as an HTML attribute: local only if local both ways)."""
-    return all(form.lower().startswith("data:") or not re.match(r"[a-z][a-z0-9+.\-]*:|[/\\]{2}", form, re.IGNORECASE)
+    """True for what loads from this app only: a `data:` URL or a relative path, but none of
+    Gradio's routes that fetch another server (`/gradio_api/file=https://…`, in any encoding). Read
+    both as Markdown and as an HTML attribute: local only if local both ways."""
+    return all(form.lower().startswith("data:") or not (re.match(r"[a-z][a-z0-9+.\-]*:|[/\\]{2}", form, re.IGNORECASE)
+                                                        or fetches_elsewhere("/" + form))
                for form in (_as_browser_reads(url), _as_browser_reads(url, markdown=False)))
 
 
