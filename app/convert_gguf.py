@@ -104,8 +104,10 @@ def convert(
     context_length: int | None = None,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
+    overwrite: bool = False,
 ) -> ConvertResult:
-    """Convert the checkpoint in `src_dir` to a GGUF at `out_path`.
+    """Convert the checkpoint in `src_dir` to a GGUF at `out_path` (an existing file there is
+    replaced only with `overwrite`).
 
     outtype: f32 | f16 | bf16 | q8_0 | q6_k | q5_k_m | q4_k_m. context_length: the
     `llama.context_length` to record (default: the checkpoint's, at most NeMo's 131072).
@@ -118,6 +120,8 @@ def convert(
     out = Path(out_path)
     if not out.parent.is_dir():
         raise UserError(f"{out}: folder {out.parent} does not exist")
+    if not overwrite and (out.exists() or out.is_symlink()):
+        raise _exists(out)
     if context_length is not None and context_length < 1:
         raise UserError(f"context length must be a positive number of tokens, not {context_length}")
     ckpt = Checkpoint.open(src_dir)
@@ -140,7 +144,7 @@ def convert(
             _llama_quantize(written, final, kind, n_params, meter, cancel)
             written.unlink()
             written = final
-        os.replace(written, out)
+        _place(written, out, overwrite)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise UserError(f"{out}: no space left on device while writing (needs about {needed / 1e9:.1f} GB)") from None
@@ -150,6 +154,27 @@ def convert(
             if path is not None and path.exists():
                 path.unlink()
     return ConvertResult(out, outtype, ckpt.layout, n_params, out.stat().st_size, time.monotonic() - started)
+
+
+def _place(written: Path, out: Path, overwrite: bool) -> None:
+    """The finished file takes its name; without `overwrite`, never over a file that appeared
+    meanwhile (a hard link fails if the name exists; a file system without them is checked first)."""
+    if overwrite:
+        os.replace(written, out)
+        return
+    try:
+        os.link(written, out)
+    except FileExistsError:
+        raise _exists(out) from None
+    except OSError:
+        if out.exists() or out.is_symlink():
+            raise _exists(out) from None
+        os.replace(written, out)
+
+
+def _exists(out: Path) -> UserError:
+    return UserError(f"{out}: the file exists already, nothing was written (give another name, or replace it with "
+                     "nemo-chat convert --force)")
 
 
 def _model_name(folder: Path) -> str:

@@ -14,7 +14,7 @@ from app.base.errors import UserError  # noqa: E402
 from app.engine.catalog import available_models  # noqa: E402
 from app.faces.chat_view import ChatUI  # noqa: E402
 from app.faces.i18n import language_of, language_picker, name_tabs, say, t  # noqa: E402
-from app.faces.safe_markdown import SafeMarkdown  # noqa: E402
+from app.faces.safe_markdown import safe_markdown  # noqa: E402
 from app.faces.temp_files import TabFiles, clean_private_tmp  # noqa: E402
 from app.faces.ui_chat import ESCAPE_STOPS, chat_page  # noqa: E402
 from app.faces.ui_convert import convert_panel  # noqa: E402
@@ -81,7 +81,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
             picker = language_picker()
             model_name = gr.Dropdown(choices=available_models(), value=ui.model_choice(), allow_custom_value=True,
                                      label=t("settings_model"), elem_id="model-name")
-            models_folder = SafeMarkdown("", elem_id="models-folder")
+            models_folder = safe_markdown("", elem_id="models-folder")
             with gr.Row():
                 n_ctx = gr.Number(s.n_ctx, label=t("settings_context_size"), precision=0, minimum=256)
                 n_gpu_layers = gr.Number(s.n_gpu_layers, label=t("settings_gpu_layers"), precision=0, minimum=-1)
@@ -101,7 +101,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
                     parse_max_pages = gr.Number(s.parse_max_pages, label=t("settings_page_limit"),
                                                 precision=0, minimum=0, elem_id="parse-pages")
             save_btn = gr.Button(t("settings_save"), variant="primary", elem_id="save-settings")
-            settings_status = SafeMarkdown("", elem_id="settings-status")
+            settings_status = safe_markdown("", elem_id="settings-status")
             model_section(services, model_name, n_ctx)
             convert_panel(services, on_done=(lambda: gr.update(choices=available_models()), model_name))
             engine_section(services)

@@ -31,6 +31,7 @@ class Hub:
     def __init__(self) -> None:
         self.drop_after: int | None = None
         self.corrupt = False
+        self.etag = SHA256  # what the hub says the file is (a test may make it a path)
         self.pace = 0.0
         self.hold_at: int | None = None
         self.release = threading.Event()
@@ -63,7 +64,7 @@ class Hub:
                 if hub.corrupt:
                     body[len(body) // 2] ^= 0xFF
                 self.send_response(206 if start else 200)
-                self.send_header("ETag", f'"{SHA256}"')
+                self.send_header("ETag", f'"{hub.etag}"')
                 self.send_header("X-Repo-Commit", COMMIT)
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("Content-Length", str(len(body)))

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from llama_cpp import Llama
 
+from conftest import run_cli
+
 from app import convert_gguf
 from app.nemo.checkpoint import Checkpoint, to_float32
 from app.convert_gguf import convert
@@ -365,6 +367,20 @@ def test_no_space_left_while_writing(tiny, tmp_path, monkeypatch):
     with pytest.raises(UserError, match=rf"^{out_dir}/x\.gguf: no space left on device while writing \(needs about 0\.3 GB\)$"):
         convert(tiny["hf"], out_dir / "x.gguf", "f32")
     assert leftovers(out_dir) == []
+
+
+def test_an_existing_file_is_never_replaced_unless_forced(tiny, tmp_path, home):
+    out = tmp_path / "mine.gguf"
+    out.write_bytes(b"a file of the user's")
+    with pytest.raises(UserError, match=r"mine\.gguf: the file exists already, nothing was written"):
+        convert(tiny["hf"], out, "f32")
+    assert out.read_bytes() == b"a file of the user's" and set(leftovers(tmp_path)) - {"home"} == {"mine.gguf"}
+    refused = run_cli("convert", str(tiny["hf"]), "-o", str(out), "--outtype", "f32", home=home)
+    assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0 and "--force" in refused.stderr
+    assert out.read_bytes() == b"a file of the user's"
+    forced = run_cli("convert", str(tiny["hf"]), "-o", str(out), "--outtype", "f32", "--force", home=home)
+    assert forced.returncode == 0, forced.stderr
+    assert out.read_bytes()[:4] == b"GGUF" and set(leftovers(tmp_path)) - {"home"} == {"mine.gguf"}
 
 
 def test_not_enough_space_is_caught_before_writing(tiny, tmp_path, monkeypatch):

@@ -84,6 +84,19 @@ def test_a_corrupted_file_is_detected_and_deleted(hub, tmp_path):
     assert download("nemo-q4_k_m").read_bytes() == CONTENT
 
 
+@pytest.mark.parametrize("etag", ["../../../../escaped", "..", "a/b", "x\\..\\y"])
+def test_an_etag_that_is_a_path_is_refused(hub, tmp_path, etag):
+    """The ETag names the blob in the cache: a hub (HF_ENDPOINT) cannot make it write elsewhere."""
+    from app.engine.downloads import download
+
+    hub.etag = etag
+    with pytest.raises(UserError, match="an ETag that is not a checksum"):
+        download("nemo-q4_k_m")
+    assert not [p for p in tmp_path.rglob("*") if "escaped" in p.name or p.suffix == ".incomplete"]
+    assert not (tmp_path.parent / "escaped").exists()
+    assert [method for method, _, _ in hub.requests] == ["HEAD"], "no byte was asked for"
+
+
 def test_offline_and_unreachable_hubs_say_what_to_do(hub, monkeypatch):
     from huggingface_hub import constants
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from app.base.jobs import CancelToken, Progress, ProgressCallback, no_progress
 from app.engine.catalog import CatalogModel, cached_path, catalog_model
 
 READ_BLOCK = 16 * 2**20
+SAFE_ETAG = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}")  # a hub's ETag: a SHA-256 or git SHA-1, in hex
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ def _metadata(model: CatalogModel) -> tuple[str, dict, int, str]:
     meta = get_hf_file_metadata(url)
     if not meta.etag or not meta.commit_hash or meta.size is None:
         raise UserError(f"{url} did not answer like the Hugging Face Hub (no ETag, commit or size); check HF_ENDPOINT")
+    if not SAFE_ETAG.fullmatch(meta.etag):  # it names the file in the cache: never a path
+        raise UserError(f"{url} answered with an ETag that is not a checksum ({meta.etag[:80]!r}); check HF_ENDPOINT")
     headers = build_hf_headers()
     if urlparse(meta.location).netloc != urlparse(url).netloc:
         headers.pop("authorization", None)  # a signed CDN address: the token stays with the hub

@@ -311,7 +311,14 @@ class LlamaEngine:
         decoder: TokenDecoder | None = None,
     ) -> LlamaCompletion:
         """A streaming completion; iterate it for text deltas, then read `.stats`. Completions
-        iterated from several threads run at once, up to `parallel`; the others wait their turn."""
+        iterated from several threads run at once, up to `parallel`; the others wait their turn.
+        A token id the model does not have is refused here (UserError), before it can reach a
+        batch shared with other requests."""
+        n_vocab = self._llm.n_vocab() if self._llm is not None else None  # not loaded: it fails when run
+        unknown = next((token for token in prompt_ids if not 0 <= token < n_vocab), None) if n_vocab else None
+        if unknown is not None:
+            raise UserError(f"token id {unknown} is out of range: {self.model_name} has {n_vocab:,} tokens "
+                            f"(ids 0 to {n_vocab - 1:,})")
         return LlamaCompletion(self, list(prompt_ids), sampling, cancel or CancelToken(), progress, decoder)
 
 

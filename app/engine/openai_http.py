@@ -8,10 +8,11 @@ its cancel token fires: the socket is shut down, so the server sees the client l
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import threading
-from typing import Iterator
+from typing import Iterable, Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,6 +23,9 @@ from app.base.jobs import CancelToken
 RETRY_STATUSES = {429, 503}
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)  # waits before each retry of a 429/503; then the error is given
 MAX_RETRY_AFTER_S = 30.0
+MAX_BODY_BYTES = 32 * 2**20  # the most of one JSON answer read (a model list, a whole reply)
+MAX_LINE_BYTES = 2**20  # the longest line of an event stream (one event)
+ERROR_BYTES = 2**16  # the most of an error answer read for its message
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 120.0  # longest silence from the server (a long prompt is read before the first token)
 STATUS_MEANINGS = {
@@ -48,6 +52,37 @@ def check_base_url(url: str) -> str:
         raise UserError(f"{url or 'the server URL'}: give the server's base URL ending in /v1, "
                         "e.g. http://127.0.0.1:8000/v1")
     return url
+
+
+def key_in_clear(url: str, key: str) -> str:
+    """A warning when `key` would travel unencrypted (http://) to another machine, else ""."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not key or parts.scheme != "http" or loopback:
+        return ""
+    return (f"{url} is plain http: the API key travels unencrypted to {host}, where anyone on the way can "
+            "read it; use https:// (or an SSH tunnel)")
+
+
+def capped_lines(chunks: Iterable[bytes], limit: int = MAX_LINE_BYTES) -> Iterator[str]:
+    """The lines of a byte stream (ending in \\n or \\r\\n), never holding more than `limit` bytes of
+    one line: ValueError for a longer one."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            if len(line) > limit:
+                raise ValueError(f"a line of over {limit:,} bytes")
+            yield line.rstrip(b"\r").decode("utf-8", "replace")
+        if len(pending) > limit:
+            raise ValueError(f"a line of over {limit:,} bytes")
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8", "replace")
 
 
 def retry_delay(attempt: int, retry_after: str | None = None) -> float | None:
@@ -78,7 +113,10 @@ class ServerClient:
     def post(self, path: str, body: dict, quiet_statuses: tuple[int, ...] = ()) -> dict | None:
         """POST JSON and return the answer; None when the status is one of `quiet_statuses`."""
         response = self._send("POST", path, body, quiet_statuses)
-        return None if response.status_code in quiet_statuses else self._json(response)
+        if response.status_code in quiet_statuses:
+            response.close()
+            return None
+        return self._json(response)
 
     def stream(self, path: str, body: dict, cancel: CancelToken) -> Iterator[dict]:
         """The events of a server-sent event stream, until `data: [DONE]`. Closing the generator,
@@ -91,7 +129,7 @@ class ServerClient:
         watcher = threading.Thread(target=_shut_on_cancel, args=(response, cancel, done), daemon=True)
         watcher.start()
         try:
-            for line in response.iter_lines():
+            for line in capped_lines(response.iter_bytes()):
                 if not line.startswith("data:"):
                     continue  # comments, pings, event names
                 data = line[len("data:"):].strip()
@@ -106,6 +144,9 @@ class ServerClient:
         except (httpx.TransportError, json.JSONDecodeError) as exc:
             if not cancel.cancelled:
                 raise self._transport_error(exc) from None
+        except ValueError as exc:  # a line over the cap
+            raise UserError(f"{self.base_url} sent {exc} in its event stream; is it an OpenAI-compatible "
+                            "server?") from None
         finally:
             done.set()
             response.close()
@@ -116,13 +157,31 @@ class ServerClient:
 
     def _send(self, method: str, path: str, body: dict | None, quiet_statuses: tuple[int, ...] = ()) -> httpx.Response:
         request = self._http.build_request(method, self._url(path), json=body)
-        return self._with_retries(lambda: self._http.send(request), CancelToken(), quiet_statuses)
+        return self._with_retries(lambda: self._http.send(request, stream=True), CancelToken(), quiet_statuses)
 
     def _json(self, response: httpx.Response):
+        body = self._read(response, MAX_BODY_BYTES)
+        if body is None:
+            raise UserError(f"{self.base_url} sent an answer of over {MAX_BODY_BYTES // 2**20} MiB (the most read); "
+                            "is it an OpenAI-compatible server?")
         try:
-            return response.json()
+            return json.loads(body)
         except ValueError:
             raise self._transport_error(json.JSONDecodeError("", "", 0)) from None
+
+    def _read(self, response: httpx.Response, limit: int) -> bytes | None:
+        """The body of a streamed response, at most `limit` bytes (None when it is longer); closed."""
+        body = bytearray()
+        try:
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    return None
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        finally:
+            response.close()
+        return bytes(body)
 
     def _with_retries(self, send, cancel: CancelToken, quiet_statuses: tuple[int, ...] = ()) -> httpx.Response | None:
         """Send; retry 429/503 after `retry_delay`; raise a one-line error for any other failure.
@@ -145,10 +204,8 @@ class ServerClient:
             attempt += 1
 
     def _status_error(self, response: httpx.Response) -> ServerRefused:
-        response.read()
         meaning = STATUS_MEANINGS.get(response.status_code, f"answered {response.status_code}")
-        detail = _error_text(_json_or_none(response))
-        response.close()
+        detail = _error_text(_json_or_none(self._read(response, ERROR_BYTES) or b""))
         return ServerRefused(f"{self.base_url} {meaning}{': ' + detail if detail else ''}", response.status_code)
 
     def _transport_error(self, exc: Exception) -> UserError:
@@ -181,11 +238,11 @@ def _shut_on_cancel(response: httpx.Response, cancel: CancelToken, done: threadi
             return
 
 
-def _json_or_none(response: httpx.Response):
+def _json_or_none(body: bytes):
     try:
-        return response.json()
+        return json.loads(body)
     except ValueError:
-        return response.text.strip()[:200] or None
+        return body.decode("utf-8", "replace").strip()[:200] or None
 
 
 def _error_text(answer) -> str:

@@ -99,15 +99,20 @@ def api_app(service: OpenAIService, api_key: str | None = None, queue: int = QUE
             body = await request.json()
         except ValueError:
             return error(ApiError(400, "the request body is not JSON"))
+        cancel, loop, queue_ = CancelToken(), asyncio.get_running_loop(), asyncio.Queue()
         try:
             api_request = parse_request(body, chat)
             await asyncio.to_thread(service.check_model, api_request)
             in_flight.enter()
         except ApiError as exc:
             return error(exc)
-        cancel, loop, queue_ = CancelToken(), asyncio.get_running_loop(), asyncio.Queue()
+        try:
+            replies = await asyncio.to_thread(service.run, api_request, cancel)  # a refused prompt: 4xx here
+        except BaseException as exc:
+            in_flight.leave()
+            return error(_as_api_error(exc))
         model = service.engine.model_name
-        threading.Thread(target=_produce, args=(service.run(api_request, cancel), loop, queue_), daemon=True).start()
+        threading.Thread(target=_produce, args=(replies, loop, queue_), daemon=True).start()
 
         async def deltas():
             try:

@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-o", "--output", required=True, help="the .gguf file to write")
     convert.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"])
     convert.add_argument("--ctx", type=int, help="context length to record (default: the checkpoint's, at most 131072)")
+    convert.add_argument("--force", action="store_true", help="replace the output file if it exists")
 
     tokens = commands.add_parser("tokens", help="count Tekken tokens of FILE (or stdin)")
     tokens.add_argument("file", nargs="?", help="a UTF-8 text file (default: stdin)")
@@ -296,7 +297,8 @@ def run_convert(args) -> int:
     from app.convert_gguf import convert
     from app.faces.progress import follow
 
-    job = Job(lambda progress, cancel: convert(args.src_dir, args.output, args.outtype, args.ctx, progress, cancel))
+    job = Job(lambda progress, cancel: convert(args.src_dir, args.output, args.outtype, args.ctx, progress, cancel,
+                                                    overwrite=args.force))
     outcome = follow(job, "convert", "bytes")
     result = outcome.value
     print(f"{result.path} ({result.outtype}, {result.n_params:,} parameters, {result.size_bytes / 1e9:.2f} GB, "

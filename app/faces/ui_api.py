@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.faces.i18n import say, t
-from app.faces.safe_markdown import SafeMarkdown
+from app.faces.safe_markdown import safe_markdown
 
 
 def api_examples(base_url: str, model: str) -> tuple[str, str]:
@@ -22,10 +22,10 @@ def api_section(base_url: str | None, model: str) -> None:
     """Inside the current Blocks: the API's state and, when it is on, examples to copy."""
     with gr.Accordion(t("api_title"), open=False, elem_id="api-section"):
         if base_url is None:
-            SafeMarkdown(t("api_off"), elem_id="api-state")
+            safe_markdown(t("api_off"), elem_id="api-state")
             return
         python, curl = api_examples(base_url, model)
-        state = SafeMarkdown("", elem_id="api-state")  # holds the URL: written on load, in the page's language
+        state = safe_markdown("", elem_id="api-state")  # holds the URL: written on load, in the page's language
         gr.Code(python, language="python", label=t("api_python"), interactive=False, elem_id="api-python")
         gr.Code(curl, language="shell", label=t("api_curl"), interactive=False, elem_id="api-curl")
 

@@ -14,7 +14,7 @@ from app.base.errors import UserError
 from app.documents.reading import KINDS as DOCUMENT_KINDS
 from app.faces.chat_view import SIDEBAR_PAGE, ChatUI
 from app.faces.i18n import language_of, say, t
-from app.faces.safe_markdown import SafeMarkdown
+from app.faces.safe_markdown import safe_markdown
 from app.faces.temp_files import TabFiles, forget_upload
 from app.faces.ui_history import ChatParts, exchange_panel, history_sidebar, more_button, wire_history
 from app.history import TRASH_KEEP_S
@@ -55,7 +55,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
     message_ids = gr.State([])
     trashed = gr.State([])
     with gr.Sidebar(open=True):
-        SafeMarkdown("### nemo-chat")  # the app's name, the same in every language
+        safe_markdown("### nemo-chat")  # the app's name, the same in every language
         new_btn = gr.Button(t("sidebar_new_chat"), variant="primary", elem_id="new-chat")
         search = gr.Textbox(placeholder=t("sidebar_search_placeholder"), label=t("sidebar_search_placeholder"),
                             show_label=False, elem_id="search")
@@ -64,23 +64,23 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
                                  elem_id="conversation-list")
         more_button(history)
         with gr.Row(visible=False, equal_height=True, elem_id="undo-bar") as undo_bar:
-            undo_text = SafeMarkdown("", elem_id="undo-text")
+            undo_text = safe_markdown("", elem_id="undo-text")
             undo_btn = gr.Button(t("common_undo"), size="sm", scale=0, min_width=70, elem_id="undo")
         undo_timer = gr.Timer(TRASH_KEEP_S, active=False)
         with gr.Accordion(t("sidebar_rename_or_delete"), open=False, elem_id="rename-panel"):
             title = gr.Textbox(label=t("sidebar_title"), elem_id="rename-title")
-            rename_status = SafeMarkdown("", elem_id="rename-status")
+            rename_status = safe_markdown("", elem_id="rename-status")
             with gr.Row():
                 rename_btn = gr.Button(t("sidebar_rename"), size="sm", elem_id="rename")
                 delete_btn = gr.Button(t("common_delete"), size="sm", variant="stop", elem_id="delete")
         exchange_panel(history)
     with gr.Tab(t("tab_chat")):
-        model_line = SafeMarkdown("", elem_id="model-line")  # written on load, in the page's language
-        notice = SafeMarkdown("", elem_id="notice")
+        model_line = safe_markdown("", elem_id="model-line")  # written on load, in the page's language
+        notice = safe_markdown("", elem_id="notice")
         chatbot = gr.Chatbot(elem_id="chatbot", show_label=False, height="65vh", latex_delimiters=LATEX,
                              editable="user", buttons=["copy", "copy_all"],
                              placeholder=t("chat_placeholder"))
-        stats = SafeMarkdown("", elem_id="reply-stats")
+        stats = safe_markdown("", elem_id="reply-stats")
         with gr.Row(equal_height=True):
             box = gr.MultimodalTextbox(
                 placeholder=t("chat_box_placeholder"), label=t("chat_box_label"), show_label=False, scale=9,

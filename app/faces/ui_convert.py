@@ -8,7 +8,7 @@ from app.base.config import models_dir
 from app.base.errors import UserError
 from app.convert_gguf import OUTTYPES, convert
 from app.faces.i18n import say, t
-from app.faces.safe_markdown import SafeMarkdown
+from app.faces.safe_markdown import safe_markdown
 
 
 def convert_panel(services, on_done=None) -> None:
@@ -41,7 +41,7 @@ def convert_panel(services, on_done=None) -> None:
         services.jobs.stop(request.session_hash, "convert")
 
     with gr.Accordion(t("convert_title"), open=False):
-        SafeMarkdown(t("convert_help"))
+        safe_markdown(t("convert_help"))
         folder = gr.Textbox(label=t("convert_folder"), elem_id="convert-folder")
         with gr.Row():
             outtype = gr.Dropdown(list(OUTTYPES), value="q8_0", label=t("convert_outtype"), elem_id="convert-outtype")
@@ -49,7 +49,7 @@ def convert_panel(services, on_done=None) -> None:
         with gr.Row():
             start = gr.Button(t("convert_start"), variant="primary", elem_id="convert-start")
             stop_btn = gr.Button(t("common_stop"), variant="stop", elem_id="convert-stop")
-        status = SafeMarkdown("", elem_id="convert-status")
+        status = safe_markdown("", elem_id="convert-status")
     event = start.click(run, [folder, outtype, output], status, concurrency_id="convert", concurrency_limit=1)
     if on_done:
         event.then(on_done[0], None, on_done[1])

@@ -13,7 +13,7 @@ from app.faces.i18n import language_of, say, t, text
 from app.faces.language_note import language_name as page_language_name
 from app.faces.language_note import language_warning
 from app.faces.progress_text import summary_line
-from app.faces.safe_markdown import SafeMarkdown
+from app.faces.safe_markdown import safe_markdown
 from app.faces.temp_files import TabFiles, file_name, forget_upload
 from app.services.summarize import LENGTHS, SummaryOptions, SummaryUpdate
 
@@ -169,7 +169,7 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
         drop = gr.File(label=t("documents_drop_short"), file_count="multiple", file_types=sorted(KINDS),
                        type="filepath", elem_id="doc-drop")
         with gr.Row(equal_height=True):
-            status = SafeMarkdown("", elem_id="doc-status")
+            status = safe_markdown("", elem_id="doc-status")
             undo_btn = gr.Button(t("common_undo"), visible=False, size="sm", scale=0, min_width=90, elem_id="doc-undo")
         removed = gr.State(None)  # the document this tab deleted last, until Undo
         table = gr.Dataframe(value=rows("en"), interactive=False, elem_id="doc-table")  # headers in the value
@@ -187,7 +187,7 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
             download = gr.DownloadButton(t("documents_download"), interactive=False, elem_id="doc-download")
             delete_btn = gr.Button(t("common_delete"), elem_id="doc-delete")
         progress = gr.HTML("", elem_id="doc-progress")
-        summary = SafeMarkdown("", elem_id="doc-summary")
+        summary = safe_markdown("", elem_id="doc-summary")
 
     gr.on(None, opened, None, [drop, table, choice])  # on load
     tab.select(refresh, choice, [table, choice])

@@ -11,7 +11,7 @@ import gradio as gr
 from app.base.errors import UserError
 from app.engine.remote import RemoteEngine
 from app.faces.i18n import language_of, say, t, text
-from app.faces.safe_markdown import SafeMarkdown
+from app.faces.safe_markdown import safe_markdown
 
 ON_THIS_MACHINE, ON_A_SERVER = "here", "server"  # the choice's values; its labels are locale keys
 
@@ -69,7 +69,7 @@ def engine_section(services) -> None:
             key = gr.Textbox("", label=t("engine_key"), type="password", elem_id="engine-key",
                              visible=not s.remote_key)
             with gr.Row(visible=bool(s.remote_key), elem_id="engine-key-set") as key_set:
-                SafeMarkdown(t("engine_key_set"))
+                safe_markdown(t("engine_key_set"))
                 replace_key = gr.Button(t("engine_key_replace"), size="sm", scale=0, min_width=120,
                                         elem_id="engine-key-replace")
                 clear_key = gr.Button(t("engine_key_clear"), size="sm", scale=0, min_width=120,
@@ -79,7 +79,7 @@ def engine_section(services) -> None:
             test_btn = gr.Button(t("engine_test"), elem_id="engine-test")
         parallel = gr.Number(s.parallel, label=t("engine_parallel"), precision=0, minimum=0, elem_id="engine-parallel")
         use_btn = gr.Button(t("engine_use"), variant="primary", elem_id="engine-use")
-        status = SafeMarkdown("", elem_id="engine-status")
+        status = safe_markdown("", elem_id="engine-status")
 
     def opened(request: gr.Request):
         """The notice in the page's language, and the fields as the settings now in use say."""

@@ -25,7 +25,7 @@ import gradio as gr
 from app.base.errors import UserError
 from app.faces.chat_view import SIDEBAR_PAGE, ChatUI
 from app.faces.i18n import say, t
-from app.faces.safe_markdown import SafeMarkdown
+from app.faces.safe_markdown import safe_markdown
 from app.faces.temp_files import TabFiles, file_name, forget_upload
 from app.services.exchange import export_json, export_markdown, import_files
 
@@ -186,7 +186,7 @@ def exchange_panel(parts: SidebarParts) -> None:
         download = gr.File(label=t("history_download"), visible=False, interactive=False, elem_id="export-file")
         dropped = gr.File(label=t("history_import_drop"), file_count="multiple", file_types=[".json"],
                           elem_id="import-drop", height=120)
-        status = SafeMarkdown("", elem_id="exchange-status")
+        status = safe_markdown("", elem_id="exchange-status")
     parts.exchange = ExchangeParts(kind, one, every, download, dropped, status)
 
 

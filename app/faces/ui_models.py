@@ -13,7 +13,7 @@ from app.engine.gpu_plan import CONTEXT_SIZES, context_costs, context_label, det
 from app.base.jobs import Progress
 from app.engine.catalog import CATALOG, available_models, cached_path, model_rows, resolve_model
 from app.faces.i18n import language_of, say, t, text
-from app.faces.safe_markdown import SafeMarkdown
+from app.faces.safe_markdown import safe_markdown
 from app.engine.memory import KV_TYPES, free_memory_bytes
 
 POLL_S = 0.5  # how often the download's progress line is refreshed
@@ -81,7 +81,7 @@ def model_section(services, model_name, n_ctx) -> None:
 
     s = services.settings
     with gr.Accordion(t("models_plan_title"), open=True):
-        plan_md = SafeMarkdown("", elem_id="gpu-plan")  # written on load, in the page's language
+        plan_md = safe_markdown("", elem_id="gpu-plan")  # written on load, in the page's language
         with gr.Row():
             preset = gr.Dropdown(context_choices(s.model), value=None, label=t("models_context_presets"),
                                  elem_id="context-preset")
@@ -93,7 +93,7 @@ def model_section(services, model_name, n_ctx) -> None:
         with gr.Row():
             start_btn = gr.Button(t("models_download"), variant="primary", elem_id="download")
             stop_btn = gr.Button(t("common_stop"), variant="stop", elem_id="download-stop")
-        status = SafeMarkdown("", elem_id="download-status")
+        status = safe_markdown("", elem_id="download-status")
 
     def show_plan(model, ctx, request: gr.Request):
         return plan_markdown(model or "", ctx or s.n_ctx, services.settings.gpu, services.settings.kv_type,

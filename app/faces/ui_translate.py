@@ -21,7 +21,7 @@ from app.faces.i18n import LANGUAGES as PAGE_LANGUAGES
 from app.faces.i18n import language_of, say, t, text
 from app.faces.language_note import language_name, language_warning
 from app.faces.progress_text import call_text, duration_text
-from app.faces.safe_markdown import SafeMarkdown
+from app.faces.safe_markdown import safe_markdown
 from app.faces.temp_files import TabFiles, file_name, forget_upload
 from app.services.translate import (AUTO, TranslationJob, TranslationRequest, TranslationUpdate, glossary_from_rows,
                                     language_choices, read_glossary)
@@ -116,14 +116,14 @@ def translate_tab(services, files: TabFiles) -> None:
                     source = gr.Dropdown([(t("translate_detect"), AUTO), *languages], value=AUTO,
                                          label=t("translate_from"), elem_id="translate-from")
                     target = gr.Dropdown(languages, value="fr", label=t("translate_to"), elem_id="translate-to")
-                detected = SafeMarkdown("", elem_id="translate-detected")
+                detected = safe_markdown("", elem_id="translate-detected")
                 glossary = gr.Dataframe(column_count=(2, "fixed"), row_count=2, type="array", interactive=True,
                                         label=t("translate_glossary"), elem_id="translate-glossary")
                 glossary_csv = gr.UploadButton(t("translate_glossary_csv"), file_types=[".csv"], size="sm")
         with gr.Row():
             start = gr.Button(t("translate_start"), variant="primary", elem_id="translate-start")
             stop = gr.Button(t("common_stop"), variant="stop", elem_id="translate-stop")
-        status = SafeMarkdown("", elem_id="translate-status")
+        status = safe_markdown("", elem_id="translate-status")
         table = gr.HTML("", elem_id="translate-side")
         download = gr.File(label=t("translate_download"), interactive=False, height=90, visible=False,
                            elem_id="translate-download")  # shown with a file: an empty one is no valid element

@@ -261,11 +261,16 @@ class OpenAIService:
         return ([template.bos_id] if template.add_bos else []) + self.engine.tokenize(prompt)
 
     def run(self, request: ApiRequest, cancel: CancelToken) -> Iterator[Delta]:
-        """The reply as deltas; the last one has the finish reason and the usage. With a history,
-        a chat that ends is kept there as a conversation (its messages, then the reply)."""
+        """The reply as deltas; the last one has the finish reason and the usage. A request the
+        engine cannot take (a prompt too long, a token id it does not have) raises ApiError here,
+        before any delta. With a history, a chat that ends is kept there as a conversation (its
+        messages, then the reply)."""
         self.prepare()
+        return self._kept(request, self._reply(request, cancel), cancel)
+
+    def _kept(self, request: ApiRequest, replies: Iterator[Delta], cancel: CancelToken) -> Iterator[Delta]:
         deltas = []
-        for delta in self._reply(request, cancel):
+        for delta in replies:
             deltas.append(delta)
             yield delta
         if self.history is not None and request.messages and not cancel.cancelled:
@@ -283,6 +288,7 @@ class OpenAIService:
                 self.history.add_message(cid, role, text, **meta)
 
     def _reply(self, request: ApiRequest, cancel: CancelToken) -> Iterator[Delta]:
+        """Checks the request and starts it on the engine now; iterate the result for its deltas."""
         engine = self.engine  # one engine for the whole reply, even if Settings swap it meanwhile
         prompt, forced = self.prompt_ids(request)
         room = engine.n_ctx - len(prompt)
@@ -290,8 +296,14 @@ class OpenAIService:
             raise ApiError(413, f"the prompt is {len(prompt):,} tokens but the context holds {engine.n_ctx:,}",
                            "messages", "context_length_exceeded")
         sampling = replace(request.sampling, max_tokens=min(request.max_tokens or room, room))
+        try:
+            completion = engine.complete(prompt, sampling, cancel)
+        except UserError as exc:  # the engine refused the prompt itself (e.g. a token id out of range)
+            raise ApiError(400, str(exc), "prompt") from None
+        return self._deltas(engine, completion, request, forced)
+
+    def _deltas(self, engine: Engine, completion, request: ApiRequest, forced: bool) -> Iterator[Delta]:
         tekken = engine.tekken()
-        completion = engine.complete(prompt, sampling, cancel)
         stops, reply = StopFinder(request.stop), [tk.TOOL_CALLS] if forced else []
         if tekken is not None:  # NeMo: ids, decoded here, so that tool calls are seen as ids
             decoder, tokens = tekken.stream_decoder(), completion.ids()
