@@ -225,7 +225,11 @@ def test_pages_of_other_sites_get_403_without_cors_headers(served_with_api):
                 assert response_headers["Content-Security-Policy"] == CSP
     status, _, _ = ask(url, "/config", host=f"[::1]:{port}", headers={"Sec-Fetch-Site": "cross-site"})
     assert status == 403, "a browser's cross-site request without an Origin"
-    assert ask(url, "/", host=f"[::1]:{port}", headers={"Sec-Fetch-Site": "cross-site"})[0] == 200, "a link followed"
+    followed = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+    assert ask(url, "/", host=f"[::1]:{port}", headers=followed)[0] == 200, "a link followed to the page"
+    for path, mode in (("/", "no-cors"), ("/config", "navigate")):  # a <script src>, a link to data
+        status, _, _ = ask(url, path, host=f"[::1]:{port}", headers={**followed, "Sec-Fetch-Mode": mode})
+        assert status == 403, (path, mode)
     from app.faces.temp_files import private_tmp
 
     assert not list(private_tmp().rglob("cross-site.txt")), "no upload was kept"

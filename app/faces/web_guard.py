@@ -196,9 +196,10 @@ class WebGuard:
             origin = _origin(origins[0])
             return len(origins) != 1 or origin is None or \
                 origin not in {*self.origins, _origin(f"http://{host}"), _origin(f"https://{host}")}
-        site = dict(scope.get("headers") or []).get(b"sec-fetch-site", b"").lower()
-        followed_link = scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"] == "/"
-        return site == b"cross-site" and not followed_link
+        headers = dict(scope.get("headers") or [])
+        followed_link = scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"] == "/" \
+            and headers.get(b"sec-fetch-mode", b"").lower() == b"navigate"
+        return headers.get(b"sec-fetch-site", b"").lower() == b"cross-site" and not followed_link
 
     def authorized(self, header: bytes) -> bool:
         """`Bearer TOKEN`, or HTTP Basic with user `nemo` and the token as password."""
