@@ -20,8 +20,8 @@ from app.engine.chat_format import token_counter
 from app.base.jobs import CancelToken
 from app.documents.language import LanguageCheck
 from app.services.engine_calls import READING, WRITING
-from app.services.summarize import (FINAL, MAP, REDUCE, SINGLE, SummaryOptions, context_for_chat, format_progress,
-                                    summarize)
+from app.services.retrieval import context_for_chat
+from app.services.summarize import FINAL, MAP, REDUCE, SINGLE, SummaryOptions, format_progress, summarize
 from conftest import run_cli
 from test_documents import CHINESE, ENGLISH, FRENCH, make_pdf
 

@@ -152,7 +152,7 @@ class ChatService:
         context, else its summary and the passages most related to `question`. Returns the
         conversation id and a note that tells the user which."""
         from app.documents.reading import read_document
-        from app.services.summarize import context_for_chat
+        from app.services.retrieval import context_for_chat
 
         document = read_document(path, name, **settings.parse_limits())  # bad files fail here, before anything is written
         self.ensure_model(settings)

@@ -144,8 +144,9 @@ class CachedCalls:
                 self.cached_calls += 1
         return key, value
 
-    def keep(self, key: str, value: str) -> None:
-        self.store.put_cached(key, self.kind, value, source=self.source)
+    def keep(self, key: str, value: str, source: str | None = None) -> None:
+        """Keep a call's result, made from the job's document (or from the one whose SHA-256 is `source`)."""
+        self.store.put_cached(key, self.kind, value, source=self.source if source is None else source)
 
     def generate(self, messages: list[dict], sampling: SamplingOptions, cancel: CancelToken,
                  show: Callable[[str], Update]) -> Iterator[Update]:

@@ -14,6 +14,7 @@ from app.base.jobs import CancelToken, JobRegistry
 from app.history import History
 from app.runtime import Engine, engine_for, is_engine_for
 from app.services.chat import ChatService, load_options, sampling_options
+from app.services.retrieval import ask
 from app.services.summarize import SummaryOptions, summarize
 from app.services.translate import TranslateOptions, TranslationJob, TranslationRequest
 from app.storage.document_store import DocumentStore
@@ -54,6 +55,11 @@ class Services:
         """A summary job's updates (the last one carries the result); loads the model first."""
         self.ensure_model()
         return summarize(self.engine, self.documents, document_id, options, sampling_options(self.settings), cancel)
+
+    def ask(self, document_ids: list[int], question: str, whole: bool = False, cancel: CancelToken | None = None):
+        """A question's updates (the last one carries the `AskResult`); loads the model first."""
+        self.ensure_model()
+        return ask(self.engine, self.documents, document_ids, question, whole, sampling_options(self.settings), cancel)
 
     def translation(self, request: TranslationRequest, max_tokens: int = 0) -> TranslationJob:
         """A translation job for this request with the current settings; loads the model first."""

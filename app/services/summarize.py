@@ -18,7 +18,7 @@ from typing import Iterator
 from app.base.errors import Cancelled, UserError
 from app.base.jobs import CancelToken, Progress, side_by_side
 from app.documents.language import LANGUAGES, LanguageCheck, check_language, language_name
-from app.documents.reading import CountTokens, pack
+from app.documents.reading import pack
 from app.engine.chat_format import token_counter
 from app.runtime import Engine, SamplingOptions
 from app.services.engine_calls import CachedCalls, CallProgress, duration
@@ -255,49 +255,3 @@ def format_progress(update: SummaryUpdate) -> str:
     if update.eta_s is not None and p.done < p.total:
         line += f" · {duration(update.eta_s)} left"
     return line
-
-
-# -- chat about a document ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChatContext:
-    """What to put in a conversation for a document, and the note that tells the user which."""
-
-    text: str
-    note: str
-    whole: bool
-
-
-def context_for_chat(store: DocumentStore, document_id: int, question: str, budget_tokens: int,
-                     count: CountTokens | None = None) -> ChatContext:
-    """The whole document when it fits `budget_tokens`, else its latest summary plus the passages
-    most related to `question` (SQLite FTS5 bm25 over the chunks), in document order."""
-    from app.nemo.tekken import Tekken
-
-    count = count or Tekken.default().count
-    document = store.document(document_id)
-    title = document["title"]
-    whole = f"Document “{title}”:\n\n{document['markdown']}"
-    if count(whole) <= budget_tokens:
-        return ChatContext(whole, f"The whole of “{title}” ({document['tokens']:,} tokens) is in the conversation.", True)
-    summaries = store.summaries(document_id)
-    head = f"Document “{title}” (too long to include whole)."
-    if summaries:
-        head += f"\n\nSummary of the whole document:\n{summaries[0]['text']}"
-    chunks = store.chunks(document_id)
-    left = budget_tokens - count(head) - 8
-    chosen = []
-    for index in store.related_chunks(document_id, question):
-        tokens = count(chunks[index].text) + 8
-        if tokens <= left:
-            chosen.append(index)
-            left -= tokens
-    passages = [f"[{chunks[i].reference()}] {chunks[i].text}" if chunks[i].reference() else chunks[i].text
-                for i in sorted(chosen)]
-    text = "\n\n".join([head, "Passages most related to the question:", *passages]) if passages else head
-    what = "its summary and" if summaries else "no summary yet (Summarize it for an overview), only"
-    note = (f"“{title}” ({document['tokens']:,} tokens) is too long for the {budget_tokens:,} tokens left: "
-            f"the conversation has {what} the {len(passages)} passages most related to your question.")
-    return ChatContext(text, note, False)
-

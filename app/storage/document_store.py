@@ -106,6 +106,20 @@ class DocumentStore:
         with self.database.lock:
             return [dict(r) for r in self.db.query(f"SELECT {LISTED} FROM documents ORDER BY id DESC")]
 
+    def find(self, query: str = "") -> list[dict]:
+        """Every document without its text, newest first; with `query`, those whose file name or title
+        holds it, or whose text holds any of its words (FTS5)."""
+        documents = self.documents()
+        needle = query.strip().lower()
+        if not needle:
+            return documents
+        match = _match_query(query)
+        with self.database.lock:
+            found = {row[0] for row in self.db.execute(
+                "SELECT DISTINCT c.document_id FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid"
+                " WHERE chunks_fts MATCH ?", [match])} if match else set()
+        return [d for d in documents if d["id"] in found or needle in d["file_name"].lower() or needle in d["title"].lower()]
+
     def document(self, document_id: int) -> dict:
         """One document with its Markdown text."""
         with self.database.lock:
@@ -134,6 +148,19 @@ class DocumentStore:
                 "SELECT position FROM chunks WHERE document_id = ? ORDER BY position", [document_id])]
         seen = set(ranked)
         return (ranked + [p for p in every if p not in seen])[:limit]
+
+    def matching_chunks(self, document_ids: list[int], question: str, limit: int = 200) -> list[tuple[int, int, float]]:
+        """(document id, chunk position, relevance) of the chunks of these documents that match
+        `question`, best first by FTS5 bm25 (one ranking across all of them; relevance = -bm25 > 0)."""
+        query = _match_query(question)
+        if not query or not document_ids:
+            return []
+        marks = ", ".join("?" * len(document_ids))
+        with self.database.lock:
+            return [(row[0], row[1], -row[2]) for row in self.db.execute(
+                "SELECT c.document_id, c.position, bm25(chunks_fts) FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid"
+                f" WHERE chunks_fts MATCH ? AND c.document_id IN ({marks}) ORDER BY bm25(chunks_fts), c.document_id,"
+                " c.position LIMIT ?", [query, *document_ids, limit])]
 
     def delete(self, document_id: int) -> Removed:
         """Delete a document with its chunks, summaries, translations and every cached result made from
