@@ -43,6 +43,7 @@ class SamplingOptions:
     max_tokens: int = 512
     seed: int | None = None
     grammar: str | None = None  # "json": the reply is JSON (llama.cpp's JSON grammar)
+    keep_state: bool = False  # a conversation: its K/V state is saved to disk when its sequence moves on
 
 
 @dataclass

@@ -24,11 +24,10 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_translate import long_document  # noqa: E402  (the translation bench's handbook)
-from test_summarize import long_markdown  # noqa: E402  (the summary tests' chronicle)
+from corpora import long_markdown  # noqa: E402  (the summary tests' chronicle)
 
 from app.documents.reading import read_document  # noqa: E402
 from app.engine.catalog import resolve_model  # noqa: E402

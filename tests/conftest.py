@@ -15,6 +15,7 @@ from app.engine.llama import LlamaEngine
 from app.runtime import LoadOptions
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+sys.path.append(str(Path(__file__).resolve().parent.parent / "bench"))  # shared corpora and the tiny NeMo
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ from app.history import COMPLETE, FAILED, STOPPED
 from app.runtime import LoadOptions, SamplingOptions
 from app.services.root import Services
 from conftest import free_port, run_cli
+from corpora import long_markdown
 
 KEY = "test-key-3f9a1c"
 LONG_ASK = "Write a very long story about a dragon who learns to bake bread, with many chapters."
@@ -235,6 +236,27 @@ def test_summarize_and_translate_a_document_through_the_server(home, server, mon
     assert translation.returncode == 0, translation.stderr
     result = json.loads(translation.stdout)
     assert result["translation"].strip() and result["target_language"] == "fr" and result["engine_calls"] >= 1
+
+
+def test_a_summary_asks_the_server_to_tokenize_each_text_once(home, server, tmp_path):
+    """Counted in the server's own access log: every stored piece, every prompt and every partial
+    summary is tokenized at most once (the summary counts pieces when it plans, packs and reads them)."""
+    from app.documents.reading import read_document
+    from app.services.summarize import SummaryOptions
+
+    doc = tmp_path / "chronicle.md"
+    doc.write_text(long_markdown(1500), encoding="utf-8")
+    with Services(remote_settings(server, n_ctx=768)) as services:
+        services.ensure_model()
+        before = server.output().count("POST /extras/tokenize")
+        document_id, _ = services.documents.add(read_document(doc))
+        result = list(services.summarize(document_id, SummaryOptions("short")))[-1].result
+        asked = server.output().count("POST /extras/tokenize") - before
+        pieces = len(services.documents.chunks(document_id))
+    assert result.text.strip() and result.chunks >= 4, result.chunks
+    # once each: the stored pieces, each call's prompt, each partial summary, and the instructions of
+    # each of the 3 kinds of call (measured when planning); without the cache each piece alone is 3 requests
+    assert asked <= pieces + 2 * result.engine_calls - 1 + 3, (asked, pieces, result.engine_calls)
 
 
 def test_engine_options_on_every_command_and_their_environment(home, monkeypatch, capsys):

@@ -4,7 +4,6 @@ a document of more than 100k tokens with Stop and resume, the CLI, and context f
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 
@@ -23,6 +22,7 @@ from app.services.engine_calls import READING, WRITING
 from app.services.retrieval import context_for_chat
 from app.services.summarize import FINAL, MAP, REDUCE, SINGLE, SummaryOptions, format_progress, summarize
 from conftest import run_cli
+from corpora import long_markdown
 from test_documents import CHINESE, ENGLISH, FRENCH, make_pdf
 
 GREEDY = SamplingOptions(temperature=0.0)
@@ -54,29 +54,6 @@ def run_to_end(updates):
     for last in updates:
         pass
     return last.result
-
-
-def long_markdown(min_words: int, seed: int = 5) -> str:
-    """A made-up town chronicle in chapters, different in every sentence."""
-    rng = random.Random(seed)
-    towns = ["Ashford", "Brookmere", "Caldwell", "Dunmore", "Elmstead", "Fairhaven", "Glenrock", "Harlow"]
-    people = ["the mayor", "a baker", "the council", "two teachers", "a fisherman", "the doctor", "farmers"]
-    acts = ["built a bridge over", "argued about", "repaired the mill near", "planted orchards along",
-            "opened a school beside", "held a market in", "mapped the marshes of", "sold wool in"]
-    things = ["after the floods", "before the harvest", "during a cold winter", "with borrowed money",
-              "to everyone's surprise", "despite the drought", "for the first time", "as the railway came"]
-    lines, words, chapter = [], 0, 0
-    while words < min_words:
-        chapter += 1
-        town = rng.choice(towns)
-        lines.append(f"## Chapter {chapter}: {town}")
-        for _ in range(6):
-            paragraph = " ".join(
-                f"In {rng.randint(1700, 1950)}, {rng.choice(people)} of {town} {rng.choice(acts)} "
-                f"{rng.choice(towns)} {rng.choice(things)}." for _ in range(5))
-            lines.append(paragraph)
-            words += len(paragraph.split())
-    return "# The Chronicle of the Eight Towns\n\n" + "\n\n".join(lines) + "\n"
 
 
 def test_a_short_document_is_summarized_in_one_pass_and_kept(tmp_path, store, engine):

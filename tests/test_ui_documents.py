@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 
 from test_documents import ENGLISH, make_pdf
-from test_summarize import long_markdown
+from corpora import long_markdown
 
 DROP = """(zone, files) => {
     const transfer = new DataTransfer();

@@ -52,6 +52,7 @@ class Settings:
     remote: str = ""  # an OpenAI-compatible server's base URL ending in /v1; "" = the embedded engine
     remote_key: str = ""  # its API key (sent as a Bearer token)
     remote_model: str = ""  # the served model's name; "" = the first the server lists
+    kv_states_gib: float = 4.0  # disk for saved conversation states (app/engine/kv_states.py); 0 = none
 
     def parse_limits(self) -> dict:
         """The keyword arguments of `read_document` that bound the parsing of a file."""

@@ -20,6 +20,8 @@ import llama_cpp
 from llama_cpp.llama_grammar import JSON_GBNF
 
 from app.base.jobs import CancelToken
+from app.engine.kv_states import common_prefix
+from app.engine.slot_states import SlotStates
 
 PROGRESS, TOKEN, END = "progress", "token", "end"  # the kinds of event a sequence receives
 PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over (llama-cpp-python's default)
@@ -46,15 +48,6 @@ def sampler_chain(sampling, vocab):
     add(llama_cpp.llama_sampler_init_temp(sampling.temperature))
     add(llama_cpp.llama_sampler_init_dist(seed))
     return chain
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 @dataclass
@@ -104,8 +97,8 @@ class BatchRunner:
     Callers never wait for each other's tokens: admission (first come, first served) happens
     before `submit`, so there is always a free slot for a submitted sequence."""
 
-    def __init__(self, ctx, vocab, n_slots: int, n_batch: int) -> None:
-        self._context, self._vocab, self._n_batch = ctx, vocab, n_batch
+    def __init__(self, ctx, vocab, n_slots: int, n_batch: int, states: SlotStates | None = None) -> None:
+        self._context, self._vocab, self._n_batch, self._states = ctx, vocab, n_batch, states
         self._memory = llama_cpp.llama_get_memory(ctx)
         self.slots = [Slot(i) for i in range(n_slots)]
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
@@ -158,6 +151,8 @@ class BatchRunner:
         self._thread.join()
         for sequence in self._pending + self._live:
             self._end(sequence, "cancelled")
+        if self._states is not None:
+            self._states.close(self.slots)
         llama_cpp.llama_batch_free(self._batch)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -198,10 +193,14 @@ class BatchRunner:
             sequence = self._pending.pop(0)
             slot = max(free, key=lambda s: s.keeps(sequence.prompt))
             reuse = min(common_prefix(slot.held, sequence.prompt), len(sequence.prompt) - 1)
+            if self._states is not None:
+                self._states.leave(slot, reuse)
             if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1):
                 llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
                 reuse = 0
             slot.held, slot.busy = slot.held[:reuse], True
+            if self._states is not None:
+                reuse = self._states.enter(slot, sequence.prompt, reuse, sequence.sampling.keep_state)
             sequence.slot, sequence.reused, sequence.read = slot, reuse, reuse
             sequence.sampler = sampler_chain(sequence.sampling, self._vocab)
             if sequence.sampling.repeat_penalty != 1.0:

@@ -16,12 +16,14 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.base.config import Settings
+from app.base.config import Settings, app_home
 from app.base.errors import UserError
 from app.base.gguf_info import GgufInfo, read_gguf_info
 from app.base.jobs import WAITING, CancelToken, Progress, ProgressCallback, no_progress
+from app.engine.kv_states import GIB, KvStateStore, model_identity
 from app.engine.memory import KV_TYPES, auto_parallel, check_fits_in_memory, gpu_offload_supported
 from app.runtime import ChatTemplate, GenerationStats, LoadOptions, SamplingOptions, TokenDecoder
 
@@ -108,6 +110,13 @@ class ModelTurns:
                 self._changed.notify_all()
 
 
+def _flash_attn(options: LoadOptions) -> bool:
+    """Flash attention: as asked, else on when the KV cache is quantized or on a GPU."""
+    if options.flash_attn is not None:
+        return options.flash_attn
+    return options.kv_type != "f16" or (options.n_gpu_layers != 0 and gpu_offload_supported())
+
+
 def _parallel_llama(n_seq_max: int):
     """llama_cpp.Llama whose context runs `n_seq_max` sequences, each in its own K/V buffer of
     n_ctx / n_seq_max cells (not unified: a sequence attends over its own cells only, so its
@@ -137,7 +146,10 @@ class LlamaEngine:
 
     The only module that touches llama-cpp-python's private attributes."""
 
-    def __init__(self) -> None:
+    def __init__(self, states_folder: Path | None = None, states_budget_bytes: int = 0) -> None:
+        """`states_folder`: where conversations' K/V states are kept within `states_budget_bytes`
+        (app/engine/kv_states.py); None keeps none."""
+        self._states_folder, self._states_budget = states_folder, states_budget_bytes
         self._turns = ModelTurns()
         self._llm = None
         self._runner: BatchRunner | None = None
@@ -147,7 +159,8 @@ class LlamaEngine:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LlamaEngine:
-        return cls()
+        budget = int(settings.kv_states_gib * GIB)
+        return cls(app_home() / "kv-states" if budget > 0 else None, budget)
 
     def serves(self, settings: Settings) -> bool:
         return True  # one embedded engine serves every model; `load` switches between them
@@ -167,15 +180,26 @@ class LlamaEngine:
             self._llm = self._create_llama(info, options, parallel)
             from app.engine.batching import BatchRunner  # imports llama.cpp
 
-            self._runner = BatchRunner(self._llm._ctx.ctx, self._llm._model.vocab, parallel, self._llm.n_batch)
+            self._runner = BatchRunner(self._llm._ctx.ctx, self._llm._model.vocab, parallel, self._llm.n_batch,
+                                       self._slot_states(info, options))
             self._turns.resize(parallel)
             self.options, self.info = options, info
 
+    def _slot_states(self, info: GgufInfo, options: LoadOptions):
+        """Saving and restoring conversations' K/V states for this context; None when kept nowhere."""
+        if self._states_folder is None:
+            return None
+        import llama_cpp
+
+        from app.engine.slot_states import SlotStates
+
+        kind = {"model": model_identity(info.path), "n_ctx": options.n_ctx, "kv_type": options.kv_type,
+                "flash_attn": _flash_attn(options), "llama_cpp": llama_cpp.__version__}
+        return SlotStates(self._llm._ctx.ctx, KvStateStore(self._states_folder, self._states_budget, kind))
+
     def _create_llama(self, info: GgufInfo, options: LoadOptions, parallel: int):
         type_id = KV_TYPES[options.kv_type][0]
-        flash = options.flash_attn
-        if flash is None:
-            flash = options.kv_type != "f16" or (options.n_gpu_layers != 0 and gpu_offload_supported())
+        flash = _flash_attn(options)
         threads = options.n_threads or os.cpu_count() or 1
         try:
             return _parallel_llama(parallel)(

@@ -3,11 +3,16 @@
 Where the server can tokenize (vLLM and llama.cpp's server: `POST /tokenize`; llama-cpp-python's
 server: `POST /extras/tokenize`), its own tokenizer counts, and the model is NeMo when the server's
 ids of a probe text are Tekken's. A server that cannot tokenize (NIM, most hosted APIs) counts with
-Tekken: exact for NeMo (told by its name, "nemo"), an estimate for other models.
+Tekken: exact for NeMo (told by its name, "nemo"), an estimate for other models. NeMo counts
+locally (Tekken, no request); a server's ids are asked once per text and kept. No server known
+here tokenizes a list of texts in one request (llama.cpp's server joins a list into one prompt),
+so texts are not batched.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,6 +21,7 @@ from app.nemo.tekken import Tekken
 
 PROBE = "Hello world, bonjour le monde: 1234."  # tokenized by the server and by Tekken
 NOT_THERE = (400, 404, 405, 422, 501)  # what a server without the route answers
+CACHED_TEXTS = 4096  # texts whose server ids are kept
 
 
 @dataclass(frozen=True)
@@ -59,5 +65,27 @@ def _server_tokenize(client: ServerClient, model: str) -> tuple[Callable[[str], 
                 ids = client.post(route, body(text))["tokens"]
                 return ids[len(prefix):] if ids[: len(prefix)] == prefix else ids
 
-            return tokenize, route
+            return remembered(tokenize), route
     return None
+
+
+def remembered(tokenize: Callable[[str], list[int]], size: int = CACHED_TEXTS) -> Callable[[str], list[int]]:
+    """`tokenize` asking the server once per text: the ids of the last `size` texts are kept (a
+    summary counts each chunk when it packs them, when it reads them and in its prompts)."""
+    kept: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+    lock = threading.Lock()
+
+    def cached(text: str) -> list[int]:
+        with lock:
+            ids = kept.get(text)
+            if ids is not None:
+                kept.move_to_end(text)
+                return list(ids)
+        ids = tuple(tokenize(text))
+        with lock:
+            kept[text] = ids
+            if len(kept) > size:
+                kept.popitem(last=False)
+        return list(ids)
+
+    return cached

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Iterator
 
 from app.engine.chat_format import NemoChatFormat, chat_format_for, token_counter
@@ -201,7 +201,7 @@ class ChatService:
         chat_format = chat_format_for(self.engine)
         tools = self.enabled_tools(settings) if isinstance(chat_format, NemoChatFormat) else []
         messages = self.prompt_messages(conversation_id, settings, with_tools=bool(tools))
-        sampling = sampling_options(settings)
+        sampling = replace(sampling_options(settings), keep_state=True)  # the engine may save it for next time
         completions: list[Completion] = []
         if tools:
             events = self._tool_events(chat_format, messages, tools, sampling, cancel, progress, completions)
@@ -209,7 +209,8 @@ class ChatService:
             completions.append(self.engine.complete(chat_format.encode(messages), sampling, cancel, progress,
                                                     decoder=chat_format.decoder()))
             events = iter(completions[0])
-        reply = _ReplyRecorder(self.history, conversation_id, self.engine.model_name, asdict(sampling))
+        reply = _ReplyRecorder(self.history, conversation_id, self.engine.model_name,
+                               asdict(sampling_options(settings)))
         try:
             for event in events:
                 if isinstance(event, ToolStep):

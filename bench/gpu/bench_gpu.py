@@ -9,7 +9,7 @@ layer on the GPU, then measure prompt tokens/s at each context, decode tokens/s,
 memory used. The decode bound is the GPU's memory bandwidth over the bytes of weights read per
 token (see `streamed_bytes`).
 
-`--shape tiny` runs the same steps on tests/tiny_nemo.py's toy NeMo: the test suite runs it on
+`--shape tiny` runs the same steps on bench/tiny_nemo.py's toy NeMo: the test suite runs it on
 the CPU (the CPU-side steps, no GPU needed).
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from app.convert_gguf import convert  # noqa: E402
 from app.engine.gpu_plan import detect_gpu, model_memory, plan_for  # noqa: E402
