@@ -20,7 +20,8 @@ from app.services.retrieval import DONE, STOPPED, ask
 from app.storage.document_store import DocumentStore
 from conftest import run_cli
 from test_documents import make_pdf
-from test_summarize import CountingEngine, long_markdown, run_to_end, small_engine  # noqa: F401 (a fixture)
+from corpora import long_markdown
+from test_summarize import CountingEngine, run_to_end, small_engine  # noqa: F401 (a fixture)
 
 PLANTED_PAGE = 27
 PLANTED = "The quartermaster buried the obsidian astrolabe beneath the juniper windmill at Pellucid Cove."
