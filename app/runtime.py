@@ -44,6 +44,20 @@ class SamplingOptions:
     seed: int | None = None
     grammar: str | None = None  # "json": the reply is JSON (llama.cpp's JSON grammar)
     keep_state: bool = False  # a conversation: its K/V state is saved to disk when its sequence moves on
+    presence_penalty: float = 0.0  # OpenAI's penalties on tokens already written (llama.cpp's penalties sampler)
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
+    logprobs: int | None = None  # report each token's log-probability and this many top alternatives
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability under the model, and the most likely tokens at its place
+    as (id, log-probability), most likely first."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass
@@ -124,6 +138,12 @@ class Engine(Protocol):
                  cancel: CancelToken | None = None, progress: ProgressCallback = no_progress,
                  decoder: TokenDecoder | None = None) -> Completion: ...
 
+    def embed(self, inputs: list[list[int]]) -> list[list[float]]:
+        """One pooled, unit-length embedding for each token-id sequence."""
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """A token's bytes as written in a reply."""
+
 
 
 class Completion(Protocol):
@@ -132,6 +152,7 @@ class Completion(Protocol):
 
     stats: GenerationStats
     token_ids: list[int]
+    logprobs: list[TokenLogprob]  # one per token of `token_ids` when `sampling.logprobs` is set
 
     def text(self) -> str:
         """Run to the end and return the whole reply."""

@@ -17,11 +17,13 @@ import time
 from dataclasses import dataclass, field
 
 import llama_cpp
+import numpy as np
 from llama_cpp.llama_grammar import JSON_GBNF
 
 from app.base.jobs import CancelToken
 from app.engine.kv_states import common_prefix
 from app.engine.slot_states import SlotStates
+from app.runtime import TokenLogprob
 
 PROGRESS, TOKEN, END = "progress", "token", "end"  # the kinds of event a sequence receives
 PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over (llama-cpp-python's default)
@@ -30,14 +32,19 @@ PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over (llama-cpp-pyth
 def sampler_chain(sampling, vocab):
     """A llama.cpp sampler chain for one sequence (`sampling`: app.runtime.SamplingOptions), as
     llama-cpp-python's `generate` builds it. Greedy at temperature 0; the seed is this sequence's own.
-    `sampling.grammar == "json"` allows only JSON (the OpenAI API's `response_format`)."""
+    `sampling.grammar == "json"` allows only JSON (the OpenAI API's `response_format`); the logit
+    biases and the penalties (repeat, frequency, presence) come before any choice is made."""
     n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)
     if sampling.grammar == "json":
         add(llama_cpp.llama_sampler_init_grammar(vocab, JSON_GBNF.encode("utf-8"), b"root"))
-    if sampling.repeat_penalty != 1.0:
-        add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0))
+    if sampling.logit_bias:
+        biases = (llama_cpp.llama_logit_bias * len(sampling.logit_bias))(*sampling.logit_bias)
+        add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(sampling.logit_bias), biases))
+    if _penalized(sampling):
+        add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, sampling.repeat_penalty,
+                                                   sampling.frequency_penalty, sampling.presence_penalty))
     if sampling.temperature <= 0.0:
         add(llama_cpp.llama_sampler_init_greedy())
         return chain
@@ -48,6 +55,21 @@ def sampler_chain(sampling, vocab):
     add(llama_cpp.llama_sampler_init_temp(sampling.temperature))
     add(llama_cpp.llama_sampler_init_dist(seed))
     return chain
+
+
+def _penalized(sampling) -> bool:
+    return (sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty) != (1.0, 0.0, 0.0)
+
+
+def token_logprob(logits, token: int, top: int) -> TokenLogprob:
+    """`token`'s log-probability under the model's own distribution (the raw logits' softmax, before
+    any sampler) and the `top` most likely tokens, most likely first."""
+    shifted = logits - logits.max()
+    logprobs = shifted - np.log(np.exp(shifted).sum())
+    top = min(top, len(logprobs))
+    best = np.argpartition(-logprobs, top - 1)[:top] if top else np.arange(0)
+    best = best[np.argsort(-logprobs[best], kind="stable")]
+    return TokenLogprob(token, float(logprobs[token]), tuple((int(i), float(logprobs[i])) for i in best))
 
 
 @dataclass
@@ -81,6 +103,7 @@ class Sequence:
         self.produced = 0
         self.admitted_at = 0.0
         self.sampler = None
+        self.logprobs: list[TokenLogprob] = []  # one per token sent, when `sampling.logprobs` is set
 
     @property
     def stopped(self) -> bool:
@@ -101,6 +124,7 @@ class BatchRunner:
         self._context, self._vocab, self._n_batch, self._states = ctx, vocab, n_batch, states
         self._memory = llama_cpp.llama_get_memory(ctx)
         self.slots = [Slot(i) for i in range(n_slots)]
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._pending: list[Sequence] = []
         self._live: list[Sequence] = []
@@ -261,6 +285,9 @@ class BatchRunner:
             self._end(sequence, "eos")
             return
         sequence.produced += 1
+        if sequence.sampling.logprobs is not None:  # read before the event: the caller reads it after
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._context, index), (self._n_vocab,))
+            sequence.logprobs.append(token_logprob(logits, token, sequence.sampling.logprobs))
         sequence.events.put((TOKEN, token, time.perf_counter()))
         if sequence.produced >= sequence.budget:
             self._end(sequence, "length")

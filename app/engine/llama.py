@@ -25,10 +25,11 @@ from app.base.gguf_info import GgufInfo, read_gguf_info
 from app.base.jobs import WAITING, CancelToken, Progress, ProgressCallback, no_progress
 from app.engine.kv_states import GIB, KvStateStore, model_identity
 from app.engine.memory import KV_TYPES, auto_parallel, check_fits_in_memory, gpu_offload_supported
-from app.runtime import ChatTemplate, GenerationStats, LoadOptions, SamplingOptions, TokenDecoder
+from app.runtime import ChatTemplate, GenerationStats, LoadOptions, SamplingOptions, TokenDecoder, TokenLogprob
 
 if TYPE_CHECKING:
     from app.engine.batching import BatchRunner, Sequence
+    from app.engine.embedding import Embedder
 
 BUSY_WAIT_S = 300  # a completion waits this long for the model, then says it is busy
 READING = "reading the prompt"  # Progress.what while a prompt is read
@@ -153,6 +154,7 @@ class LlamaEngine:
         self._turns = ModelTurns()
         self._llm = None
         self._runner: BatchRunner | None = None
+        self._embedder: Embedder | None = None  # made on the first `embed`
         self._touched = False  # `llm` was handed out: slot 0's cells may hold something else now
         self.options: LoadOptions | None = None
         self.info: GgufInfo | None = None
@@ -223,6 +225,9 @@ class LlamaEngine:
             self._free()
 
     def _free(self) -> None:
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
         if self._runner is not None:
             self._runner.close()
         if self._llm is not None:
@@ -325,6 +330,27 @@ class LlamaEngine:
     def token_decoder(self) -> TokenDecoder:
         return LlamaTokenDecoder(self._loaded_llm())
 
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._loaded_llm().detokenize([token_id])
+
+    # -- embeddings --------------------------------------------------------------------------
+    def embed(self, inputs: list[list[int]]) -> list[list[float]]:
+        """Mean-pooled, unit-length embeddings of token-id sequences, from a second llama.cpp
+        context in embedding mode on the same weights (made on the first call, at most
+        EMBED_CTX tokens an input). Takes a turn at the model like a completion."""
+        from app.engine.embedding import EMBED_CTX, Embedder
+
+        if not self._turns.take():
+            raise UserError("the model is busy")
+        try:
+            llm = self._loaded_llm()
+            if self._embedder is None:
+                self._embedder = Embedder(llm._model.model, min(EMBED_CTX, self.options.n_ctx),
+                                          llm.context_params.n_threads)
+            return [self._embedder.embed(ids) for ids in inputs]
+        finally:
+            self._turns.give_back()
+
     # -- generation --------------------------------------------------------------------------
     def complete(
         self,
@@ -356,6 +382,7 @@ class LlamaCompletion:
     decoder: TokenDecoder | None
     stats: GenerationStats = field(default_factory=GenerationStats)
     token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
     def text(self) -> str:
         """Run to the end and return the whole reply."""
@@ -386,6 +413,9 @@ class LlamaCompletion:
             runner = engine._runner_for_request()
             if not self.prompt_ids:
                 raise UserError("empty prompt")
+            n_vocab = engine._loaded_llm().n_vocab()
+            if any(not 0 <= token < n_vocab for token, _ in self.sampling.logit_bias):
+                raise UserError(f"logit_bias names a token that is not in the model's vocabulary (0 to {n_vocab - 1})")
             n_ctx = engine.n_ctx
             if len(self.prompt_ids) >= n_ctx:
                 raise UserError(
@@ -431,6 +461,8 @@ class LlamaCompletion:
                     first_at = extra
                     stats.ttft_s = first_at - sequence.admitted_at
                 last_at = extra
+                if self.sampling.logprobs is not None:
+                    self.logprobs.append(sequence.logprobs[len(self.token_ids)])
                 self.token_ids.append(value)
                 stats.completion_tokens += 1
                 yield value

@@ -148,7 +148,18 @@ class RemoteEngine:
         """A streaming completion: ids on /v1/completions, or the messages the ids carry
         (`PromptIds`) on /v1/chat/completions. `decoder` is not needed: the server sends text."""
         self._served_model()
+        if sampling.logprobs is not None:
+            raise UserError(f"log-probabilities come from the embedded engine only, not from {self.url}")
         return RemoteCompletion(self, prompt_ids, sampling, cancel or CancelToken(), progress)
+
+    def embed(self, inputs: list[list[int]]) -> list[list[float]]:
+        raise UserError(f"embeddings come from the embedded engine only, not from {self.url}")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        tekken = self.tekken()
+        if tekken is None:
+            raise UserError(f"{self.url} sends text for {self.served}, not token ids")
+        return tekken.token_bytes(token_id)
 
     def request(self, prompt_ids: list[int], sampling: SamplingOptions, max_tokens: int) -> tuple[str, dict]:
         """The route and body of one streamed request for this prompt: every `SamplingOptions`
@@ -160,6 +171,10 @@ class RemoteEngine:
                 "stream_options": {"include_usage": True}}
         if sampling.seed is not None:
             body["seed"] = sampling.seed
+        if sampling.presence_penalty or sampling.frequency_penalty:
+            body.update(presence_penalty=sampling.presence_penalty, frequency_penalty=sampling.frequency_penalty)
+        if sampling.logit_bias:
+            body["logit_bias"] = {str(token): bias for token, bias in sampling.logit_bias}
         if self.takes_prompt_ids:
             route = "completions"
             body.update(prompt=list(prompt_ids), skip_special_tokens=False)

@@ -1,136 +1,94 @@
-"""The OpenAI-compatible HTTP face: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+"""The OpenAI-compatible HTTP face: `/v1/models`, `/v1/chat/completions`, `/v1/completions`,
+`/v1/embeddings`, and Anthropic's `/v1/messages` beside them (app/faces/anthropic_server.py).
 
 `api_app()` is a Starlette app over `OpenAIService`; `nemo-chat serve` runs it alone (behind the
 same Host allow-list as the UI), `nemo-chat ui --api` mounts it at `/v1` on the UI's own port.
-Each request runs in a worker thread with its own cancel token: a client that goes away cancels
-its sequence at once. At most `engine.parallel + queue` requests are in flight; more get 429.
+Each reply runs in a worker thread (app/faces/api_replies.py): a client that goes away cancels its
+sequence at once. At most `engine.parallel + queue` requests are in flight; more get 429.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import threading
-from typing import Iterator
 
 from app.base.errors import UserError
-from app.base.jobs import CancelToken
-from app.base.logs import log_exception
+from app.faces.api_replies import InFlight, as_api_error, authorized, collect, start_reply
+from app.services.embeddings_api import embeddings
 from app.services.openai_api import ApiError, OpenAIService, ChunkWriter, as_event, parse_request, reply_json
 
 API_KEY_ENV = "NEMO_CHAT_API_KEY"
 QUEUE = 16  # requests that may wait for a sequence beyond those running
-
-
-class _InFlight:
-    """Counts requests in flight; refuses one more than the engine can run or queue."""
-
-    def __init__(self, limit) -> None:
-        self.limit, self.count, self._lock = limit, 0, threading.Lock()
-
-    def enter(self) -> None:
-        with self._lock:
-            if self.count >= self.limit():
-                raise ApiError(429, "every sequence is busy and the queue is full; try again shortly",
-                               code="queue_full")
-            self.count += 1
-
-    def leave(self) -> None:
-        with self._lock:
-            self.count -= 1
-
-
-def _produce(deltas: Iterator, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
-    """Worker thread: run the reply, hand each delta (then None, or the error) to the event loop."""
-    try:
-        for delta in deltas:
-            loop.call_soon_threadsafe(queue.put_nowait, delta)
-        loop.call_soon_threadsafe(queue.put_nowait, None)
-    except BaseException as exc:  # handed over and answered as an error
-        loop.call_soon_threadsafe(queue.put_nowait, exc)
-
-
-def _as_api_error(exc: BaseException) -> ApiError:
-    if isinstance(exc, ApiError):
-        return exc
-    if isinstance(exc, UserError):
-        return ApiError(400, str(exc))
-    log_exception("API request failed", exc)
-    return ApiError(500, f"internal error: {type(exc).__name__} (details in the log)")
+KEY_NEEDED = "this server needs its API key: Authorization: Bearer KEY (or x-api-key: KEY)"
 
 
 def api_app(service: OpenAIService, api_key: str | None = None, queue: int = QUEUE):
-    """The Starlette app; with `api_key`, every route but `/health` needs `Authorization: Bearer`."""
+    """The Starlette app; with `api_key`, every route but `/health` needs it (`Authorization:
+    Bearer KEY` or `x-api-key: KEY`). Anthropic's Messages routes come from anthropic_server.py."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, StreamingResponse
     from starlette.routing import Route
 
-    in_flight = _InFlight(lambda: getattr(service.engine, "parallel", 1) + queue)
+    from app.faces.anthropic_server import anthropic_routes
+
+    in_flight = InFlight(lambda: getattr(service.engine, "parallel", 1) + queue)
 
     def error(exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
-
-    def authorized(request: Request) -> bool:
-        if api_key is None:
-            return True
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), api_key.encode())
 
     async def health(_: Request):
         return JSONResponse({"status": "ok", "model": service.engine.model_name if service.engine.loaded else None,
                              "requests_in_flight": in_flight.count})
 
     async def models(request: Request):
-        if not authorized(request):
-            return error(ApiError(401, "this server needs its API key: Authorization: Bearer KEY"))
+        if not authorized(request, api_key):
+            return error(ApiError(401, KEY_NEEDED))
         try:
             return JSONResponse({"object": "list", "data": await asyncio.to_thread(service.models)})
         except ApiError as exc:
             return error(exc)
 
-    async def completions(request: Request, chat: bool):
-        if not authorized(request):
-            return error(ApiError(401, "this server needs its API key: Authorization: Bearer KEY"))
-        if request.headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json":
-            return error(ApiError(415, "send the request body as JSON, with Content-Type: application/json",
-                                  code="unsupported_media_type"))
+    async def embed(request: Request):
+        if not authorized(request, api_key):
+            return error(ApiError(401, KEY_NEEDED))
         try:
             body = await request.json()
         except ValueError:
             return error(ApiError(400, "the request body is not JSON"))
-        cancel, loop, queue_ = CancelToken(), asyncio.get_running_loop(), asyncio.Queue()
+        try:
+            in_flight.enter()
+        except ApiError as exc:
+            return error(exc)
+        try:
+            return JSONResponse(await asyncio.to_thread(embeddings, service, body))
+        except Exception as exc:  # noqa: BLE001 (answered in OpenAI's error shape)
+            return error(as_api_error(exc))
+        finally:
+            in_flight.leave()
+
+    async def completions(request: Request, chat: bool):
+        if not authorized(request, api_key):
+            return error(ApiError(401, KEY_NEEDED))
+        try:
+            body = await request.json()
+        except ValueError:
+            return error(ApiError(400, "the request body is not JSON"))
         try:
             api_request = parse_request(body, chat)
             await asyncio.to_thread(service.check_model, api_request)
             in_flight.enter()
         except ApiError as exc:
             return error(exc)
-        try:
-            replies = await asyncio.to_thread(service.run, api_request, cancel)  # a refused prompt: 4xx here
-        except BaseException as exc:
-            in_flight.leave()
-            return error(_as_api_error(exc))
         model = service.engine.model_name
-        threading.Thread(target=_produce, args=(replies, loop, queue_), daemon=True).start()
-
-        async def deltas():
-            try:
-                while (item := await queue_.get()) is not None:
-                    if isinstance(item, BaseException):
-                        raise item
-                    yield item
-            finally:
-                cancel.cancel()  # the client went away, or the reply ended: the sequence is freed
-                in_flight.leave()
-
+        deltas = start_reply(service, in_flight, api_request)
         if api_request.stream:
-            return StreamingResponse(_events(api_request, deltas(), chat, model), media_type="text/event-stream",
+            return StreamingResponse(_events(api_request, deltas, chat, model), media_type="text/event-stream",
                                      headers={"cache-control": "no-cache"})
         try:
-            collected = await _collect(deltas(), request)
+            collected = await collect(deltas, request)
         except BaseException as exc:
-            return error(_as_api_error(exc))
+            return error(as_api_error(exc))
         if collected is None:
             return JSONResponse({}, status_code=499)  # the client is gone; nobody reads this
         return JSONResponse(reply_json(api_request, collected, chat, model))
@@ -145,26 +103,9 @@ def api_app(service: OpenAIService, api_key: str | None = None, queue: int = QUE
         Route("/health", health), Route("/v1/models", models),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", text_completions, methods=["POST"]),
+        Route("/v1/embeddings", embed, methods=["POST"]),
+        *anthropic_routes(service, api_key, in_flight),
     ])
-
-
-async def _collect(deltas, request) -> list | None:
-    """Every delta of a non-streamed reply; None (and the reply cancelled) if the client leaves."""
-    collected, stream = [], deltas.__aiter__()
-    try:
-        while True:
-            next_delta = asyncio.ensure_future(stream.__anext__())
-            while not next_delta.done():
-                await asyncio.wait([next_delta], timeout=0.25)
-                if not next_delta.done() and await request.is_disconnected():
-                    next_delta.cancel()
-                    return None
-            try:
-                collected.append(next_delta.result())
-            except StopAsyncIteration:
-                return collected
-    finally:
-        await stream.aclose()
 
 
 async def _events(api_request, deltas, chat: bool, model: str):
@@ -175,7 +116,7 @@ async def _events(api_request, deltas, chat: bool, model: str):
             for chunk in writer.chunks(delta):
                 yield as_event(chunk)
     except Exception as exc:
-        yield as_event(_as_api_error(exc).body())
+        yield as_event(as_api_error(exc).body())
     yield as_event("[DONE]")
 
 

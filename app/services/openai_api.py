@@ -23,6 +23,7 @@ from app.nemo.prompt import encode_chat, is_tool_call_reply, parse_tool_calls
 from app.history import History
 from app.services.chat import title_from
 from app.runtime import Engine, GenerationStats, SamplingOptions
+from app.services.logprobs import LEGACY_MAX_LOGPROBS, MAX_TOP_LOGPROBS, LegacyLogprobs, token_entries
 
 MAX_STOPS = 4
 
@@ -67,6 +68,8 @@ class Delta:
     tool_calls: list[dict] = field(default_factory=list)
     finish_reason: str | None = None
     usage: dict | None = None
+    logprobs: list[dict] = field(default_factory=list)  # chat's entries for the tokens since the last delta
+    stop_sequence: str | None = None  # the stop string that ended the reply
 
 
 # -- checking a request --------------------------------------------------------------------------
@@ -104,11 +107,14 @@ def parse_request(body: Any, chat: bool) -> ApiRequest:
     """Check a `/v1/chat/completions` (chat) or `/v1/completions` body."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
-    if body.get("n", 1) != 1:
-        raise ApiError(400, "only n=1 is supported", "n")
+    if body.get("n", 1) not in (1, None):
+        raise ApiError(400, "only n=1 is supported: this server writes one choice per request", "n")
     temperature = _number(body, "temperature", 0, 2, 1.0)
     sampling = SamplingOptions(temperature=temperature, top_p=_number(body, "top_p", 0, 1, 1.0),
-                               top_k=0, min_p=0.0, seed=_integer(body, "seed", low=0))
+                               top_k=0, min_p=0.0, seed=_integer(body, "seed", low=0),
+                               presence_penalty=_number(body, "presence_penalty", -2, 2, 0.0),
+                               frequency_penalty=_number(body, "frequency_penalty", -2, 2, 0.0),
+                               logit_bias=_logit_bias(body), logprobs=_logprobs(body, chat))
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise ApiError(400, "stream_options must be an object", "stream_options")
@@ -136,6 +142,39 @@ def parse_request(body: Any, chat: bool) -> ApiRequest:
         raise ApiError(400, "tools must be a list", "tools")
     return replace(request, messages=tuple(messages), tools=tuple(tools),
                    tool_choice=_tool_choice(body.get("tool_choice"), tools))
+
+
+def _logit_bias(body: dict) -> tuple[tuple[int, float], ...]:
+    """OpenAI's `{"token id": bias from -100 to 100}`, as (id, bias) pairs."""
+    bias = body.get("logit_bias") or {}
+    try:
+        pairs = tuple((int(token), float(value)) for token, value in bias.items())
+    except (AttributeError, TypeError, ValueError):
+        pairs = None
+    if pairs is None or any(not -100 <= value <= 100 for _, value in pairs):
+        raise ApiError(400, 'logit_bias must map token ids to numbers from -100 to 100, e.g. {"1234": -100}',
+                       "logit_bias")
+    return pairs
+
+
+def _logprobs(body: dict, chat: bool) -> int | None:
+    """How many top alternatives to report per token (None: no log-probabilities). Chat:
+    `logprobs: true` with `top_logprobs` 0-20; completions: `logprobs` 0-5."""
+    if not chat:
+        return _at_most(body, "logprobs", LEGACY_MAX_LOGPROBS)
+    top = _at_most(body, "top_logprobs", MAX_TOP_LOGPROBS)
+    if not body.get("logprobs"):
+        if top:
+            raise ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs")
+        return None
+    return top or 0
+
+
+def _at_most(body: dict, name: str, most: int) -> int | None:
+    value = _integer(body, name, low=0)
+    if value is not None and value > most:
+        raise ApiError(400, f"{name} must be an integer from 0 to {most}", name)
+    return value
 
 
 def _tool_choice(choice: Any, tools: list) -> Any:
@@ -168,16 +207,18 @@ class StopFinder:
 
     def __init__(self, stops: tuple[str, ...]) -> None:
         self.stops, self.pending, self.stopped = stops, "", False
+        self.found: str | None = None  # the stop string that was found
 
     def feed(self, text: str) -> str:
         """The text that is safe to send now."""
         if not self.stops:
             return text
         self.pending += text
-        found = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        found = [(i, s) for i, s in ((self.pending.find(s), s) for s in self.stops) if i >= 0]
         if found:
+            at, self.found = min(found)
             self.stopped = True
-            out, self.pending = self.pending[: min(found)], ""
+            out, self.pending = self.pending[:at], ""
             return out
         keep = max((n for s in self.stops for n in range(1, len(s)) if self.pending.endswith(s[:n])), default=0)
         out = self.pending[: len(self.pending) - keep]
@@ -231,7 +272,7 @@ class OpenAIService:
         """The prompt's token ids, and whether the reply must be a tool call."""
         try:
             if request.prompt is not None:
-                return self._completion_prompt(request.prompt), False
+                return self.completion_prompt(request.prompt), False
             chat_format = chat_format_for(self.engine)
             if isinstance(chat_format, NemoChatFormat):
                 return self._nemo_prompt(chat_format.tekken, request)
@@ -251,7 +292,8 @@ class OpenAIService:
         forced = bool(tools) and choice != "auto"
         return (ids + [tk.TOOL_CALLS] if forced else ids), forced
 
-    def _completion_prompt(self, prompt: str | list[int]) -> list[int]:
+    def completion_prompt(self, prompt: str | list[int]) -> list[int]:
+        """Text as the model reads a prompt (its BOS first), or token ids as given."""
         if isinstance(prompt, list):
             return list(prompt)  # ids are taken as given: the one way to send control tokens
         tekken = self.engine.tekken()
@@ -309,13 +351,22 @@ class OpenAIService:
             decoder, tokens = tekken.stream_decoder(), completion.ids()
         else:  # other models: the engine's text deltas (a server sends text, not ids)
             decoder, tokens = _TextAsIs(), iter(completion)
+        sent = 0  # log-probabilities handed out so far
+
+        def new_logprobs() -> list[dict]:
+            nonlocal sent
+            if request.sampling.logprobs is None:
+                return []
+            fresh, sent = completion.logprobs[sent:], len(completion.logprobs)
+            return token_entries(fresh, engine.token_bytes) if fresh else []
+
         try:
             for token in tokens:
                 reply.append(token)
                 if tekken is not None and is_tool_call_reply(reply):
                     continue  # a tool call is sent whole, once it is complete
                 if text := stops.feed(decoder.feed(token)):
-                    yield Delta(text)
+                    yield Delta(text, logprobs=new_logprobs())
                 if stops.stopped:
                     break
         finally:
@@ -325,13 +376,13 @@ class OpenAIService:
             calls = parse_tool_calls(reply, tekken)
             if not any(call.error for call in calls):
                 yield Delta(tool_calls=[call.to_openai() for call in calls], finish_reason="tool_calls",
-                            usage=usage(stats))
+                            usage=usage(stats), logprobs=new_logprobs())
                 return
             yield Delta(tekken.decode(reply[1:]))  # not a call after all: the text as written
         if not stops.stopped and (tail := stops.feed(decoder.flush()) + stops.flush()):
-            yield Delta(tail)
+            yield Delta(tail, logprobs=new_logprobs())
         finish = "length" if stats.stop_reason == "length" and not stops.stopped else "stop"
-        yield Delta(finish_reason=finish, usage=usage(stats))
+        yield Delta(finish_reason=finish, usage=usage(stats), logprobs=new_logprobs(), stop_sequence=stops.found)
 
 
 def _plain_text(message: Any) -> str:
@@ -352,14 +403,17 @@ def reply_json(request: ApiRequest, deltas: list[Delta], chat: bool, model: str)
     calls = [c for d in deltas for c in d.tool_calls]
     end = deltas[-1]
     base = {"id": completion_id(chat), "created": int(time.time()), "model": model, "usage": end.usage}
+    entries = [entry for d in deltas for entry in d.logprobs] if request.sampling.logprobs is not None else None
     if not chat:
+        logprobs = LegacyLogprobs().shape(entries) if entries is not None else None
         return {**base, "object": "text_completion",
-                "choices": [{"index": 0, "text": text, "finish_reason": end.finish_reason, "logprobs": None}]}
+                "choices": [{"index": 0, "text": text, "finish_reason": end.finish_reason, "logprobs": logprobs}]}
     message = {"role": "assistant", "content": None if calls else text}
     if calls:
         message["tool_calls"] = calls
     return {**base, "object": "chat.completion",
-            "choices": [{"index": 0, "message": message, "finish_reason": end.finish_reason, "logprobs": None}]}
+            "choices": [{"index": 0, "message": message, "finish_reason": end.finish_reason,
+                         "logprobs": None if entries is None else {"content": entries, "refusal": None}}]}
 
 
 class ChunkWriter:
@@ -367,8 +421,13 @@ class ChunkWriter:
 
     def __init__(self, request: ApiRequest, chat: bool, model: str) -> None:
         self.request, self.chat, self.first = request, chat, True
+        self.legacy = LegacyLogprobs()  # completions: text offsets run on across chunks
         self.base = {"id": completion_id(chat), "created": int(time.time()), "model": model,
                      "object": "chat.completion.chunk" if chat else "text_completion"}
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return self.request.sampling.logprobs is not None
 
     def chunks(self, delta: Delta) -> list[dict]:
         if self.chat:
@@ -377,9 +436,11 @@ class ChunkWriter:
                 body["content"] = delta.text
             if delta.tool_calls:
                 body["tool_calls"] = [{"index": i, **call} for i, call in enumerate(delta.tool_calls)]
-            choice = {"index": 0, "delta": body, "finish_reason": delta.finish_reason, "logprobs": None}
+            choice = {"index": 0, "delta": body, "finish_reason": delta.finish_reason,
+                      "logprobs": {"content": delta.logprobs, "refusal": None} if self.wants_logprobs else None}
         else:
-            choice = {"index": 0, "text": delta.text, "finish_reason": delta.finish_reason, "logprobs": None}
+            choice = {"index": 0, "text": delta.text, "finish_reason": delta.finish_reason,
+                      "logprobs": self.legacy.shape(delta.logprobs) if self.wants_logprobs else None}
         self.first = False
         chunks = [{**self.base, "choices": [choice]}]
         if delta.usage is not None and self.request.include_usage:
