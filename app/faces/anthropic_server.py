@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.faces.api_replies import InFlight, as_api_error, authorized, collect, start_reply
+from app.faces.api_replies import InFlight, as_api_error, json_body, reply_response, start_reply
 from app.services.anthropic_api import EventWriter, as_named_event, error_body, message_json, parse_messages
 from app.services.openai_api import ApiError, OpenAIService
 
@@ -16,7 +16,7 @@ KEY_NEEDED = "this server needs its API key: x-api-key: KEY (or Authorization: B
 def anthropic_routes(service: OpenAIService, api_key: str | None, in_flight: InFlight) -> list:
     """The Starlette routes of the Messages API."""
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     def error(exc: ApiError) -> JSONResponse:
@@ -24,13 +24,7 @@ def anthropic_routes(service: OpenAIService, api_key: str | None, in_flight: InF
 
     async def checked(request: Request, count_only: bool):
         """The checked request and its prompt's length; raises ApiError."""
-        if not authorized(request, api_key):
-            raise ApiError(401, KEY_NEEDED)
-        try:
-            body = await request.json()
-        except ValueError:
-            raise ApiError(400, "the request body is not JSON") from None
-        api_request = parse_messages(body, count_only)
+        api_request = parse_messages(await json_body(request, api_key, KEY_NEEDED), count_only)
         await asyncio.to_thread(service.check_model, api_request)
         prompt, _ = await asyncio.to_thread(service.prompt_ids, api_request)
         return api_request, len(prompt)
@@ -49,17 +43,9 @@ def anthropic_routes(service: OpenAIService, api_key: str | None, in_flight: InF
         except ApiError as exc:
             return error(exc)
         model = service.engine.model_name
-        deltas = start_reply(service, in_flight, api_request)
-        if api_request.stream:
-            return StreamingResponse(_events(deltas, model, input_tokens), media_type="text/event-stream",
-                                     headers={"cache-control": "no-cache"})
-        try:
-            collected = await collect(deltas, request)
-        except BaseException as exc:
-            return error(as_api_error(exc))
-        if collected is None:
-            return JSONResponse({}, status_code=499)  # the client is gone; nobody reads this
-        return JSONResponse(message_json(collected, model))
+        return await reply_response(request, start_reply(service, in_flight, api_request), api_request.stream,
+                                    lambda deltas: _events(deltas, model, input_tokens),
+                                    lambda collected: message_json(collected, model), error)
 
     return [Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1/messages/count_tokens", count_tokens, methods=["POST"])]

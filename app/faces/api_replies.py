@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import threading
-from typing import AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from app.base.errors import UserError
 from app.base.jobs import CancelToken
@@ -26,6 +26,16 @@ def authorized(request, api_key: str | None) -> bool:
     if scheme.lower() != "bearer":
         given = request.headers.get("x-api-key", "")
     return hmac.compare_digest(given.strip().encode(), api_key.encode())
+
+
+async def json_body(request, api_key: str | None, key_needed: str) -> Any:
+    """The request's JSON body, once its key is checked; ApiError (401, or 400 if not JSON)."""
+    if not authorized(request, api_key):
+        raise ApiError(401, key_needed)
+    try:
+        return await request.json()
+    except ValueError:
+        raise ApiError(400, "the request body is not JSON") from None
 
 
 class InFlight:
@@ -101,3 +111,20 @@ async def collect(deltas: AsyncIterator[Delta], request) -> list[Delta] | None:
                 return collected
     finally:
         await stream.aclose()
+
+
+async def reply_response(request, deltas: AsyncIterator[Delta], stream: bool, events: Callable, whole: Callable,
+                         error: Callable):
+    """The reply as server-sent events (`events(deltas)` gives their bytes) or, not streamed, as one
+    JSON body (`whole(deltas collected)`); a failure as `error(ApiError)`."""
+    from starlette.responses import JSONResponse, StreamingResponse
+
+    if stream:
+        return StreamingResponse(events(deltas), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+    try:
+        collected = await collect(deltas, request)
+    except BaseException as exc:
+        return error(as_api_error(exc))
+    if collected is None:
+        return JSONResponse({}, status_code=499)  # the client is gone; nobody reads this
+    return JSONResponse(whole(collected))

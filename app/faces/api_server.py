@@ -13,7 +13,7 @@ import asyncio
 import threading
 
 from app.base.errors import UserError
-from app.faces.api_replies import InFlight, as_api_error, authorized, collect, start_reply
+from app.faces.api_replies import InFlight, as_api_error, authorized, json_body, reply_response, start_reply
 from app.services.embeddings_api import embeddings
 from app.services.openai_api import ApiError, OpenAIService, ChunkWriter, as_event, parse_request, reply_json
 
@@ -27,7 +27,7 @@ def api_app(service: OpenAIService, api_key: str | None = None, queue: int = QUE
     Bearer KEY` or `x-api-key: KEY`). Anthropic's Messages routes come from anthropic_server.py."""
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     from app.faces.anthropic_server import anthropic_routes
@@ -50,13 +50,8 @@ def api_app(service: OpenAIService, api_key: str | None = None, queue: int = QUE
             return error(exc)
 
     async def embed(request: Request):
-        if not authorized(request, api_key):
-            return error(ApiError(401, KEY_NEEDED))
         try:
-            body = await request.json()
-        except ValueError:
-            return error(ApiError(400, "the request body is not JSON"))
-        try:
+            body = await json_body(request, api_key, KEY_NEEDED)
             in_flight.enter()
         except ApiError as exc:
             return error(exc)
@@ -68,30 +63,16 @@ def api_app(service: OpenAIService, api_key: str | None = None, queue: int = QUE
             in_flight.leave()
 
     async def completions(request: Request, chat: bool):
-        if not authorized(request, api_key):
-            return error(ApiError(401, KEY_NEEDED))
         try:
-            body = await request.json()
-        except ValueError:
-            return error(ApiError(400, "the request body is not JSON"))
-        try:
-            api_request = parse_request(body, chat)
+            api_request = parse_request(await json_body(request, api_key, KEY_NEEDED), chat)
             await asyncio.to_thread(service.check_model, api_request)
             in_flight.enter()
         except ApiError as exc:
             return error(exc)
         model = service.engine.model_name
-        deltas = start_reply(service, in_flight, api_request)
-        if api_request.stream:
-            return StreamingResponse(_events(api_request, deltas, chat, model), media_type="text/event-stream",
-                                     headers={"cache-control": "no-cache"})
-        try:
-            collected = await collect(deltas, request)
-        except BaseException as exc:
-            return error(as_api_error(exc))
-        if collected is None:
-            return JSONResponse({}, status_code=499)  # the client is gone; nobody reads this
-        return JSONResponse(reply_json(api_request, collected, chat, model))
+        return await reply_response(request, start_reply(service, in_flight, api_request), api_request.stream,
+                                    lambda deltas: _events(api_request, deltas, chat, model),
+                                    lambda collected: reply_json(api_request, collected, chat, model), error)
 
     async def chat_completions(request: Request):
         return await completions(request, chat=True)
