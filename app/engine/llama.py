@@ -362,10 +362,11 @@ class LlamaEngine:
     ) -> LlamaCompletion:
         """A streaming completion; iterate it for text deltas, then read `.stats`. Completions
         iterated from several threads run at once, up to `parallel`; the others wait their turn.
-        A token id the model does not have is refused here (UserError), before it can reach a
-        batch shared with other requests."""
+        A token id the model does not have (in the prompt or `logit_bias`) is refused here
+        (UserError), before it can reach a batch shared with other requests."""
         n_vocab = self._llm.n_vocab() if self._llm is not None else None  # not loaded: it fails when run
-        unknown = next((token for token in prompt_ids if not 0 <= token < n_vocab), None) if n_vocab else None
+        biased = [token for token, _ in sampling.logit_bias]
+        unknown = next((token for token in [*prompt_ids, *biased] if not 0 <= token < n_vocab), None) if n_vocab else None
         if unknown is not None:
             raise UserError(f"token id {unknown} is out of range: {self.model_name} has {n_vocab:,} tokens "
                             f"(ids 0 to {n_vocab - 1:,})")
@@ -413,9 +414,6 @@ class LlamaCompletion:
             runner = engine._runner_for_request()
             if not self.prompt_ids:
                 raise UserError("empty prompt")
-            n_vocab = engine._loaded_llm().n_vocab()
-            if any(not 0 <= token < n_vocab for token, _ in self.sampling.logit_bias):
-                raise UserError(f"logit_bias names a token that is not in the model's vocabulary (0 to {n_vocab - 1})")
             n_ctx = engine.n_ctx
             if len(self.prompt_ids) >= n_ctx:
                 raise UserError(

@@ -39,11 +39,11 @@ def anthropic_routes(service: OpenAIService, api_key: str | None, in_flight: InF
     async def messages(request: Request):
         try:
             api_request, input_tokens = await checked(request, count_only=False)
-            in_flight.enter()
+            deltas = await start_reply(service, in_flight, api_request)
         except ApiError as exc:
             return error(exc)
         model = service.engine.model_name
-        return await reply_response(request, start_reply(service, in_flight, api_request), api_request.stream,
+        return await reply_response(request, deltas, api_request.stream,
                                     lambda deltas: _events(deltas, model, input_tokens),
                                     lambda collected: message_json(collected, model), error)
 

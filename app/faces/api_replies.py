@@ -29,9 +29,13 @@ def authorized(request, api_key: str | None) -> bool:
 
 
 async def json_body(request, api_key: str | None, key_needed: str) -> Any:
-    """The request's JSON body, once its key is checked; ApiError (401, or 400 if not JSON)."""
+    """The request's JSON body, once its key is checked; ApiError (401; 415 unless sent as
+    `application/json`; 400 if not JSON)."""
     if not authorized(request, api_key):
         raise ApiError(401, key_needed)
+    if request.headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json":
+        raise ApiError(415, "send the request body as JSON, with Content-Type: application/json",
+                       code="unsupported_media_type")
     try:
         return await request.json()
     except ValueError:
@@ -75,11 +79,18 @@ def _produce(deltas: Iterator, loop: asyncio.AbstractEventLoop, queue: asyncio.Q
         loop.call_soon_threadsafe(queue.put_nowait, exc)
 
 
-def start_reply(service: OpenAIService, in_flight: InFlight, api_request: ApiRequest) -> AsyncIterator[Delta]:
-    """Start the reply in a worker thread (after `in_flight.enter()`); its deltas, as they come.
-    Closing the iterator early (the client went away) cancels the reply."""
+async def start_reply(service: OpenAIService, in_flight: InFlight, api_request: ApiRequest) -> AsyncIterator[Delta]:
+    """Start the reply (it counts as in flight until it ends) and run it in a worker thread; its
+    deltas, as they come. A request the engine refuses raises ApiError here (a 4xx, before any
+    byte is sent). Closing the iterator early (the client went away) cancels the reply."""
     cancel, loop, queue = CancelToken(), asyncio.get_running_loop(), asyncio.Queue()
-    threading.Thread(target=_produce, args=(service.run(api_request, cancel), loop, queue), daemon=True).start()
+    in_flight.enter()
+    try:
+        replies = await asyncio.to_thread(service.run, api_request, cancel)
+    except BaseException as exc:
+        in_flight.leave()
+        raise as_api_error(exc) from None
+    threading.Thread(target=_produce, args=(replies, loop, queue), daemon=True).start()
 
     async def deltas():
         try:

@@ -66,11 +66,11 @@ def api_app(service: OpenAIService, api_key: str | None = None, queue: int = QUE
         try:
             api_request = parse_request(await json_body(request, api_key, KEY_NEEDED), chat)
             await asyncio.to_thread(service.check_model, api_request)
-            in_flight.enter()
+            deltas = await start_reply(service, in_flight, api_request)
         except ApiError as exc:
             return error(exc)
         model = service.engine.model_name
-        return await reply_response(request, start_reply(service, in_flight, api_request), api_request.stream,
+        return await reply_response(request, deltas, api_request.stream,
                                     lambda deltas: _events(api_request, deltas, chat, model),
                                     lambda collected: reply_json(api_request, collected, chat, model), error)
 
