@@ -7,6 +7,7 @@ import json
 import threading
 import time
 
+import anthropic
 import openai
 import pytest
 
@@ -282,6 +283,9 @@ def test_the_ui_serves_the_api_beside_the_page_on_one_engine(home, page):
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
         reply = client.chat.completions.create(model="smollm2", messages=QUESTION, max_tokens=8)
         assert reply.choices[0].message.content and demo.nemo.engine.loaded, "the API loaded the UI's engine"
+        claude = anthropic.Anthropic(base_url=f"http://127.0.0.1:{port}", api_key="unused", max_retries=0)
+        message = claude.messages.create(model="smollm2", max_tokens=8, messages=QUESTION)
+        assert message.content[0].text and message.usage.output_tokens > 0, "Anthropic's Messages are at /v1 too"
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         connection.request("GET", "/v1/models", headers={"Host": f"evil.example:{port}"})
         assert connection.getresponse().status == 421, "the UI's Host guard covers /v1 too"

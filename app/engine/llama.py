@@ -365,8 +365,8 @@ class LlamaEngine:
         A token id the model does not have (in the prompt or `logit_bias`) is refused here
         (UserError), before it can reach a batch shared with other requests."""
         n_vocab = self._llm.n_vocab() if self._llm is not None else None  # not loaded: it fails when run
-        biased = [token for token, _ in sampling.logit_bias]
-        unknown = next((token for token in [*prompt_ids, *biased] if not 0 <= token < n_vocab), None) if n_vocab else None
+        named = [*prompt_ids, *(token for token, _ in sampling.logit_bias)]
+        unknown = next((token for token in named if not 0 <= token < n_vocab), None) if n_vocab else None
         if unknown is not None:
             raise UserError(f"token id {unknown} is out of range: {self.model_name} has {n_vocab:,} tokens "
                             f"(ids 0 to {n_vocab - 1:,})")
