@@ -22,6 +22,7 @@ from app.faces.ui_documents import documents_tab  # noqa: E402
 from app.faces.ui_api import api_section  # noqa: E402
 from app.faces.ui_engine import engine_section  # noqa: E402
 from app.faces.ui_models import model_section  # noqa: E402
+from app.faces.ui_tools import mcp_section  # noqa: E402
 from app.faces.ui_translate import translate_tab  # noqa: E402
 from app.faces.web_guard import allowed_origins, check_bind, guarded_gradio_app, is_loopback, web_guard  # noqa: E402
 from app.services.root import Services  # noqa: E402
@@ -105,6 +106,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
             model_section(services, model_name, n_ctx)
             convert_panel(services, on_done=(lambda: gr.update(choices=available_models()), model_name))
             engine_section(services)
+            mcp_section(services)
             api_section(api_url, services.settings.model or "smollm2")
 
         settings_fields = [n_ctx, n_gpu_layers, max_tokens, temperature, top_p, system_prompt, tools,

@@ -19,6 +19,7 @@ from app.faces.chat_window import ChatWindows
 from app.faces.i18n import text
 from app.faces.web_guard import remote_images_as_links
 from app.history import FAILED, INTERRUPTED, QUEUED, STOPPED
+from app.nemo.tools import ALLOW_ALWAYS, ALLOW_ONCE, DENY, Approval
 from app.services.chat import ReplyUpdate
 from app.services.chat_queue import TabReplies
 from app.services.root import Services
@@ -48,8 +49,12 @@ def saved_bubble(row: dict, language: str = "en") -> dict:
     else:
         step = json.loads(row["content"])
         call = f"{step['name']}({json.dumps(step['arguments'], ensure_ascii=False)})"
-        outcome = text(language, "chat_tool_error", error=step["error"]) if step["error"] \
-            else f"```json\n{step['content']}\n```"
+        if step.get("denied"):
+            outcome = text(language, "chat_tool_denied")
+        elif step["error"]:
+            outcome = text(language, "chat_tool_error", error=step["error"])
+        else:
+            outcome = f"```json\n{step['content']}\n```"
         message = {"role": "assistant", "content": outcome,
                    "metadata": {"title": text(language, "chat_tool_step", call=call), "status": "done"}}
     message["content"] = remote_images_as_links(message["content"])
@@ -58,6 +63,18 @@ def saved_bubble(row: dict, language: str = "en") -> dict:
     if row["role"] == "assistant" and row["status"] in MARKS:
         message["content"] += f"\n\n*{text(language, MARKS[row['status']])}*"
     return message
+
+
+APPROVAL_CHOICES = [(ALLOW_ONCE, "chat_tool_allow_once"), (ALLOW_ALWAYS, "chat_tool_allow_always"),
+                    (DENY, "chat_tool_deny")]  # (answer, locale key)
+
+
+def approval_bubble(approval: Approval, language: str = "en") -> dict:
+    """The question a call that changes things asks before it runs, with its three answers."""
+    arguments = json.dumps(approval.call.arguments, ensure_ascii=False, indent=1)
+    question = text(language, "chat_tool_approval", tool=approval.call.name, server=approval.tool.server)
+    return {"role": "assistant", "content": remote_images_as_links(f"{question}\n\n```json\n{arguments}\n```"),
+            "options": [{"value": answer, "label": text(language, key)} for answer, key in APPROVAL_CHOICES]}
 
 
 def bubbles(rows: list[dict], live: ReplyUpdate | None = None,
@@ -75,9 +92,13 @@ def bubbles(rows: list[dict], live: ReplyUpdate | None = None,
             continue  # a reply stopped before its first word (older versions kept an empty row)
         shown.append(saved_bubble(row, language))
         ids.append(row["id"])
-    if live is not None and live.message_id is None and (live.text or not live.done):
+    asking = live is not None and live.approval is not None and live.approval.answer is None
+    if live is not None and live.message_id is None and (live.text or not (live.done or asking)):
         text_so_far = remote_images_as_links(live.text) or waiting_text(progress, language)
         shown.append({"role": "assistant", "content": text_so_far})
+        ids.append(None)
+    if asking:
+        shown.append(approval_bubble(live.approval, language))
         ids.append(None)
     for ahead, row in enumerate(queued, 1):  # each waits for the reply being written, then the ones before it
         shown.append(saved_bubble(row, language))

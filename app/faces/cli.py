@@ -14,6 +14,7 @@ import time
 from app.base.config import HOME_ENV, load_settings
 from app.base.errors import NoRoom, UserError
 from app.faces.cli_ask import add_ask_parser, run_ask
+from app.faces.cli_tools import add_tool_commands, run_mcp, run_tools
 
 REMOTE_ENV = {"remote": "NEMO_CHAT_REMOTE", "remote_key": "NEMO_CHAT_REMOTE_KEY",
               "remote_model": "NEMO_CHAT_REMOTE_MODEL"}
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--json", action="store_true", help="print one JSON object")
     _add_engine_options(translate)
     add_ask_parser(commands, _add_engine_options)
+    add_tool_commands(commands, _Parser, _add_engine_options)
     return parser
 
 
@@ -577,7 +579,8 @@ def run_search(args) -> int:
 
 COMMANDS = {"ui": run_ui, "serve": run_serve, "export": run_export, "import": run_import, "search": run_search, "chat": run_chat, "convert": run_convert, "tokens": run_tokens, "prompt": run_prompt, "models": run_models,
             "plan": run_plan, "summarize": run_summarize, "translate": run_translate, "desktop": run_desktop,
-            "ask": lambda args: run_ask(args, _services, _load_model)}
+            "ask": lambda args: run_ask(args, _services, _load_model),
+            "tools": lambda args: run_tools(args, _services), "mcp": lambda args: run_mcp(args, _services)}
 
 
 def main(argv: list[str] | None = None) -> int:

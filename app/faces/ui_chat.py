@@ -178,6 +178,13 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
     def stop(request: gr.Request):
         ui.replies.stop(request.session_hash)  # the reply ends within a token, saved and marked stopped
 
+    def answer_approval(choice: gr.SelectData, request: gr.Request):
+        """Allow once, Always or Deny for the tool call this tab's reply waits on."""
+        job = ui.replies.running(request.session_hash)
+        pending = getattr(job.latest, "approval", None) if job is not None else None
+        if pending is not None:
+            pending.decide(str(choice.value))
+
     def open_conversation(cid, request: gr.Request):
         return [*shown(request, cid), ""]
 
@@ -223,6 +230,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
     chatbot.retry(retry, [conversation, search], reply_outputs, **CHAT_EVENT)
     chatbot.edit(edit, [conversation, message_ids, search], reply_outputs, **CHAT_EVENT)
     stop_btn.click(stop, None, None, queue=False)
+    chatbot.option_select(answer_approval, None, None, queue=False)
     chatbot.clear(new_conversation, None, [*view, rename_status, conversations])
     new_btn.click(new_conversation, None, [*view, rename_status, conversations])
     conversations.input(open_conversation, conversations, [*view, rename_status])

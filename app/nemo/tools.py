@@ -11,6 +11,7 @@ import ast
 import json
 import math
 import operator
+import threading
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,12 +28,16 @@ class ToolError(Exception):
 
 @dataclass(frozen=True)
 class Tool:
-    """A function the model may call: `run(**arguments)` returns a JSON-able result."""
+    """A function the model may call: `run(**arguments)` returns a JSON-able result. `server`
+    names the MCP server a tool comes from ("" for a built-in); a tool that is not `read_only`
+    may change things, so a person approves its calls."""
 
     name: str
     description: str
     parameters: dict
     run: Callable[..., Any]
+    server: str = ""
+    read_only: bool = True
 
     def schema(self) -> dict:
         """The OpenAI-style function schema offered to the model."""
@@ -216,11 +221,47 @@ class ToolStep:
     result: Any
     error: str | None
     round: int
+    denied: bool = False  # the person said no: the tool did not run
 
     @property
     def content(self) -> str:
         """The tool message's content as the model reads it."""
         return json.dumps({"error": self.error} if self.error else self.result, ensure_ascii=False, default=str)
+
+
+ALLOW_ONCE, ALLOW_ALWAYS, DENY = "once", "always", "deny"  # a person's answer to an Approval
+DENIED = "the user denied this call; the tool did not run"
+
+
+class Approval:
+    """A call waiting for a person's yes or no; `decide` may come from any thread."""
+
+    def __init__(self, call: ToolCall, tool: Tool, on_decided: Callable[[str], None] = lambda _: None) -> None:
+        self.call, self.tool, self._on_decided = call, tool, on_decided
+        self._answer: str | None = None
+        self._event = threading.Event()
+
+    def decide(self, answer: str) -> None:
+        """ALLOW_ONCE, ALLOW_ALWAYS or DENY; the first answer counts."""
+        if answer not in (ALLOW_ONCE, ALLOW_ALWAYS, DENY) or self._event.is_set():
+            return
+        self._answer = answer
+        self._on_decided(answer)
+        self._event.set()
+
+    @property
+    def answer(self) -> str | None:
+        return self._answer
+
+    def wait(self, stopped: Callable[[], bool], every_s: float = 0.1) -> str | None:
+        """The answer, or None when `stopped()` became true first."""
+        while not self._event.wait(every_s):
+            if stopped():
+                return None
+        return self._answer
+
+
+Approve = Callable[[ToolCall, Tool], "Approval | None"]  # an Approval to wait for, or None: run at once
 
 
 @dataclass(frozen=True)
@@ -249,11 +290,13 @@ def run_tool_loop(
     tools: Sequence[Tool],
     max_rounds: int = 4,
     stopped: Callable[[], bool] = lambda: False,
-) -> Iterator[ToolStep | TextDelta | Answer]:
+    approve: Approve | None = None,
+) -> Iterator[ToolStep | TextDelta | Approval | Answer]:
     """Generate, run the calls of a `[TOOL_CALLS]` reply, feed the results back, repeat.
 
     `generate(prompt_ids)` yields the reply's ids (the engine seam). Yields each `ToolStep`,
-    the answer's `TextDelta`s, then one `Answer`. After `max_rounds` rounds of calls the model is
+    the answer's `TextDelta`s, then one `Answer`. A call `approve(call, tool)` gives an
+    Approval for is yielded and waits for its answer (a Stop meanwhile ends the loop). After `max_rounds` rounds of calls the model is
     asked once more without tools, so it answers from what it has. A reply cut by a Stop
     (`stopped()`) ends the loop: a half-written call is never run. `messages` is not changed.
     """
@@ -285,7 +328,16 @@ def run_tool_loop(
         calls = parse_tool_calls(reply, tekken)
         messages.append({"role": "assistant", "content": None, "tool_calls": [as_prompt_call(c).to_openai() for c in calls]})
         for call in calls:
-            step = run_tool_call(call, by_name, round_ + 1)
+            pending = approve(call, by_name[call.name]) if approve and not call.error and call.name in by_name else None
+            if pending is not None:
+                yield pending
+                if pending.wait(stopped) is None:
+                    yield Answer("", reply, messages, round_, "stopped")
+                    return
+            if pending is not None and pending.answer == DENY:
+                step = ToolStep(call, None, DENIED, round_ + 1, denied=True)
+            else:
+                step = run_tool_call(call, by_name, round_ + 1)
             messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name, "content": step.content})
             yield step
     yield Answer("", reply, messages, max_rounds, "max_rounds")

@@ -22,7 +22,9 @@ from app.engine.catalog import resolve_model
 from app.runtime import Completion, Engine, GenerationStats, LoadOptions, SamplingOptions
 from app.storage.document_store import DocumentStore
 from app.nemo.prompt import NAME_RE
-from app.nemo.tools import SearchHit, TextDelta, Tool, ToolStep, as_prompt_call, builtin_tools, run_tool_loop
+from app.nemo.tools import (Approval, ConversationSearch, SearchHit, TextDelta, Tool, ToolStep, as_prompt_call,
+                            builtin_tools, run_tool_loop)
+from app.services.toolbox import ToolBox
 
 SAVE_EVERY_S = 0.5  # a streaming reply reaches the database at least this often
 CONTEXT_STATUSES = {COMPLETE, STOPPED, "interrupted"}  # failed replies are not sent back
@@ -39,6 +41,7 @@ class ReplyUpdate:
     done: bool = False
     status: str = STREAMING
     stats: GenerationStats | None = None
+    approval: Approval | None = None  # a tool call waiting for the person's answer
 
 
 def load_options(settings: Settings) -> LoadOptions:
@@ -70,10 +73,12 @@ class ChatService:
     """Send (or post now and answer later), retry, edit and attach documents; replies stream
     into the history as they grow."""
 
-    def __init__(self, history: History, engine: Engine, documents: DocumentStore | None = None) -> None:
+    def __init__(self, history: History, engine: Engine, documents: DocumentStore | None = None,
+                 toolbox: ToolBox | None = None) -> None:
         self.history = history
         self.engine = engine
         self.documents = documents or DocumentStore(history)
+        self.toolbox = toolbox  # MCP tools and approvals; None: the built-ins only
 
     def ensure_model(self, settings: Settings) -> None:
         self.engine.load(load_options(settings))
@@ -188,12 +193,11 @@ class ChatService:
         return messages
 
     def enabled_tools(self, settings: Settings) -> list[Tool]:
-        """The built-in tools the user switched on in settings."""
+        """The tools NeMo is offered: built-ins switched on in settings (and MCP tools left on)."""
+        if self.toolbox is not None:
+            return self.toolbox.offered(settings)
         wanted = {name.strip() for name in settings.tools.split(",")}
-        return [tool for tool in builtin_tools(self._search) if tool.name in wanted]
-
-    def _search(self, query: str) -> list[SearchHit]:
-        return [SearchHit(h.conversation_id, h.conversation_title, h.snippet) for h in self.history.search(query, 10)]
+        return [tool for tool in builtin_tools(history_search(self.history)) if tool.name in wanted]
 
     def _reply(self, conversation_id: int, settings: Settings, cancel: CancelToken,
                progress: ProgressCallback = no_progress) -> Iterator[ReplyUpdate]:
@@ -213,6 +217,9 @@ class ChatService:
                                asdict(sampling_options(settings)))
         try:
             for event in events:
+                if isinstance(event, Approval):
+                    yield ReplyUpdate(conversation_id, reply.message_id, reply.text, approval=event)
+                    continue
                 if isinstance(event, ToolStep):
                     self.history.add_message(conversation_id, "tool", json.dumps(_step_record(event), ensure_ascii=False))
                 else:
@@ -239,11 +246,21 @@ class ChatService:
             completions.append(self.engine.complete(prompt_ids, sampling, cancel, progress))
             return completions[-1].ids()
 
-        for event in run_tool_loop(generate, chat_format.tekken, messages, tools, stopped=lambda: cancel.cancelled):
+        approve = self.toolbox.approval if self.toolbox is not None else None
+        for event in run_tool_loop(generate, chat_format.tekken, messages, tools, stopped=lambda: cancel.cancelled,
+                                   approve=approve):
             if isinstance(event, TextDelta):
                 yield event.text
-            elif isinstance(event, ToolStep):
+            elif isinstance(event, (ToolStep, Approval)):
                 yield event
+
+
+def history_search(history: History) -> ConversationSearch:
+    """The search the conversation-search tool runs."""
+    def search(query: str) -> list[SearchHit]:
+        return [SearchHit(h.conversation_id, h.conversation_title, h.snippet) for h in history.search(query, 10)]
+
+    return search
 
 
 class _ReplyRecorder:
@@ -304,7 +321,7 @@ def _step_record(step: ToolStep) -> dict:
     """A tool step as saved in history (role 'tool'); a malformed call is saved under a valid name."""
     call = as_prompt_call(step.call)
     return {"id": call.id, "name": call.name, "arguments": call.arguments, "round": step.round,
-            "result": step.result, "error": step.error, "content": step.content}
+            "result": step.result, "error": step.error, "content": step.content, "denied": step.denied}
 
 
 def _append_tool_step(messages: list[dict], record: dict) -> None:

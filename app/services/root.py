@@ -13,9 +13,12 @@ from app.base.config import Settings, database_path, load_settings, save_setting
 from app.base.jobs import CancelToken, JobRegistry
 from app.history import History
 from app.runtime import Engine, engine_for, is_engine_for
-from app.services.chat import ChatService, load_options, sampling_options
+from app.services.chat import ChatService, history_search, load_options, sampling_options
+from app.services.mcp_client import McpServers
+from app.services.mcp_config import ToolChoices
 from app.services.retrieval import ask
 from app.services.summarize import SummaryOptions, summarize
+from app.services.toolbox import ToolBox
 from app.services.translate import TranslateOptions, TranslationJob, TranslationRequest
 from app.storage.document_store import DocumentStore
 
@@ -29,7 +32,9 @@ class Services:
         self.engine = engine or engine_for(self.settings)  # a bad server URL is refused before anything opens
         self.history = History(database_path())
         self.documents = DocumentStore(self.history)
-        self.chat = ChatService(self.history, self.engine, self.documents)
+        self.mcp = McpServers.configured()  # started when their tools are first needed
+        self.tools = ToolBox(history_search(self.history), self.mcp, ToolChoices())
+        self.chat = ChatService(self.history, self.engine, self.documents, self.tools)
         self.jobs = JobRegistry()
 
     def ensure_model(self, settings: Settings | None = None) -> None:
@@ -69,6 +74,7 @@ class Services:
 
     def close(self) -> None:
         self.jobs.stop_all()
+        self.mcp.close()
         self.engine.unload()
         self.history.close()
 
