@@ -27,7 +27,10 @@ def wait_for(condition, timeout_s: float = 30) -> None:
 
 
 class PageEngine(ScriptedEngine):
-    """The scripted NeMo, with what the page's other calls need (titles: `text()`)."""
+    """The scripted NeMo, with what the page's other calls need (titles: `text()`, closing)."""
+
+    def unload(self) -> None:
+        pass
 
     def complete(self, prompt_ids, sampling, cancel=None, progress=None, decoder=None):
         self.prompts.append(list(prompt_ids))
@@ -98,7 +101,7 @@ def test_settings_list_the_servers_their_tools_and_test_them(served_nemo, page, 
     assert ToolChoices().is_on("demo/shout")
     assert "add_note" not in [t.name for t in services.tools.offered(services.settings)]
 
-    page.locator("#mcp-server").click()
+    page.locator("#mcp-server input").click()
     page.get_by_role("option", name="missing").click()
     page.locator("#mcp-test").click()
     page.locator("#mcp-test-result", has_text="missing failed:").wait_for(timeout=60_000)

@@ -10,6 +10,7 @@ call ends. The jobs are the services' own (`services.document_tools`), with thei
 import asyncio
 from typing import Annotated
 
+from app.base.errors import UserError
 from app.base.jobs import Job, Progress
 from app.services import document_tools
 from app.services.root import Services
@@ -22,7 +23,8 @@ INSTRUCTIONS = ("nemo-chat runs Mistral NeMo on this machine. Its tools read who
 
 async def run_job(work, report) -> object:
     """Run `work(progress, cancel)` in a thread; `await report(Progress)` as it moves. A cancelled
-    call stops the job and waits for it to end before the cancellation goes on."""
+    call stops the job and waits for it to end before the cancellation goes on. Bad input comes
+    back to the client as one line (a tool error)."""
     job = Job(work).start()
     seen: Progress | None = None
     try:
@@ -35,7 +37,18 @@ async def run_job(work, report) -> object:
         job.stop()
         await asyncio.to_thread(_wait_quietly, job)
         raise
-    return job.result().value
+    return _one_line_errors(lambda: job.result().value)
+
+
+def _one_line_errors(answer):
+    """`answer()`, with a UserError turned into the tool error the client reads (the SDK shows
+    other exceptions only as "Error executing tool")."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    try:
+        return answer()
+    except UserError as exc:
+        raise ToolError(str(exc)) from None
 
 
 def _wait_quietly(job: Job) -> None:
@@ -85,7 +98,7 @@ def build_server(services: Services):
     @server.tool(annotations=reads)
     def search_history(query: str, limit: int = 10) -> dict:
         """Search the user's saved nemo-chat conversations (every language); returns matching messages."""
-        return document_tools.search_history(services, query, limit)
+        return _one_line_errors(lambda: document_tools.search_history(services, query, limit))
 
     return server
 

@@ -24,6 +24,7 @@ from app.services.mcp_config import McpServerConfig, read_mcp_config
 
 IDLE, RUNNING, FAILED = "idle", "running", "failed"  # ServerStatus.state
 STOP_WAIT_S = 10.0  # closing waits at most this long for a server to stop
+START_WAIT_S = 30.0  # a server may take this long to start (or its call timeout, if longer)
 
 
 class McpFailure(ToolError):
@@ -91,12 +92,16 @@ class _Connection:
             self._ready, self._stop = asyncio.Event(), asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._hold(self._ready))
         try:
-            await asyncio.wait_for(asyncio.shield(self._ready.wait()), self.config.timeout_s)
+            await asyncio.wait_for(asyncio.shield(self._ready.wait()), self.start_wait_s)
         except asyncio.TimeoutError:
-            self.state, self.error = FAILED, f"no answer within {self.config.timeout_s:g} s"
+            self.state, self.error = FAILED, f"not started within {self.start_wait_s:g} s"
             await self.stop()
         if self.client is None:
             raise McpFailure(f"{self.config.name}: {self.error or 'could not start'}")
+
+    @property
+    def start_wait_s(self) -> float:
+        return max(START_WAIT_S, self.config.timeout_s)
 
     async def _hold(self, ready: asyncio.Event) -> None:
         from mcp import Client
@@ -127,16 +132,28 @@ class _Connection:
                             errlog=sys.stderr)
 
     async def call(self, name: str, arguments: dict) -> Any:
+        from mcp import MCPError
+        from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+
         await self.start()
         try:
             result = await self.client.call_tool(name, arguments, read_timeout_seconds=self.config.timeout_s)
-        except (TimeoutError, asyncio.TimeoutError):
-            raise McpFailure(f"{self.config.name}: {name} gave no answer within {self.config.timeout_s:g} s") from None
-        except Exception as exc:  # the server died or the connection broke: start afresh next time
-            self.state, self.error = FAILED, one_line(exc)
-            await self.stop()
+        except MCPError as exc:
+            if exc.code == REQUEST_TIMEOUT:
+                raise McpFailure(f"{self.config.name}: {name} gave no answer within {self.config.timeout_s:g} s") \
+                    from None
+            if exc.code == CONNECTION_CLOSED:
+                await self._broken(exc)
+            raise McpFailure(f"{self.config.name}: {name} failed: {one_line(exc)}") from None
+        except Exception as exc:  # the server died or the connection broke
+            await self._broken(exc)
             raise McpFailure(f"{self.config.name}: {name} failed: {self.error}") from None
         return _result(self.config.name, name, result)
+
+    async def _broken(self, exc: BaseException) -> None:
+        """The connection is gone: say why, and start afresh on the next use."""
+        self.state, self.error = FAILED, one_line(exc)
+        await self.stop()
 
     async def stop(self) -> None:
         if self._stop is not None:
@@ -208,7 +225,7 @@ class McpServers:
         async def start_all():
             await asyncio.gather(*(c.start() for c in self._connections.values()), return_exceptions=True)
 
-        self._wait(start_all(), max(c.timeout_s for c in self.configs) + STOP_WAIT_S)
+        self._wait(start_all(), max(c.start_wait_s for c in self._connections.values()) + STOP_WAIT_S)
         return [tool for connection in self._connections.values() for tool in connection.tools]
 
     def restart(self, name: str) -> ServerStatus:
@@ -220,7 +237,7 @@ class McpServers:
             await connection.start()
 
         try:
-            self._wait(again(), connection.config.timeout_s + STOP_WAIT_S)
+            self._wait(again(), connection.start_wait_s + 2 * STOP_WAIT_S)
         except McpFailure:
             pass
         return self.status(name)
@@ -228,7 +245,8 @@ class McpServers:
     def call(self, server: str, name: str, arguments: dict) -> Any:
         """Run one tool; McpFailure (one line) when it cannot."""
         connection = self._connections[server]
-        return self._wait(connection.call(name, arguments), connection.config.timeout_s + STOP_WAIT_S)
+        return self._wait(connection.call(name, arguments),
+                          connection.start_wait_s + connection.config.timeout_s + STOP_WAIT_S)
 
     def close(self) -> None:
         """Stop every server and the loop."""
