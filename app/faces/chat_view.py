@@ -73,8 +73,9 @@ def approval_bubble(approval: Approval, language: str = "en") -> dict:
     """The question a call that changes things asks before it runs, with its three answers."""
     arguments = json.dumps(approval.call.arguments, ensure_ascii=False, indent=1)
     question = text(language, "chat_tool_approval", tool=approval.call.name, server=approval.tool.server)
-    return {"role": "assistant", "content": remote_images_as_links(f"{question}\n\n```json\n{arguments}\n```"),
-            "options": [{"value": answer, "label": text(language, key)} for answer, key in APPROVAL_CHOICES]}
+    message = {"role": "assistant", "content": remote_images_as_links(f"{question}\n\n```json\n{arguments}\n```"),
+               "options": [{"value": answer, "label": text(language, key)} for answer, key in APPROVAL_CHOICES]}
+    return message
 
 
 def bubbles(rows: list[dict], live: ReplyUpdate | None = None,
