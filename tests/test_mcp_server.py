@@ -17,7 +17,7 @@ from mcp import Client, StdioServerParameters
 
 from conftest import free_port, run_cli
 
-TOOLS = {"summarize_document", "translate_text", "translate_document", "search_history"}
+TOOLS = {"summarize_document", "ask_document", "translate_text", "translate_document", "search_history"}
 NOTES = """# Growing tomatoes on a balcony
 
 Tomatoes need six to eight hours of sun a day. A south-facing balcony is best.
@@ -86,6 +86,11 @@ def test_an_agent_uses_nemo_chat_over_stdio(home, tmp_path):
             assert progress and all(total for _, total, _ in progress) and progress[-1][0] >= progress[0][0]
             again = result_of(await client.call_tool("summarize_document", {"path": str(notes), "length": "short"}))
             assert again["summary"] == summary["summary"] and again["engine_calls"] == 0 and again["cached_calls"] >= 1
+
+            asked = result_of(await client.call_tool("ask_document", {"question": "How big should the pots be?",
+                                                                      "paths": [str(notes)]}))
+            assert asked["stopped"] is False and asked["chunks"] >= 1 and isinstance(asked["sources"], list)
+            assert asked["answer"].strip() or not asked["found"]
 
             started = anyio.Event()
 

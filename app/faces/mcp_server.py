@@ -81,6 +81,13 @@ def build_server(services: Services):
         return await run_job(work, relay(ctx))
 
     @server.tool(annotations=reads)
+    async def ask_document(ctx: Context, question: str, paths: list[str], whole: bool = False) -> dict:
+        """Answer a question from documents (files on this machine), with checked citations (page or
+        section and a verbatim quote). whole: read every chunk (slower) instead of the best passages."""
+        work = lambda progress, cancel: document_tools.ask_document(services, question, paths, whole, cancel)  # noqa: E731
+        return await run_job(work, relay(ctx))
+
+    @server.tool(annotations=reads)
     async def translate_text(ctx: Context, text: str, to: str,
                              source: Annotated[str, Field(validation_alias="from")] = "auto") -> dict:
         """Translate text (Markdown, code and links kept) into language `to` (e.g. fr, de, ja), from

@@ -73,6 +73,22 @@ def _translated(result) -> dict:
             "engine_calls": result.engine_calls, "cached_segments": result.cached_segments}
 
 
+def ask_document(services: "Services", question: str, paths: list[str], whole: bool = False,
+                 cancel: CancelToken | None = None) -> Iterator:
+    """Answer a question from files, with checked citations (retrieval; `whole`: read every chunk)."""
+    if not paths:
+        raise UserError("give at least one document path")
+    documents = [read_document(path, **services.settings.parse_limits(), cancel=cancel) for path in paths]
+    ids = [services.documents.add(document)[0] for document in documents]
+    result = None
+    for update in services.ask(ids, question, whole, cancel):
+        result = update.result or result
+        yield update
+    return {"answer": result.answer, "found": result.found, "stopped": result.stopped,
+            "sources": [source.as_json() for source in result.sources], "chunks_read": result.chunks_read,
+            "chunks": result.chunks, "engine_calls": result.engine_calls, "cached_calls": result.cached_calls}
+
+
 def search_history(services: "Services", query: str, limit: int = 10) -> dict:
     """Messages of the saved conversations where `query` is found (every language)."""
     if not query.strip():
