@@ -7,6 +7,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.faces.i18n import language_of, say, t, text
+from app.faces.safe_markdown import safe_markdown
 from app.services.mcp_client import FAILED, RUNNING
 from app.services.mcp_config import mcp_config_path
 from app.services.root import Services
@@ -49,13 +50,13 @@ def tool_choices(services: Services, language: str) -> tuple[list[tuple[str, str
 def mcp_section(services: Services) -> None:
     """Inside the current Blocks (the Settings tab)."""
     with gr.Accordion(t("settings_mcp_title"), open=False, elem_id="mcp-section"):
-        table = gr.Markdown("", elem_id="mcp-servers")
+        table = safe_markdown("", elem_id="mcp-servers")
         tools = gr.CheckboxGroup([], label=t("settings_mcp_tools"), elem_id="mcp-tools")
         with gr.Row(equal_height=True):
             server = gr.Dropdown(services.mcp.names, value=next(iter(services.mcp.names), None),
                                  label=t("settings_mcp_server"), elem_id="mcp-server", scale=3)
             test = gr.Button(t("settings_mcp_test"), elem_id="mcp-test", scale=1)
-        result = gr.Markdown("", elem_id="mcp-test-result")
+        result = safe_markdown("", elem_id="mcp-test-result")
 
     def shown(request: gr.Request):
         language = language_of(request)
