@@ -14,6 +14,7 @@ import time
 from app.base.config import HOME_ENV, load_settings
 from app.base.errors import NoRoom, UserError
 from app.faces.cli_ask import add_ask_parser, run_ask
+from app.faces.cli_desktop import add_desktop_parser, run_desktop
 from app.faces.cli_tools import add_tool_commands, run_mcp, run_tools
 
 REMOTE_ENV = {"remote": "NEMO_CHAT_REMOTE", "remote_key": "NEMO_CHAT_REMOTE_KEY",
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("conversation", help='a JSON file: {"messages": [...], "tools": [...]}')
     prompt.add_argument("--model", help="take the Tekken vocabulary from this NeMo GGUF")
     _add_model_commands(commands)
-    _add_desktop_command(commands)
+    add_desktop_parser(commands)
 
     summarize = commands.add_parser("summarize", help="summarize whole documents (PDF, DOCX, HTML, Markdown, text)")
     summarize.add_argument("files", nargs="+", metavar="FILE")
@@ -163,11 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_ask_parser(commands, _add_engine_options)
     add_tool_commands(commands, _Parser, _add_engine_options)
     return parser
-
-
-def _add_desktop_command(commands) -> None:
-    desktop = commands.add_parser("desktop", help="add nemo-chat to the applications menu (Linux), or remove it")
-    desktop.add_argument("action", choices=["install", "uninstall"])
 
 
 def _add_model_commands(commands) -> None:
@@ -340,33 +336,6 @@ def _open_running(running, no_browser: bool) -> int:
 
         webbrowser.open(running.url)
     return 0
-
-
-def run_desktop(args) -> int:
-    from app.services import desktop
-
-    if not desktop.supported():
-        print(f"nemo-chat: this system ({sys.platform}) has no XDG applications menu; nothing was changed. "
-              f"Make a shortcut that runs: {' '.join(_launch_command())}")
-        return 0
-    if args.action == "install":
-        written = desktop.install(_launch_command())
-        print(f"nemo-chat: added to the applications menu: {written.entry} (icon {written.icon})")
-    else:
-        removed = desktop.uninstall()
-        print("nemo-chat: removed " + ", ".join(map(str, removed)) if removed else "nemo-chat: no menu entry to remove")
-    return 0
-
-
-def _launch_command() -> list[str]:
-    """How a launcher starts this installation's UI (this home, when one was chosen)."""
-    from pathlib import Path
-
-    script = Path(sys.executable).parent / "nemo-chat"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "app"]
-    if os.environ.get(HOME_ENV):
-        command += ["--home", os.environ[HOME_ENV]]
-    return command + ["ui"]
 
 
 def run_models(args) -> int:
