@@ -45,10 +45,19 @@ class SlotStates:
             return
         ids = list(held)
         self._on_disk[slot.seq_id] = ids
-        writer = threading.Thread(target=self.store.save, args=(ids, memoryview(buffer)[:written]),
+        writer = threading.Thread(target=self._save, args=(ids, memoryview(buffer)[:written]),
                                   name="kv-state-save", daemon=True)
         self._writers = [w for w in self._writers if w.is_alive()] + [writer]
         writer.start()
+
+    def _save(self, ids: list[int], data) -> None:
+        """Write a state; a full disk or a file size limit only costs the saved re-read (logged)."""
+        try:
+            self.store.save(ids, data)
+        except OSError as exc:
+            from app.base.logs import log_notice
+
+            log_notice(f"a conversation's K/V state was not saved ({exc})")
 
     def enter(self, slot, prompt: list[int], reuse: int, keep: bool) -> int:
         """A prompt takes the slot, whose cells hold its first `reuse` tokens: restore a saved state
