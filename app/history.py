@@ -176,6 +176,15 @@ def m007_branches(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m008_readable_tool_steps(db: sqlite_utils.Database) -> None:
+    """Tool results imported as plain text by older versions become tool steps (a JSON record with
+    the result as its text), so their conversations open, continue and export."""
+    db.execute("""UPDATE messages SET content = json_object('id', substr(lower(hex(randomblob(5))), 1, 9),
+        'name', 'tool', 'arguments', json_object(), 'round', 0, 'result', content, 'error', NULL,
+        'content', content) WHERE role = 'tool' AND (NOT json_valid(content) OR json_type(content) != 'object')""")
+
+
 @dataclass(frozen=True)
 class SearchHit:
     conversation_id: int

@@ -336,5 +336,7 @@ def _append_tool_step(messages: list[dict], record: dict) -> None:
     if last and last.get("tool_calls") and last.get("round") == record["round"] and messages[-1]["role"] == "tool":
         last["tool_calls"].append(call)
     else:
+        if messages and messages[-1]["role"] == "assistant" and not messages[-1].get("tool_calls"):
+            messages.pop()  # text said before a call (imported): a NeMo turn holds text or calls, not both
         messages.append({"role": "assistant", "content": None, "tool_calls": [call], "round": record["round"]})
     messages.append({"role": "tool", "tool_call_id": record["id"], "name": record["name"], "content": record["content"]})

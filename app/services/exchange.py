@@ -15,7 +15,8 @@ from pathlib import Path
 
 from app.base.errors import UserError
 from app.history import QUEUED, TITLE_BY_USER, History
-from app.services.history_formats import EXTRA, FORMAT_NAME, FORMAT_VERSION, Conversation, read_conversations
+from app.services.history_formats import (EXTRA, FORMAT_NAME, FORMAT_VERSION, Conversation, read_conversations,
+                                          too_deep)
 
 OPTIONAL = ("model", *EXTRA)
 MAX_IMPORT_BYTES = 512 * 2**20
@@ -108,6 +109,8 @@ def read_file(path: Path) -> dict | list:
         raise UserError(f"{name}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{name}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:  # nested far deeper than any cap: the parser itself gives up
+        raise too_deep(name) from None
     except OSError as exc:
         raise UserError(f"{name}: cannot be read ({exc.strerror})") from None
 

@@ -2,22 +2,30 @@
 `conversations.json` and Open WebUI's chat export, into one neutral shape (a tree per conversation).
 
 Pure functions over parsed JSON; nothing here touches the database. A file that is not one of
-these formats is refused with a `UserError` naming what is wrong; a conversation or message that
-cannot be used is skipped and counted, with the reason.
+these formats, or one over a cap (nesting depth, JSON objects and lists, characters in one text),
+is refused with a `UserError` naming what is wrong; a conversation or message that cannot be used
+is skipped and counted, with the reason. Reading takes time in proportion to the file's size.
+Tool results of other apps (plain text) become tool steps as the chat service saves them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from app.base.errors import UserError
+from app.nemo.prompt import CALL_ID_RE, NAME_RE
 
 FORMAT_NAME, FORMAT_VERSION = "nemo-chat", 1
 ROLES = {"user", "assistant", "system", "tool", "document"}
 EXTRA = ("prompt_tokens", "cached_tokens", "completion_tokens", "tokens_per_s", "ttft_s")
+MAX_DEPTH = 32  # JSON nesting; the formats read here need about 10 levels
+MAX_NODES = 10_000_000  # JSON objects and lists in one file (a 100,000-message export has about 200,000)
+MAX_TEXT_CHARS = 8_000_000  # characters in one JSON string (a whole book is about 1,000,000)
 
 
 @dataclass
@@ -30,6 +38,7 @@ class Message:
     status: str = "complete"
     model: str | None = None
     extra: dict = field(default_factory=dict)  # token counts and speed, as our export writes them
+    tool: dict | None = None  # OpenAI's fields of a tool call or result: tool_calls, or tool_call_id and name
 
 
 @dataclass
@@ -49,6 +58,7 @@ class Parsed:
 
 def read_conversations(data: Any, name: str) -> Parsed:
     """The conversations in a parsed JSON file; `name` is the file's name for messages."""
+    check_bounds(data, name)
     if isinstance(data, dict) and data.get("format") == FORMAT_NAME:
         if data.get("version") != FORMAT_VERSION:
             raise UserError(f"{name}: nemo-chat export version {data.get('version')!r} is not supported "
@@ -68,6 +78,29 @@ def read_conversations(data: Any, name: str) -> Parsed:
                     "ChatGPT conversations.json or Open WebUI chat export)")
 
 
+def too_deep(name: str) -> UserError:
+    return UserError(f"{name}: refused, nested more than {MAX_DEPTH} levels deep (the limit)")
+
+
+def check_bounds(data: Any, name: str) -> None:
+    """Refuse parsed JSON over the caps, level by level (no recursion, linear in its size)."""
+    level, depth, nodes = [data], 0, 0
+    while True:
+        dicts = [item for item in level if type(item) is dict]
+        lists = [item for item in level if type(item) is list]
+        if not dicts and not lists:
+            return
+        depth += 1
+        nodes += len(dicts) + len(lists)
+        if depth > MAX_DEPTH:
+            raise too_deep(name)
+        if nodes > MAX_NODES:
+            raise UserError(f"{name}: refused, more than {MAX_NODES:,} JSON objects and lists (the limit)")
+        level = [*chain.from_iterable(map(dict.values, dicts)), *chain.from_iterable(lists)]
+        if max(map(len, [value for value in level if type(value) is str]), default=0) > MAX_TEXT_CHARS:
+            raise UserError(f"{name}: refused, a text of more than {MAX_TEXT_CHARS:,} characters (the limit)")
+
+
 def _each(items: Any, name: str, read) -> Parsed:
     if not isinstance(items, list):
         raise UserError(f'{name}: "conversations" must be a list')
@@ -78,6 +111,7 @@ def _each(items: Any, name: str, read) -> Parsed:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             parsed.skipped.append(f"conversation {i + 1}: unreadable ({type(exc).__name__}: {exc})")
             continue
+        _as_saved_here(conversation)
         if not conversation.messages:
             parsed.skipped.append(f"conversation {i + 1} ({conversation.title}): no messages")
             continue
@@ -92,6 +126,72 @@ def _fingerprint(conversation: Conversation) -> str:
     return "sha256:" + hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+def _as_saved_here(conversation: Conversation) -> None:
+    """Tool calls and results made elsewhere, as the steps the chat service saves (role `tool`, a
+    JSON record of the call and its result): one step per result; a `document` that is not the
+    record of an attached document becomes the user's text. An assistant message that only
+    called tools is left out, its calls live on in their steps. Our own steps are kept as they are."""
+    calls: dict[str, tuple[dict, int]] = {}  # call id -> (OpenAI call, round)
+    gone: dict[str, str | None] = {}  # key of a message left out -> the message before it
+    kept, rounds = [], 0
+    for message in conversation.messages:
+        message.parent = gone.get(message.parent, message.parent)
+        if message.role == "assistant" and message.tool:
+            rounds += 1
+            calls.update((str(call.get("id")), (call, rounds)) for call in message.tool["tool_calls"]
+                         if isinstance(call, dict))
+            if not message.content.strip():
+                gone[message.key] = message.parent
+                continue
+        elif message.role == "document" and not _is_document(message.content):
+            message.role = "user"  # text without the record an attached document is saved with
+        elif message.role == "tool" and (message.tool or not _is_step(message.content)):
+            call_id = str((message.tool or {}).get("tool_call_id") or "")
+            call, step_round = calls.get(call_id) or ({}, rounds + 1)
+            rounds = max(rounds, step_round)
+            function = call.get("function") if isinstance(call.get("function"), dict) else {}
+            name = str(function.get("name") or (message.tool or {}).get("name") or "tool")
+            message.content = json.dumps({
+                "id": _call_id(call_id or message.key), "round": step_round, "error": None,
+                "name": name if NAME_RE.fullmatch(name) else re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:64],
+                "arguments": _arguments(function.get("arguments")),
+                "result": message.content, "content": message.content}, ensure_ascii=False)
+        kept.append(message)
+    conversation.messages = kept
+    conversation.current = gone.get(conversation.current, conversation.current)
+
+
+def _is_step(content: str) -> bool:
+    try:
+        step = json.loads(content)
+    except ValueError:
+        return False
+    return isinstance(step, dict) and isinstance(step.get("name"), str) and "arguments" in step
+
+
+def _is_document(content: str) -> bool:
+    try:
+        record = json.loads(content)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and all(isinstance(record.get(k), str) for k in ("title", "note", "text"))
+
+
+def _call_id(given: str) -> str:
+    """A call id as NeMo writes them (9 letters or digits): the given one, or one made from it."""
+    return given if CALL_ID_RE.fullmatch(given) else hashlib.sha256(given.encode()).hexdigest()[:9]
+
+
+def _arguments(arguments: Any) -> Any:
+    """A call's arguments as JSON (OpenAI sends them as a JSON string); text that is no JSON stays text."""
+    if not isinstance(arguments, str):
+        return {} if arguments is None else arguments
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
 def _text(content: Any) -> str:
     """Text content: a string, or OpenAI/ChatGPT parts (strings or {"type": "text"} objects)."""
     if content is None:
@@ -99,7 +199,7 @@ def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n\n".join(_text(part) for part in content if _text(part))
+        return "\n\n".join(text for text in map(_text, content) if text)
     if isinstance(content, dict) and isinstance(content.get("text"), str):
         return content["text"]
     return ""
@@ -120,12 +220,15 @@ def _linear(messages: list, skipped: list[str], where: str, read_one) -> list[Me
 def _openai_message(raw: Any, key: str, parent: str | None) -> Message | None:
     if not isinstance(raw, dict) or raw.get("role") not in ROLES - {"document"}:
         return None
-    content = _text(raw.get("content"))
-    if raw.get("tool_calls"):
-        content = json.dumps({"tool_calls": raw["tool_calls"]}, ensure_ascii=False)
-    if not content:
+    content, role = _text(raw.get("content")), raw["role"]
+    tool = None
+    if role == "assistant" and isinstance(raw.get("tool_calls"), list) and raw["tool_calls"]:
+        tool = {"tool_calls": raw["tool_calls"]}
+    elif role == "tool":
+        tool = {"tool_call_id": raw.get("tool_call_id"), "name": raw.get("name")}
+    if not content and tool is None:
         return None
-    return Message(key, parent, raw["role"], content, model=raw.get("model"))
+    return Message(key, parent, role, content, model=raw.get("model"), tool=tool)
 
 
 def _openai(item: dict, skipped: list[str], where: str) -> Conversation:
@@ -151,30 +254,35 @@ def _ours(item: dict, skipped: list[str], where: str) -> Conversation:
 
 
 def _tree(nodes: dict[str, tuple[str | None, Message | None]]) -> list[Message]:
-    """Messages of a tree given as key -> (parent key, message or None), parents first; a node
-    without a message (ChatGPT's root, hidden system nodes) passes its children to its parent."""
-    def visible_parent(key: str | None) -> str | None:
-        seen = set()
-        while key is not None and key in nodes and nodes[key][1] is None and key not in seen:
-            seen.add(key)
-            key = nodes[key][0]
-        return key if key in nodes else None
+    """Messages of a tree given as key -> (parent key, message or None), parents first, in a time
+    linear in its size; a node without a message (ChatGPT's root, hidden system nodes) passes its
+    children to its parent. Messages in a cycle, or below one, are left out."""
+    shown: dict[str | None, str | None] = {None: None}  # key -> the nearest ancestor with a message
 
-    ordered, placed = [], set()
-    pending = [k for k, (_, m) in nodes.items() if m is not None]
-    while pending:
-        progressed = False
-        for key in list(pending):
-            parent = visible_parent(nodes[key][0])
-            if parent is None or parent in placed:
-                message = nodes[key][1]
-                message.parent = parent
-                ordered.append(message)
-                placed.add(key)
-                pending.remove(key)
-                progressed = True
-        if not progressed:  # a cycle: what is left cannot be ordered
-            break
+    def visible(key: str | None) -> str | None:
+        path: dict[str, None] = {}  # the hidden nodes passed, in order (a dict: a cycle is seen at once)
+        while key not in shown and key in nodes and nodes[key][1] is None and key not in path:
+            path[key] = None
+            key = nodes[key][0]
+        found = shown.get(key, key if key in nodes and nodes[key][1] is not None else None)
+        for hidden in path:
+            shown[hidden] = found
+        return found
+
+    ordered, placed, waiting = [], set(), {}
+    for key, (parent, message) in nodes.items():
+        if message is None:
+            continue
+        message.parent = visible(parent)
+        if message.parent is not None and message.parent not in placed:
+            waiting.setdefault(message.parent, []).append(message)
+            continue
+        ready = [message]
+        while ready:  # a message placed lets the ones waiting for it in
+            message = ready.pop()
+            ordered.append(message)
+            placed.add(message.key)
+            ready += reversed(waiting.pop(message.key, []))
     return ordered
 
 
@@ -182,13 +290,20 @@ def _chatgpt(item: dict, skipped: list[str], where: str) -> Conversation:
     nodes: dict[str, tuple[str | None, Message | None]] = {}
     for key, node in item["mapping"].items():
         raw = node.get("message") or {}
-        role = (raw.get("author") or {}).get("role")
-        content = raw.get("content") or {}
-        text = _text(content.get("parts")) if content.get("content_type") in ("text", "multimodal_text", None) else ""
+        author = raw.get("author") or {}
+        role, content = author.get("role"), raw.get("content") or {}
+        kind = content.get("content_type")
+        text = _text(content.get("parts")) if kind in ("text", "multimodal_text", None) else ""
+        text = _text(content.get("text")) if kind in ("code", "execution_output") else text
         hidden = (raw.get("metadata") or {}).get("is_visually_hidden_from_conversation")
-        if role in ("user", "assistant", "system", "tool") and text and not hidden:
+        tool = None
+        if role == "assistant" and kind == "code" and raw.get("recipient") not in (None, "all"):  # a call
+            tool, text = {"tool_calls": [{"id": key, "function": {"name": raw["recipient"], "arguments": text}}]}, ""
+        elif role == "tool":  # a result: its parent is the call, if any
+            tool = {"tool_call_id": node.get("parent"), "name": author.get("name")}
+        if role in ("user", "assistant", "system", "tool") and (text or tool) and not hidden:
             nodes[key] = (node.get("parent"), Message(key, None, role, text, raw.get("create_time"),
-                                                      model=(raw.get("metadata") or {}).get("model_slug")))
+                                                      model=(raw.get("metadata") or {}).get("model_slug"), tool=tool))
         else:
             if raw and role in ("user", "assistant") and not text:
                 skipped.append(f"{where}: a {content.get('content_type', 'non-text')} message")
