@@ -1,5 +1,6 @@
 """The child process of `parse_limits`: caps its own memory, reads one file from stdin with the
-reader for its kind, and writes one JSON object on stdout (the parts, or a one-line refusal)."""
+reader for its kind, and does all the reading there is (Markdown blocks, chunks, token counts).
+It writes JSON lines on stdout as it goes (`reading.read_parts`), or a one-line refusal."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import sys
 
 from app.base.errors import UserError
+
 
 def _limit_memory(memory_mb: int) -> None:
     import resource
@@ -21,31 +23,33 @@ def _limit_memory(memory_mb: int) -> None:
 
 
 def _child(argv: list[str]) -> int:
-    from dataclasses import asdict
-
     options = json.loads(argv[0])
     data = sys.stdin.buffer.read()
     from app.documents import reading
+    from app.nemo.tekken import Tekken
 
+    count = Tekken.default().count  # loaded before the cap: the limit is for reading, not for starting
     kind, name = options["kind"], options["name"]
     if kind == "pdf":
-        import pypdf  # noqa: F401  imported before the cap: the limit is for reading, not for starting
+        import pypdf  # noqa: F401  likewise
 
         reader = lambda: reading._read_pdf(data, name, max_pages=options["max_pages"])
     else:
         reader = lambda: reading.READERS[kind](data, name)
+    out = sys.stdout
     _limit_memory(options["memory_mb"])
     try:
         title, pages, parts = reader()
-        answer = json.dumps({"title": title, "pages": pages, "parts": [asdict(part) for part in parts]})
+        del data
+        for item in reading.read_parts(title, pages, parts, name, count):
+            out.write(json.dumps(item) + "\n")
     except MemoryError:
-        answer = '{"error": "memory"}'
+        out.write('{"error": "memory"}\n')
     except UserError as exc:
-        answer = json.dumps({"error": str(exc)})
+        out.write(json.dumps({"error": str(exc)}) + "\n")
     except Exception as exc:  # noqa: BLE001 - a reader bug on odd input: still one line for the user
-        answer = json.dumps({"error": f"{name}: cannot read this file ({type(exc).__name__})"})
-    sys.stdout.write(answer)
-    sys.stdout.flush()
+        out.write(json.dumps({"error": f"{name}: cannot read this file ({type(exc).__name__})"}) + "\n")
+    out.flush()
     return 0
 
 

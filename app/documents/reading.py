@@ -1,6 +1,8 @@
 """Files -> Markdown with page/section positions and metadata; token-aware chunking.
 
-Parsing runs in a child process with a time, memory and page limit (parse_limits.py). PDF text
+All of the reading runs in a child process with a time, memory and page limit (parse_limits.py):
+parsing, Markdown blocks, chunks and token counts, a window of text at a time, so its memory
+grows with the text's size and no faster; the parent gets the Markdown and the chunks. PDF text
 layers come from pypdf, DOCX goes through mammoth to HTML, HTML is cleaned with
 BeautifulSoup (scripts and styles dropped, nothing is ever run) and turned into Markdown by
 markdownify. Text encodings are proposed by BeautifulSoup's EncodingDetector (BOM, declared
@@ -18,16 +20,15 @@ import unicodedata
 import zipfile
 from dataclasses import replace
 from functools import partial
-from itertools import groupby
+from itertools import islice
 from pathlib import Path, PurePath
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from app.base.config import Settings
 from app.base.errors import UserError
 from app.base.jobs import CancelToken
 from app.documents.language import detect_language
 from app.documents.parse_limits import over_page_limit, parse_in_child
-from app.nemo.tekken import Tekken
 from app.storage.document_store import Chunk, Document
 
 KINDS = {".pdf": "pdf", ".docx": "docx", ".html": "html", ".htm": "html", ".md": "markdown",
@@ -37,6 +38,7 @@ DEFAULT_MAX_BYTES = 100 * 2**20
 MAX_UNPACKED_BYTES = 256 * 2**20  # a .docx that unpacks to more is refused
 MAX_PACK_RATIO = 100  # ... and so is one that unpacks to over 100x its size (beyond a few MB)
 STORE_CHUNK_TOKENS = 256  # stored chunks: small enough to pick relevant passages for a chat
+WINDOW_CHARS = 256 * 1024  # the child reads Markdown blocks and counts tokens this much text at a time
 DROPPED_HTML = ["script", "style", "noscript", "template", "iframe", "object", "embed", "svg", "canvas",
                 "head", "form"]
 DOCX_STYLES = "p[style-name='Title'] => h1:fresh\np[style-name='Subtitle'] => h2:fresh"
@@ -79,30 +81,50 @@ def read_document(path: str | Path, name: str | None = None, max_bytes: int = DE
         size = Path(path).stat().st_size
         if size > max_bytes:
             raise UserError(f"{name}: {size / 2**20:,.1f} MB is over the {max_bytes / 2**20:,.0f} MB upload limit")
-        data = Path(path).read_bytes()
+        sha256, blank = _fingerprint(Path(path))
     except FileNotFoundError:
         raise UserError(f"{name}: file not found") from None
     except OSError as exc:
         raise UserError(f"{name}: cannot read ({exc.strerror})") from None
-    if not data.strip():
+    if blank:
         raise UserError(f"{name}: the file is empty")
     defaults = Settings()
-    title, pages, parts = parse_in_child(
-        kind, data, name, cancel=cancel,
+    parsed = parse_in_child(
+        kind, Path(path), name, cancel=cancel,
         timeout_s=defaults.parse_timeout_s if timeout_s is None else timeout_s,
         memory_mb=defaults.parse_memory_mb if memory_mb is None else memory_mb,
         max_pages=defaults.parse_max_pages if max_pages is None else max_pages)
+    return Document(
+        sha256=sha256, file_name=name, kind=kind,
+        title=" ".join((parsed.title or "")[:1000].split())[:200] or PurePath(name).stem or name,
+        pages=parsed.pages, language=detect_language(parsed.markdown), tokens=parsed.tokens,
+        markdown=parsed.markdown, chunks=parsed.chunks,
+    )
+
+
+def _fingerprint(path: Path) -> tuple[str, bool]:
+    """The file's SHA-256 and whether it holds only white space, read a block at a time."""
+    digest, blank = hashlib.sha256(), True
+    with path.open("rb") as handle:
+        while block := handle.read(2**20):
+            digest.update(block)
+            blank = blank and not block.strip()
+    return digest.hexdigest(), blank
+
+
+def read_parts(title: str, pages: int | None, parts: list[Chunk], name: str, count: CountTokens) -> Iterator[dict]:
+    """What the child sends for a file read into `parts`: its chunks one by one, then its Markdown
+    a window at a time, then the totals; each a small JSON-ready dict."""
     markdown = "\n\n".join(part.text for part in parts).strip()
     if not markdown:
         raise UserError(f"{name}: no text found")
-    tekken = Tekken.default()
-    return Document(
-        sha256=hashlib.sha256(data).hexdigest(), file_name=name, kind=kind,
-        title=" ".join((title or "").split())[:200] or PurePath(name).stem or name, pages=pages,
-        language=detect_language(markdown), tokens=tekken.count(markdown), markdown=markdown,
-        chunks=[c for _, page in groupby(markdown_blocks(parts), key=lambda block: block.page_start)
-                for c in chunk(list(page), STORE_CHUNK_TOKENS, tekken.count)],  # a chunk never spans pages
-    )
+    for piece in page_chunks(markdown_blocks(parts), STORE_CHUNK_TOKENS, count):
+        yield {"chunk": {"text": piece.text, "tokens": piece.tokens, "page_start": piece.page_start,
+                         "page_end": piece.page_end, "section": piece.section}}
+    parts.clear()  # what is left to send is the Markdown
+    for start in range(0, len(markdown), WINDOW_CHARS):
+        yield {"markdown": markdown[start : start + WINDOW_CHARS]}
+    yield {"done": {"title": title or "", "pages": pages, "tokens": count_tokens(markdown, count)}}
 
 
 # -- readers: bytes -> (title, pages, parts) ------------------------------------------------------
@@ -210,10 +232,14 @@ def _decode_text(data: bytes, name: str, html: bool = False) -> str:
 
     detector = EncodingDetector(data, is_html=html)
     text = next((t for t in map(partial(_decode, detector.markup), detector.encodings) if t is not None), "")
-    controls = sum(1 for c in text if unicodedata.category(c) == "Cc" and c not in "\n\r\t\f")
-    if not text or controls > len(text) // 100:
+    allowed = len(text) // 100
+    controls = sum(1 for _ in islice(_CONTROLS.finditer(text), allowed + 1))
+    if not text or controls > allowed:
         raise UserError(f"{name}: not a text file (binary data)")
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")  # Unicode's Cc but \t \n \f \r
 
 
 def _decode(data: bytes, encoding: str) -> str | None:
@@ -227,40 +253,90 @@ READERS = {"pdf": _read_pdf, "docx": _read_docx, "html": _read_html, "markdown":
            "text": _read_text}
 
 
-# -- blocks and chunks ----------------------------------------------------------------------------
+# -- blocks and chunks (run in the child, a window of text at a time) ---------------------------------
 
 
-def markdown_blocks(parts: list[Chunk]) -> list[Chunk]:
-    """Top-level Markdown blocks (paragraph, list, table, code) with their page and heading path.
+def text_windows(text: str, size: int = WINDOW_CHARS) -> Iterator[str]:
+    """Consecutive pieces of a Markdown text of about `size` characters (at most 4x), cut at a blank
+    line outside code fences where there is one, else at a line end, a space, or anywhere."""
+    start, fence, scanned = 0, None, 0
+    while len(text) - start > size:
+        low, high, end = start + size, start + 4 * size, None
+        for blank in _BLANK.finditer(text, low, high):
+            fence = _fence_at(text, scanned, blank.start(), fence)
+            scanned = blank.start()
+            if fence is None:
+                end = blank.end()
+                break
+        if end is None:
+            end = next((i + 1 for i in (text.find(c, low, high) for c in "\n ") if i >= 0), low)
+            fence, scanned = _fence_at(text, scanned, end, fence), end
+        yield text[start:end]
+        start = end
+    yield text[start:]
+
+
+_BLANK = re.compile(r"\n[ \t]*\n")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)", re.MULTILINE)
+
+
+def _fence_at(text: str, start: int, end: int, fence: tuple[str, int] | None) -> tuple[str, int] | None:
+    """The code fence open at `end` (its character and length, None outside), given the one at `start`."""
+    for line in _FENCE.finditer(text, start, end):
+        marker, info = line.group(1), line.group(2)
+        if fence is None:
+            fence = None if marker[0] == "`" and "`" in info else (marker[0], len(marker))
+        elif marker[0] == fence[0] and len(marker) >= fence[1] and not info.strip():
+            fence = None
+    return fence
+
+
+def markdown_blocks(parts: Iterable[Chunk]) -> Iterator[Chunk]:
+    """Top-level Markdown blocks (paragraph, list, table, code) with their page and heading path,
+    a window of each part's text at a time.
 
     A heading is kept with the block after it, so no chunk ends on a lone heading.
     """
     from markdown_it import MarkdownIt
 
-    parser = MarkdownIt("commonmark").enable("table")
-    blocks: list[Chunk] = []
+    parser = MarkdownIt("commonmark").enable("table").disable(["inline", "text_join"])  # blocks only
     path: list[tuple[int, str]] = []
     for part in parts:
-        lines = part.text.split("\n")
-        tokens = parser.parse(part.text)
         heading = ""
-        for i, token in enumerate(tokens):
-            if token.level != 0 or not token.map or token.nesting < 0:
-                continue
-            text = "\n".join(lines[token.map[0] : token.map[1]]).strip()
-            if token.type == "heading_open":
-                depth = int(token.tag[1:])
-                path = [p for p in path if p[0] < depth] + [(depth, tokens[i + 1].content.strip())]
-                heading = f"{heading}\n\n{text}".strip()
-                continue
-            section = " › ".join(title for _, title in path)
-            blocks.append(replace(part, text=f"{heading}\n\n{text}".strip(), section=section))
-            heading = ""
+        for window in text_windows(part.text):
+            lines = window.split("\n")
+            tokens = parser.parse(window)
+            for i, token in enumerate(tokens):
+                if token.level != 0 or not token.map or token.nesting < 0:
+                    continue
+                text = "\n".join(lines[token.map[0] : token.map[1]]).strip()
+                if token.type == "heading_open":
+                    depth = int(token.tag[1:])
+                    path = [p for p in path if p[0] < depth] + [(depth, tokens[i + 1].content.strip())]
+                    heading = f"{heading}\n\n{text}".strip()
+                    continue
+                section = " › ".join(title for _, title in path)
+                yield replace(part, text=f"{heading}\n\n{text}".strip(), section=section)
+                heading = ""
         if heading:
-            blocks.append(replace(part, text=heading, section=" › ".join(title for _, title in path)))
-    return blocks
+            yield replace(part, text=heading, section=" › ".join(title for _, title in path))
 
 
+def count_tokens(text: str, count: CountTokens, size: int = WINDOW_CHARS) -> int:
+    """`count(text)` a window at a time: cut after a letter or digit before a space, where NeMo's
+    pre-tokenizer cuts too, so the sum is exact (a text with no such place is cut anywhere)."""
+    total, start = 0, 0
+    while start < len(text):
+        end = start + size
+        if end < len(text):
+            cut = _TOKEN_CUT.search(text, end, end + 4 * size)
+            end = cut.end() if cut else end + 4 * size
+        total += count(text[start:end])
+        start = end
+    return total
+
+
+_TOKEN_CUT = re.compile(r"(?<=[^\W_])(?=\s)")
 _SPLITS = [
     re.compile(r"(?<=\n\n)(?=[^\n])"),  # paragraphs
     re.compile(r"(?<=\n)(?=[^\n])"),  # lines
@@ -287,45 +363,52 @@ def split_text(text: str, max_tokens: int, count: CountTokens, level: int = 0) -
     return ["".join(group) for group in _greedy([(s, count(s)) for s in small], max_tokens, 0)]
 
 
-def _greedy(items: list[tuple], max_tokens: int, separator_tokens: int,
-            ends_run: Callable[[list, object, int], bool] = lambda run, item, size: False) -> list[list]:
-    """Consecutive (item, tokens) pairs packed into runs of at most `max_tokens`."""
-    runs: list[list] = []
+def _greedy(items: Iterable[tuple], max_tokens: int, separator_tokens: int,
+            ends_run: Callable[[list, object, int], bool] = lambda run, item, size: False) -> Iterator[list]:
+    """Consecutive (item, tokens) pairs packed into runs of at most `max_tokens`, each run given
+    once it is complete."""
+    run: list = []
     size = 0
     for item, tokens in items:
-        if runs and size + separator_tokens + tokens <= max_tokens and not ends_run(runs[-1], item, size):
-            runs[-1].append(item)
+        if run and size + separator_tokens + tokens <= max_tokens and not ends_run(run, item, size):
+            run.append(item)
             size += separator_tokens + tokens
         else:
-            runs.append([item])
-            size = tokens
-    return runs
+            if run:
+                yield run
+            run, size = [item], tokens
+    if run:
+        yield run
+
+
+def _runs(pieces: Iterable[Chunk], max_tokens: int, count: CountTokens, page_ends_run: bool) -> Iterator[list[Chunk]]:
+    """Consecutive pieces grouped into runs of at most `max_tokens`; too large pieces are split first.
+
+    A run ends early at a new section when it is already half full, so sections stay together
+    (and at a new page, when `page_ends_run`).
+    """
+    def ends(run: list[Chunk], piece: Chunk, size: int) -> bool:
+        new_page = page_ends_run and piece.page_start != run[-1].page_start
+        return new_page or (piece.section != run[-1].section and size >= max_tokens // 2)
+
+    return _greedy(((p, p.tokens) for p in _fitting(pieces, max_tokens, count)), max_tokens, 1, ends)
 
 
 def pack(pieces: list[Chunk], max_tokens: int, count: CountTokens) -> list[list[Chunk]]:
-    """Consecutive pieces grouped into runs of at most `max_tokens`; too large pieces are split first.
-
-    A run ends early at a new section when it is already half full, so sections stay together.
-    """
-    def new_section(run: list[Chunk], piece: Chunk, size: int) -> bool:
-        return piece.section != run[-1].section and size >= max_tokens // 2
-
-    pieces = _fitting(pieces, max_tokens, count)
-    return _greedy([(p, p.tokens) for p in pieces], max_tokens, 1, new_section)
+    """Consecutive pieces grouped into runs of at most `max_tokens` (see `_runs`)."""
+    return list(_runs(pieces, max_tokens, count, page_ends_run=False))
 
 
-def _fitting(pieces: list[Chunk], max_tokens: int, count: CountTokens) -> list[Chunk]:
+def _fitting(pieces: Iterable[Chunk], max_tokens: int, count: CountTokens) -> Iterator[Chunk]:
     """Pieces recounted with `count`, those over `max_tokens` split at natural boundaries."""
-    out = []
     for piece in pieces:
         tokens = count(piece.text)
         if tokens <= max_tokens:
-            out.append(replace(piece, tokens=tokens))
+            yield replace(piece, tokens=tokens)
             continue
         for text in split_text(piece.text, max_tokens, count):
             if text.strip():
-                out.append(replace(piece, text=text.strip(), tokens=count(text.strip())))
-    return out
+                yield replace(piece, text=text.strip(), tokens=count(text.strip()))
 
 
 def merge(group: list[Chunk], count: CountTokens) -> Chunk:
@@ -340,6 +423,11 @@ def group_texts(texts: list[str], max_tokens: int, count: CountTokens) -> list[l
     return [[piece.text for piece in run] for run in pack([Chunk(text) for text in texts], max_tokens, count)]
 
 
-def chunk(pieces: list[Chunk], max_tokens: int, count: CountTokens) -> list[Chunk]:
+def chunk(pieces: Iterable[Chunk], max_tokens: int, count: CountTokens) -> list[Chunk]:
     """Token-aware chunks of at most about `max_tokens`, cut at section, paragraph, sentence or word."""
-    return [merge(group, count) for group in pack(pieces, max_tokens, count)]
+    return [merge(group, count) for group in _runs(pieces, max_tokens, count, page_ends_run=False)]
+
+
+def page_chunks(pieces: Iterable[Chunk], max_tokens: int, count: CountTokens) -> Iterator[Chunk]:
+    """`chunk` over a stream of pieces, each chunk given once complete; a chunk never spans pages."""
+    return (merge(group, count) for group in _runs(pieces, max_tokens, count, page_ends_run=True))
