@@ -12,10 +12,15 @@ import platformdirs
 HOME_ENV = "NEMO_CHAT_HOME"
 
 
-def app_home() -> Path:
-    """The root of all state: $NEMO_CHAT_HOME, else the platform's user data folder."""
+def home_path() -> Path:
+    """The root of all state: $NEMO_CHAT_HOME, else the platform's user data folder (maybe not made yet)."""
     root = os.environ.get(HOME_ENV) or platformdirs.user_data_dir("nemo-chat", appauthor=False)
-    path = Path(root).expanduser()
+    return Path(root).expanduser()
+
+
+def app_home() -> Path:
+    """The root of all state, made if missing."""
+    path = home_path()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -11,8 +11,9 @@ import os
 import sys
 import time
 
-from app.base.config import HOME_ENV, load_settings
+from app.base.config import HOME_ENV, home_path, load_settings
 from app.base.errors import NoRoom, UserError
+from app.base.private_files import keep_private, tighten_home
 from app.faces.cli_ask import add_ask_parser, run_ask
 from app.faces.cli_desktop import add_desktop_parser, run_desktop
 from app.faces.cli_tools import add_tool_commands, run_mcp, run_tools
@@ -546,6 +547,16 @@ def run_search(args) -> int:
     return 0
 
 
+def _tighten_home() -> None:
+    """An existing home made private at start, with one line in the log when anything was open."""
+    home = home_path()
+    changed = tighten_home(home)
+    if changed:
+        from app.base.logs import log_notice
+
+        log_notice(f"{home}: {changed} files and folders were open to other users; now for this user only")
+
+
 COMMANDS = {"ui": run_ui, "serve": run_serve, "export": run_export, "import": run_import, "search": run_search, "chat": run_chat, "convert": run_convert, "tokens": run_tokens, "prompt": run_prompt, "models": run_models,
             "plan": run_plan, "summarize": run_summarize, "translate": run_translate, "desktop": run_desktop,
             "ask": lambda args: run_ask(args, _services, _load_model),
@@ -557,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.home:
             os.environ[HOME_ENV] = os.path.abspath(os.path.expanduser(args.home))
+        keep_private()
+        _tighten_home()
         if args.command is None:
             args = build_parser().parse_args([*(argv if argv is not None else sys.argv[1:]), "ui"])
         return COMMANDS[args.command](args)
