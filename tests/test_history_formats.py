@@ -72,3 +72,46 @@ def test_a_file_of_another_kind_is_refused_in_one_line(data, problem):
     with pytest.raises(UserError, match=problem) as refused:
         read_conversations(data, "mystery.json")
     assert str(refused.value).startswith("mystery.json: ") and "\n" not in str(refused.value)
+
+
+# -- issue 19: linear trees, tool steps and documents from elsewhere ------------------------------------
+def test_a_tree_listed_children_first_comes_out_parents_first_and_a_cycle_is_left_out():
+    mapping = {key: node for key, node in reversed(list(CHATGPT[0]["mapping"].items()))}
+    mapping["x"] = chatgpt_node("x", "y", ["y"], "user", "in a cycle")
+    mapping["y"] = chatgpt_node("y", "x", ["x"], "assistant", "in a cycle too")
+    [conversation] = read_conversations([{**CHATGPT[0], "mapping": mapping}], "reversed.json").conversations
+    order = [m.key for m in conversation.messages]
+    assert sorted(order) == ["a1", "a2", "u1", "u2"]
+    assert order.index("u1") < order.index("a1") and order.index("u2") < order.index("a2")
+    assert {m.key: m.parent for m in conversation.messages} == {"u1": None, "a1": "u1", "u2": None, "a2": "u2"}
+
+
+def test_chatgpt_code_calls_and_their_output_become_tool_steps():
+    import json
+
+    call = chatgpt_node("c1", "u1", ["r1"], "assistant", None)
+    call["message"]["content"] = {"content_type": "code", "language": "python", "text": "print(6*7)"}
+    call["message"]["recipient"] = "python"
+    result = chatgpt_node("r1", "c1", ["a1"], "tool", None)
+    result["message"]["author"]["name"] = "python"
+    result["message"]["content"] = {"content_type": "execution_output", "text": "42"}
+    mapping = {"u1": chatgpt_node("u1", None, ["c1"], "user", "6*7?"), "c1": call, "r1": result,
+               "a1": chatgpt_node("a1", "r1", [], "assistant", "42.")}
+    [conversation] = read_conversations([{"id": "c-2", "mapping": mapping}], "code.json").conversations
+    assert [(m.key, m.role, m.parent) for m in conversation.messages] == [
+        ("u1", "user", None), ("r1", "tool", "u1"), ("a1", "assistant", "r1")]
+    step = json.loads(conversation.messages[1].content)
+    assert (step["name"], step["arguments"], step["result"], len(step["id"])) == ("python", "print(6*7)", "42", 9)
+
+
+def test_a_document_or_tool_row_that_is_not_a_record_is_kept_readable():
+    import json
+
+    ours = {"format": "nemo-chat", "version": 1, "conversations": [{"title": "t", "messages": [
+        {"id": 1, "parent": None, "role": "document", "content": "just text"},
+        {"id": 2, "parent": 1, "role": "document", "content": json.dumps({"document_id": 3, "title": "A", "note": "n"})},
+        {"id": 3, "parent": 2, "role": "tool", "content": "plain result"}]}]}
+    [conversation] = read_conversations(ours, "ours.json").conversations
+    assert [m.role for m in conversation.messages] == ["user", "document", "tool"]
+    assert json.loads(conversation.messages[1].content)["text"] == "n"
+    assert json.loads(conversation.messages[2].content)["result"] == "plain result"

@@ -143,8 +143,8 @@ def _as_saved_here(conversation: Conversation) -> None:
             if not message.content.strip():
                 gone[message.key] = message.parent
                 continue
-        elif message.role == "document" and not _is_document(message.content):
-            message.role = "user"  # text without the record an attached document is saved with
+        elif message.role == "document":
+            message.role, message.content = _document(message.content)
         elif message.role == "tool" and (message.tool or not _is_step(message.content)):
             call_id = str((message.tool or {}).get("tool_call_id") or "")
             call, step_round = calls.get(call_id) or ({}, rounds + 1)
@@ -169,12 +169,18 @@ def _is_step(content: str) -> bool:
     return isinstance(step, dict) and isinstance(step.get("name"), str) and "arguments" in step
 
 
-def _is_document(content: str) -> bool:
+def _document(content: str) -> tuple[str, str]:
+    """An attached document's role and record as the chat service reads them (its `text` is what
+    the model is given: the note when the file has none); text that is no such record is the user's."""
     try:
         record = json.loads(content)
     except ValueError:
-        return False
-    return isinstance(record, dict) and all(isinstance(record.get(k), str) for k in ("title", "note", "text"))
+        record = None
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in ("title", "note")):
+        return "user", content
+    if not isinstance(record.get("text"), str):
+        content = json.dumps({**record, "text": record["note"]}, ensure_ascii=False)
+    return "document", content
 
 
 def _call_id(given: str) -> str:
