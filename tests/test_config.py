@@ -42,6 +42,9 @@ def test_an_emptied_number_field_is_refused_in_one_line_and_nothing_is_saved(ser
     before = demo.nemo.settings
     page.goto(url)
     page.get_by_role("tab", name="Settings").click()
+    # the page fills the fields with the settings in use once it has opened: wait for that, as a person
+    # sees the form settle, or it writes the number back over the emptied field (CI caught the race)
+    page.locator("#models-folder", has_text="GGUF files").wait_for(timeout=30_000)
     field = page.get_by_label("Context size (tokens)")
     field.fill("")
     page.locator("#save-settings").click()
