@@ -17,6 +17,7 @@ from app.base.config import Settings
 from app.base.errors import UserError
 from app.history import COMPLETE, INTERRUPTED, STOPPED, History
 from app.base.jobs import CancelToken
+from app.runtime import SamplingOptions
 
 SETTINGS = Settings(model="smollm2", n_ctx=2048, temperature=0.0, max_tokens=40)
 
@@ -220,14 +221,52 @@ def test_a_message_posted_while_a_reply_streams_is_answered_after_it(service):
     assert rows[1]["id"] < rows[2]["id"], "the waiting message comes after the reply written meanwhile"
 
 
-def test_stop_ends_the_reply_and_keeps_the_waiting_messages_unanswered(service):
+def test_stop_ends_only_the_reply_being_written_and_the_queued_messages_are_answered_in_order(service):
+    replies = TabReplies(service, JobRegistry())
+    cid, first = service.post(None, "Tell me a long story about dragons.", LONG)
+    job = replies.answer("tab", first, LONG)
+    wait_until(lambda: job.latest is not None and job.latest.text)
+    _, second = service.post(cid, "Say hello.", SETTINGS)
+    _, third = service.post(cid, "Say goodbye.", SETTINGS)
+    assert replies.answer("tab", second, SETTINGS) is None and replies.answer("tab", third, SETTINGS) is None
+    assert replies.stop("tab")
+    job.result(timeout=180)
+    rows = service.history.messages(cid)
+    assert [(r["role"], r["status"]) for r in rows] == [
+        ("user", "complete"), ("assistant", "stopped"), ("user", "complete"), ("assistant", "complete"),
+        ("user", "complete"), ("assistant", "complete")]
+    assert [rows[2]["content"], rows[4]["content"]] == ["Say hello.", "Say goodbye."]
+    assert rows[3]["content"].strip() and rows[5]["content"].strip()
+    assert not replies.stop("tab"), "nothing is being answered any more"
+
+
+def test_a_queued_message_can_be_taken_back_until_its_reply_begins(service):
+    replies = TabReplies(service, JobRegistry())
+    cid, first = service.post(None, "Tell me a long story about dragons.", LONG)
+    job = replies.answer("tab", first, LONG)
+    wait_until(lambda: job.latest is not None and job.latest.text)
+    _, second = service.post(cid, "Say hello.", SETTINGS)
+    _, third = service.post(cid, "Say goodbye.", SETTINGS)
+    replies.answer("tab", second, SETTINGS), replies.answer("tab", third, SETTINGS)
+    assert not replies.take_back("other tab", second), "only the tab that sent it takes it back"
+    assert not replies.take_back("tab", first), "its reply is being written"
+    assert replies.take_back("tab", second)
+    assert second not in [m["id"] for m in service.history.all_messages(cid)], "deleted, never answered"
+    replies.stop("tab")
+    job.result(timeout=180)
+    rows = service.history.messages(cid)
+    assert [(r["role"], r["content"]) for r in rows][2:3] == [("user", "Say goodbye.")]
+    assert [r["role"] for r in rows] == ["user", "assistant", "user", "assistant"]
+
+
+def test_a_closed_tab_leaves_its_queued_messages_stored_and_unanswered(service):
     replies = TabReplies(service, JobRegistry())
     cid, first = service.post(None, "Tell me a long story about dragons.", LONG)
     job = replies.answer("tab", first, LONG)
     wait_until(lambda: job.latest is not None and job.latest.text)
     _, second = service.post(cid, "And one about knights.", LONG)
     replies.answer("tab", second, LONG)
-    assert replies.stop("tab")
+    replies.close("tab")
     job.result(timeout=60)
     rows = service.history.messages(cid)
     assert [(r["role"], r["status"]) for r in rows] == [("user", "complete"), ("assistant", "stopped"),
@@ -235,9 +274,25 @@ def test_stop_ends_the_reply_and_keeps_the_waiting_messages_unanswered(service):
     assert rows[2]["content"] == "And one about knights."
     _, third = service.post(cid, "Say hello.", SETTINGS)
     again = replies.answer("tab", third, SETTINGS)
-    assert again is not None and again is not job, "after Stop a new message starts a new reply"
+    assert again is not None and again is not job, "a message sent later starts a new reply"
     again.result(timeout=120)
     assert roles_and_statuses(service.history, cid)[-2:] == [("user", "complete"), ("assistant", "complete")]
+
+
+def test_a_refusal_is_raised_and_never_stored_as_the_reply(service, monkeypatch):
+    """A request refused while it waits (the model held by a stream left open) ends in one line;
+    the conversation ends in the unanswered message, with no reply row."""
+    monkeypatch.setattr(service.engine._turns, "silent_s", 0.3)
+    service.ensure_model(SETTINGS)
+    holding = iter(service.engine.complete(service.engine.tokenize("Once upon a time"), SamplingOptions(max_tokens=8)))
+    next(holding)
+    try:
+        with pytest.raises(UserError, match="the model is busy"):
+            list(service.send(None, "What is the capital of France?", SETTINGS))
+    finally:
+        holding.close()
+    [conversation] = service.history.conversations()
+    assert roles_and_statuses(service.history, conversation["id"]) == [("user", "complete")]
 
 
 def test_a_second_tab_waits_its_turn_learns_how_many_are_ahead_and_can_stop_waiting(service):
@@ -250,8 +305,8 @@ def test_a_second_tab_waits_its_turn_learns_how_many_are_ahead_and_can_stop_wait
     wait_until(lambda: waiting.progress is not None and waiting.progress.what == WAITING)
     assert waiting.progress.ahead == 1
     replies.stop("tab B")
-    outcome = waiting.result(timeout=30)
-    assert outcome.stopped and waiting.latest.done and waiting.latest.message_id is None
+    waiting.result(timeout=30)
+    assert waiting.latest.done and waiting.latest.status == STOPPED and waiting.latest.message_id is None
     assert waiting.latest.stats.completion_tokens == 0
     assert roles_and_statuses(service.history, other) == [("user", "complete")], "no empty reply is kept"
     assert not running.finished, "tab A's reply runs on"

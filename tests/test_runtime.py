@@ -136,10 +136,10 @@ def test_switching_models_frees_the_old_one(model_path):
     engine.unload()
 
 
-def test_a_held_model_says_it_is_busy_and_a_waiting_request_can_be_stopped(engine, monkeypatch):
-    from app.engine import llama as runtime
-
-    monkeypatch.setattr(runtime, "BUSY_WAIT_S", 0.5)
+def test_a_stream_left_open_says_the_model_is_busy_and_a_waiting_request_can_be_stopped(engine, monkeypatch):
+    """A holder that never comes back for its next token (a client gone without closing its stream)
+    is taken as gone after `silent_s`: only then is a waiting request refused."""
+    monkeypatch.setattr(engine._turns, "silent_s", 0.5)
     ids = prompt(engine, "Name three colours of the rainbow.")
     holding = iter(engine.complete(ids, GREEDY))
     next(holding)  # a stream left open holds the model
@@ -182,3 +182,69 @@ def test_requests_wait_their_turn_in_order_and_learn_how_many_are_ahead():
     first.join(5), second.join(5)
     assert order == ["first", "second"]
     assert reports["first"][0] == (WAITING, 1) and reports["second"][0] == (WAITING, 2)
+
+
+def test_a_request_waits_as_long_as_the_reply_ahead_runs_with_no_time_limit(engine, monkeypatch):
+    """The limit a waiting request could hit applies to a silent holder only: behind a reply that
+    streams for many times that limit, a request waits, learns its place and gets its turn."""
+    import threading
+    import time
+
+    from app.base.jobs import WAITING
+
+    monkeypatch.setattr(engine._turns, "silent_s", 0.3)
+    ahead = engine.complete(prompt(engine, "Write a long story about a lighthouse keeper."),
+                            SamplingOptions(temperature=0.0, max_tokens=120))
+    started, ended = threading.Event(), []
+
+    def run_ahead():
+        for _ in ahead:
+            started.set()
+        ended.append(time.monotonic())
+
+    runner = threading.Thread(target=run_ahead)
+    runner.start()
+    assert started.wait(120), "the reply ahead streams"
+    seen = []
+    waited_from = time.monotonic()
+    behind = engine.complete(prompt(engine, "Say hello."), GREEDY, progress=seen.append)
+    text = behind.text()
+    runner.join(120)
+    assert seen and seen[0].what == WAITING and seen[0].ahead == 1
+    assert ended and ended[0] - waited_from > 0.3, "the wait outlasted the silence limit"
+    assert text.strip() and behind.stats.stop_reason != "cancelled"
+    assert ahead.stats.completion_tokens > 0
+
+
+def test_a_waiting_request_learns_its_place_and_is_refused_only_when_the_holders_are_silent():
+    """Pure turn logic: holders that say they are alive keep those behind waiting past the limit;
+    a holder that falls silent for the limit gets the next request refused; a load (`whole`)
+    is never taken as silent."""
+    import threading
+    import time
+
+    from app.engine.llama import ModelTurns
+
+    turns = ModelTurns(silent_s=0.5)
+    turns.take()
+    outcome = []
+    waiter = threading.Thread(target=lambda: outcome.append(turns.take()))
+    waiter.start()
+    deadline = time.monotonic() + 2.0  # four times the limit, the holder alive throughout
+    while time.monotonic() < deadline:
+        turns.alive()
+        time.sleep(0.02)
+    assert waiter.is_alive() and outcome == [], "still waiting: the holder is alive"
+    turns.give_back()
+    waiter.join(5)
+    assert outcome == [True]
+    with pytest.raises(UserError, match="has not moved for 0.5 s"):
+        turns.take()  # the new holder never comes back for a token
+    turns.give_back()
+    with turns.whole():
+        behind = threading.Thread(target=lambda: outcome.append(turns.take()))
+        behind.start()
+        time.sleep(1.0)  # a load longer than the limit
+    behind.join(5)
+    assert outcome == [True, True], "a request waiting behind a load is served after it"
+    turns.give_back()

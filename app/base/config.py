@@ -58,6 +58,8 @@ class Settings:
     remote_key: str = ""  # its API key (sent as a Bearer token)
     remote_model: str = ""  # the served model's name; "" = the first the server lists
     kv_states_gib: float = 4.0  # disk for saved conversation states (app/engine/kv_states.py); 0 = none
+    silent_holder_s: float = 300.0  # a request waits for the model as long as the one holding it moves; one
+    # that has not asked for its next token this long (a stream left open) is taken as gone
 
     def parse_limits(self) -> dict:
         """The keyword arguments of `read_document` that bound the parsing of a file."""

@@ -52,9 +52,25 @@ class CancelToken:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._children: list[CancelToken] = []
+        self._lock = threading.Lock()
 
     def cancel(self) -> None:
-        self._event.set()
+        with self._lock:
+            self._event.set()
+            children, self._children = self._children, []
+        for child in children:
+            child.cancel()
+
+    def child(self) -> "CancelToken":
+        """A token for one step of the work: cancelled on its own, or with this one."""
+        token = CancelToken()
+        with self._lock:
+            if not self._event.is_set():
+                self._children.append(token)
+                return token
+        token.cancel()
+        return token
 
     @property
     def cancelled(self) -> bool:

@@ -12,6 +12,7 @@ import codecs
 import os
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from app.engine.batching import BatchRunner, Sequence
     from app.engine.embedding import Embedder
 
-BUSY_WAIT_S = 300  # a completion waits this long for the model, then says it is busy
+SILENT_HOLDER_S = Settings.silent_holder_s  # a request holding the model that has not moved this long is gone
 READING = "reading the prompt"  # Progress.what while a prompt is read
 
 
@@ -53,33 +54,47 @@ class ModelTurns:
     """First come, first served turns at the model's `size` sequence slots; a waiting request
     learns how many are ahead. `whole()` takes every turn (loading and unloading).
 
+    A wait has no time limit while the requests holding the model are alive: each holder says so
+    (`alive()`) every time it asks for its next token. Only when no holder has for `silent_s`
+    (a stream left open by a client that went away) is a waiting request refused as busy.
+
     Not a lock owned by a thread: Gradio may resume a streaming generator on another thread, so
     the thread that gives a turn back is not always the one that took it."""
 
-    def __init__(self, size: int = 1) -> None:
+    def __init__(self, size: int = 1, silent_s: float = SILENT_HOLDER_S) -> None:
         self._changed = threading.Condition()
         self._queue: deque[object] = deque()
         self._size = size
         self._busy = 0
+        self._whole = False  # a load or unload holds every turn: alive until it returns
+        self._heard = time.monotonic()  # when a holder last showed it is alive
+        self.silent_s = silent_s
 
     def take(self, cancel: CancelToken | None = None, progress: ProgressCallback = no_progress) -> bool:
-        """Wait for this request's turn; False when cancelled while waiting, UserError after BUSY_WAIT_S."""
+        """Wait for this request's turn; False when cancelled while waiting, UserError when the
+        holders have been silent for `silent_s`."""
         return self._take(lambda: self._busy < self._size, 1, cancel, progress)
+
+    def alive(self) -> None:
+        """A holder is still at work (it came back for its next token or prompt step)."""
+        self._heard = time.monotonic()  # one float written: no lock needed
 
     def give_back(self) -> None:
         with self._changed:
             self._busy -= 1
+            self._heard = time.monotonic()
             self._changed.notify_all()
 
     @contextmanager
     def whole(self):
         """Every turn at once: waits until no request runs."""
         self._take(lambda: self._busy == 0, self._size)
+        self._whole = True
         try:
             yield self
         finally:
             with self._changed:
-                self._busy = 0
+                self._busy, self._whole, self._heard = 0, False, time.monotonic()
                 self._changed.notify_all()
 
     def resize(self, size: int) -> None:
@@ -88,7 +103,7 @@ class ModelTurns:
             self._size = self._busy = size
 
     def _take(self, free, count: int, cancel: CancelToken | None = None, progress: ProgressCallback = no_progress) -> bool:
-        me, waited, told = object(), 0.0, None
+        me, told = object(), None
         with self._changed:
             self._queue.append(me)
             try:
@@ -99,12 +114,12 @@ class ModelTurns:
                         told = ahead
                     if cancel is not None and cancel.cancelled:
                         return False
-                    if waited >= BUSY_WAIT_S:
-                        raise UserError(f"the model is busy: another reply or job has held it for {BUSY_WAIT_S} s; "
-                                        "stop it or try again later")
+                    if self._busy and not self._whole and time.monotonic() - self._heard >= self.silent_s:
+                        raise UserError(f"the model is busy: the request holding it has not moved for "
+                                        f"{self.silent_s:g} s; stop it or try again later")
                     self._changed.wait(0.1)
-                    waited += 0.1
                 self._busy += count
+                self._heard = time.monotonic()
                 return True
             finally:
                 self._queue.remove(me)
@@ -147,11 +162,12 @@ class LlamaEngine:
 
     The only module that touches llama-cpp-python's private attributes."""
 
-    def __init__(self, states_folder: Path | None = None, states_budget_bytes: int = 0) -> None:
+    def __init__(self, states_folder: Path | None = None, states_budget_bytes: int = 0,
+                 silent_s: float = SILENT_HOLDER_S) -> None:
         """`states_folder`: where conversations' K/V states are kept within `states_budget_bytes`
-        (app/engine/kv_states.py); None keeps none."""
+        (app/engine/kv_states.py); None keeps none. `silent_s`: see ModelTurns."""
         self._states_folder, self._states_budget = states_folder, states_budget_bytes
-        self._turns = ModelTurns()
+        self._turns = ModelTurns(silent_s=silent_s)
         self._llm = None
         self._runner: BatchRunner | None = None
         self._embedder: Embedder | None = None  # made on the first `embed`
@@ -162,7 +178,7 @@ class LlamaEngine:
     @classmethod
     def from_settings(cls, settings: Settings) -> LlamaEngine:
         budget = int(settings.kv_states_gib * GIB)
-        return cls(app_home() / "kv-states" if budget > 0 else None, budget)
+        return cls(app_home() / "kv-states" if budget > 0 else None, budget, settings.silent_holder_s)
 
     def serves(self, settings: Settings) -> bool:
         return True  # one embedded engine serves every model; `load` switches between them
@@ -437,6 +453,7 @@ class LlamaCompletion:
         first_at = last_at = None
         try:
             while True:
+                self.engine._turns.alive()  # back for the next token: those waiting behind wait on
                 try:
                     kind, value, extra = sequence.events.get(timeout=0.1)
                 except queue.Empty:

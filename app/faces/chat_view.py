@@ -4,11 +4,14 @@ only text, written in the page's language (`language`, a code of `i18n.LANGUAGES
 Bubbles come in the conversation's order; a reply that was stopped, cut off or failed carries a
 mark in its own bubble (its status is in SQLite, so the mark comes back on reopening); the reply
 being written shows its text so far, or why it has none yet (waiting for the model, reading the
-prompt); messages sent while it runs follow it, each saying how many replies come first.
+prompt); messages sent while it runs follow it, each saying how many replies come first, with a
+✕ that takes it back. A conversation that ends in a message nobody answers (stopped before the
+first word, or left when its tab closed) ends in a note whose ↻ (the Chatbot's Retry) answers it.
 """
 
 from __future__ import annotations
 
+import html
 import json
 from typing import Callable, Iterator
 
@@ -98,15 +101,25 @@ def bubbles(rows: list[dict], live: ReplyUpdate | None = None,
         text_so_far = remote_images_as_links(live.text) or waiting_text(progress, language)
         shown.append({"role": "assistant", "content": text_so_far})
         ids.append(None)
+    elif not asking and not queued and ids and rows[-1]["role"] == "user" and ids[-1] == rows[-1]["id"]:
+        shown.append({"role": "assistant", "content": text(language, "chat_unanswered")})  # its ↻ answers it
+        ids.append(None)
     if asking:
         shown.append(approval_bubble(live.approval, language))
         ids.append(None)
     for ahead, row in enumerate(queued, 1):  # each waits for the reply being written, then the ones before it
         shown.append(saved_bubble(row, language))
         ids.append(row["id"])
-        shown.append({"role": "assistant", "content": waiting_text(Progress(0, 0, WAITING, ahead=ahead), language)})
+        shown.append({"role": "assistant", "content": waiting_text(Progress(0, 0, WAITING, ahead=ahead), language)
+                      + take_back_button(row["id"], language)})
         ids.append(None)
     return shown, ids
+
+
+def take_back_button(message_id: int, language: str = "en") -> str:
+    """The ✕ of a queued message (the page script of `ui_history` sends its value to the server)."""
+    label = html.escape(text(language, "chat_take_back"))
+    return f' <button type="button" class="take-back" value="takeback:{message_id}" title="{label}">✕ {label}</button>'
 
 
 class ChatUI:

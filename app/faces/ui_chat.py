@@ -2,9 +2,10 @@
 Layout and wiring only: messages are posted and answered by the services (ChatService,
 TabReplies), what is shown is made by `chat_view.ChatUI`.
 
-Enter sends, Shift+Enter breaks the line, Escape stops. Chat events are not serialized by Gradio's
-queue: every tab's requests wait for the model's first-come-first-served turns in the engine, so
-a tab that sends while another tab's reply runs shows its message at once and how many are ahead.
+Enter sends, Shift+Enter breaks the line, Escape stops the reply being written (messages queued
+behind it are answered next). Chat events are not serialized by Gradio's queue: every tab's requests
+wait for the model's first-come-first-served turns in the engine, so a tab that sends while another
+tab's reply runs shows its message at once and how many are ahead, for as long as that reply runs.
 """
 
 
@@ -176,7 +177,8 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
             yield from follow(request, job, query)
 
     def stop(request: gr.Request):
-        ui.replies.stop(request.session_hash)  # the reply ends within a token, saved and marked stopped
+        ui.replies.stop(request.session_hash)  # the reply ends within a token, saved and marked stopped;
+        # the messages queued behind it are answered next
 
     def answer_approval(choice: gr.SelectData, request: gr.Request):
         """Allow once, Always or Deny for the tool call this tab's reply waits on."""
@@ -222,7 +224,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
         return gr.update(visible=False), gr.Timer(active=False), []
 
     def tab_closed(request: gr.Request):
-        ui.replies.stop(request.session_hash)
+        ui.replies.close(request.session_hash)
         ui.viewing.pop(request.session_hash, None)
         ui.listed.pop(request.session_hash, None)
 

@@ -5,9 +5,9 @@
 Gradio's Chatbot cannot hold components inside a bubble, so the page does two small things in
 JavaScript (`PAGE_JS`): it draws the ‹ › buttons into the bubbles from a map the server writes
 (`#versions-map`: the row id of each bubble and the versions of those that have some), and a click
-on anything marked `data-pick` (a ‹ ›, a search hit) or on "show earlier messages" (`chat_window`) writes
-"version:ID", "open:ID" or "earlier:ID" into the hidden `#history-pick` box, whose change runs `pick`
-here. Layout and wiring only: the
+on anything marked `data-pick` (a ‹ ›, a search hit), on "show earlier messages" (`chat_window`) or on
+the ✕ of a queued message (`chat_view`) writes "version:ID", "open:ID", "earlier:ID" or "takeback:ID"
+into the hidden `#history-pick` box, whose change runs `pick` here. Layout and wiring only: the
 history does the work.
 """
 
@@ -38,7 +38,7 @@ PAGE_JS = """() => {
     box.dispatchEvent(new Event("input", {bubbles: true}));
   };
   document.addEventListener("click", (event) => {
-    const target = event.target.closest("[data-pick], #chatbot button.show-earlier");  // bubbles keep no data-*
+    const target = event.target.closest("[data-pick], #chatbot button.show-earlier, #chatbot button.take-back");  // bubbles keep no data-*
     if (!target || target.disabled) return;
     event.preventDefault();
     const value = target.dataset.pick || target.value;
@@ -240,12 +240,17 @@ def wire_history(ui: ChatUI, files: TabFiles, max_file_mb: int, sidebar: Sidebar
     """Search hits, "More", version switching, opening a hit, export and import; the page script."""
 
     def pick(value: str, query: str, conversation_id, request: gr.Request):
-        """ "version:ID" (‹ ›), "open:ID" (a search hit) or "earlier:CONVERSATION" (show earlier messages)."""
+        """ "version:ID" (‹ ›), "open:ID" (a search hit), "earlier:CONVERSATION" (show earlier messages)
+        or "takeback:ID" (the ✕ of a queued message)."""
         kind, _, number = (value or "").split(" ")[0].partition(":")
         try:
             if kind == "earlier":
                 ui.windows.widen(int(number))
                 return [*chat.shown(request, int(number)), gr.skip()]
+            if kind == "takeback":
+                taken = ui.replies.take_back(request.session_hash, int(number))
+                return [*chat.shown(request, conversation_id, "" if taken else say(request, "chat_take_back_late")),
+                        gr.skip()]
             row = ui.history.message(int(number))
         except (ValueError, UserError):
             return [*chat.shown(request, conversation_id, say(request, "history_message_gone")), gr.skip()]

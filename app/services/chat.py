@@ -227,8 +227,8 @@ class ChatService:
                 yield ReplyUpdate(conversation_id, reply.message_id, reply.text)
             cancelled = cancel.cancelled or (completions and completions[-1].stats.stop_reason == "cancelled")
             reply.status = STOPPED if cancelled else COMPLETE
-        except UserError as exc:
-            reply.status, reply.text = FAILED, reply.text or str(exc)
+        except UserError:  # a refusal or a wait that ended is never stored as the reply: it is raised
+            reply.status = FAILED
             raise
         except Exception as exc:  # a bug or a failing part: keep what was written, say so in one line
             reply.status = FAILED
@@ -265,8 +265,9 @@ def history_search(history: History) -> ConversationSearch:
 
 class _ReplyRecorder:
     """Writes a streaming reply: the row appears with its first text, then is rewritten at
-    least every SAVE_EVERY_S, and finished with its status and counters (a reply stopped before
-    its first text leaves no row). A conversation deleted
+    least every SAVE_EVERY_S, and finished with its status and counters (a reply stopped or failed
+    before its first text leaves no row: the conversation ends in the unanswered message, which
+    Retry answers). A conversation deleted
     while its reply streams ends the reply with one line (ConversationGone): nothing is left to save."""
 
     def __init__(self, history: History, conversation_id: int, model: str, options: dict) -> None:
@@ -290,8 +291,8 @@ class _ReplyRecorder:
         counters = dict(prompt_tokens=stats.prompt_tokens, cached_tokens=stats.cached_tokens,
                         completion_tokens=stats.completion_tokens, ttft_s=stats.ttft_s,
                         tokens_per_s=stats.tokens_per_s)
-        if self.message_id is None and self.status == STOPPED and not self.text:
-            return  # stopped before the first token: nothing was said, no empty reply is kept
+        if self.message_id is None and not self.text:
+            return  # stopped or failed before the first token: nothing was said, no reply is kept
         if self.message_id is None:
             self.message_id = self._write(lambda: self.history.add_message(
                 self.conversation_id, "assistant", self.text, self.status, model=self.model,

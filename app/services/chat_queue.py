@@ -2,9 +2,12 @@
 
 A message sent while a reply runs is stored at once (queued, `ChatService.post`) and answered
 after that reply: nothing a person sends is dropped. The job waits for the model's turn like every
-other request (the engine's first-come-first-served turns); Stop ends the running reply or the
-wait, and leaves the messages still waiting stored, unanswered. When the last reply is done, the
-model titles the conversations that still carry their first message's words.
+other request (the engine's first-come-first-served turns, with no time limit while the request
+ahead is alive). Stop ends the reply being written, or its wait, and nothing else: the messages
+queued behind it are answered next, in order; a queued message can be taken back (`take_back`).
+A request that fails does not hold up the ones behind it. When the tab goes away (`close`), its
+queued messages stay stored as unanswered messages (Retry answers them). When the last reply is
+done, the model titles the conversations that still carry their first message's words.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from app.base.config import Settings
+from app.base.errors import UserError
 from app.base.jobs import CancelToken, Job, JobRegistry, ProgressCallback
 from app.services.chat import ChatService, ReplyUpdate
 from app.services.titles import retitle, wants_title
@@ -33,12 +37,14 @@ class _Request:
 
 
 class _Waiting:
-    """The requests a job still has to answer; closed once the job has taken the last one."""
+    """The requests a job still has to answer and the stop of the one it answers now; closed once
+    the job has taken the last one."""
 
     def __init__(self, first: _Request) -> None:
         self._items = deque([first])
         self._lock = threading.Lock()
         self._closed = False
+        self._current: CancelToken | None = None
 
     def add(self, item: _Request) -> bool:
         """Queue behind the others; False when the job has ended (start a new one)."""
@@ -47,13 +53,32 @@ class _Waiting:
                 self._items.append(item)
             return not self._closed
 
-    def take(self) -> _Request | None:
-        """The next request, or None (and closed) when there is none."""
+    def take(self, job: CancelToken) -> tuple[_Request, CancelToken] | None:
+        """The next request with its own stop (a child of the job's), or None (and closed)."""
         with self._lock:
             if self._items:
-                return self._items.popleft()
-            self._closed = True
+                self._current = job.child()
+                return self._items.popleft(), self._current
+            self._closed, self._current = True, None
             return None
+
+    def stop_current(self) -> bool:
+        """Stop the request being answered; False when there is none."""
+        with self._lock:
+            current = self._current
+        if current is None or current.cancelled:
+            return False
+        current.cancel()
+        return True
+
+    def withdraw(self, message_id: int) -> bool:
+        """Take a posted message's request out of the queue; False when it is not waiting here."""
+        with self._lock:
+            for item in self._items:
+                if item.message_id == message_id:
+                    self._items.remove(item)
+                    return True
+            return False
 
     def close(self) -> list[_Request]:
         """Close and give back the requests that were never taken."""
@@ -94,12 +119,28 @@ class TabReplies:
         return self.jobs.running(session, KIND)
 
     def stop(self, session: str) -> bool:
-        """Stop this tab's reply (running or waiting for the model); its messages still waiting
-        stay stored, unanswered, and a request made after this starts a new job. False when none ran."""
+        """Stop the reply this tab's job is writing, or its wait for the model; the messages queued
+        behind it are answered next. False when nothing was being answered."""
+        with self._lock:
+            waiting = self._waiting.get(session)
+        return waiting is not None and waiting.stop_current()
+
+    def take_back(self, session: str, message_id: int) -> bool:
+        """Take back a message still queued in this tab: it is deleted, never answered. False when
+        it is not waiting in this tab (its reply has begun, or another tab sent it)."""
+        with self._lock:
+            waiting = self._waiting.get(session)
+        if waiting is None or not waiting.withdraw(message_id):
+            return False
+        self.chat.history.delete_message(message_id)
+        return True
+
+    def close(self, session: str) -> None:
+        """The tab went away: stop its job; its queued messages stay stored, unanswered."""
         with self._lock:
             waiting = self._waiting.pop(session, None)
         self._drop(waiting.close() if waiting is not None else [])
-        return self.jobs.stop(session, KIND)
+        self.jobs.stop(session, KIND)
 
     def _submit(self, session: str, request: _Request) -> Job | None:
         with self._lock:
@@ -115,16 +156,25 @@ class TabReplies:
                 self.chat.release(request.message_id)
 
     def _answer_all(self, waiting: _Waiting, progress: ProgressCallback, cancel: CancelToken) -> Iterator[ReplyUpdate]:
-        """Updates of each reply in turn; an update without a message id starts each one. Then
-        the model titles the conversations answered that still carry their first message's words."""
+        """Updates of each reply in turn; an update without a message id starts each one. A failed
+        reply's error is raised once the others are answered. Then the model titles the
+        conversations answered that still carry their first message's words."""
         answered: list[int] = []
+        failure: UserError | None = None
         try:
-            while not cancel.cancelled and (request := waiting.take()) is not None:
+            while not cancel.cancelled and (taken := waiting.take(cancel)) is not None:
+                request, own_stop = taken
                 yield ReplyUpdate(request.conversation_id, None, "")
-                yield from request.start(cancel, progress)
+                try:
+                    yield from request.start(own_stop, progress)
+                except UserError as exc:
+                    failure = failure or exc
+                    continue
                 answered.append(request.conversation_id)
         finally:
             self._drop(waiting.close())
         for conversation_id in dict.fromkeys(answered):
             if not cancel.cancelled and wants_title(self.chat.history, conversation_id):
                 retitle(self.chat.history, self.chat.engine, conversation_id, cancel)
+        if failure is not None:
+            raise failure

@@ -1,8 +1,8 @@
 """Conversations out to files and back in: export (our JSON format or Markdown) and import
 (our format, OpenAI messages, ChatGPT, Open WebUI; see `history_formats`).
 
-Export writes every branch (docs/history-format.md). Import is all or nothing (one transaction);
-a conversation already imported (same `source`) is not added again.
+Export writes every branch, each message after its parent (docs/history-format.md). Import is all
+or nothing (one transaction); a conversation already imported (same `source`) is not added again.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.base.errors import UserError
-from app.history import QUEUED, TITLE_BY_USER, History
+from app.history import COMPLETE, INTERRUPTED, QUEUED, STREAMING, TITLE_BY_USER, History
 from app.services.history_formats import (EXTRA, FORMAT_NAME, FORMAT_VERSION, Conversation, read_conversations,
                                           too_deep)
 
@@ -51,20 +51,46 @@ def _source(conversation: dict) -> str:
 
 
 def export_json(history: History, ids: list[int] | None = None) -> dict:
-    """Our versioned format with every branch of the chosen (default: all) conversations."""
+    """Our versioned format with every branch of the chosen (default: all) conversations, each
+    message after its parent. The file holds the history as a restored copy will have it: a
+    message still queued is an unanswered message at the end of the branch shown, and a reply
+    being written is cut off where it is (interrupted)."""
     out = []
     for conversation_id in _conversation_ids(history, ids):
         conversation = history.conversation(conversation_id)
-        rows = [r for r in history.all_messages(conversation_id) if r["status"] != QUEUED]
-        messages = []
+        rows, tip = history.all_messages(conversation_id), conversation["current_id"]
         for row in rows:
+            if row["status"] == QUEUED:  # in the order sent, as `History.move_to_end` would place them
+                row.update(parent_id=tip, status=COMPLETE)
+                tip = row["id"]
+            elif row["status"] == STREAMING:
+                row["status"] = INTERRUPTED
+        messages = []
+        for row in _parents_first(rows):
             message = {"id": row["id"], "parent": row["parent_id"], "role": row["role"], "content": row["content"],
                        "created_at": row["created_at"], "status": row["status"]}
             message.update({k: row[k] for k in OPTIONAL if row.get(k) is not None})
             messages.append(message)
         out.append({"title": conversation["title"], "created_at": conversation["created_at"],
-                    "source": _source(conversation), "current": conversation["current_id"], "messages": messages})
+                    "source": _source(conversation), "current": tip, "messages": messages})
     return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "exported_at": time.time(), "conversations": out}
+
+
+def _parents_first(rows: list[dict]) -> list[dict]:
+    """Rows in the order they were written, except that each comes after its parent (a queued
+    message gets its place, and its parent, once the reply before it was written)."""
+    ordered, written, waiting = [], set(), {}
+    for row in rows:
+        if row["parent_id"] is not None and row["parent_id"] not in written:
+            waiting.setdefault(row["parent_id"], []).append(row)
+            continue
+        ready = [row]
+        while ready:
+            placed = ready.pop()
+            ordered.append(placed)
+            written.add(placed["id"])
+            ready.extend(reversed(waiting.pop(placed["id"], [])))
+    return ordered + [row for left in waiting.values() for row in left]  # parents missing: kept, last
 
 
 def export_markdown(history: History, ids: list[int] | None = None) -> str:

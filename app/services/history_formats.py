@@ -243,17 +243,20 @@ def _openai(item: dict, skipped: list[str], where: str) -> Conversation:
 
 
 def _ours(item: dict, skipped: list[str], where: str) -> Conversation:
-    messages, known = [], set()
+    """Our export; messages are ordered by their parent links, not by their place in the file."""
+    nodes: dict[str, tuple[str | None, Message | None]] = {}
     for i, raw in enumerate(item["messages"]):
         key, parent = str(raw["id"]), raw.get("parent")
         parent = None if parent is None else str(parent)
-        if raw.get("role") not in ROLES or not isinstance(raw.get("content"), str) or (parent and parent not in known):
-            skipped.append(f"{where}, message {i + 1}: an unknown role, no text, or a parent that comes later")
+        if raw.get("role") not in ROLES or not isinstance(raw.get("content"), str) or key in nodes:
+            skipped.append(f"{where}, message {i + 1}: an unknown role, no text, or an id used twice")
             continue
-        known.add(key)
         extra = {k: raw[k] for k in EXTRA if isinstance(raw.get(k), (int, float)) and not isinstance(raw[k], bool)}
-        messages.append(Message(key, parent, raw["role"], raw["content"], raw.get("created_at"),
-                                raw.get("status") or "complete", raw.get("model"), extra))
+        nodes[key] = (parent, Message(key, parent, raw["role"], raw["content"], raw.get("created_at"),
+                                      raw.get("status") or "complete", raw.get("model"), extra))
+    messages = _tree(nodes)
+    if len(messages) < len(nodes):
+        skipped.append(f"{where}: {len(nodes) - len(messages)} messages whose parent links go round in a circle")
     current = item.get("current")
     return Conversation(str(item.get("title") or "Imported chat"), item.get("created_at"), messages,
                         None if current is None else str(current), str(item.get("source") or ""))
