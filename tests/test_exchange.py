@@ -118,3 +118,61 @@ def test_search_finds_messages_in_every_language_with_short_queries(tmp_path):
         assert hits and query in hits[0]["snippet"], (query, found.stderr)
         assert set(hits[0]) == {"conversation_id", "message_id", "title", "snippet"}
     assert json.loads(run_cli("search", "nowhere-to-be-found", "--json", home=home).stdout)["hits"] == []
+
+
+def test_queued_messages_and_parents_written_after_their_child_round_trip(tmp_path):
+    """A message posted while a reply was still to come gets that reply as its parent, a larger id
+    than its own; another is still queued at export. Export writes parents first and the queued
+    one as the unanswered message it becomes; import orders by parent links; exported again, the
+    same file."""
+    from app.history import COMPLETE, INTERRUPTED, QUEUED, STREAMING
+    from app.services.exchange import export_json, import_files
+
+    history = History(tmp_path / "a.db")
+    cid = history.create_conversation("Queue")
+    history.add_message(cid, "user", "Tell me a story")
+    early = history.add_message(cid, "user", "And another", QUEUED)  # sent before the reply's first word
+    reply = history.add_message(cid, "assistant", "Once upon a time")
+    history.move_to_end(early)  # its turn: after the reply, which has the larger id
+    history.add_message(cid, "assistant", "There was a ship", STREAMING)  # still being written
+    waiting = history.add_message(cid, "user", "Now a poem", QUEUED)
+    assert history.message(early)["parent_id"] == reply > early
+    data = export_json(history)
+    history.close()
+
+    [conversation] = data["conversations"]
+    messages = conversation["messages"]
+    assert [m["content"] for m in messages] == ["Tell me a story", "Once upon a time", "And another",
+                                                "There was a ship", "Now a poem"], "parents first"
+    assert [m["status"] for m in messages][-2:] == [INTERRUPTED, COMPLETE]
+    assert messages[-1]["parent"] == messages[-2]["id"] and conversation["current"] == waiting
+    exported = tmp_path / "a.json"
+    exported.write_text(json.dumps(data), encoding="utf-8")
+
+    fresh = History(tmp_path / "b.db")
+    done = import_files(fresh, [exported])
+    assert (done.conversations, done.messages, done.skipped) == (1, 5, 0), done.notes
+    [imported] = fresh.conversations()
+    assert [m["content"] for m in fresh.messages(imported["id"])] == [m["content"] for m in messages]
+    assert without_ids(export_json(fresh)) == without_ids(data), "exported again: the same file"
+    fresh.close()
+
+
+def test_import_orders_our_messages_by_their_parents_not_their_place_in_the_file(tmp_path):
+    shuffled = {"format": "nemo-chat", "version": 1, "conversations": [{
+        "title": "Shuffled", "source": "test:shuffled", "current": "c",
+        "messages": [{"id": "c", "parent": "b", "role": "user", "content": "third"},
+                     {"id": "b", "parent": "a", "role": "assistant", "content": "second"},
+                     {"id": "a", "parent": None, "role": "user", "content": "first"},
+                     {"id": "x", "parent": "y", "role": "user", "content": "loop one"},
+                     {"id": "y", "parent": "x", "role": "user", "content": "loop two"}]}]}
+    path = tmp_path / "shuffled.json"
+    path.write_text(json.dumps(shuffled), encoding="utf-8")
+    history = History(tmp_path / "h.db")
+    from app.services.exchange import import_files
+
+    done = import_files(history, [path])
+    assert (done.messages, done.skipped) == (3, 2) and all("circle" in note for note in done.notes), done.notes
+    [conversation] = history.conversations()
+    assert [m["content"] for m in history.messages(conversation["id"])] == ["first", "second", "third"]
+    history.close()

@@ -255,8 +255,8 @@ def _ours(item: dict, skipped: list[str], where: str) -> Conversation:
         nodes[key] = (parent, Message(key, parent, raw["role"], raw["content"], raw.get("created_at"),
                                       raw.get("status") or "complete", raw.get("model"), extra))
     messages = _tree(nodes)
-    if len(messages) < len(nodes):
-        skipped.append(f"{where}: {len(nodes) - len(messages)} messages whose parent links go round in a circle")
+    placed = {m.key for m in messages}
+    skipped += [f"{where}, message {key}: its parent links go round in a circle" for key in nodes if key not in placed]
     current = item.get("current")
     return Conversation(str(item.get("title") or "Imported chat"), item.get("created_at"), messages,
                         None if current is None else str(current), str(item.get("source") or ""))
