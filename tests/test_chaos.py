@@ -335,3 +335,168 @@ def test_two_browser_tabs_chatting_at_once_each_get_their_own_reply(tmp_path, br
         assert stored[1][3] == "complete" and stored[1][2].strip()
         assert first_words(stored[1][2]) in first_words(tab_bots[0], 10**6), (stored[1][2], tab_bots[0])
     assert integrity(db) == "ok"
+
+
+# -- nothing typed is lost: Stop with messages queued, a tab waiting behind a long reply, backups -----
+QUEUED_WAIT = "waiting for the model ({} ahead)"
+BOX = "#message-box textarea"
+
+
+def conversation_rows(db: Path, question: str) -> list[tuple]:
+    """(id, role, content, status, created_at, updated_at) of the conversation that `question` started."""
+    found = query(db, "SELECT conversation_id FROM messages WHERE role='user' AND content=? ORDER BY id", question)
+    if not found:
+        return []
+    return query(db, "SELECT id, role, content, status, created_at, updated_at FROM messages"
+                     " WHERE conversation_id=? ORDER BY id", found[0][0])
+
+
+def test_escape_with_messages_queued_stops_only_the_reply_and_the_queued_message_is_answered(tmp_path, browser, artifacts):
+    """Two messages typed while a reply streams wait behind it, each with its ✕; one is taken back.
+    Escape stops the reply being written, and the message still queued is answered next; after a
+    reload the conversation shows the stopped reply and the answer."""
+    home = tmp_path / "home"
+    db = home / DB_NAME
+    write_settings(home, max_tokens=1500, temperature=0.0, parallel=1)  # greedy: counting runs until Escape,
+    story = "Count from 1 to 1000, separated by commas."  # and the answer after it is short
+    with ui_server(home) as (_, url):
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url)
+        type_and_send(page, story)
+        wait_for(lambda: [r for r in conversation_rows(db, story) if r[1] == "assistant" and r[2].strip()],
+                 120, "the reply to stream")
+        type_and_send(page, "Say hello.")
+        type_and_send(page, "Say goodbye.")
+        page.locator("#chatbot", has_text=QUEUED_WAIT.format(2)).wait_for(timeout=30_000)
+        assert page.locator("#chatbot button.take-back").count() == 2, "each queued message has its ✕"
+        page.locator("#chatbot button.take-back").first.click()
+        page.wait_for_function("() => !document.querySelector('#chatbot').innerText.includes('Say hello.')",
+                               timeout=30_000)
+        page.screenshot(path=str(artifacts / "chaos-queued.png"))
+        assert page.locator("#chatbot button.take-back").count() == 1
+
+        page.locator(BOX).focus()
+        page.keyboard.press("Escape")
+        page.locator("#chatbot .message.bot", has_text="■ stopped").wait_for(timeout=30_000)
+        answered = wait_for(lambda: (rows := conversation_rows(db, story)) and len(rows) == 4
+                            and rows[3][3] == "complete" and rows, 240, "the queued message to be answered")
+        assert [(r[1], r[3]) for r in answered] == [("user", "complete"), ("assistant", "stopped"),
+                                                   ("user", "complete"), ("assistant", "complete")]
+        assert answered[2][2] == "Say goodbye." and answered[3][2].strip()
+        assert "Say hello." not in [r[0] for r in query(db, "SELECT content FROM messages")], "taken back"
+        page.wait_for_function("() => document.querySelector('#stop').disabled", timeout=60_000)
+        page.screenshot(path=str(artifacts / "chaos-answered.png"))
+
+        page.reload()
+        page.locator("#conversation-list label").first.click()
+        page.locator("#chatbot .message.bot", has_text="■ stopped").wait_for(timeout=30_000)
+        bots = page.locator("#chatbot .message.bot").all_inner_texts()
+        assert len(bots) == 2 and first_words(answered[3][2]) in first_words(bots[1], 10**6), bots
+    assert integrity(db) == "ok"
+
+
+def test_a_second_tab_waits_behind_a_long_reply_with_no_time_limit_and_gets_its_answer(tmp_path, browser, artifacts):
+    """A second tab sends while the first tab's reply runs; it shows its place for as long as that
+    reply runs, and gets its answer once it has ended.
+
+    The wait has no time limit while the reply ahead is alive: the one limit is for a holder that
+    has stopped asking for tokens (a stream left open), `silent_holder_s`, 300 s by default, which
+    the test sets to 3 s. Rather than a reply of minutes (the issue's "at least 2 minutes": on this
+    shared machine that is a budget, not a proof), the first reply is made long relative to that
+    limit, whatever the machine's speed: greedy counting to 1000 with room for 1500 tokens. The
+    second tab must still be waiting, not refused, after three times the limit; then Escape ends
+    the first reply (on a fast machine it would run on for many more seconds) and the second tab
+    is answered. The stored times show the wait outlasted the limit, and no "busy" reply is kept."""
+    home = tmp_path / "home"
+    db = home / DB_NAME
+    limit = 3
+    write_settings(home, max_tokens=1500, temperature=0.0, parallel=1, silent_holder_s=limit)
+    counting, question = "Count from 1 to 1000, separated by commas.", "What is 2+2?"  # greedy: a short answer
+    with ui_server(home) as (_, url):
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        first, second = context.new_page(), context.new_page()
+        for tab in (first, second):
+            tab.goto(url)
+            page_is_live(tab)
+        type_and_send(first, counting)
+        wait_for(lambda: [r for r in conversation_rows(db, counting) if r[1] == "assistant" and r[2].strip()],
+                 120, "the first reply to stream")
+        type_and_send(second, question)
+        second.locator("#chatbot", has_text=QUEUED_WAIT.format(1)).wait_for(timeout=30_000)
+        waiting_since = time.monotonic()
+        assert second.locator("#stop").is_enabled(), "the wait can be stopped"
+        second.screenshot(path=str(artifacts / "chaos-second-tab-waiting.png"))
+        while time.monotonic() - waiting_since < 3 * limit:  # the wait outlasts the limit: still in line
+            assert second.locator("#chatbot", has_text=QUEUED_WAIT.format(1)).count() == 1
+            assert "busy" not in second.locator("body").inner_text()
+            time.sleep(0.5)
+        assert conversation_rows(db, counting)[-1][3] == "streaming", "the first reply is still being written"
+        first.locator(BOX).focus()
+        first.keyboard.press("Escape")
+        reply_done(second)
+        shown = second.locator("#chatbot .message.bot").all_inner_texts()
+
+    long_reply = conversation_rows(db, counting)[1]
+    asked, answer = conversation_rows(db, question)
+    assert long_reply[3] == "stopped" and answer[1] == "assistant" and answer[3] == "complete", answer
+    assert answer[4] >= long_reply[5] - 1.0, "answered once the first reply had ended"
+    assert answer[4] - asked[4] > 3 * limit, "the wait lasted well past the silence limit"
+    assert not query(db, "SELECT 1 FROM messages WHERE content LIKE '%busy%'"), "no refusal stored as a reply"
+    assert len(shown) == 1 and first_words(answer[2]) in first_words(shown[0], 10**6), shown
+    assert integrity(db) == "ok"
+
+
+def test_export_import_export_of_a_history_with_a_queued_message_gives_the_same_file(tmp_path, browser, artifacts):
+    """A history with branches, a tool step and a stopped reply (written beforehand) and, in
+    Chromium, a reply streaming with a typed message queued behind it: "Export all" downloads it;
+    the file dropped on a fresh home's import is taken whole, and exported again gives the same
+    file (ids and export time aside). The imported conversation ends in the queued message, which
+    the Retry of its note answers."""
+    from test_exchange import make_history, without_ids
+    from test_ui_history import drop_on_import, exported_text
+
+    home, fresh = tmp_path / "home", tmp_path / "fresh"
+    home.mkdir()
+    make_history(home)
+    write_settings(home, max_tokens=1500, temperature=0.0, parallel=1)  # greedy counting: long, the export runs
+    write_settings(fresh, max_tokens=40, temperature=0.0)
+    story, queued = "Count from 1 to 1000, separated by commas.", "What is 2+2?"
+    with ui_server(home) as (_, url):
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url)
+        type_and_send(page, story)
+        wait_for(lambda: [r for r in conversation_rows(home / DB_NAME, story) if r[1] == "assistant"],
+                 120, "the reply to stream")
+        type_and_send(page, queued)
+        page.locator("#chatbot", has_text=QUEUED_WAIT.format(1)).wait_for(timeout=30_000)
+        page.locator("#exchange-panel").get_by_text("Export and import").click()
+        first = json.loads(exported_text(page, "JSON", "Export all", "nemo-chat history.json"))
+    live = next(c for c in first["conversations"] if c["messages"][0]["content"] == story)
+    assert [m["content"] for m in live["messages"]][::2] == [story, queued], "the queued message is in the file"
+    assert live["messages"][1]["status"] == "interrupted" and live["messages"][2]["parent"] == live["messages"][1]["id"]
+    assert live["current"] == live["messages"][2]["id"], "it ends the branch shown"
+    assert {m["role"] for c in first["conversations"] for m in c["messages"]} >= {"tool"}
+    assert {m["status"] for c in first["conversations"] for m in c["messages"]} >= {"stopped"}
+    assert any(sum(m["parent"] is None for m in c["messages"]) > 1 for c in first["conversations"]), "branches"
+
+    with ui_server(fresh) as (_, url):
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url)
+        page_is_live(page)
+        page.locator("#exchange-panel").get_by_text("Export and import").click()
+        drop_on_import(page, "backup.json", json.dumps(first).encode())
+        total = sum(len(c["messages"]) for c in first["conversations"])
+        page.locator("#exchange-status", has_text=f"{len(first['conversations'])} conversations, {total} messages"
+                                                  " imported, 0 skipped").wait_for(timeout=60_000)
+        again = json.loads(exported_text(page, "JSON", "Export all", "nemo-chat history.json"))
+        assert without_ids(again) == without_ids(first), "exported again: the same file"
+
+        page.locator("#conversation-list label", has_text="Count from 1 to 1000").click()
+        note = page.locator("#chatbot .message.bot", has_text="No reply yet")
+        note.wait_for(timeout=30_000)
+        page.screenshot(path=str(artifacts / "chaos-imported-unanswered.png"))
+        page.locator("#chatbot").get_by_role("button", name="Retry").last.click()
+        wait_for(lambda: (rows := conversation_rows(fresh / DB_NAME, queued)) and rows[-1][1] == "assistant"
+                 and rows[-1][3] == "complete", 180, "the queued message to be answered after Retry")
+        assert conversation_rows(fresh / DB_NAME, queued)[-2][2] == queued
+    assert integrity(fresh / DB_NAME) == "ok"
