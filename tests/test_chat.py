@@ -221,14 +221,20 @@ def test_a_message_posted_while_a_reply_streams_is_answered_after_it(service):
     assert rows[1]["id"] < rows[2]["id"], "the waiting message comes after the reply written meanwhile"
 
 
-def test_stop_ends_only_the_reply_being_written_and_the_queued_messages_are_answered_in_order(service):
+def queued_behind_a_long_reply(service, *texts: str):
+    """A tab's long reply streaming, with `texts` posted behind it: (replies, job, conversation, first
+    message id, the queued ids)."""
     replies = TabReplies(service, JobRegistry())
     cid, first = service.post(None, "Tell me a long story about dragons.", LONG)
     job = replies.answer("tab", first, LONG)
     wait_until(lambda: job.latest is not None and job.latest.text)
-    _, second = service.post(cid, "Say hello.", SETTINGS)
-    _, third = service.post(cid, "Say goodbye.", SETTINGS)
-    assert replies.answer("tab", second, SETTINGS) is None and replies.answer("tab", third, SETTINGS) is None
+    queued = [service.post(cid, text, SETTINGS)[1] for text in texts]
+    assert all(replies.answer("tab", message_id, SETTINGS) is None for message_id in queued), "answered next"
+    return replies, job, cid, first, queued
+
+
+def test_stop_ends_only_the_reply_being_written_and_the_queued_messages_are_answered_in_order(service):
+    replies, job, cid, _, _ = queued_behind_a_long_reply(service, "Say hello.", "Say goodbye.")
     assert replies.stop("tab")
     job.result(timeout=180)
     rows = service.history.messages(cid)
@@ -241,13 +247,7 @@ def test_stop_ends_only_the_reply_being_written_and_the_queued_messages_are_answ
 
 
 def test_a_queued_message_can_be_taken_back_until_its_reply_begins(service):
-    replies = TabReplies(service, JobRegistry())
-    cid, first = service.post(None, "Tell me a long story about dragons.", LONG)
-    job = replies.answer("tab", first, LONG)
-    wait_until(lambda: job.latest is not None and job.latest.text)
-    _, second = service.post(cid, "Say hello.", SETTINGS)
-    _, third = service.post(cid, "Say goodbye.", SETTINGS)
-    replies.answer("tab", second, SETTINGS), replies.answer("tab", third, SETTINGS)
+    replies, job, cid, first, (second, _) = queued_behind_a_long_reply(service, "Say hello.", "Say goodbye.")
     assert not replies.take_back("other tab", second), "only the tab that sent it takes it back"
     assert not replies.take_back("tab", first), "its reply is being written"
     assert replies.take_back("tab", second)
@@ -255,17 +255,11 @@ def test_a_queued_message_can_be_taken_back_until_its_reply_begins(service):
     replies.stop("tab")
     job.result(timeout=180)
     rows = service.history.messages(cid)
-    assert [(r["role"], r["content"]) for r in rows][2:3] == [("user", "Say goodbye.")]
-    assert [r["role"] for r in rows] == ["user", "assistant", "user", "assistant"]
+    assert [r["role"] for r in rows] == ["user", "assistant", "user", "assistant"] and rows[2]["content"] == "Say goodbye."
 
 
 def test_a_closed_tab_leaves_its_queued_messages_stored_and_unanswered(service):
-    replies = TabReplies(service, JobRegistry())
-    cid, first = service.post(None, "Tell me a long story about dragons.", LONG)
-    job = replies.answer("tab", first, LONG)
-    wait_until(lambda: job.latest is not None and job.latest.text)
-    _, second = service.post(cid, "And one about knights.", LONG)
-    replies.answer("tab", second, LONG)
+    replies, job, cid, _, _ = queued_behind_a_long_reply(service, "And one about knights.")
     replies.close("tab")
     job.result(timeout=60)
     rows = service.history.messages(cid)
