@@ -141,6 +141,9 @@ def type_and_send(page, text: str) -> None:
     box.click()
     page.keyboard.type(text)
     page.keyboard.press("Enter")
+    # the page took the message when its box is empty again: a person sees that before typing the next
+    # (typed sooner, the next message would be added to this one in the box)
+    page.wait_for_function("() => document.querySelector('#message-box textarea').value === ''", timeout=60_000)
 
 
 def reply_done(page) -> None:
