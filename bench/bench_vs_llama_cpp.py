@@ -208,27 +208,28 @@ def main() -> None:
     model = resolve_model(args.model)
     os.environ.setdefault("NEMO_CHAT_HOME", tempfile.mkdtemp(prefix="bench-vs-llama-"))
     started, load_before = time.time(), os.getloadavg()[0]
-    rows = []
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
+          f"{load_before:.2f} at the start; model {model.name}; {args.threads} threads, batch {args.batch}, "
+          f"flash attention off on both; best of {args.runs}, alternating; llama.cpp tools in {tools}")
+    print("| what | nemo-chat | llama.cpp | ratio | goal |\n|---|---:|---:|---:|---:|", flush=True)
     wanted = args.rows.split(",")
+    steps = []
+    if "decode" in wanted:
+        steps.append(lambda: decode_rows(tools, model, args))
+    if "api" in wanted:
+        steps.append(lambda: api_rows(tools, model, args))
     if "pp" in wanted:
         probe = LlamaEngine()
         probe.load(LoadOptions(str(model), n_ctx=256, n_threads=args.threads))
         text_ids = probe.tokenize(long_markdown(4000))
         probe.unload()
-        rows += prompt_rows(tools, model, args, text_ids)
-    if "decode" in wanted:
-        rows += decode_rows(tools, model, args)
-    if "api" in wanted:
-        rows += api_rows(tools, model, args)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; load average "
-          f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after; {time.time() - started:.0f} s")
-    print(f"model {model.name}; {args.threads} threads, batch {args.batch}, flash attention off on both; "
-          f"best of {args.runs}, alternating; llama.cpp tools in {tools}")
-    print("| what | nemo-chat | llama.cpp | ratio | goal |\n|---|---:|---:|---:|---:|")
-    for name, mine, theirs in rows:
-        goal = STRICT_GOAL if name.startswith(("prompt", "decode, 1 ")) else GOAL
-        mark = "" if mine / theirs >= goal else " (below)"
-        print(f"| {name} | {mine:.1f} | {theirs:.1f} | **{mine / theirs:.2f}**{mark} | {goal:.2f} |")
+        steps.append(lambda: prompt_rows(tools, model, args, text_ids))
+    for step in steps:
+        for name, mine, theirs in step():  # each row as soon as it is measured
+            goal = STRICT_GOAL if name.startswith(("prompt", "decode, 1 ")) else GOAL
+            mark = "" if mine / theirs >= goal else " (below)"
+            print(f"| {name} | {mine:.1f} | {theirs:.1f} | **{mine / theirs:.2f}**{mark} | {goal:.2f} |", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end; {time.time() - started:.0f} s")
 
 
 if __name__ == "__main__":
