@@ -260,3 +260,88 @@ def test_a_level_s_calls_run_side_by_side_on_parallel_sequences_in_order_and_cac
             "each output in its group's place"
     finally:
         four.unload()
+
+
+class RecordingEngine(CountingEngine):
+    """The real engine, keeping each completion it made with its prompt (to read the engine's own stats)."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self.made: list[tuple[list[int], object]] = []
+
+    def complete(self, prompt_ids, sampling, cancel, progress=None, decoder=None):
+        completion = self.engine.complete(prompt_ids, sampling, cancel, progress, decoder)
+        self.made.append((list(prompt_ids), completion))
+        return completion
+
+
+def stopped_at(updates, cancel, stop_here):
+    """Run a summary, pressing Stop at the first update `stop_here` accepts; all its updates."""
+    seen = []
+    for update in updates:
+        seen.append(update)
+        if update.result is None and stop_here(update):
+            cancel.cancel()
+    return seen
+
+
+def writing(update, tokens: int, stage: str) -> bool:
+    return update.progress.what == stage and update.call is not None and update.call.phase == WRITING \
+        and update.call.done >= tokens
+
+
+@pytest.mark.timeout(900)
+def test_resume_a_call_stopped_while_writing_goes_on_from_its_written_tokens(tmp_path, store, small_engine):
+    """Resume: Stop 6 tokens into the first map call, resume and Stop 8 tokens into the final reduce
+    call, resume again: each stopped call goes on from the tokens it wrote (they end its prompt and
+    their K/V is reused) and the engine never writes them again. The progress line counts the
+    document read while a call writes, in the document's one token count (the table's, Tekken)."""
+    path = tmp_path / "chronicle.md"
+    path.write_text(long_markdown(1_100), encoding="utf-8")
+    document_id, _ = store.add(read_document(path))
+    stored = store.document(document_id)["tokens"]
+    options, run = SummaryOptions("short"), lambda engine, cancel: summarize(
+        engine, store, document_id, options, GREEDY, cancel, partial_tokens=32)
+
+    first, cancel = RecordingEngine(small_engine), CancelToken()
+    updates = stopped_at(run(first, cancel), cancel, lambda u: writing(u, 6, "reading the document"))
+    assert updates[-1].result.stopped and len(first.made) == 1
+    map_prompt, map_stopped = first.made[0]
+    map_written = map_stopped.token_ids
+    assert len(map_written) >= 6 and map_stopped.stats.completion_tokens == len(map_written)
+    share = max(u.tokens_read for u in updates)
+    assert 0 < share < stored and all(u.tokens_total == stored for u in updates), \
+        "while the first call writes, the line counts the part of the document it read"
+    assert any(f"{share:,} / {stored:,} tokens of the document (Tekken)" in format_progress(u) for u in updates)
+
+    second, cancel = RecordingEngine(small_engine), CancelToken()
+    updates = stopped_at(run(second, cancel), cancel, lambda u: writing(u, 8, "writing the summary"))
+    stopped = updates[-1].result
+    assert stopped.stopped and stopped.levels[-1].kind == FINAL, "stopped in the final reduce call"
+    map_prompt_again, map_resumed = second.made[0]
+    assert map_prompt_again == map_prompt + map_written, "the map call goes on from its written tokens"
+    assert map_resumed.stats.cached_tokens >= len(map_prompt_again) - 1, "their K/V is reused"
+    assert stopped.resumed_tokens == len(map_written)
+    final_prompt, final_stopped = second.made[-1]
+    final_written = final_stopped.token_ids
+    partial_text = next(u.text for u in reversed(updates) if u.text)
+    assert len(final_written) >= 8 and partial_text.strip()
+    assert all(u.tokens_read == stored for u in updates if u.progress.what == "writing the summary")
+
+    third = RecordingEngine(small_engine)
+    updates = list(run(third, CancelToken()))
+    result = updates[-1].result
+    assert not result.stopped and result.engine_calls == 1 and len(third.made) == 1, "only the final call is left"
+    prompt, final = third.made[0]
+    assert prompt == final_prompt + final_written and final.stats.cached_tokens >= len(prompt) - 1
+    assert final.stats.completion_tokens == len(final.token_ids) == result.generated_tokens, \
+        "the engine wrote only the rest of the call"
+    assert result.resumed_tokens == len(final_written)
+    assert result.text.startswith(partial_text.strip()) and len(result.text) > len(partial_text.strip())
+    whole = small_engine.detokenize(final_written + final.token_ids).strip()
+    assert result.text == whole, "the summary is the written tokens and the rest, once each"
+    first_written = next(u.call.done for u in updates if u.call is not None and u.call.phase == WRITING)
+    assert first_written > len(final_written), "the call's count of written tokens goes on too"
+    print(f"\nmap call: {len(map_written)} tokens kept, {map_resumed.stats.completion_tokens} more written; "
+          f"final call: {len(final_written)} kept, {final.stats.completion_tokens} more written, "
+          f"{final.stats.cached_tokens} of {final.stats.prompt_tokens} prompt tokens reused")

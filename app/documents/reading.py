@@ -38,6 +38,7 @@ DEFAULT_MAX_BYTES = 100 * 2**20
 MAX_UNPACKED_BYTES = 256 * 2**20  # a .docx that unpacks to more is refused
 MAX_PACK_RATIO = 100  # ... and so is one that unpacks to over 100x its size (beyond a few MB)
 STORE_CHUNK_TOKENS = 256  # stored chunks: small enough to pick relevant passages for a chat
+TOKENIZER = "Tekken"  # what counts a document's stored tokens (NeMo's vocabulary, whatever model is loaded)
 WINDOW_CHARS = 256 * 1024  # the child reads Markdown blocks and counts tokens this much text at a time
 DROPPED_HTML = ["script", "style", "noscript", "template", "iframe", "object", "embed", "svg", "canvas",
                 "head", "form"]

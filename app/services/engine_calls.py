@@ -10,6 +10,10 @@ through its progress callback, from inside its iteration, so the call is iterate
 thread and every report becomes an update the job yields. The rates measured over the job's calls
 so far give its ETA. Calls share only these counters and the list of calls under way (`live`): a
 level's calls are independent, and run side by side on an engine with parallel sequences.
+
+A call stopped while writing keeps the token ids it wrote (under its key + PARTIAL); the next run of
+that call goes on from them instead of starting again: they end its prompt, as the start of the
+assistant's turn, so the engine reuses their K/V from its prefix cache and writes only the rest.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import json
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -30,6 +34,7 @@ from app.runtime import Engine, SamplingOptions
 from app.storage.document_store import DocumentStore
 
 READING, WRITING = "reading", "writing"  # CallProgress.phase, besides WAITING
+PARTIAL = ":partial"  # added to a call's cache key: the token ids a stopped call had written
 Update = TypeVar("Update")
 _END = object()  # the helper thread's last event
 
@@ -97,12 +102,22 @@ class _Meter:
 class _Call(_Meter):
     """The live state of one call, moved by the engine's reports and the text it writes."""
 
-    def __init__(self, prompt_tokens: int, max_tokens: int) -> None:
+    def __init__(self, prompt_tokens: int, max_tokens: int, resumed: int = 0, source: int = 0) -> None:
         super().__init__()
         self.calls, self.max_tokens, self.started = 1, max_tokens, time.perf_counter()
+        self.resumed = resumed  # tokens written by an earlier, stopped run of this call
+        self.source = source  # tokens of the job's source (its document) this call reads
         self.progress = CallProgress(READING, 0, prompt_tokens)
         self.to_read = prompt_tokens
         self._read_from = self._first_token_at = None
+
+    @property
+    def source_read(self) -> int:
+        """Of `source`, what the call has read: in step with its prompt, all of it once it writes."""
+        p = self.progress
+        if p.phase == WRITING:
+            return self.source
+        return self.source * p.done // p.total if p.phase == READING and p.total else 0
 
     def moved(self, report: Progress, now: float) -> None:
         if report.what == WAITING:
@@ -119,7 +134,7 @@ class _Call(_Meter):
         self.written += 1
         self._first_token_at = self._first_token_at or now
         self.timed, self.write_s = self.written - 1, now - self._first_token_at
-        self.progress = CallProgress(WRITING, self.written, self.max_tokens)
+        self.progress = CallProgress(WRITING, self.resumed + self.written, self.max_tokens)
 
 
 class CachedCalls:
@@ -129,6 +144,8 @@ class CachedCalls:
         self.engine, self.store, self.kind, self.source = engine, store, kind, source
         self.format = chat_format_for(engine)
         self.engine_calls = self.cached_calls = 0
+        self.generated_tokens = 0  # tokens the engine wrote for this job (its completions' stats)
+        self.resumed_tokens = 0  # tokens of stopped calls' partial replies that were not written again
         self.engine_seconds = 0.0
         self.finished = _Meter()  # what the job's finished engine calls read and wrote
         self.live: list[_Call] = []  # the calls under way (several when they run side by side)
@@ -149,21 +166,27 @@ class CachedCalls:
         self.store.put_cached(key, self.kind, value, source=self.source if source is None else source)
 
     def generate(self, messages: list[dict], sampling: SamplingOptions, cancel: CancelToken,
-                 show: Callable[[str], Update]) -> Iterator[Update]:
+                 show: Callable[[str], Update], key: str | None = None, source: int = 0) -> Iterator[Update]:
         """Run one call and return its `Reply`, yielding `show(reply so far)` whenever the call moves
-        (turn, prompt read, token written). Raises Cancelled on Stop; closing it early stops the call."""
+        (turn, prompt read, token written). Raises Cancelled on Stop; closing it early stops the call.
+        With `key` (the call's cache key) a Stop while writing keeps what was written, and the next
+        call with that key goes on from there (not on a server that sends text instead of ids).
+        `source`: tokens of the job's source the call reads (see `source_read`)."""
         cancel.raise_if_cancelled()
         started = time.perf_counter()
-        prompt = self.format.encode(messages)
+        prompt, decoder = self.format.encode(messages), self.format.decoder()
+        resumable = key is not None and decoder is not None
+        written = self._written(key, sampling.max_tokens) if resumable else []
+        text = "".join(decoder.feed(token) for token in written)
         events: queue.SimpleQueue = queue.SimpleQueue()
-        completion = self.engine.complete(prompt, sampling, cancel, lambda report: events.put((time.perf_counter(), report)),
-                                          self.format.decoder())
-        call = _Call(len(prompt), sampling.max_tokens)
+        completion = self.engine.complete([*prompt, *written] if written else prompt,
+                                          replace(sampling, max_tokens=sampling.max_tokens - len(written)), cancel,
+                                          lambda report: events.put((time.perf_counter(), report)), decoder)
+        call = _Call(len(prompt) + len(written), sampling.max_tokens, len(written), source)
         with self._counting:
             self.live.append(call)
         worker = threading.Thread(target=_iterate, args=(completion, events), daemon=True, name="nemo-chat-call")
         worker.start()
-        text = ""
         try:
             while (event := events.get()) is not _END:
                 if isinstance(event, BaseException):
@@ -182,12 +205,28 @@ class CachedCalls:
             with self._counting:
                 self.live.remove(call)
                 self.finished.add(call)
+                self.generated_tokens += completion.stats.completion_tokens
+            if resumable and completion.token_ids and completion.stats.stop_reason not in ("eos", "length"):
+                # stopped while writing: keep what it wrote
+                self.keep(key + PARTIAL, json.dumps([*written, *completion.token_ids]))
         with self._counting:
             self.engine_calls += 1
             self.engine_seconds += time.perf_counter() - started
+            self.resumed_tokens += len(written)
         if completion.stats.stop_reason == "cancelled":
             raise Cancelled()
+        if written:
+            self.store.forget_cached(key + PARTIAL)
         return Reply(text, completion.stats.stop_reason == "length")
+
+    def _written(self, key: str, max_tokens: int) -> list[int]:
+        """The token ids a stopped run of the call `key` wrote (fewer than `max_tokens`), if any."""
+        kept = self.store.cached(key + PARTIAL)
+        return json.loads(kept)[: max_tokens - 1] if kept is not None else []
+
+    def source_read(self) -> int:
+        """Tokens of the job's source read by the calls under way."""
+        return sum(call.source_read for call in list(self.live))
 
     @property
     def call(self) -> CallProgress | None:
@@ -217,7 +256,7 @@ class CachedCalls:
         read_left, write_left = calls_after * prompt, calls_after * written
         if current is not None:
             read_left += current.to_read - current.read
-            write_left += max(0, min(written, current.max_tokens) - current.written)
+            write_left += max(0, min(written, current.max_tokens) - current.resumed - current.written)
         return read_left / (measured.read / measured.read_s) + write_left / (measured.timed / measured.write_s)
 
     def encoded_length(self, messages: list[dict]) -> int:

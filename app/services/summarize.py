@@ -4,7 +4,12 @@ Chunk sizes come from the loaded model's context. Level 1 summarizes each chunk;
 level combines groups of the previous level's summaries until all of them fit one final pass, so
 every part of the document reaches the final summary. Every call's result is cached under a hash
 of (model, prompt version, prompt, options): a re-run after a Stop, a crash or a restart only does
-what is missing. The finished summary is kept with the document.
+what is missing, and a call stopped while writing goes on from the tokens it wrote. The finished
+summary is kept with the document.
+
+The document's size is one number everywhere: its stored token count (NeMo's Tekken tokens, as the
+Documents table shows it). Progress counts in it: each call that reads the document is given its
+share of that count, which moves as the call reads its prompt and is whole once the call writes.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Iterator
 from app.base.errors import Cancelled, UserError
 from app.base.jobs import CancelToken, Progress, side_by_side
 from app.documents.language import LANGUAGES, LanguageCheck, check_language, language_name
-from app.documents.reading import pack
+from app.documents.reading import TOKENIZER, pack
 from app.engine.chat_format import token_counter
 from app.runtime import Engine, SamplingOptions
 from app.services.engine_calls import CachedCalls, CallProgress, duration
@@ -59,12 +64,14 @@ class Level:
 class SummaryResult:
     text: str
     stopped: bool
-    document_tokens: int  # Tekken tokens, as shown for the document
+    document_tokens: int  # the document's stored count (TOKENIZER's tokens), as shown everywhere
     chunks: int  # calls that read the document itself
     levels: list[Level]
     engine_calls: int
     cached_calls: int
     engine_seconds: float  # time spent inside the engine
+    generated_tokens: int = 0  # tokens the engine wrote in this run
+    resumed_tokens: int = 0  # tokens of stopped calls taken up again, not written twice
     language: LanguageCheck | None = None  # the language asked for and the one the summary reads as
     summary_id: int | None = None
 
@@ -74,13 +81,14 @@ class SummaryUpdate:
     """How far the job is; `text` is the final summary as it streams; `result` comes last."""
 
     progress: Progress  # calls done / calls expected
-    tokens_read: int  # document tokens (model's tokenizer) read so far
-    tokens_total: int
+    tokens_read: int  # of the document's tokens, read so far (the calls under way count as they read)
+    tokens_total: int  # the document's stored count
     eta_s: float | None
     text: str = ""
     result: SummaryResult | None = None
     call: CallProgress | None = None  # the (first) engine call under way
     at_once: int = 0  # engine calls under way (several on an engine with parallel sequences)
+    tokenizer: str = TOKENIZER  # what counted tokens_read and tokens_total
 
 
 def summarize(engine: Engine, store: DocumentStore, document_id: int, options: SummaryOptions = SummaryOptions(),
@@ -132,6 +140,7 @@ class SummaryJob:
             text=summary or "", stopped=stopped, document_tokens=self.document["tokens"],
             chunks=len(first.groups) if first else 0, levels=self.levels, engine_calls=self.calls.engine_calls,
             cached_calls=self.calls.cached_calls, engine_seconds=self.calls.engine_seconds,
+            generated_tokens=self.calls.generated_tokens, resumed_tokens=self.calls.resumed_tokens,
         )
         if not stopped:
             result.language = check_language(summary, self.language)
@@ -146,19 +155,21 @@ class SummaryJob:
         """Level by level until everything fits one pass; returns the summary (raises Cancelled)."""
         pieces = self._document_pieces()
         counts = [self.count(p.text) for p in pieces]
-        self.tokens_total = sum(counts)
+        self.tokens_total = self.document["tokens"]
         kind = MAP
         while sum(counts) + len(counts) > self.final_room:
             groups = [[p.text for p in group] for group in pack(pieces, self.chunk_tokens, self.count)]
+            shares = self._shares([sum(map(self.count, group)) for group in groups]) if kind == MAP else [0] * len(groups)
             level = Level(kind, groups)
             self.levels.append(level)
             self.calls_expected = self.calls_done + self._calls_left(len(groups))
             if self.width == 1:  # one by one, each output kept as it comes (a Stop keeps those done)
-                for group in groups:
-                    level.outputs.append((yield from self._call(kind, group, self.partial_tokens)))
+                for group, share in zip(groups, shares):
+                    level.outputs.append((yield from self._call(kind, group, self.partial_tokens, share=share)))
             else:  # the engine runs several sequences: the level's calls go side by side
                 level.outputs += yield from side_by_side(
-                    [partial(self._call, kind, group, self.partial_tokens) for group in groups], self.width, self.cancel)
+                    [partial(self._call, kind, group, self.partial_tokens, share=share)
+                     for group, share in zip(groups, shares)], self.width, self.cancel)
             pieces, kind = [Chunk(text) for text in level.outputs], REDUCE
             counts = [self.count(text) for text in level.outputs]
         kind = SINGLE if not self.levels else FINAL
@@ -166,7 +177,8 @@ class SummaryJob:
         level = Level(kind, [group])
         self.levels.append(level)
         self.calls_expected = self.calls_done + 1
-        summary = yield from self._call(kind, group, self.final_tokens, stream=True)
+        share = self.tokens_total if kind == SINGLE else 0
+        summary = yield from self._call(kind, group, self.final_tokens, stream=True, share=share)
         level.outputs.append(summary)
         return summary
 
@@ -175,6 +187,16 @@ class SummaryJob:
         if not self.options.references:
             return pieces
         return [replace(p, text=f"[{p.reference()}] {p.text}") if p.reference() else p for p in pieces]
+
+    def _shares(self, counts: list[int]) -> list[int]:
+        """The document's stored count split between calls in proportion to their text's `counts`
+        (the loaded model's tokens), summing to it exactly."""
+        total, seen, given, shares = max(1, sum(counts)), 0, 0, []
+        for count in counts:
+            seen += count
+            shares.append(round(self.tokens_total * seen / total) - given)
+            given += shares[-1]
+        return shares
 
     def _calls_left(self, n: int) -> int:
         """Calls expected from a level of `n` calls on: this level, the reductions, the final pass."""
@@ -185,21 +207,21 @@ class SummaryJob:
         return total + 1
 
     # -- one call --------------------------------------------------------------------------------
-    def _call(self, kind: str, group: list[str], max_tokens: int, stream: bool = False) -> Iterator[SummaryUpdate]:
-        """Run (or take from the cache) one call and return its text."""
+    def _call(self, kind: str, group: list[str], max_tokens: int, stream: bool = False,
+              share: int = 0) -> Iterator[SummaryUpdate]:
+        """Run (or take from the cache) one call that reads `share` of the document's tokens; return its text."""
         self.cancel.raise_if_cancelled()
         messages = self._messages(kind, "\n\n".join(group), max_tokens)
         sampling = replace(self.sampling, max_tokens=max_tokens)
         key, output = self.calls.lookup({"v": PROMPT_VERSION, "messages": messages, "sampling": asdict(sampling)})
         if output is None:
             reply = yield from self.calls.generate(messages, sampling, self.cancel,
-                                                   lambda text: self._update(text if stream else ""))
+                                                   lambda text: self._update(text if stream else ""), key, share)
             output = reply.text.strip()
             self.calls.keep(key, output)
         with self._counting:
             self.calls_done += 1
-            if kind in (MAP, SINGLE):
-                self.tokens_read += sum(self.count(t) for t in group)
+            self.tokens_read += share
         yield self._update(output if stream else "")
         return output
 
@@ -210,8 +232,8 @@ class SummaryJob:
         if result is not None:
             label = STOPPED if result.stopped else DONE
         progress = Progress(self.calls_done, max(self.calls_expected, self.calls_done), label)
-        return SummaryUpdate(progress, self.tokens_read, self.tokens_total, eta, text, result, running,
-                             len(self.calls.live))
+        read = self.tokens_read + (self.calls.source_read() if result is None else 0)
+        return SummaryUpdate(progress, read, self.tokens_total, eta, text, result, running, len(self.calls.live))
 
     # -- prompts ---------------------------------------------------------------------------------
     def _messages(self, kind: str, text: str, max_tokens: int) -> list[dict]:
@@ -239,13 +261,13 @@ class SummaryJob:
 
 
 def tokens_note(update: SummaryUpdate) -> str:
-    """'23,400 / 110,000 tokens of the document · now reading the prompt: 512 / 900 tokens'."""
-    note = f"{update.tokens_read:,} / {update.tokens_total:,} tokens of the document"
+    """'23,400 / 110,000 tokens of the document (Tekken) · now reading the prompt: 512 / 900 tokens'."""
+    note = f"{update.tokens_read:,} / {update.tokens_total:,} tokens of the document ({update.tokenizer})"
     return note + (f" · now {update.call.describe()}" if update.call is not None else "")
 
 
 def format_progress(update: SummaryUpdate) -> str:
-    """'reading the document · step 13 of 63 · 23,400 / 110,000 tokens of the document · now writing:
+    """'reading the document · step 13 of 63 · 23,400 / 110,000 tokens of the document (Tekken) · now writing:
     120 tokens (at most 300) · about 1 min 20 s left'."""
     p = update.progress
     line = p.what + (f" · step {min(p.done + 1, p.total)} of {p.total}" if p.total and p.done < p.total else "")

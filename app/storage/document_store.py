@@ -200,6 +200,11 @@ class DocumentStore:
                 [key, kind, value, source, time.time()],
             )
 
+    def forget_cached(self, key: str) -> None:
+        """Drop one kept result (a call's partial output once the call is finished)."""
+        with self.database.transaction() as conn:
+            conn.execute("DELETE FROM cached_results WHERE key = ?", [key])
+
     # -- summaries -------------------------------------------------------------------------------
     def save_summary(self, document_id: int, model: str, options: dict, text: str, chunks: int, levels: int) -> int:
         """Keep a finished summary with its document (one per model and options)."""
