@@ -183,6 +183,7 @@ def test_converted_faces_write_no_ui_text_outside_the_locale_files(module):
 # -- the progress lines of long jobs ------------------------------------------------------------
 CALLS = [CallProgress(WAITING), CallProgress(WAITING, ahead=2), CallProgress(READING, 512, 1800),
          CallProgress(READING, 512, 1800, eta_s=185), CallProgress(READING, 1800, 1800, eta_s=0.0),
+         CallProgress(READING, 512, 1800, source=1200), CallProgress(READING, 512, 1800, eta_s=185, source=1200),
          CallProgress(WRITING, 1, 300), CallProgress(WRITING, 1200, 3000)]
 WRITING_CALL = CallProgress(WRITING, 12, 150)
 ENGLISH = ["writing", "reading", "waiting", "left", "about", "at once", "of the document", "step", "ahead",
@@ -207,16 +208,17 @@ def test_progress_lines_in_english_read_exactly_as_the_services_lines():
 def test_progress_lines_in_french_and_japanese():
     writing = summary_update()
     assert summary_line(writing, "fr") == ("lecture du document · étape 4 sur 11 · 2 appels à la fois · "
-                                           "1,200 / 5,000 jetons du document · en cours : écriture, 12 jetons écrits "
+                                           "1,200 / 5,000 jetons du document (Tekken) · en cours : écriture, 12 jetons écrits "
                                            "(au plus 150) · reste environ 40 s")
     assert summary_line(writing, "ja") == ("文書を読み込み中 · ステップ 4/11 · 2 件の呼び出しを同時実行中 · 文書の 1,200 / 5,000 "
-                                           "トークン · 現在：書き込み中、12 トークン（最大 150） · 残り 約 40 秒")
+                                           "トークン（Tekken） · 現在：書き込み中、12 トークン（最大 150） · 残り 約 40 秒")
     waiting = summary_update("combining summaries", call=CallProgress(WAITING, ahead=2), eta_s=185, at_once=1)
-    assert summary_line(waiting, "fr") == ("fusion des résumés · étape 4 sur 11 · 1,200 / 5,000 jetons du document · "
+    assert summary_line(waiting, "fr") == ("fusion des résumés · étape 4 sur 11 · 1,200 / 5,000 jetons du document (Tekken) · "
                                            "en cours : attente du modèle (2 avant) · reste environ 3 min 5 s")
-    assert summary_line(waiting, "ja") == ("要約を統合中 · ステップ 4/11 · 文書の 1,200 / 5,000 トークン · "
+    assert summary_line(waiting, "ja") == ("要約を統合中 · ステップ 4/11 · 文書の 1,200 / 5,000 トークン（Tekken） · "
                                            "現在：モデルを待っています（前に 2 件） · 残り 約 3 分 5 秒")
     assert call_text(CALLS[3], "fr") == "lecture du prompt, 512 / 1,800 jetons, encore environ 3 min 5 s"
+    assert call_text(CALLS[6], "fr") == "lecture du prompt, encore environ 3 min 5 s", "the document's count is the job's"
     assert duration_text(7300, "ja") == "約 2 時間 1 分"
 
 

@@ -149,7 +149,8 @@ def test_25_contexts_of_text_map_reduce_with_stop_and_resume(tmp_path, store, sm
 
 def test_progress_moves_inside_the_first_call_of_a_document_larger_than_the_context(tmp_path, store, small_engine):
     """The first map call's prompt is read in n_batch steps, each one an update within moments of
-    the start; then the tokens written count up and a measured ETA appears. Stopped early."""
+    the start that moves the document's count (the table's); then the tokens written count up and a
+    measured ETA appears. Stopped early."""
     path = tmp_path / "chronicle.md"
     path.write_text(long_markdown(2_000), encoding="utf-8")
     document_id, _ = store.add(read_document(path))
@@ -167,8 +168,12 @@ def test_progress_moves_inside_the_first_call_of_a_document_larger_than_the_cont
     assert reading[0].done == 0 and reading[-1].done == reading[-1].total > 2 * 256, "a prompt of several batches"
     assert len({call.done for call in reading}) >= 3, "each n_batch step is shown"
     assert [call.done for call, _ in calls if call.phase == WRITING][:6] == [1, 2, 3, 4, 5, 6]
+    read = [u.tokens_read for u in updates if u.call is not None and u.call.phase == READING]
+    assert read == sorted(read) and len(set(read)) >= 3, "the document's count moves as the prompt is read"
     lines = [format_progress(u) for u in updates]
-    assert lines[0].startswith("reading the document · step 1 of ") and "now reading the prompt: 0 / " in lines[0]
+    stored = f"{store.document(document_id)['tokens']:,}"
+    assert lines[0].startswith("reading the document · step 1 of ") and \
+        f"0 / {stored} tokens of the document (Tekken) · now reading the prompt" in lines[0], lines[0]
     assert any("now writing: 6 tokens (at most " in line and " left" in line for line in lines), lines[-3:]
     assert updates[-1].result.stopped
 
@@ -225,6 +230,7 @@ class WidestEngine(CountingEngine):
 
         class Counted:
             stats = property(lambda _: completion.stats)
+            token_ids = property(lambda _: completion.token_ids)
 
             def __iter__(self):
                 with engine.lock:

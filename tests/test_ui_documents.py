@@ -135,10 +135,15 @@ def test_a_dropped_document_is_selected_and_its_summary_shows_progress_within_2_
     page.locator("#summarize").click()
     seen = follow_progress(page, "#doc-progress", "now writing: ",
                            ("now writing: ", str(artifacts / "ui-documents-progress.png")))
-    reading = [(at, text) for at, text in seen if "now reading the prompt: " in text]
+    reading = [(at, text) for at, text in seen if "now reading the prompt" in text]
     assert reading and reading[0][0] < 2.0, seen
     assert "reading the document · step 1 of " in reading[0][1], reading
-    assert len({text for _, text in reading}) >= 2, f"the prompt's tokens count up: {seen}"
+    assert len({text for _, text in reading}) >= 2, f"the document's tokens count up: {seen}"
+    tokens = f"{demo.nemo.documents.documents()[0]['tokens']:,}"
+    counted = [text for _, text in seen if "tokens of the document" in text]
+    assert counted and all(f" / {tokens} tokens of the document (Tekken)" in text for text in counted), \
+        "one count for the document: the table's"
+    assert f"{tokens}" in page.locator("#doc-table").inner_text() and "Tokens (Tekken)" in page.locator("#doc-table").inner_text()
     page.locator("#doc-stop").click()
     page.locator("#doc-progress", has_text="Summarize again to go on from here").wait_for(timeout=60_000)
 

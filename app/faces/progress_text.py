@@ -32,16 +32,17 @@ def call_text(call: CallProgress, language: str = "en") -> str:
         return text(language, "progress_waiting_ahead", ahead=call.ahead) if call.ahead else \
             text(language, "progress_waiting")
     if call.phase == READING:
+        key = "progress_reading" if call.source else "progress_reading_prompt"  # a source's part: counted by the job
         counts = {"done": f"{call.done:,}", "total": f"{call.total:,}"}
         if call.eta_s is not None and call.done < call.total:
-            return text(language, "progress_reading_prompt_more", time=duration_text(call.eta_s, language), **counts)
-        return text(language, "progress_reading_prompt", **counts)
+            return text(language, f"{key}_more", time=duration_text(call.eta_s, language), **counts)
+        return text(language, key, **counts)
     return text(language, "progress_writing_one" if call.done == 1 else "progress_writing_many",
                 count=f"{call.done:,}", most=f"{call.total:,}")
 
 
 def summary_line(update: SummaryUpdate, language: str = "en") -> str:
-    """'reading the document · step 13 of 63 · 2 calls at once · 23,400 / 110,000 tokens of the document ·
+    """'reading the document · step 13 of 63 · 2 calls at once · 23,400 / 110,000 tokens of the document (Tekken) ·
     now writing: 120 tokens (at most 300) · about 1 min 20 s left', in `language`."""
     p = update.progress
     parts = [text(language, STAGES[p.what]) if p.what in STAGES else p.what]
@@ -50,7 +51,7 @@ def summary_line(update: SummaryUpdate, language: str = "en") -> str:
     if update.at_once > 1:
         parts.append(text(language, "progress_calls_at_once", count=update.at_once))
     parts.append(text(language, "progress_document_tokens", read=f"{update.tokens_read:,}",
-                      total=f"{update.tokens_total:,}"))
+                      total=f"{update.tokens_total:,}", tokenizer=update.tokenizer))
     if update.call is not None:
         parts.append(text(language, "progress_now", call=call_text(update.call, language)))
     if update.eta_s is not None and p.done < p.total:

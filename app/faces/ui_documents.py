@@ -1,4 +1,5 @@
-"""The Documents tab: drop files (the last one dropped is selected), see them against the context,
+"""The Documents tab: drop files (the last one dropped is selected), see them against the context
+(one token count per document, its stored Tekken count, in the table, the choice and the progress line),
 summarize with a progress bar that moves inside every engine call, download the summary as
 Markdown, delete with an undo. Layout and wiring only; the work is in the services."""
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from app.base.errors import UserError
 from app.documents.language import LANGUAGES
-from app.documents.reading import KINDS, read_document
+from app.documents.reading import KINDS, TOKENIZER, read_document
 from app.faces.i18n import LANGUAGES as PAGE_LANGUAGES
 from app.faces.i18n import language_of, say, t, text
 from app.faces.language_note import language_name as page_language_name
@@ -52,7 +53,7 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
     def rows(language: str) -> dict:
         """The table's headers and rows, in `language`."""
         n_ctx = services.settings.n_ctx
-        return {"headers": [text(language, key) for key in HEADERS],
+        return {"headers": [text(language, key, tokenizer=TOKENIZER) for key in HEADERS],
                 "data": [[d["file_name"], d["title"], page_language_name(d["language"], language), d["pages"] or "—",
                           f"{d['tokens']:,}", context_fit(d["tokens"], n_ctx, language)] for d in store.documents()]}
 

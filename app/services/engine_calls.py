@@ -48,21 +48,24 @@ class Reply:
 @dataclass(frozen=True)
 class CallProgress:
     """Where the call under way is: WAITING (`ahead` requests first), READING (`done` of `total`
-    prompt tokens) or WRITING (`done` tokens written, at most `total`); `eta_s`: this phase's rest."""
+    prompt tokens) or WRITING (`done` tokens written, at most `total`); `eta_s`: this phase's rest.
+    `source`: tokens of the job's source (its document) the call reads; the job counts those, in the
+    source's own count, so the prompt's count (another tokenizer's, with the instructions) is not shown."""
 
     phase: str
     done: int = 0
     total: int = 0
     ahead: int = 0
     eta_s: float | None = None
+    source: int = 0
 
     def describe(self) -> str:
         """'waiting for the model (2 ahead)', 'reading the prompt: 512 / 1,800 tokens, about 12 s more',
-        'writing: 120 tokens (at most 300)'."""
+        'reading the prompt, about 12 s more' (a source's part), 'writing: 120 tokens (at most 300)'."""
         if self.phase == WAITING:
             return f"{WAITING} ({self.ahead} ahead)" if self.ahead else WAITING
         if self.phase == READING:
-            line = f"reading the prompt: {self.done:,} / {self.total:,} tokens"
+            line = "reading the prompt" if self.source else f"reading the prompt: {self.done:,} / {self.total:,} tokens"
             return line + (f", {duration(self.eta_s)} more" if self.eta_s is not None and self.done < self.total else "")
         return f"writing: {self.done:,} token{'' if self.done == 1 else 's'} (at most {self.total:,})"
 
@@ -107,7 +110,7 @@ class _Call(_Meter):
         self.calls, self.max_tokens, self.started = 1, max_tokens, time.perf_counter()
         self.resumed = resumed  # tokens written by an earlier, stopped run of this call
         self.source = source  # tokens of the job's source (its document) this call reads
-        self.progress = CallProgress(READING, 0, prompt_tokens)
+        self.progress = CallProgress(READING, 0, prompt_tokens, source=source)
         self.to_read = prompt_tokens
         self._read_from = self._first_token_at = None
 
@@ -126,7 +129,7 @@ class _Call(_Meter):
         self._read_from = self._read_from or now
         self.to_read, self.read, self.read_s = report.total, report.done, now - self._read_from
         eta = (report.total - report.done) / (self.read / self.read_s) if self.read and self.read_s else None
-        self.progress = CallProgress(READING, report.done, report.total, eta_s=eta)
+        self.progress = CallProgress(READING, report.done, report.total, eta_s=eta, source=self.source)
 
     def wrote(self, now: float) -> None:
         if self._first_token_at is None and self._read_from is None:  # an engine that does not report reading:
@@ -206,7 +209,7 @@ class CachedCalls:
                 self.live.remove(call)
                 self.finished.add(call)
                 self.generated_tokens += completion.stats.completion_tokens
-            if resumable and completion.token_ids and completion.stats.stop_reason not in ("eos", "length"):
+            if resumable and completion.stats.stop_reason not in ("eos", "length") and completion.token_ids:
                 # stopped while writing: keep what it wrote
                 self.keep(key + PARTIAL, json.dumps([*written, *completion.token_ids]))
         with self._counting:
