@@ -18,7 +18,7 @@ from app.runtime import LoadOptions, SamplingOptions
 from app.engine.chat_format import token_counter
 from app.base.jobs import CancelToken
 from app.documents.language import LanguageCheck
-from app.services.engine_calls import READING, WRITING
+from app.services.engine_calls import PARTIAL, READING, WRITING
 from app.services.retrieval import context_for_chat
 from app.services.summarize import FINAL, MAP, REDUCE, SINGLE, SummaryOptions, format_progress, summarize
 from conftest import run_cli
@@ -186,10 +186,11 @@ def test_cli_summarize_json(tmp_path, home):
     out = json.loads(result.stdout)
     assert out["summary"].strip() and out["chunks"] == 1 and out["levels"] == 1
     assert out["document_tokens"] > 50 and out["language"] == "fr" and out["pages"] == 1
+    assert out["generated_tokens"] > 0 and out["resumed_tokens"] == 0, "the engine's own count of what it wrote"
     assert "lettre.pdf · done: " in result.stderr and " calls in " in result.stderr, "a progress line on stderr"
     again = json.loads(run_cli("summarize", str(path), "--model", "smollm2", "--length", "short",
                                "--temperature", "0", "--ctx", "2048", "--json", home=home).stdout)
-    assert again["document_id"] == out["document_id"] and again["engine_calls"] == 0
+    assert again["document_id"] == out["document_id"] and again["engine_calls"] == 0 and again["generated_tokens"] == 0
 
 
 def test_chat_context_is_the_whole_document_when_it_fits(tmp_path, store):
@@ -346,6 +347,8 @@ def test_resume_a_call_stopped_while_writing_goes_on_from_its_written_tokens(tmp
     assert result.text.startswith(partial_text.strip()) and len(result.text) > len(partial_text.strip())
     whole = small_engine.detokenize(final_written + final.token_ids).strip()
     assert result.text == whole, "the summary is the written tokens and the rest, once each"
+    partials = store.db.execute("SELECT count(*) FROM cached_results WHERE key LIKE ?", [f"%{PARTIAL}"]).fetchone()[0]
+    assert partials == 0, "a finished call's partial output is not kept"
     first_written = next(u.call.done for u in updates if u.call is not None and u.call.phase == WRITING)
     assert first_written > len(final_written), "the call's count of written tokens goes on too"
     print(f"\nmap call: {len(map_written)} tokens kept, {map_resumed.stats.completion_tokens} more written; "

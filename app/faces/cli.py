@@ -414,6 +414,7 @@ def run_summarize(args) -> int:
                     "language": document.language, "pages": document.pages, "summary": result.text,
                     "chunks": result.chunks, "levels": len(result.levels), "document_tokens": result.document_tokens,
                     "engine_calls": result.engine_calls, "cached_calls": result.cached_calls,
+                    "generated_tokens": result.generated_tokens, "resumed_tokens": result.resumed_tokens,
                     "engine_seconds": round(result.engine_seconds, 2), "seconds": round(time.monotonic() - started, 2),
                 }, ensure_ascii=False))
             else:
