@@ -3,10 +3,13 @@
 markdown-it (CommonMark + tables + front matter) finds the structure. Only the inline text of
 paragraphs, headings and table cells becomes a `Piece`; code blocks, HTML blocks, front matter,
 link reference definitions, list and quote markers, table pipes and blank lines are never inside
-one. Inside a piece, inline code, autolinks, inline HTML, link and image targets, hard line breaks
-and bare URLs (linkify-it) are replaced by markers ⟦1⟧, ⟦2⟧ … that `fill` turns back into the
-exact source text. Pieces are found from the parser's own positions: every inline rule that makes
-a kept span is wrapped to record where it started and ended.
+one. Inside a piece, inline code, autolinks, inline HTML, hard line breaks and bare URLs
+(linkify-it) are replaced by markers ⟦1⟧, ⟦2⟧ … that `fill` turns back into the exact source text.
+A link or image is a pair of markers around its text, `⟦1⟧the manual⟦2⟧` for
+`[the manual](https://…)`: the text is translated, the brackets and target are kept, and a pair
+the model broke is put back whole (its source text) at the end, still a link. Pieces are found
+from the parser's own positions: every inline rule that makes a kept span is wrapped to record
+where it started and ended.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ MARKER = "⟦{}⟧"
 MARKER_RE = re.compile(r"⟦\s*(\d+)\s*⟧")
 STRAY_RE = re.compile(r"⟦\s*\d*\s*\ufffd?|⟧")  # what is left of a marker the model broke
 PARAGRAPH, HEADING, CELL, LINE = "paragraph", "heading", "cell", "line"
-_SPANS = "nemo_kept_spans"  # env key: id(inline token list) -> [(start, end, is_break)]
+_SPANS = "nemo_kept_spans"  # env key: id(inline token list) -> [(start, end, kind)]
+KEPT, BREAK, OPEN, CLOSE = "kept", "break", "open", "close"  # kinds of kept span: a link's are OPEN and CLOSE
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Piece:
     kept: tuple[str, ...]  # the exact source text of ⟦1⟧, ⟦2⟧, …
     where: str  # paragraph | heading | cell | line: how a translation must be escaped
     breaks: frozenset[int] = frozenset()  # markers that stand for hard line breaks
+    links: tuple[tuple[int, int, str], ...] = ()  # (opening marker, closing marker, the link's source text)
 
 
 def normalize(text: str) -> str:
@@ -79,13 +84,15 @@ def _recording(rule):
             if last == "hardbreak":
                 while start > 0 and state.src[start - 1] == " ":
                     start -= 1
-                spans.append((start, state.pos, True))
+                spans.append((start, state.pos, BREAK))
         elif rule.__name__ in ("link", "image"):
             target = state.src[label_end + 1 : state.pos]
-            # a shortcut reference ([text] or [text][]) is its own key: keep it whole
-            spans.append((start if target in ("", "[]") else label_end + 1, state.pos, False))
+            if target in ("", "[]"):  # a shortcut reference ([text] or [text][]) is its own key: keep it whole
+                spans.append((start, state.pos, KEPT))
+            else:  # `[` or `![`, and `](target)`: the text between them is translated
+                spans += [(start, start + 1 + (rule.__name__ == "image"), OPEN), (label_end, state.pos, CLOSE)]
         else:
-            spans.append((start, state.pos, False))
+            spans.append((start, state.pos, KEPT))
         return True
 
     return record
@@ -117,7 +124,7 @@ def markdown_pieces(source: str) -> list[Piece]:
     return pieces
 
 
-def _kept_spans(content: str, env: dict) -> list[tuple[int, int, bool]]:
+def _kept_spans(content: str, env: dict) -> list[tuple[int, int, str]]:
     """Parse one inline text; the spans its wrapped rules recorded (nested parses left out)."""
     env[_SPANS] = {}
     tokens: list = []
@@ -152,7 +159,7 @@ def _locate(token, before, where: str, lines: list[str], row_cursor: dict[int, i
 
 
 def _piece(source: str, content: str, columns: list[int], offsets: list[int], first: int,
-           spans: list[tuple[int, int, bool]], where: str) -> Piece | None:
+           spans: list[tuple[int, int, str]], where: str) -> Piece | None:
     """A Piece from inline content, its source columns and the kept spans inside it."""
     starts = [0]
     for line in content.split("\n")[:-1]:
@@ -162,32 +169,37 @@ def _piece(source: str, content: str, columns: list[int], offsets: list[int], fi
         k = bisect.bisect_right(starts, c) - 1
         return offsets[first + k] + columns[k] + c - starts[k]
 
-    kept_spans = _outermost(spans + [(a, b, False) for a, b in _bare_urls(content, spans)])
-    text, kept, breaks, position = [], [], set(), 0
-    for a, b, is_break in kept_spans:
+    kept_spans = _outermost(spans + [(a, b, KEPT) for a, b in _bare_urls(content, spans)])
+    text, kept, breaks, links, opened, position = [], [], set(), [], [], 0
+    for a, b, kind in kept_spans:
         text.append(_one_line(content[position:a]))
         kept.append(source[at(a) : at(b)])
-        if is_break:
+        if kind == BREAK:
             breaks.add(len(kept))
+        elif kind == OPEN:
+            opened.append((len(kept), a))
+        elif kind == CLOSE and opened:
+            opening, link_start = opened.pop()
+            links.append((opening, len(kept), source[at(link_start) : at(b)]))
         text.append(MARKER.format(len(kept)))
         position = b
     text.append(_one_line(content[position:]))
     model_text = "".join(text).strip()
     if not any(c.isalpha() for c in MARKER_RE.sub("", model_text)):
         return None  # numbers, punctuation or kept spans only: nothing to translate
-    return Piece(at(0), at(len(content)), model_text, tuple(kept), where, frozenset(breaks))
+    return Piece(at(0), at(len(content)), model_text, tuple(kept), where, frozenset(breaks), tuple(sorted(links)))
 
 
-def _outermost(spans: list[tuple[int, int, bool]]) -> list[tuple[int, int, bool]]:
+def _outermost(spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
     """Spans sorted, those inside another span dropped."""
-    out: list[tuple[int, int, bool]] = []
+    out: list[tuple[int, int, str]] = []
     for span in sorted(spans, key=lambda s: (s[0], -s[1])):
         if not out or span[0] >= out[-1][1]:
             out.append(span)
     return out
 
 
-def _bare_urls(text: str, spans: list[tuple[int, int, bool]]) -> list[tuple[int, int]]:
+def _bare_urls(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[int, int]]:
     """URLs and e-mail addresses written as plain text (outside the recorded spans)."""
     found = []
     for match in _linkify().match(text) or []:
@@ -228,35 +240,59 @@ def fill(piece: Piece, translation: str) -> tuple[str, list[str]]:
     """The translation with markers turned back into source text, escaped for where it goes.
 
     Returns (text, problems). A marker the model dropped is put back at the end (a dropped line
-    break becomes a space); one it repeated is used once. An empty translation keeps the source.
+    break becomes a space); one it repeated is used once. A link whose pair of markers the model
+    dropped, swapped or left empty is put back whole, as written in the source, at the end. An
+    empty translation keeps the source.
     """
     text = _one_line(translation.strip())
     if "\ufffd" not in piece.text:
         text = text.replace("\ufffd", "")  # half a character: the reply was cut inside it
     if not MARKER_RE.sub("", text).strip():
         return "", [f"no translation for “{_short(piece.text)}”; kept as it was"]
+    broken = _broken_links(piece, text)
+    inside_broken = {n for first, last, _ in broken for n in range(first, last + 1)}
     problems: list[str] = []
     used: set[int] = set()
     parts, position = [], 0
     for match in MARKER_RE.finditer(text):
         parts.append(_escape(text[position : match.start()], piece.where))
         n = int(match.group(1))
-        if 1 <= n <= len(piece.kept) and n not in used:
+        if 1 <= n <= len(piece.kept) and n not in used and n not in inside_broken:
             used.add(n)
             parts.append("\0" + str(n) + "\0")
         position = match.end()
     parts.append(_escape(text[position:], piece.where))
     parts = [STRAY_RE.sub("", part) if part[:1] != "\0" else part for part in parts]
     for n in range(1, len(piece.kept) + 1):
-        if n not in used and n not in piece.breaks:
+        if n not in used and n not in piece.breaks and n not in inside_broken:
             parts.append(" \0" + str(n) + "\0")
             problems.append(f"{_short(piece.kept[n - 1])} was misplaced by the model; put at the end")
+    for k, (_, _, link) in enumerate(broken):
+        parts.append(f" \0L{k}\0")
+        problems.append(f"the link {_short(link)} was misplaced by the model; put at the end")
     joined = re.sub(r" {2,}", " ", "".join(parts)).strip()
     if piece.where == PARAGRAPH:  # each line (hard breaks start new ones) must stay inside the paragraph
         breaks = "|".join(map(str, piece.breaks))
         lines = re.split(f"(\0(?:{breaks})\0)", joined) if piece.breaks else [joined]
         joined = "".join(line if i % 2 else _as_paragraph(line.strip()) for i, line in enumerate(lines))
-    return re.sub("\0(\\d+)\0", lambda m: piece.kept[int(m.group(1)) - 1], joined), problems
+    return re.sub("\0(L?)(\\d+)\0", lambda m: broken[int(m.group(2))][2] if m.group(1)
+                  else piece.kept[int(m.group(2)) - 1], joined), problems
+
+
+def _broken_links(piece: Piece, text: str) -> list[tuple[int, int, str]]:
+    """The outermost links of `piece` whose markers are not in `text` in order around some text."""
+    found: dict[int, re.Match] = {}
+    for match in MARKER_RE.finditer(text):
+        found.setdefault(int(match.group(1)), match)
+    broken: list[tuple[int, int, str]] = []
+    for first, last, link in piece.links:
+        if broken and first <= broken[-1][1]:
+            continue  # inside a broken link: put back with it
+        opening, closing = found.get(first), found.get(last)
+        if not (opening and closing and opening.end() <= closing.start()
+                and text[opening.end() : closing.start()].strip()):
+            broken.append((first, last, link))
+    return broken
 
 
 def _escape(text: str, where: str) -> str:

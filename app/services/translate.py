@@ -38,7 +38,7 @@ from app.runtime import Engine, SamplingOptions
 from app.services.engine_calls import CachedCalls, CallProgress
 from app.storage.document_store import DocumentStore
 
-PROMPT_VERSION = 1
+PROMPT_VERSION = 2  # 2: a link is a pair of markers around its text
 AUTO = "auto"
 SEGMENT_TOKENS = 400  # most source tokens in one request (fewer on small contexts)
 NO_SPACES = {"zh", "ja"}  # parts of a long paragraph are joined without a space
@@ -140,8 +140,9 @@ def system_prompt(source: str, target: str, glossary: Glossary) -> str:
         f"You are a professional translator. Translate the user's text from {language_label(source)} into "
         f"{language_label(target)}. The text comes as numbered lines like “[1] …”: reply with the same "
         "numbered lines, each one translated, in the same order, and nothing else. Markers like ⟦1⟧ stand "
-        "for code, links or formatting: copy every marker unchanged to the place where it belongs. Keep "
-        "Markdown emphasis (*, **, _), names and numbers."
+        "for code, links or formatting: copy every marker unchanged to the place where it belongs. Two markers "
+        "around words, like “⟦1⟧the manual⟦2⟧”, are a link: translate the words and keep them between the same "
+        "two markers. Keep Markdown emphasis (*, **, _), names and numbers."
     )
     if glossary:
         terms = "; ".join(f"“{s}” → “{t}”" for s, t in glossary)
