@@ -20,9 +20,10 @@ from app.history import History
 from app.base.jobs import Job
 from app.documents.language import LanguageCheck
 from app.services.engine_calls import READING, WRITING
+from app.services.glossary import glossary_from_rows, read_glossary, term_in
 from app.services.translate import (CAP, ROOM, TWICE, Cut, TranslateOptions, TranslationJob, TranslationRequest,
-                                    count_noun, cut_notes, glossary_from_rows, language_label, parse_numbered,
-                                    plan_segments, read_glossary, resolve_language, term_in, translate, unnumbered)
+                                    count_noun, cut_notes, language_label, parse_numbered, plan_segments,
+                                    resolve_language, translate, unnumbered)
 
 from conftest import run_cli
 

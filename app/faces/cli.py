@@ -426,7 +426,8 @@ def run_translate(args) -> int:
     from app.base.jobs import Job
     from app.documents.reading import read_document
     from app.faces.progress import follow
-    from app.services.translate import TranslationRequest, read_glossary, resolve_language
+    from app.services.glossary import read_glossary
+    from app.services.translate import TranslationRequest, resolve_language
 
     if (args.file is None) == (args.text is None):
         raise UserError("translate: give a FILE or --text, not both")

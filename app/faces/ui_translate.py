@@ -23,8 +23,8 @@ from app.faces.language_note import language_name, language_warning
 from app.faces.progress_text import call_text, duration_text
 from app.faces.safe_markdown import safe_markdown
 from app.faces.temp_files import TabFiles, file_name, forget_upload
-from app.services.translate import (AUTO, TranslationJob, TranslationRequest, TranslationUpdate, glossary_from_rows,
-                                    language_choices, read_glossary)
+from app.services.glossary import glossary_from_rows, read_glossary
+from app.services.translate import AUTO, TranslationJob, TranslationRequest, TranslationUpdate, language_choices
 
 CELL = "white-space:pre-wrap;vertical-align:top;padding:6px 10px;border-top:1px solid #8884;width:50%"
 WAITING = "<span style='opacity:.5'>…</span>"

@@ -18,9 +18,7 @@ be measured here without its weights.
 from __future__ import annotations
 
 import bisect
-import csv
 import hashlib
-import io
 import json
 import re
 from collections import Counter
@@ -36,6 +34,7 @@ from app.documents.reading import group_texts, split_text
 from app.engine.chat_format import token_counter
 from app.runtime import Engine, SamplingOptions
 from app.services.engine_calls import CachedCalls, CallProgress
+from app.services.glossary import Glossary, glossary_for, term_in
 from app.storage.document_store import DocumentStore
 
 PROMPT_VERSION = 2  # 2: a link is a pair of markers around its text
@@ -43,9 +42,6 @@ AUTO = "auto"
 SEGMENT_TOKENS = 400  # most source tokens in one request (fewer on small contexts)
 NO_SPACES = {"zh", "ja"}  # parts of a long paragraph are joined without a space
 LINE_RE = re.compile(r"\s*\[(\d+)\]\s?(.*)")
-
-Glossary = tuple[tuple[str, str], ...]
-
 
 # -- languages -----------------------------------------------------------------------------------
 
@@ -80,56 +76,6 @@ def resolve_language(value: str, allow_auto: bool = False) -> str:
         if wanted in (code, name.lower()):
             return code
     raise UserError(f"unknown language {value!r}; use a code such as {', '.join(LANGUAGES)}")
-
-
-# -- glossary ------------------------------------------------------------------------------------
-
-
-def glossary_from_rows(rows) -> Glossary:
-    """Term pairs from table rows (source, target); blank and header rows are skipped."""
-    pairs: dict[str, str] = {}
-    for row in rows or []:
-        cells = [str(c).strip() if c is not None else "" for c in list(row)[:2]] + ["", ""]
-        source, target = cells[0], cells[1]
-        if source and target and (source.lower(), target.lower()) != ("source", "target"):
-            pairs.setdefault(source, target)
-    return tuple(pairs.items())
-
-
-def read_glossary(path: str) -> Glossary:
-    """A CSV file of `source,target` rows (a header row is optional)."""
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the glossary ({exc})") from None
-    try:
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    rows = list(csv.reader(io.StringIO(text), dialect))
-    if any(len([c for c in row if c.strip()]) not in (0, 2) for row in rows):
-        raise UserError(f"{path}: each glossary row needs two columns, source term and target term")
-    return glossary_from_rows(rows)
-
-
-def term_in(term: str, text: str) -> bool:
-    """Whether `term` occurs in `text`, ignoring case; a word-like term must start a word."""
-    escaped = re.escape(term)
-    pattern = rf"(?<!\w){escaped}" if re.match(r"\w", term) and not _unspaced(term) else escaped
-    return re.search(pattern, text, re.IGNORECASE) is not None
-
-
-def _unspaced(text: str) -> bool:
-    """Chinese, Japanese or Korean characters: words are not separated by spaces."""
-    return any("\u3040" <= c <= "\u9fff" or "\uac00" <= c <= "\ud7af" for c in text)
-
-
-def glossary_for(glossary: Glossary, text: str) -> Glossary:
-    """The pairs whose source term occurs in `text`."""
-    return tuple(pair for pair in glossary if term_in(pair[0], text))
 
 
 # -- requests and replies ------------------------------------------------------------------------
