@@ -296,6 +296,24 @@ def texts(n: int) -> str:
     return "\n\n".join(f"{subjects[i]} waited by the grey sea for the morning light." for i in range(n))
 
 
+def test_a_broken_numbering_counts_the_calls_it_takes_and_the_time_left_counts_them(engine, store):
+    """Four paragraphs in one part; the numbered reply is cut at 8 tokens, so the part is asked
+    again paragraph by paragraph. The request count grows to 5 when that happens and counts every
+    call made; while a paragraph is written, the time left includes the paragraphs after it."""
+    counting = CountingEngine(engine)
+    job = TranslationJob(counting, store, TranslationRequest(texts(4), "fr", "en"), FAST)
+    assert [len(segment) for segment in job.segments] == [4] and job.request_count() == (0, 1)
+    seen = []
+    for update in job.run():
+        if update.call is not None:
+            seen.append((job.request_count(), len(job.requests_left()), update.eta_s, job.calls.eta_s(0)))
+    assert counting.calls == 5 and job.result.engine_calls == 5
+    assert sorted({(count, left) for count, left, _, _ in seen}) == [
+        ((1, 1), 0), ((2, 5), 3), ((3, 5), 2), ((4, 5), 1), ((5, 5), 0)]
+    later = [(eta, alone) for (_, total), left, eta, alone in seen if left and eta is not None]
+    assert later and all(eta > alone for eta, alone in later), "the paragraphs left add to the time left"
+
+
 def test_resume_after_stop_redoes_no_finished_segment(engine, store):
     counting = CountingEngine(engine)
     request = TranslationRequest(texts(3), "fr", "en")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +30,29 @@ def tmp_folder() -> Path:
     return Path(os.environ["GRADIO_TEMP_DIR"])
 
 
+LINK_RE = r"\[[^\]\n]+\]\({}\)"
+
+
+def calls_shown(seen: list[tuple[float, str]]) -> list[tuple[int, int]]:
+    """The (call, of calls) each status line showed, in order."""
+    return [(int(m.group(1)), int(m.group(2))) for _, line in seen if (m := re.search(r"call (\d+) of (\d+)", line))]
+
+
+def download_name(page) -> str:
+    """The name the page shows for the download (Gradio shows the extension apart), checked against
+    the name the browser saves it as."""
+    link = page.locator("#translate-download a").first
+    link.wait_for(timeout=30_000)
+    cell = page.locator("#translate-download td.filename").first
+    shown = "".join(cell.locator("span").all_inner_texts())
+    assert shown == cell.get_attribute("aria-label") == link.get_attribute("download"), shown
+    return shown
+
+
 def test_drop_a_document_translate_it_side_by_side_and_download(served, page, artifacts):
+    """Four lines in one part; cut at 8 tokens, the numbered reply is asked again line by line: the
+    status counts those 5 calls, not "part 1 of 1" alone. The link stays a link, and the download
+    is named after the source and the language (never the source's own name)."""
     demo, url = served
     demo.nemo.settings = replace(demo.nemo.settings, temperature=0, max_tokens=8)  # short replies: fast
     page.goto(url)
@@ -40,22 +63,28 @@ def test_drop_a_document_translate_it_side_by_side_and_download(served, page, ar
     page.locator("#translate-detected", has_text="detected: English").wait_for(timeout=30_000)
 
     page.locator("#translate-start").click()
-    page.locator("#translate-status", has_text="English → French in ").wait_for(timeout=180_000)
+    seen = follow_progress(page, "#translate-status", "English → French in ",
+                           ("call 3 of 5", str(artifacts / "ui-translate-calls.png")), timeout_s=180)
+    shown = calls_shown(seen)
+    assert shown and shown == sorted(shown) and all(call <= of for call, of in shown), seen
+    assert shown[-1] == (5, 5) and all("part 1 of 1" in line for _, line in seen if "call " in line), seen
+    assert re.match(r"(✅|⚠️) Translated English → French in 1 part\.", seen[-1][1]), seen[-1]
     rows = page.locator("#translation-table tr")
     assert rows.count() >= 2, "a header and one row per segment"
     sources = page.locator("#translation-table td:nth-child(1)").all_inner_texts()
     targets = page.locator("#translation-table td:nth-child(2)").all_inner_texts()
     assert "".join(sources).strip() == NOTES.decode().strip(), "the rows join to the whole document"
     joined = "".join(targets)
-    for kept in ["```sh\nmake check && git push\n```", "`make check`", "(https://example.com/guide)"]:
+    for kept in ["```sh\nmake check && git push\n```", "`make check`"]:
         assert kept in joined, kept
-    page.locator("#translate-download a").first.wait_for(timeout=30_000)
+    assert len(re.findall(LINK_RE.format(re.escape("https://example.com/guide")), joined)) == 1, joined
+    assert download_name(page) == "release notes.fr.md"
     page.screenshot(path=str(artifacts / "ui-translate.png"), full_page=True)
 
     uploads = [p for p in tmp_folder().rglob("release notes.md") if not p.parent.name.startswith("download-")]
     assert uploads == [], "the dropped file is deleted once it is read into the database"
     downloads = [p for p in tmp_folder().rglob("*.md") if p.parent.name.startswith("download-")]
-    assert len(downloads) == 1 and downloads[0].read_text(encoding="utf-8").strip()
+    assert [p.name for p in downloads] == ["release notes.fr.md"] and downloads[0].read_text(encoding="utf-8").strip()
     page.close()  # the browser tab goes away: the file made for it goes too
     deadline = time.monotonic() + 60
     while downloads[0].exists() and time.monotonic() < deadline:
@@ -91,11 +120,31 @@ def test_typed_text_shows_progress_within_2_s_and_a_reply_in_english_is_a_warnin
     status = page.locator("#translate-status", has_text="English → French in 1 part.")
     status.wait_for(timeout=120_000)
     text = status.inner_text()
-    assert text.startswith("Done English → French in 1 part.") and "✅" not in text, text
+    assert text.startswith("⚠️ Translated English → French in 1 part.") and "✅" not in text, text
     assert "⚠️ The translation reads as English, not French" in text
     assert "1 reply was cut short at 16 tokens (the “Max reply tokens” setting): the end of part 1 may be missing." in text
     assert "segment" not in text and "×" not in text
     page.screenshot(path=str(artifacts / "ui-translate-warning.png"), full_page=True)
+
+
+def test_a_typed_link_comes_back_a_link_and_downloads_as_translation_fr_md(served, page, artifacts):
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, temperature=0, max_tokens=40)
+    page.goto(url)
+    page.get_by_role("tab", name="Translate").click()
+    page.locator("#translate-text textarea").click()
+    page.keyboard.type("Read [the manual](https://example.com/manual) before you start the engine.")
+    page.locator("#translate-detected", has_text="Detected: English").wait_for(timeout=30_000)
+    page.locator("#translate-start").click()
+    page.locator("#translate-status", has_text="Translated English → French in 1 part.").wait_for(timeout=120_000)
+    [translated] = page.locator("#translation-table td:nth-child(2)").all_inner_texts()
+    assert len(re.findall(LINK_RE.format(re.escape("https://example.com/manual")), translated)) == 1, translated
+    assert "(https://example.com/manual)" not in re.sub(LINK_RE.format(re.escape("https://example.com/manual")), "",
+                                                         translated), "no bare (url) beside the link"
+    assert download_name(page) == "translation.fr.md"
+    page.screenshot(path=str(artifacts / "ui-translate-link.png"), full_page=True)
+    [download] = [p for p in tmp_folder().rglob("translation.fr.md") if p.parent.name.startswith("download-")]
+    assert download.read_text(encoding="utf-8").strip() == translated.strip()
 
 
 def test_on_two_sequences_two_parts_are_written_at_once_and_land_in_their_rows(served, page, artifacts):

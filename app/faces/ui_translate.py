@@ -53,10 +53,14 @@ def parts(n: int, language: str) -> str:
 
 
 def status_line(job: TranslationJob, update: TranslationUpdate | None, started: float, language: str = "en") -> str:
-    """'translating into French · part 2 of 5 · now reading the prompt: 256 / 700 tokens · about 40 s left · 12 s'."""
+    """'translating into French · part 2 of 5 · call 3 of 6 · now writing: 12 tokens (at most 80) · about 40 s
+    left · 12 s': a part takes more calls than one when the model breaks its line numbers."""
     p = job.progress()
     what = text(language, "progress_translating_into", language=language_name(job.target, language))
     line = text(language, "translate_progress", what=what, done=min(p.done + 1, p.total), total=p.total)
+    begun, planned = job.request_count()
+    if begun:
+        line += " · " + text(language, "translate_calls", done=f"{begun:,}", total=f"{planned:,}")
     if len(job.calls.live) > 1:
         line += " · " + text(language, "translate_at_once", count=len(job.calls.live))
     if update is not None and update.call is not None:
@@ -92,6 +96,13 @@ def result_line(job: TranslationJob, language: str = "en") -> str:
         line += "\n\n" + "\n".join("- " + (text(language, "translate_note_times", note=note, n=n) if n > 1 else note)
                                      for note, n in notes.items())
     return line
+
+
+def translated_file_name(name: str, target: str, markdown: bool) -> str:
+    """'garden.fr.md' for garden.md (or garden.pdf) in French: the source's name, the target language,
+    and .md or .txt as the translation is written; never the source's own name."""
+    return file_name(Path(name).stem if Path(name).suffix.lower() in KINDS else name,
+                     f".{target}.{'md' if markdown else 'txt'}")
 
 
 def language_labels(choices: list[tuple[str, str]]) -> list[tuple]:
@@ -207,7 +218,7 @@ def translate_tab(services, files: TabFiles) -> None:
             return
         finally:
             running.stop()
-        file = files.write(request.session_hash, file_name(Path(name).stem, ".md" if job_request.markdown else ".txt"),
+        file = files.write(request.session_hash, translated_file_name(name, job.target, job_request.markdown),
                            job.result.text)
         yield result_line(job, language), side_by_side(job.rows(), None, language), ready(file), gr.skip()
 
@@ -218,8 +229,8 @@ def translate_tab(services, files: TabFiles) -> None:
         if translation_id is None:
             return gr.skip(), gr.skip(), gr.skip()
         row = store.translation(translation_id)
-        file = files.write(request.session_hash, file_name(row["title"] or "translation",
-                                                           ".md" if row["format"] == "markdown" else ".txt"), row["text"])
+        file = files.write(request.session_hash, translated_file_name(row["title"] or "translation", row["target_language"],
+                                                                      row["format"] == "markdown"), row["text"])
         return (say(request, "translate_saved_line", status=row["status"], model=row["model"]),
                 side_by_side([(row["source"], row["text"])], None, language_of(request)), ready(file))
 

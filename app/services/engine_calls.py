@@ -43,6 +43,7 @@ _END = object()  # the helper thread's last event
 class Reply:
     text: str
     cut: bool  # stopped by its token budget, not by the model
+    written: int = 0  # tokens written
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ class CachedCalls:
             raise Cancelled()
         if written:
             self.store.forget_cached(key + PARTIAL)
-        return Reply(text, completion.stats.stop_reason == "length")
+        return Reply(text, completion.stats.stop_reason == "length", call.resumed + call.written)
 
     def _written(self, key: str, max_tokens: int) -> list[int]:
         """The token ids a stopped run of the call `key` wrote (fewer than `max_tokens`), if any."""
@@ -243,9 +244,10 @@ class CachedCalls:
         live = self.live
         return live[0] if live else None
 
-    def eta_s(self, calls_after: int) -> float | None:
-        """Seconds left for the call under way and `calls_after` more like the job's calls so far, at
-        the rates measured over this job; None until both reading and writing have been measured."""
+    def eta_s(self, calls_after: float, read_after: float | None = None, write_after: float | None = None) -> float | None:
+        """Seconds left for the call under way and `calls_after` more like the job's calls so far (or
+        that will read `read_after` and write `write_after` tokens, where the job knows better), at the
+        rates measured over this job; None until both reading and writing have been measured."""
         done, current = self.finished, self.current
         measured = _Meter()
         measured.add(done)
@@ -256,7 +258,8 @@ class CachedCalls:
         seen = done.calls + (current is not None)
         prompt = (done.read + (current.to_read if current else 0)) / seen
         written = done.written / done.calls if done.calls else current.max_tokens
-        read_left, write_left = calls_after * prompt, calls_after * written
+        read_left = calls_after * prompt if read_after is None else read_after
+        write_left = calls_after * written if write_after is None else write_after
         if current is not None:
             read_left += current.to_read - current.read
             write_left += max(0, min(written, current.max_tokens) - current.resumed - current.written)

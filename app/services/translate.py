@@ -280,7 +280,8 @@ class TranslationJob:
                               else hashlib.sha256(self.source.encode()).hexdigest())
         self.calls = CachedCalls(engine, store, "translation", self.source_sha256)
         self.count = token_counter(engine)
-        room = engine.n_ctx - self.calls.encoded_length(self._messages([""], request.glossary))
+        self.overhead = self.calls.encoded_length(self._messages([""], request.glossary))  # a request's prompt, less its text
+        room = engine.n_ctx - self.overhead
         if room // 7 < 24:
             raise UserError(f"a {engine.n_ctx:,}-token context is too small to translate in; raise the context size")
         self.segments = plan_segments(self.pieces, min(options.segment_tokens, room // 7), self.count)
@@ -297,6 +298,10 @@ class TranslationJob:
         self.writing: dict[int, str] = {}  # segment -> its reply so far (unnumbered), while it is written
         self.cuts: list[Cut] = []
         self.result: TranslationResult | None = None
+        self.unit_tokens = [[self.count(unit.text) for unit in segment] for segment in self.segments]
+        self.begun: set[int] = set()  # segments looked up in the cache or translated
+        self.one_by_one: dict[int, int] = {}  # segment -> its lines still to request one by one, after the one under way
+        self.measured = [0, 0]  # source tokens and tokens written by the finished requests not cut short
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, cancel: CancelToken | None = None) -> Iterator[TranslationUpdate]:
@@ -315,6 +320,7 @@ class TranslationJob:
     def _run_lane(self, lane: range, cancel: CancelToken) -> Iterator[TranslationUpdate]:
         """Translate the segments of one lane in order (cached ones at once)."""
         for index in lane:
+            self.begun.add(index)
             key, cached = self.calls.lookup(self._key_payload(index))
             if cached is not None:
                 self.outputs[index] = json.loads(cached)
@@ -333,9 +339,11 @@ class TranslationJob:
         if outputs is not None:
             return outputs
         outputs = []
-        for text in texts:  # one unit per request: the numbering cannot break
+        for k, text in enumerate(texts):  # one unit per request: the numbering cannot break
+            self.one_by_one[index] = len(texts) - k - 1
             reply = yield from self._request(index, [text], cancel)
             outputs += parse_numbered(reply, 1)
+        self.one_by_one.pop(index, None)
         return outputs
 
     def _request(self, index: int, texts: list[str], cancel: CancelToken) -> Iterator[TranslationUpdate]:
@@ -354,6 +362,8 @@ class TranslationJob:
         reply = yield from self.calls.generate(messages, sampling, cancel, lambda text: self._update(index, text))
         if reply.cut:
             self.cuts.append(Cut(index, sampling.max_tokens, why))
+        else:
+            self.measured = [self.measured[0] + self.count(" ".join(texts)), self.measured[1] + reply.written]
         return reply.text
 
     def _update(self, index: int, so_far: str) -> TranslationUpdate:
@@ -361,14 +371,41 @@ class TranslationJob:
         self.writing[index] = unnumbered(so_far)
         return TranslationUpdate(self.progress(), index, so_far, call=self.calls.call, eta_s=self._eta_s())
 
+    def requests_left(self) -> list[tuple[int, int]]:
+        """(source tokens, lines) of each request to make after those under way: one per segment not
+        begun, and one per line of a segment whose numbering came back broken."""
+        left = [(sum(tokens), len(tokens)) for n, tokens in enumerate(self.unit_tokens) if n not in self.begun]
+        for n, k in list(self.one_by_one.items()):
+            left += [(tokens, 1) for tokens in self.unit_tokens[n][len(self.unit_tokens[n]) - k :]]
+        return left
+
+    def request_count(self) -> tuple[int, int]:
+        """(requests begun, requests in all so far): the engine calls made or under way, and those
+        still to make (more when a reply's numbering breaks)."""
+        begun = self.calls.engine_calls + len(self.calls.live)
+        return begun, begun + len(self.requests_left())
+
     def _eta_s(self) -> float | None:
-        """The time left: the segments not begun, as many at once as there are lanes."""
-        not_begun = self.outputs.count(None) - len(self.calls.live)
-        return self.calls.eta_s(max(0, not_begun) / len(self.lanes))
+        """The time left: the requests left, with the tokens they will read and write, as many at
+        once as there are lanes. A request writes at the ratio measured on the replies so far (its
+        whole budget until one is measured), never past its budget."""
+        left = self.requests_left()
+        reads = sum(self.overhead + tokens + 4 * lines for tokens, lines in left)
+        writes = sum(self._likely_written(tokens, lines) for tokens, lines in left)
+        width = len(self.lanes)
+        return self.calls.eta_s(len(left) / width, reads / width, writes / width)
+
+    def _likely_written(self, tokens: int, lines: int) -> float:
+        most = self._budget(tokens, lines)[0]
+        source, written = self.measured
+        return min(most, written / source * tokens + 4 * lines) if source else most
 
     def _most_tokens(self, texts: list[str]) -> tuple[int, str]:
+        return self._budget(self.count(" ".join(texts)), len(texts))
+
+    def _budget(self, tokens: int, lines: int) -> tuple[int, str]:
         """What a request may write: twice its source and some room (TWICE), or the cap if lower (CAP)."""
-        wanted = 2 * self.count(" ".join(texts)) + 8 * len(texts) + 32
+        wanted = 2 * tokens + 8 * lines + 32
         if self.options.max_tokens and self.options.max_tokens < wanted:
             return self.options.max_tokens, CAP
         return wanted, TWICE
