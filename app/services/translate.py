@@ -299,8 +299,7 @@ class TranslationJob:
         self.cuts: list[Cut] = []
         self.result: TranslationResult | None = None
         self.unit_tokens = [[self.count(unit.text) for unit in segment] for segment in self.segments]
-        self.begun: set[int] = set()  # segments looked up in the cache or translated
-        self.one_by_one: dict[int, int] = {}  # segment -> its lines still to request one by one, after the one under way
+        self.requests: dict[int, tuple[int, int]] = {}  # begun segment -> (requests made, requests it takes so far)
         self.measured = [0, 0]  # source tokens and tokens written by the finished requests not cut short
 
     # -- the run ---------------------------------------------------------------------------------
@@ -320,11 +319,12 @@ class TranslationJob:
     def _run_lane(self, lane: range, cancel: CancelToken) -> Iterator[TranslationUpdate]:
         """Translate the segments of one lane in order (cached ones at once)."""
         for index in lane:
-            self.begun.add(index)
             key, cached = self.calls.lookup(self._key_payload(index))
             if cached is not None:
+                self.requests[index] = (0, 0)
                 self.outputs[index] = json.loads(cached)
             else:
+                self.requests[index] = (0, 1)
                 self.outputs[index] = yield from self._translate(index, cancel)
                 self.calls.keep(key, json.dumps(self.outputs[index], ensure_ascii=False))
             self.writing.pop(index, None)
@@ -336,14 +336,14 @@ class TranslationJob:
         texts = [unit.text for unit in self.segments[index]]
         reply = yield from self._request(index, texts, cancel)
         outputs = parse_numbered(reply, len(texts))
+        self.requests[index] = (1, 1 if outputs is not None else 1 + len(texts))
         if outputs is not None:
             return outputs
         outputs = []
-        for k, text in enumerate(texts):  # one unit per request: the numbering cannot break
-            self.one_by_one[index] = len(texts) - k - 1
+        for made, text in enumerate(texts, 2):  # one unit per request: the numbering cannot break
             reply = yield from self._request(index, [text], cancel)
             outputs += parse_numbered(reply, 1)
-        self.one_by_one.pop(index, None)
+            self.requests[index] = (made, 1 + len(texts))
         return outputs
 
     def _request(self, index: int, texts: list[str], cancel: CancelToken) -> Iterator[TranslationUpdate]:
@@ -374,16 +374,24 @@ class TranslationJob:
     def requests_left(self) -> list[tuple[int, int]]:
         """(source tokens, lines) of each request to make after those under way: one per segment not
         begun, and one per line of a segment whose numbering came back broken."""
-        left = [(sum(tokens), len(tokens)) for n, tokens in enumerate(self.unit_tokens) if n not in self.begun]
-        for n, k in list(self.one_by_one.items()):
-            left += [(tokens, 1) for tokens in self.unit_tokens[n][len(self.unit_tokens[n]) - k :]]
+        left = []
+        for n, tokens in enumerate(self.unit_tokens):
+            made, takes = self.requests.get(n, (0, 0))
+            if n not in self.requests:
+                left.append((sum(tokens), len(tokens)))
+            elif takes > 1:  # line `made - 1` is under way
+                left += [(line, 1) for line in tokens[made:]]
         return left
 
     def request_count(self) -> tuple[int, int]:
-        """(requests begun, requests in all so far): the engine calls made or under way, and those
-        still to make (more when a reply's numbering breaks)."""
-        begun = self.calls.engine_calls + len(self.calls.live)
-        return begun, begun + len(self.requests_left())
+        """(requests begun, requests in all so far): those made or under way, and those still to make
+        (a part takes one more per line when a reply's numbering breaks; a cached part takes none)."""
+        begun = planned = 0
+        for n in range(len(self.segments)):
+            made, takes = self.requests.get(n, (0, 1))
+            planned += takes
+            begun += made + (n in self.requests and made < takes)
+        return begun, planned
 
     def _eta_s(self) -> float | None:
         """The time left: the requests left, with the tokens they will read and write, as many at
