@@ -373,6 +373,7 @@ def test_cli_translates_text_and_files(home, tmp_path):
     out = json.loads(done.stdout)
     assert "`make test`" in out["translation"] and "<https://x.org>" in out["translation"]
     assert out["source_language"] == "en" and out["segments"] == 1 and "1/1 segments" in done.stderr
+    assert f"call {out['engine_calls']} of {out['engine_calls']}" in done.stderr, done.stderr
 
     source, glossary, target = tmp_path / "notes.md", tmp_path / "terms.csv", tmp_path / "notes.fr.md"
     source.write_text("# Notes\n\n```\nkeep me\n```\n\nThe lighthouse is white.\n", encoding="utf-8")

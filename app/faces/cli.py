@@ -444,7 +444,8 @@ def run_translate(args) -> int:
             request = TranslationRequest(document.markdown, args.to, args.source,
                                          not args.plain and document.kind != "text", glossary, document.title, document_id)
         translation = services.translation(request, max_tokens=args.max_tokens or 0)
-        result = follow(Job(lambda progress, cancel: translation.run(cancel)), "translate", "segments").value
+        result = follow(Job(lambda progress, cancel: translation.run(cancel)), "translate", "segments",
+                        lambda _: "call {} of {}".format(*translation.request_count())).value
     for miss in result.misses:
         sys.stderr.write(f"glossary: “{miss.source}” was not translated as “{miss.target}” "
                          f"(segments {', '.join(map(str, miss.segments))})\n")
