@@ -98,16 +98,22 @@ def test_drop_a_document_translate_it_side_by_side_and_download(served, page, ar
     assert row["source"] == NOTES.decode().strip() and "make check && git push" in row["text"]
 
 
-def test_typed_text_shows_progress_within_2_s_and_a_reply_in_english_is_a_warning(served, page, artifacts):
-    """Typed like a person; SmolLM2 echoes English when asked for French: the result is a warning,
-    not a success, and its notes speak plainly."""
+def type_english(served, page, text: str, max_tokens: int):
+    """Short replies at temperature 0; the Translate tab opened, `text` typed and detected as English."""
     demo, url = served
-    demo.nemo.settings = replace(demo.nemo.settings, temperature=0, max_tokens=16)
+    demo.nemo.settings = replace(demo.nemo.settings, temperature=0, max_tokens=max_tokens)
     page.goto(url)
     page.get_by_role("tab", name="Translate").click()
     page.locator("#translate-text textarea").click()
-    page.keyboard.type("The lighthouse keeper waited by the grey sea for the morning light.")
+    page.keyboard.type(text)
     page.locator("#translate-detected", has_text="Detected: English").wait_for(timeout=30_000)
+    return demo
+
+
+def test_typed_text_shows_progress_within_2_s_and_a_reply_in_english_is_a_warning(served, page, artifacts):
+    """Typed like a person; SmolLM2 echoes English when asked for French: the result is a warning,
+    not a success, and its notes speak plainly."""
+    demo = type_english(served, page, "The lighthouse keeper waited by the grey sea for the morning light.", 16)
     page.screenshot(path=str(artifacts / "ui-translate-idle.png"), full_page=True)
     demo.nemo.ensure_model()
 
@@ -128,13 +134,9 @@ def test_typed_text_shows_progress_within_2_s_and_a_reply_in_english_is_a_warnin
 
 
 def test_a_typed_link_comes_back_a_link_and_downloads_as_translation_fr_md(served, page, artifacts):
-    demo, url = served
-    demo.nemo.settings = replace(demo.nemo.settings, temperature=0, max_tokens=40)
-    page.goto(url)
-    page.get_by_role("tab", name="Translate").click()
-    page.locator("#translate-text textarea").click()
-    page.keyboard.type("Read [the manual](https://example.com/manual) before you start the engine.")
-    page.locator("#translate-detected", has_text="Detected: English").wait_for(timeout=30_000)
+    """The link's text goes to the model between two markers; whatever SmolLM2 does with them, the
+    translation shows one Markdown link to the same address, and no bare "(https://…)"."""
+    type_english(served, page, "Read [the manual](https://example.com/manual) before you start the engine.", 40)
     page.locator("#translate-start").click()
     page.locator("#translate-status", has_text="Translated English → French in 1 part.").wait_for(timeout=120_000)
     [translated] = page.locator("#translation-table td:nth-child(2)").all_inner_texts()
