@@ -57,6 +57,10 @@ def test_a_call_reports_reading_then_writing_and_the_eta_uses_the_measured_rates
     assert calls.eta_s(0) == 0 and calls.eta_s(3) > 0, "three more calls like this one take time"
     per_call = calls.eta_s(1)
     assert calls.eta_s(4) == pytest.approx(4 * per_call)
+    assert 0 < reply.written <= 12 and reply.written == calls.finished.written
+    read, written = calls.finished.read, calls.finished.written  # the tokens of one call like this one
+    assert calls.eta_s(4, read_after=read, write_after=written) == pytest.approx(per_call), "the job knows better"
+    assert calls.eta_s(4, read_after=3 * read, write_after=3 * written) == pytest.approx(3 * per_call)
 
 
 def test_an_engine_that_does_not_report_reading_still_gets_an_eta(engine, store):
