@@ -95,11 +95,11 @@ def test_plan_for_cards_at_8k_32k_128k(nemo, card, n_ctx):
             assert expected_vram(path, 41, n_ctx, BETTER[plan.type_k]) > usable(card)
         assert plan.parallel == 8 or expected_vram(path, 41, n_ctx, plan.type_k, plan.parallel + 1) > usable(card)
     used = f"{plan.vram_bytes_used / GIB:.1f} of {card:.1f} GiB"
-    assert used in plan.explanation
-    assert ("all 41 layers on the GPU" in plan.explanation) == (layers == 41)
+    assert used in str(plan.explanation)
+    assert ("all 41 layers on the GPU" in str(plan.explanation)) == (layers == 41)
     each = f"{plan.kv_bytes_per_sequence / GIB:.1f} GiB of K/V cache"
     assert plan.kv_bytes_per_sequence == n_ctx * 40 * KV_PER_TOKEN_PER_BLOCK * BYTES_PER_VALUE[plan.type_k]
-    assert each in plan.explanation and (f"{plan.parallel} sequences at once" in plan.explanation) == (plan.parallel > 1)
+    assert each in str(plan.explanation) and (f"{plan.parallel} sequences at once" in str(plan.explanation)) == (plan.parallel > 1)
 
 
 @pytest.mark.parametrize("card,n_ctx,kv", [(8, 8192, "q8_0"), (12, 32768, "q8_0"), (16, 65536, "q8_0"),
@@ -125,7 +125,7 @@ def test_bigger_quants_need_bigger_cards(nemo):
 def test_a_card_too_small_for_one_layer_runs_on_the_cpu(nemo):
     plan = make_plan(model_memory(nemo["Q4_K_M"]), vram_gpu(1), RAM, 8192)
     assert (plan.n_gpu_layers, plan.vram_bytes_used, plan.flash_attn) == (0, 0, False)
-    assert "cannot hold even one layer" in plan.explanation
+    assert "cannot hold even one layer" in str(plan.explanation)
     assert expected_vram(nemo["Q4_K_M"], 1, 8192, "q8_0") > usable(1)
 
 
@@ -133,17 +133,17 @@ def test_cpu_only_machines(nemo):
     mem = model_memory(nemo["Q4_K_M"])
     plan = make_plan(mem, None, 32 * GIB)
     assert (plan.n_gpu_layers, plan.n_ctx, plan.type_k, plan.vram_bytes_used) == (0, 16384, "f16", 0)
-    assert plan.explanation.startswith("no NVIDIA GPU found: all 41 layers on the CPU")
+    assert str(plan.explanation).startswith("no NVIDIA GPU found: all 41 layers on the CPU")
     cache = 16384 * 40 * 2048 * 2
     assert plan.parallel == 1, "on the CPU one sequence unless asked for more"
     assert plan.ram_bytes_used == mem.weights_bytes + cache + mem.compute_bytes(16384, False)
-    assert "1 sequence at a time (2.5 GiB of K/V cache; each more sequence costs as much again)" in plan.explanation
+    assert "1 sequence at a time (2.5 GiB of K/V cache; each more sequence costs as much again)" in str(plan.explanation)
     four = make_plan(mem, None, 32 * GIB, parallel=4)
     assert four.parallel == 4 and four.ram_bytes_used == mem.weights_bytes + 4 * cache + mem.compute_bytes(16384, False)
-    assert "4 sequences at once, each with its own 16k context (2.5 GiB of K/V cache each)" in four.explanation
+    assert "4 sequences at once, each with its own 16k context (2.5 GiB of K/V cache each)" in str(four.explanation)
     built_for_cpu = make_plan(mem, vram_gpu(24), 32 * GIB, can_offload=False)
     assert built_for_cpu.n_gpu_layers == 0
-    assert any("NEMO_CHAT_BACKEND=cuda ./run.sh" in note for note in built_for_cpu.notes)
+    assert any("NEMO_CHAT_BACKEND=cuda ./run.sh" in note for note in map(str, built_for_cpu.notes))
 
 
 def test_parallel_sequences_set_by_hand_must_fit_with_their_caches(nemo):

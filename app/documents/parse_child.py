@@ -1,6 +1,6 @@
 """The child process of `parse_limits`: caps its own memory, reads one file from stdin with the
 reader for its kind, and does all the reading there is (Markdown blocks, chunks, token counts).
-It writes JSON lines on stdout as it goes (`reading.read_parts`), or a one-line refusal."""
+It writes JSON lines on stdout as it goes (`reading.read_parts`), or a refusal (a message key and its values)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import sys
 
 from app.base.errors import UserError
+from app.base.messages import Message
 
 
 def _limit_memory(memory_mb: int) -> None:
@@ -46,9 +47,9 @@ def _child(argv: list[str]) -> int:
     except MemoryError:
         out.write('{"error": "memory"}\n')
     except UserError as exc:
-        out.write(json.dumps({"error": str(exc)}) + "\n")
+        out.write(json.dumps({"error": exc.message.to_json()}) + "\n")
     except Exception as exc:  # noqa: BLE001 - a reader bug on odd input: still one line for the user
-        out.write(json.dumps({"error": f"{name}: cannot read this file ({type(exc).__name__})"}) + "\n")
+        out.write(json.dumps({"error": Message("doc_reader_failed", name=name, error=type(exc).__name__).to_json()}) + "\n")
     out.flush()
     return 0
 

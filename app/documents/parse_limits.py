@@ -4,7 +4,7 @@
 stdin, in an environment without secrets (`app.base.child_env`). The child caps its own address
 space (RLIMIT_AS), runs the reader for the kind (`app.documents.reading.READERS`), cuts the text into chunks and counts its tokens, and writes JSON
 lines on stdout as it goes: the chunks, the Markdown a window at a time, then the title, pages and
-token count; or the one-line UserError message it refused the file with. The parent reads the lines
+token count; or the message (key and values) of the UserError it refused the file with. The parent reads the lines
 as they come (its memory follows the text's size, nothing more), waits at most `timeout_s` seconds,
 kills the child when the token is cancelled, and turns every way of failing into one line that
 names the file and the limit. JSON (not pickle) crosses the boundary, so a child that was subverted
@@ -25,23 +25,23 @@ from pathlib import Path
 
 from app.base.child_env import scrubbed_environment
 from app.base.errors import Cancelled, UserError
+from app.base.messages import Message
 
 POLL_S = 0.05  # how often the parent looks at the cancel token while the child works
-LIMITS_HINT = "(Settings → Documents)"
 _MEMORY_WORDS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
 MAX_TEXT_CHARS = 256 * 2**20  # text the parent takes from one file (a 100 MB upload of plain text is under it)
 
 
 def over_page_limit(name: str, pages: int, max_pages: int) -> UserError:
-    return UserError(f"{name}: {pages:,} pages is over the {max_pages:,}-page limit {LIMITS_HINT}")
+    return UserError("doc_over_page_limit", name=name, pages=f"{pages:,}", max_pages=f"{max_pages:,}")
 
 
 def over_time_limit(name: str, timeout_s: float) -> UserError:
-    return UserError(f"{name}: reading took longer than {timeout_s:,g} s (the limit) {LIMITS_HINT}")
+    return UserError("doc_over_time_limit", name=name, seconds=f"{timeout_s:,g}")
 
 
 def over_memory_limit(name: str, memory_mb: int) -> UserError:
-    return UserError(f"{name}: reading needed more than {memory_mb:,} MiB of memory (the limit) {LIMITS_HINT}")
+    return UserError("doc_over_memory_limit", name=name, mib=f"{memory_mb:,}")
 
 
 @dataclass
@@ -56,7 +56,7 @@ class ParsedText:
 
 
 def over_text_limit(name: str) -> UserError:
-    return UserError(f"{name}: more than {MAX_TEXT_CHARS:,} characters of text (the limit)")
+    return UserError("doc_over_text_limit", name=name, chars=f"{MAX_TEXT_CHARS:,}")
 
 
 def parse_in_child(kind: str, path: Path, name: str, *, timeout_s: float, memory_mb: int, max_pages: int,
@@ -124,7 +124,7 @@ class _Answer:
                         str(done["title"]), done["pages"], int(done["tokens"])
                     self.done = True
                 elif "error" in item:
-                    self.error = str(item["error"])
+                    self.error = item["error"] if item["error"] == "memory" else Message.from_json(item["error"])
             except (ValueError, TypeError, KeyError):  # not what our child writes
                 self.garbled = True
             self.too_long = self.chars > 2 * MAX_TEXT_CHARS  # the Markdown, and its chunks
@@ -139,7 +139,7 @@ class _Answer:
         if self.error == "memory":
             raise over_memory_limit(name, memory_mb)
         if self.error is not None:
-            raise UserError(" ".join(self.error.splitlines()))  # one line, whatever the child said
+            raise UserError(self.error.key, **self.error.values)
         if self.done and not self.garbled and returncode == 0:
             self.parsed.markdown = "".join(self.markdown)
             self.markdown.clear()
@@ -147,4 +147,4 @@ class _Answer:
         text = self.stderr.decode("utf-8", "replace")
         if returncode == -signal.SIGKILL or any(word in text for word in _MEMORY_WORDS):  # SIGKILL: the OOM killer
             raise over_memory_limit(name, memory_mb)
-        raise UserError(f"{name}: cannot read this file (the reader stopped, exit status {returncode})")
+        raise UserError("doc_reader_stopped", name=name, status=returncode)

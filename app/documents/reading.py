@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Iterator
 
 from app.base.config import Settings
 from app.base.errors import UserError
+from app.base.messages import Message
 from app.base.jobs import CancelToken
 from app.documents.language import detect_language
 from app.documents.parse_limits import over_page_limit, parse_in_child
@@ -33,7 +34,6 @@ from app.storage.document_store import Chunk, Document
 
 KINDS = {".pdf": "pdf", ".docx": "docx", ".html": "html", ".htm": "html", ".md": "markdown",
          ".markdown": "markdown", ".txt": "text", ".text": "text"}
-ACCEPTED = "PDF, DOCX, HTML, Markdown or plain text"
 DEFAULT_MAX_BYTES = 100 * 2**20
 MAX_UNPACKED_BYTES = 256 * 2**20  # a .docx that unpacks to more is refused
 MAX_PACK_RATIO = 100  # ... and so is one that unpacks to over 100x its size (beyond a few MB)
@@ -64,7 +64,7 @@ def file_kind(name: str) -> str:
     """'pdf', 'docx', 'html', 'markdown' or 'text', from the name; UserError for anything else."""
     suffix = PurePath(name).suffix.lower()
     if suffix not in KINDS:
-        raise UserError(f"{name}: unsupported file type {suffix or '(no extension)'}; use {ACCEPTED}")
+        raise UserError("doc_unsupported_type", name=name, suffix=suffix or Message("doc_no_extension"))
     return KINDS[suffix]
 
 
@@ -81,14 +81,15 @@ def read_document(path: str | Path, name: str | None = None, max_bytes: int = DE
     try:
         size = Path(path).stat().st_size
         if size > max_bytes:
-            raise UserError(f"{name}: {size / 2**20:,.1f} MB is over the {max_bytes / 2**20:,.0f} MB upload limit")
+            raise UserError("doc_over_upload_limit", name=name, mb=f"{size / 2**20:,.1f}",
+                                limit_mb=f"{max_bytes / 2**20:,.0f}")
         sha256, blank = _fingerprint(Path(path))
     except FileNotFoundError:
-        raise UserError(f"{name}: file not found") from None
+        raise UserError("doc_not_found", name=name) from None
     except OSError as exc:
-        raise UserError(f"{name}: cannot read ({exc.strerror})") from None
+        raise UserError("doc_cannot_read", name=name, reason=exc.strerror) from None
     if blank:
-        raise UserError(f"{name}: the file is empty")
+        raise UserError("doc_empty", name=name)
     defaults = Settings()
     parsed = parse_in_child(
         kind, Path(path), name, cancel=cancel,
@@ -118,7 +119,7 @@ def read_parts(title: str, pages: int | None, parts: list[Chunk], name: str, cou
     a window at a time, then the totals; each a small JSON-ready dict."""
     markdown = "\n\n".join(part.text for part in parts).strip()
     if not markdown:
-        raise UserError(f"{name}: no text found")
+        raise UserError("doc_no_text", name=name)
     for piece in page_chunks(markdown_blocks(parts), STORE_CHUNK_TOKENS, count):
         yield {"chunk": {"text": piece.text, "tokens": piece.tokens, "page_start": piece.page_start,
                          "page_end": piece.page_end, "section": piece.section}}
@@ -136,11 +137,11 @@ def _read_pdf(data: bytes, name: str, max_pages: int = 0):
     from pypdf import PdfReader
 
     if b"%PDF-" not in data[:1024]:
-        raise UserError(f"{name}: not a PDF file")
+        raise UserError("doc_not_pdf", name=name)
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not _unlocks(reader):
-            raise UserError(f"{name}: the PDF is encrypted (password protected); remove the password first")
+            raise UserError("doc_pdf_encrypted", name=name)
         if max_pages > 0 and len(reader.pages) > max_pages:
             raise over_page_limit(name, len(reader.pages), max_pages)
         texts = [page.extract_text() or "" for page in reader.pages]
@@ -148,9 +149,9 @@ def _read_pdf(data: bytes, name: str, max_pages: int = 0):
     except (UserError, MemoryError):  # a MemoryError is the memory limit (parse_limits.py)
         raise
     except Exception as exc:  # pypdf raises many types on damaged files
-        raise UserError(f"{name}: cannot read this PDF ({type(exc).__name__})") from None
+        raise UserError("doc_pdf_damaged", name=name, error=type(exc).__name__) from None
     if not any(text.strip() for text in texts):
-        raise UserError(f"{name}: no text layer, OCR not supported")
+        raise UserError("doc_pdf_no_text_layer", name=name)
     parts = [Chunk(_pdf_paragraphs(text), page_start=n, page_end=n) for n, text in enumerate(texts, 1) if text.strip()]
     return title, len(texts), parts
 
@@ -177,11 +178,11 @@ def _read_docx(data: bytes, name: str):
     try:
         html = mammoth.convert_to_html(io.BytesIO(data), style_map=DOCX_STYLES).value
     except (KeyError, OSError):  # mammoth: "Could not find main document part"
-        raise UserError(f"{name}: not a Word document (a zip without its main document part)") from None
+        raise UserError("doc_docx_no_main_part", name=name) from None
     except MemoryError:
         raise
     except Exception as exc:
-        raise UserError(f"{name}: cannot read this .docx ({type(exc).__name__})") from None
+        raise UserError("doc_docx_damaged", name=name, error=type(exc).__name__) from None
     return _html_to_parts(html)
 
 
@@ -191,10 +192,10 @@ def _check_zip(data: bytes, name: str) -> None:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()
     except zipfile.BadZipFile:
-        raise UserError(f"{name}: not a valid .docx (not a zip archive)") from None
+        raise UserError("doc_docx_not_zip", name=name) from None
     unpacked = sum(m.file_size for m in members)
     if unpacked > MAX_UNPACKED_BYTES or (unpacked > 8 * 2**20 and unpacked > MAX_PACK_RATIO * len(data)):
-        raise UserError(f"{name}: refused, it would unpack to {unpacked / 2**20:,.0f} MB (a zip bomb?)")
+        raise UserError("doc_zip_bomb", name=name, mb=f"{unpacked / 2**20:,.0f}")
 
 
 def _read_html(data: bytes, name: str):
@@ -236,7 +237,7 @@ def _decode_text(data: bytes, name: str, html: bool = False) -> str:
     allowed = len(text) // 100
     controls = sum(1 for _ in islice(_CONTROLS.finditer(text), allowed + 1))
     if not text or controls > allowed:
-        raise UserError(f"{name}: not a text file (binary data)")
+        raise UserError("doc_binary", name=name)
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from app.base.errors import UserError
 from app.base.gguf_info import read_gguf_header, read_gguf_info
+from app.base.messages import Message
 from app.engine.memory import CPU_AUTO_PARALLEL, KV_TYPES, MEMORY_HEADROOM, free_memory_bytes, gpu_offload_supported
 from app.runtime import LoadOptions
 
@@ -36,10 +37,7 @@ N_UBATCH = 512  # LoadOptions.n_batch: tokens per compute step
 CUDA_RESERVE = 512 * 2**20  # CUDA context, cuBLAS workspace
 GPU_AUTO_PARALLEL = 8  # the most sequences at once a plan picks by itself on a GPU
 RESERVE_SHARE = 0.05  # and this share of the card, for fragmentation and other programs
-REBUILD_HINT = (
-    "this llama.cpp build is CPU-only: rebuild it with CUDA (`NEMO_CHAT_BACKEND=cuda ./run.sh`, "
-    "see scripts/setup.sh) to use the GPU"
-)
+REBUILD_HINT = Message("plan_rebuild_hint")  # rebuild llama.cpp with CUDA (`NEMO_CHAT_BACKEND=cuda ./run.sh`)
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ class Gpu:
 def vram_gpu(gib: float) -> Gpu:
     """A card with this much free memory (`--vram GIB`)."""
     if gib <= 0:
-        raise UserError(f"--vram must be a positive number of GiB, not {gib}")
+        raise UserError("plan_vram_not_positive", gib=gib)
     return Gpu(f"{gib:g} GiB GPU", int(gib * GIB), int(gib * GIB), "--vram")
 
 
@@ -196,7 +194,7 @@ def _model_memory(path: Path, _size: int, _mtime: int) -> ModelMemory:
             output += t.n_bytes
     embd = by_name.get("token_embd.weight")
     if embd is None or not info.n_layers:
-        raise UserError(f"{path}: not a llama.cpp language model (no token embeddings or layers)")
+        raise UserError("plan_not_a_model", path=str(path))
     if "output.weight" not in by_name:
         output += embd.n_bytes  # tied embeddings: llama.cpp loads them again as the output layer
     value_length = int(metadata.get(f"{info.architecture}.attention.value_length", info.head_dim))
@@ -226,18 +224,19 @@ class Plan:
     ram_bytes_used: int  # weights and K/V cache left on the CPU
     layers_on_gpu: int
     layers_total: int
-    explanation: str
+    explanation: Message  # a sentence's key and values: the faces word it
     gpu: str = ""
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[Message, ...] = field(default=())
     parallel: int = 1  # sequences at once; the memory figures above hold all of them
     kv_bytes_per_sequence: int = 0  # what each one of them costs
 
     def to_json(self) -> dict:
-        return asdict(self) | {"notes": list(self.notes)}
+        """The plan's figures, its explanation and notes in English."""
+        return asdict(self) | {"explanation": str(self.explanation), "notes": [str(note) for note in self.notes]}
 
 
 def context_label(n_ctx: int) -> str:
-    return f"{n_ctx // 1024}k" if n_ctx % 1024 == 0 else f"{n_ctx:,}-token"
+    return f"{n_ctx // 1024}k" if n_ctx % 1024 == 0 else f"{n_ctx:,}"
 
 
 def _gib(n: int) -> str:
@@ -250,12 +249,11 @@ def auto_contexts(mem: ModelMemory, cap: int = MAX_CONTEXT) -> list[int]:
     return sorted((c for c in CONTEXT_SIZES if c <= limit), reverse=True) or [limit]
 
 
-def sequences_text(parallel: int, kv_per_sequence: int, n_ctx: int) -> str:
+def sequences_message(parallel: int, kv_per_sequence: int, n_ctx: int) -> Message:
     """'4 sequences at once, each with its own 16k context (2.5 GiB of K/V cache each)'."""
-    each = f"{_gib(kv_per_sequence)} GiB of K/V cache"
     if parallel == 1:
-        return f"1 sequence at a time ({each}; each more sequence costs as much again)"
-    return f"{parallel} sequences at once, each with its own {context_label(n_ctx)} context ({each} each)"
+        return Message("plan_one_sequence", gib=_gib(kv_per_sequence))
+    return Message("plan_sequences", n=parallel, context=context_label(n_ctx), gib=_gib(kv_per_sequence))
 
 
 def _fitting(budget: int, per_sequence: int, cap: int) -> int:
@@ -277,18 +275,18 @@ def make_plan(mem: ModelMemory, gpu: Gpu | None, ram_bytes: int, n_ctx: int | No
     `n_ctx` / `kv_type` / `parallel` fix those choices; without them the largest context that fits
     one sequence is chosen, then as many sequences as the memory left holds."""
     if n_ctx is not None and n_ctx <= 0:
-        raise UserError(f"context size must be a positive number of tokens, not {n_ctx}")
+        raise UserError("plan_bad_context", n_ctx=n_ctx)
     if parallel < 0:
-        raise UserError(f"the number of parallel sequences must be 0 (automatic) or more, not {parallel}")
+        raise UserError("plan_bad_parallel", parallel=parallel)
     if kv_type is not None and kv_type not in KV_TYPES:
-        raise UserError(f"unknown K/V cache type {kv_type!r} (choose {', '.join(KV_TYPES)})")
+        raise UserError("plan_bad_kv_type", kv=repr(kv_type), choices=", ".join(KV_TYPES))
     notes = []
     if n_ctx and n_ctx > mem.context_length:
-        notes.append(f"{context_label(n_ctx)} is beyond the {mem.context_length:,} tokens the model was trained for")
+        notes.append(Message("plan_note_beyond_training", context=context_label(n_ctx), trained=f"{mem.context_length:,}"))
     if gpu is not None and not can_offload:
-        notes.append(f"an NVIDIA GPU ({gpu.name}) is present but {REBUILD_HINT}")
+        notes.append(Message("plan_note_gpu_but_cpu_build", gpu=gpu.name, rebuild=REBUILD_HINT))
     if gpu is None or not can_offload:
-        reason = "this llama.cpp build cannot use a GPU" if gpu is not None else "no NVIDIA GPU found"
+        reason = Message("plan_reason_cpu_build" if gpu is not None else "plan_reason_no_gpu")
         return _cpu_plan(mem, ram_bytes, n_ctx, kv_type, reason, gpu.name if gpu else "", notes, parallel)
     usable = gpu.usable_bytes
     contexts = [n_ctx] if n_ctx else auto_contexts(mem)
@@ -299,30 +297,30 @@ def make_plan(mem: ModelMemory, gpu: Gpu | None, ram_bytes: int, n_ctx: int | No
             each = mem.kv_bytes(ctx, kv)
             n = parallel or _fitting(usable - used, each, GPU_AUTO_PARALLEL)
             used += (n - fixed) * each
-            sentence = (f"all {mem.n_layers} layers on the GPU, {context_label(ctx)} context, {kv} KV cache: "
-                        f"{_gib(used)} of {_gib(gpu.total_bytes)} GiB; {sequences_text(n, each, ctx)}")
+            sentence = Message("plan_all_on_gpu", layers=mem.n_layers, context=context_label(ctx), kv=kv,
+                               used=_gib(used), total=_gib(gpu.total_bytes), sequences=sequences_message(n, each, ctx))
             return Plan(-1, ctx, kv, kv, True, used, gpu.total_bytes, mem.input_bytes, mem.n_layers,
                         mem.n_layers, sentence, gpu.name, tuple(notes), n, each)
     ctx, kv = contexts[-1], kv_type or "q8_0"
     layers = max((n for n in range(mem.n_layers) if mem.gpu_bytes(n, ctx, kv, fixed) <= usable), default=0)
     if layers == 0:
-        reason = (f"the GPU's {_gib(gpu.free_bytes)} GiB free cannot hold even one layer and its margin "
-                  f"({_gib(mem.gpu_bytes(1, ctx, kv, fixed))} + {_gib(gpu.free_bytes - usable)} GiB)")
+        reason = Message("plan_reason_gpu_too_small", free=_gib(gpu.free_bytes),
+                         layer=_gib(mem.gpu_bytes(1, ctx, kv, fixed)), margin=_gib(gpu.free_bytes - usable))
         return _cpu_plan(mem, ram_bytes, ctx, kv_type, reason, gpu.name, notes, parallel)
     used = mem.gpu_bytes(layers, ctx, kv, fixed)
     cpu_cache = fixed * mem.kv_bytes(ctx, kv, mem.n_layers - layers)
     _check_ram(mem, cpu_cache, ram_bytes, ctx, kv)
     ram = mem.weights_bytes - mem.gpu_weight_bytes(layers) + cpu_cache
     full = mem.gpu_bytes(mem.n_layers, ctx, kv, fixed)
-    sentence = (f"{layers} of {mem.n_layers} layers on the GPU and the rest on the CPU, {context_label(ctx)} context, "
-                f"{kv} KV cache: {_gib(used)} of {_gib(gpu.total_bytes)} GiB (all layers would need {_gib(full)} GiB); "
-                f"{sequences_text(fixed, mem.kv_bytes(ctx, kv), ctx)}")
+    sentence = Message("plan_split", layers=layers, total_layers=mem.n_layers, context=context_label(ctx), kv=kv,
+                       used=_gib(used), total=_gib(gpu.total_bytes), full=_gib(full),
+                       sequences=sequences_message(fixed, mem.kv_bytes(ctx, kv), ctx))
     return Plan(layers, ctx, kv, kv, True, used, gpu.total_bytes, ram, layers, mem.n_layers, sentence, gpu.name,
                 tuple(notes), fixed, mem.kv_bytes(ctx, kv))
 
 
-def _cpu_plan(mem: ModelMemory, ram_bytes: int, n_ctx: int | None, kv_type: str | None, reason: str,
-              gpu_name: str, notes: list[str], parallel: int = 0) -> Plan:
+def _cpu_plan(mem: ModelMemory, ram_bytes: int, n_ctx: int | None, kv_type: str | None, reason: Message,
+              gpu_name: str, notes: list[Message], parallel: int = 0) -> Plan:
     """Everything on the CPU: the largest context (up to CPU_AUTO_CONTEXT) whose cache fits in RAM;
     automatic, as many sequences (up to CPU_AUTO_PARALLEL) as fit beside the weights."""
     contexts = [n_ctx] if n_ctx else auto_contexts(mem, CPU_AUTO_CONTEXT)
@@ -339,9 +337,9 @@ def _cpu_plan(mem: ModelMemory, ram_bytes: int, n_ctx: int | None, kv_type: str 
     need += (n - fixed) * each
     total = mem.weights_bytes + need
     if total > ram_bytes:
-        notes.append(f"the weights and cache ({_gib(total)} GiB) exceed the free memory: parts will be read from disk, slowly")
-    sentence = (f"{reason}: all {mem.n_layers} layers on the CPU, {context_label(ctx)} context, {kv} KV cache: "
-                f"{_gib(total)} GiB of memory; {sequences_text(n, each, ctx)}")
+        notes.append(Message("plan_note_from_disk", gib=_gib(total)))
+    sentence = Message("plan_all_on_cpu", reason=reason, layers=mem.n_layers, context=context_label(ctx), kv=kv,
+                       gib=_gib(total), sequences=sequences_message(n, each, ctx))
     return Plan(0, ctx, kv, kv, flash, 0, 0, total, 0, mem.n_layers, sentence, gpu_name, tuple(notes), n, each)
 
 
@@ -352,11 +350,9 @@ def _check_ram(mem: ModelMemory, need: int, ram_bytes: int, n_ctx: int, kv: str)
         return
     per_token = mem.kv_bytes(1, "q4_0")
     largest = int((budget - mem.compute_bytes(0, True)) // per_token) // 1024 * 1024
-    advice = f"the largest that fits is about {largest:,} tokens" if largest >= 1024 else "choose a smaller model"
-    raise UserError(
-        f"{mem.name}: a {n_ctx:,}-token context needs {_gib(need)} GiB of memory for its {kv} K/V cache but only "
-        f"{_gib(ram_bytes)} GiB is free; {advice}"
-    )
+    advice = Message("plan_largest_fits", tokens=f"{largest:,}") if largest >= 1024 else Message("plan_smaller_model")
+    raise UserError("plan_context_too_big", name=mem.name, tokens=f"{n_ctx:,}", need=_gib(need), kv=kv,
+                    free=_gib(ram_bytes), advice=advice)
 
 
 def plan_for(model_path: str | Path, vram_gib: float | None = None, n_ctx: int | None = None,
@@ -367,7 +363,8 @@ def plan_for(model_path: str | Path, vram_gib: float | None = None, n_ctx: int |
     gpu = vram_gpu(vram_gib) if vram_gib is not None else detected_gpu()
     plan = make_plan(mem, gpu, free_memory_bytes(), n_ctx, kv_type, can_offload or vram_gib is not None, parallel)
     if vram_gib is not None and not can_offload:
-        plan = replace(plan, notes=(*plan.notes, f"planned for a card with {vram_gib:g} GiB, but {REBUILD_HINT}"))
+        plan = replace(plan, notes=(*plan.notes, Message("plan_note_vram_cpu_build", gib=f"{vram_gib:g}",
+                                                                  rebuild=REBUILD_HINT)))
     return plan
 
 

@@ -17,6 +17,7 @@ from app.base.private_files import keep_private, tighten_home
 from app.faces.cli_ask import add_ask_parser, run_ask
 from app.faces.cli_desktop import add_desktop_parser, run_desktop
 from app.faces.cli_tools import add_tool_commands, run_mcp, run_tools
+from app.faces.locale_text import terminal_language, words
 
 REMOTE_ENV = {"remote": "NEMO_CHAT_REMOTE", "remote_key": "NEMO_CHAT_REMOTE_KEY",
               "remote_model": "NEMO_CHAT_REMOTE_MODEL"}
@@ -382,9 +383,10 @@ def run_plan(args) -> int:
     if args.json:
         print(json.dumps(plan.to_json()))
         return 0
-    print(f"{path.name}: {plan.explanation}")
+    language = terminal_language()
+    print(f"{path.name}: {words(language, plan.explanation)}")
     for note in plan.notes:
-        print(f"note: {note}")
+        print(f"note: {words(language, note)}")
     kinds = ("f16", "q8_0", "q4_0")
     print(f"\n{'context':>7}" + "".join(f"{kv + ' K/V':>12}" for kv in kinds))
     for n_ctx, costs in context_costs(model_memory(path)):
@@ -577,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args([*(argv if argv is not None else sys.argv[1:]), "ui"])
         return COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"nemo-chat: {exc}", file=sys.stderr)
+        print(f"nemo-chat: {words(terminal_language(), exc)}", file=sys.stderr)
         return 1 if isinstance(exc, NoRoom) else 2
     except KeyboardInterrupt:
         print("nemo-chat: interrupted", file=sys.stderr)

@@ -22,22 +22,14 @@ from pathlib import Path
 import gradio as gr
 from gradio.i18n import I18nData
 
-LOCALES = Path(__file__).resolve().parent / "locales"
-LANGUAGES = {  # code: the language's own name
-    "en": "English", "fr": "Français", "de": "Deutsch", "es": "Español", "it": "Italiano", "pt": "Português",
-    "zh": "中文", "ja": "日本語", "ko": "한국어", "ar": "العربية", "hi": "हिन्दी",
-}
+from app.faces.locale_text import CATALOG, LANGUAGES, LOCALES, text, words  # noqa: F401  the faces' one door
+
 RIGHT_TO_LEFT = ("ar",)
 PAGE_LOCALES = {"zh": "zh-CN"}  # where Gradio's own strings live under another code
 COOKIE = "nemo-chat-language"  # what the page tells the server; localStorage keeps the Settings choice
 RTL_CSS = Path(__file__).resolve().parent.parent.parent / "assets" / "rtl.css"
 
 
-def _load(code: str) -> dict[str, str]:
-    return json.loads((LOCALES / f"{code}.json").read_text(encoding="utf-8"))
-
-
-CATALOG: dict[str, dict[str, str]] = {code: _load(code) for code in LANGUAGES}
 I18N = gr.I18n(**CATALOG)
 
 
@@ -46,12 +38,6 @@ def t(key: str) -> I18nData:
     if key not in CATALOG["en"]:
         raise KeyError(f"no locale key {key!r} in {LOCALES / 'en.json'}")
     return I18N(key)
-
-
-def text(language: str, key: str, /, **values) -> str:
-    """The text of `key` in `language` (English where that locale lacks it), `{names}` filled."""
-    template = CATALOG.get(language, {}).get(key) or CATALOG["en"][key]
-    return template.format(**values) if values else template
 
 
 def language_of(request: gr.Request | None) -> str:

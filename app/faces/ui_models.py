@@ -12,7 +12,7 @@ from app.base.errors import UserError
 from app.engine.gpu_plan import CONTEXT_SIZES, context_costs, context_label, detected_gpu, model_memory, plan_for
 from app.base.jobs import Progress
 from app.engine.catalog import CATALOG, available_models, cached_path, model_rows, resolve_model
-from app.faces.i18n import language_of, say, t, text
+from app.faces.i18n import language_of, say, t, text, words
 from app.faces.safe_markdown import safe_markdown
 from app.engine.memory import KV_TYPES, free_memory_bytes
 
@@ -38,7 +38,7 @@ def plan_markdown(model: str, n_ctx: int, gpu_mode: str = "auto", kv_type: str =
         plan, line = None, text(language, "common_warning", message=exc)
     if gpu_mode != "auto":
         line += " " + text(language, "models_manual", kv=kv_type)
-    lines = [line, *(f"- {note}" for note in (plan.notes if plan else ()))]
+    lines = [line, *(f"- {words(language, note)}" for note in (plan.notes if plan else ()))]
     try:
         best = plan_for(path)
         lines.append("\n" + text(language, "models_largest_context", context=context_label(best.n_ctx), kv=best.type_k))

@@ -1,0 +1,125 @@
+"""Below the faces nothing writes a sentence for a person (GUIDE.md §2): errors, plan explanations
+and notes carry a message key of `app/faces/locales` and its values, and the faces word them.
+
+The scan covers the modules in CONVERTED (the others still raise English `UserError`s and are
+converted one package at a time). In them it fails on:
+- a `UserError`/`NoRoom`/`Message` (or a subclass defined in the module) whose first argument is
+  not a key of en.json (a sentence, an f-string, a variable), unless it passes a key on (`x.key`);
+- a string literal with words among such a call's values (`reason="no GPU"`);
+- a string literal with words assigned to a name that carries a message to a person (`reason`,
+  `sentence`, `advice`, `explanation`, `note`, `message`, `why`) or appended to `notes`/`warnings`.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from test_i18n import _has_words
+
+from app.base.errors import NoRoom, UserError
+from app.base.messages import Message
+from app.faces.locale_text import CATALOG, LANGUAGES, text, words
+
+ROOT = Path(__file__).resolve().parent.parent
+CONVERTED = ["app/documents/language.py", "app/documents/markdown_segments.py", "app/documents/parse_child.py",
+             "app/documents/parse_limits.py", "app/documents/reading.py", "app/engine/gpu_plan.py"]
+SAYS = {"UserError", "NoRoom", "Message"}
+CARRIERS = {"reason", "sentence", "advice", "explanation", "note", "message", "why"}
+LISTS = {"notes", "warnings"}
+
+
+def _name(node: ast.AST) -> str:
+    return node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
+
+
+def _literals(node: ast.AST):
+    """(line, text) of the string literals in an expression; an f-string as one text, {} for its fields."""
+    if isinstance(node, ast.JoinedStr):
+        yield node.lineno, "".join(part.value if isinstance(part, ast.Constant) else "{}" for part in node.values)
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        yield node.lineno, node.value
+    else:
+        for child in ast.iter_child_nodes(node):
+            yield from _literals(child)
+
+
+def sentences_in(source: str) -> list[tuple[int, str]]:
+    """(line, text) of every sentence the module writes for a person (see the module's docstring)."""
+    tree = ast.parse(source)
+    says = SAYS | {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+                   and any(_name(base) in SAYS for base in node.bases)}
+    keys = CATALOG["en"]
+    shown = lambda value: _has_words(value) and value not in keys  # noqa: E731  a key is no sentence
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and (_name(node.func) in says or (
+                _name(node.func) == "__init__" and isinstance(node.func.value, ast.Call)
+                and _name(node.func.value.func) == "super")):
+            first, values = (node.args[0] if node.args else None), [*node.args[1:], *(k.value for k in node.keywords)]
+            given_keys = list(_literals(first)) if first is not None else []
+            if first is None:
+                found.append((node.lineno, "<no message key>"))
+            elif _name(first) != "key":  # a key passed on is fine; a literal must be a key (or a choice of keys)
+                found += [(line, value) for line, value in given_keys if value not in keys] or (
+                    [] if given_keys else [(node.lineno, f"<not a key: {ast.unparse(first)}>")])
+            found += [(line, value) for given in values for line, value in _literals(given) if shown(value)]
+        elif isinstance(node, ast.Assign) and any(_name(target) in CARRIERS for target in node.targets):
+            found += [(line, value) for line, value in _literals(node.value) if shown(value)]
+        elif isinstance(node, ast.Call) and _name(node.func) == "append" and _name(node.func.value) in LISTS:
+            found += [(line, value) for arg in node.args for line, value in _literals(arg) if shown(value)]
+    return sorted(set(found))
+
+
+def test_the_scan_finds_sentences_built_below_the_faces():
+    sample = '''
+class Refused(UserError):
+    def __init__(self, name):
+        super().__init__(f"{name}: refused")
+def check(name, size, exc, message):
+    if size:
+        raise UserError(f"{name}: {size:,} MB is too big")
+    raise UserError("doc_empty", name=name)
+    raise NoRoom("doc_over_upload_limit", name=name, mb=f"{size:,.1f}", limit_mb="a hundred")
+    raise UserError(message)
+    raise UserError(message.key, **message.values)
+    raise UserError("plan_reason_cpu_build" if size else "no GPU")
+    reason = Message("plan_reason_no_gpu") if size else "no NVIDIA GPU found"
+    notes.append(f"{size} GiB exceed the free memory")
+    return Message("no_such_key_here"), [f"{size:,}", "GiB"]
+'''
+    assert sentences_in(sample) == [
+        (4, "{}: refused"), (7, "{}: {} MB is too big"), (9, "a hundred"), (10, "<not a key: message>"),
+        (12, "no GPU"), (13, "no NVIDIA GPU found"), (14, "{} GiB exceed the free memory"), (15, "no_such_key_here")]
+
+
+@pytest.mark.parametrize("module", CONVERTED)
+def test_converted_modules_build_no_sentence_for_a_person(module):
+    found = sentences_in((ROOT / module).read_text(encoding="utf-8"))
+    assert found == [], f"{module}: sentences built in code, not message keys of app/faces/locales (line, text)"
+
+
+def test_an_error_is_english_as_str_and_worded_in_each_language():
+    error = UserError("doc_over_page_limit", name="big.pdf", pages="1,200", max_pages="1,000")
+    assert str(error) == "big.pdf: 1,200 pages is over the 1,000-page limit (Settings → Documents)"
+    assert words("ja", error) == "big.pdf：1,200 ページは上限の 1,000 ページを超えています（設定 → 文書）"
+    assert text("ar", "common_warning", message=error).startswith("⚠️ big.pdf: عدد الصفحات 1,200")
+    nested = NoRoom("doc_unsupported_type", name="x", suffix=Message("doc_no_extension"))
+    assert words("fr", nested) == ("x : type de fichier non pris en charge (sans extension) ; utilisez PDF, DOCX, "
+                                   "HTML, Markdown ou texte brut")
+    assert str(UserError("a sentence from code not yet converted")) == "a sentence from code not yet converted"
+    assert str(UserError("doc_empty", wrong="values")) == "doc_empty"  # values that do not fit: never a crash
+    assert Message.from_json(nested.message.to_json()) == nested.message
+
+
+@pytest.mark.parametrize("code", sorted(set(LANGUAGES) - {"en"}))
+def test_every_message_key_is_translated(code):
+    """The keys the converted modules use are not English copies (numbers, names and units aside)."""
+    used = {node.args[0].value for module in CONVERTED
+            for node in ast.walk(ast.parse((ROOT / module).read_text(encoding="utf-8")))
+            if isinstance(node, ast.Call) and _name(node.func) in SAYS and node.args
+            and isinstance(node.args[0], ast.Constant)}
+    assert len(used) > 30
+    copied = sorted(key for key in used if CATALOG[code][key] == CATALOG["en"][key])
+    assert copied == [], f"{code}.json: English copied"
