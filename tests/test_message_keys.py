@@ -103,7 +103,7 @@ def test_converted_modules_build_no_sentence_for_a_person(module):
 def test_an_error_is_english_as_str_and_worded_in_each_language():
     error = UserError("doc_over_page_limit", name="big.pdf", pages="1,200", max_pages="1,000")
     assert str(error) == "big.pdf: 1,200 pages is over the 1,000-page limit (Settings → Documents)"
-    assert words("ja", error) == "big.pdf：1,200 ページは上限の 1,000 ページを超えています（設定 → 文書）"
+    assert words("ja", error) == "big.pdf：1,200 ページは上限の 1,000 ページを超えています（設定 → ドキュメント）"
     assert text("ar", "common_warning", message=error).startswith("⚠️ big.pdf: عدد الصفحات 1,200")
     nested = NoRoom("doc_unsupported_type", name="x", suffix=Message("doc_no_extension"))
     assert words("fr", nested) == ("x : type de fichier non pris en charge (sans extension) ; utilisez PDF, DOCX, "
