@@ -21,6 +21,7 @@ import numpy as np
 from llama_cpp.llama_grammar import JSON_GBNF
 
 from app.base.jobs import CancelToken
+from app.base.messages import Message
 from app.engine.kv_states import common_prefix
 from app.engine.slot_states import SlotStates
 from app.runtime import TokenLogprob
@@ -196,7 +197,7 @@ class BatchRunner:
                 self._decode(step)
             except Exception as exc:  # noqa: BLE001 (no caller may wait forever for a loop that died)
                 with self._changed:
-                    self._fail(step, f"llama.cpp failed while decoding ({exc})")
+                    self._fail(step, Message("engine_decode_failed", error=str(exc)))
 
     def _work_waiting(self) -> bool:
         return bool(self._pending) or any(
@@ -265,7 +266,7 @@ class BatchRunner:
         status = llama_cpp.llama_decode(self._context, batch)
         with self._changed:
             if status != 0:
-                self._fail(step, f"llama.cpp could not decode a batch of {i} tokens (error {status})")
+                self._fail(step, Message("engine_decode_refused", tokens=i, status=status))
                 return
             index = 0
             for sequence, tokens in step:
@@ -294,13 +295,13 @@ class BatchRunner:
         else:
             sequence.next_token = token
 
-    def _fail(self, step, message: str) -> None:
+    def _fail(self, step, message: Message) -> None:
         for sequence, _ in step:
             llama_cpp.llama_memory_seq_rm(self._memory, sequence.slot.seq_id, -1, -1)
             sequence.slot.held = []
             self._end(sequence, "error", message)
 
-    def _end(self, sequence: Sequence, reason: str, error: str | None = None) -> None:
+    def _end(self, sequence: Sequence, reason: str, error: Message | None = None) -> None:
         """The sequence is over: its caller hears why, its slot is free (its cells stay cached)."""
         if sequence in self._live:
             self._live.remove(sequence)

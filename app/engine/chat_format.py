@@ -108,7 +108,7 @@ class ServerChatFormat:
 
 
 def _raise_exception(message: str):
-    raise UserError(f"chat template error: {message}")
+    raise UserError("engine_template_error", error=message)
 
 
 def _jinja_environment():

@@ -29,7 +29,7 @@ class Embedder:
         params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_MEAN
         self._context = llama_cpp.llama_init_from_model(model, params)
         if not self._context:
-            raise UserError("llama.cpp could not make an embedding context for this model")
+            raise UserError("engine_no_embedding_context")
         self.n_ctx, self._n_embd = n_ctx, llama_cpp.llama_model_n_embd(model)
         self._memory = llama_cpp.llama_get_memory(self._context)
         self._batch = llama_cpp.llama_batch_init(n_ctx, 0, 1)
@@ -38,9 +38,9 @@ class Embedder:
     def embed(self, ids: list[int]) -> list[float]:
         """The mean of the last layer's states over `ids`, of unit length."""
         if not ids:
-            raise UserError("an input to embed is empty")
+            raise UserError("engine_embed_empty")
         if len(ids) > self.n_ctx:
-            raise UserError(f"an input to embed is {len(ids):,} tokens; at most {self.n_ctx:,} are embedded at once")
+            raise UserError("engine_embed_too_long", tokens=f"{len(ids):,}", n_ctx=f"{self.n_ctx:,}")
         with self._lock:
             llama_cpp.llama_memory_clear(self._memory, True)
             batch = self._batch
@@ -51,7 +51,7 @@ class Embedder:
             batch.n_tokens = len(ids)
             status = llama_cpp.llama_decode(self._context, batch)
             if status != 0:
-                raise UserError(f"llama.cpp could not embed an input of {len(ids)} tokens (error {status})")
+                raise UserError("engine_embed_failed", tokens=len(ids), status=status)
             pooled = llama_cpp.llama_get_embeddings_seq(self._context, 0)
             vector = [float(pooled[i]) for i in range(self._n_embd)]
         norm = math.sqrt(sum(x * x for x in vector)) or 1.0

@@ -115,8 +115,7 @@ class ModelTurns:
                     if cancel is not None and cancel.cancelled:
                         return False
                     if self._busy and not self._whole and time.monotonic() - self._heard >= self.silent_s:
-                        raise UserError(f"the model is busy: the request holding it has not moved for "
-                                        f"{self.silent_s:g} s; stop it or try again later")
+                        raise UserError("engine_busy_silent", seconds=f"{self.silent_s:g}")
                     self._changed.wait(0.1)
                 self._busy += count
                 self._heard = time.monotonic()
@@ -234,7 +233,7 @@ class LlamaEngine:
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
-            raise UserError(f"{info.path.name}: llama.cpp could not load this model ({exc})") from None
+            raise UserError("engine_cannot_load", name=info.path.name, error=str(exc)) from None
 
     def unload(self) -> None:
         with self._turns.whole():
@@ -269,7 +268,7 @@ class LlamaEngine:
 
     def _loaded_llm(self):
         if self._llm is None:
-            raise UserError("no model is loaded")
+            raise UserError("engine_no_model")
         return self._llm
 
     def _runner_for_request(self) -> BatchRunner:
@@ -311,7 +310,7 @@ class LlamaEngine:
 
     def _info(self) -> GgufInfo:
         if self.info is None:
-            raise UserError("no model is loaded")
+            raise UserError("engine_no_model")
         return self.info
 
     def tekken(self):
@@ -333,7 +332,7 @@ class LlamaEngine:
         llm = self._loaded_llm()
         source = llm.metadata.get("tokenizer.chat_template", "")
         if not source:
-            raise UserError(f"{self.model_name}: the model has no chat template")
+            raise UserError("engine_no_chat_template", name=self.model_name)
         bos, eos = llm.token_bos(), llm.token_eos()
         return ChatTemplate(source, bos, self._token_text(bos), self._token_text(eos),
                             bool(llm._model.add_bos_token()) and bos >= 0)
@@ -357,7 +356,7 @@ class LlamaEngine:
         from app.engine.embedding import EMBED_CTX, Embedder
 
         if not self._turns.take():
-            raise UserError("the model is busy")
+            raise UserError("engine_busy")
         try:
             llm = self._loaded_llm()
             if self._embedder is None:
@@ -384,8 +383,8 @@ class LlamaEngine:
         named = [*prompt_ids, *(token for token, _ in sampling.logit_bias)]
         unknown = next((token for token in named if not 0 <= token < n_vocab), None) if n_vocab else None
         if unknown is not None:
-            raise UserError(f"token id {unknown} is out of range: {self.model_name} has {n_vocab:,} tokens "
-                            f"(ids 0 to {n_vocab - 1:,})")
+            raise UserError("engine_token_out_of_range", id=unknown, name=self.model_name, n_vocab=f"{n_vocab:,}",
+                            last=f"{n_vocab - 1:,}")
         return LlamaCompletion(self, list(prompt_ids), sampling, cancel or CancelToken(), progress, decoder)
 
 
@@ -429,13 +428,10 @@ class LlamaCompletion:
         try:
             runner = engine._runner_for_request()
             if not self.prompt_ids:
-                raise UserError("empty prompt")
+                raise UserError("engine_empty_prompt")
             n_ctx = engine.n_ctx
             if len(self.prompt_ids) >= n_ctx:
-                raise UserError(
-                    f"the prompt is {len(self.prompt_ids):,} tokens but the context holds {n_ctx:,}; "
-                    "start a new conversation or raise the context size"
-                )
+                raise UserError("engine_prompt_too_long", tokens=f"{len(self.prompt_ids):,}", n_ctx=f"{n_ctx:,}")
             budget = min(self.sampling.max_tokens, n_ctx - len(self.prompt_ids))
             sequence = runner.submit(self.prompt_ids, self.sampling, budget, self.cancel)
             yield from self._follow(runner, sequence)
@@ -462,7 +458,7 @@ class LlamaCompletion:
                     continue
                 if kind == END:
                     if extra:
-                        raise UserError(extra)
+                        raise UserError(extra.key, **extra.values)  # a Message from the batch loop
                     stats.stop_reason = value
                     return
                 if kind == PROGRESS:

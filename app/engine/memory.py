@@ -28,22 +28,19 @@ def free_memory_bytes() -> int:
 def check_fits_in_memory(info: GgufInfo, options: LoadOptions, parallel: int = 1) -> None:
     """Refuse, before llama.cpp tries, a CPU-side context that cannot fit in free memory."""
     if options.n_ctx <= 0:
-        raise UserError(f"{info.path}: context size must be a positive number of tokens")
+        raise UserError("plan_bad_context", n_ctx=options.n_ctx)
     if options.parallel < 0:
-        raise UserError(f"the number of parallel sequences must be 0 (automatic) or more, not {options.parallel}")
+        raise UserError("plan_bad_parallel", parallel=options.parallel)
     if options.kv_type not in KV_TYPES:
-        raise UserError(f"unknown KV cache type {options.kv_type!r} (choose {', '.join(KV_TYPES)})")
+        raise UserError("plan_bad_kv_type", kv=repr(options.kv_type), choices=", ".join(KV_TYPES))
     if options.n_gpu_layers != 0 and gpu_offload_supported():
         return  # the GPU plan (models.py) checks VRAM; llama.cpp reports what is left
     kv_bytes = parallel * info.kv_cache_bytes(options.n_ctx, KV_TYPES[options.kv_type][1])
     free = free_memory_bytes()
     if kv_bytes > free * MEMORY_HEADROOM:
-        sequences = f" for each of {parallel} parallel sequences" if parallel > 1 else ""
-        raise UserError(
-            f"{info.path.name}: a {options.n_ctx:,}-token context{sequences} needs {kv_bytes / 2**30:.1f} GiB "
-            f"of KV cache but only {free / 2**30:.1f} GiB of memory is free; choose a smaller context, "
-            "fewer parallel sequences or a q8_0 KV cache"
-        )
+        raise UserError("engine_kv_too_big_parallel" if parallel > 1 else "engine_kv_too_big", name=info.path.name,
+                        tokens=f"{options.n_ctx:,}", parallel=parallel, gib=f"{kv_bytes / 2**30:.1f}",
+                        free=f"{free / 2**30:.1f}")
 
 
 def auto_parallel(info: GgufInfo, options: LoadOptions) -> int:
