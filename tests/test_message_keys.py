@@ -25,7 +25,7 @@ from app.faces.locale_text import CATALOG, LANGUAGES, text, words
 ROOT = Path(__file__).resolve().parent.parent
 CONVERTED = ["app/documents/language.py", "app/documents/markdown_segments.py", "app/documents/parse_child.py",
              "app/engine/batching.py", "app/engine/llama.py", "app/engine/memory.py", "app/engine/embedding.py",
-             "app/engine/chat_format.py",
+             "app/engine/chat_format.py", "app/engine/catalog.py",
              "app/documents/parse_limits.py", "app/documents/reading.py", "app/engine/gpu_plan.py"]
 SAYS = {"UserError", "NoRoom", "Message"}
 CARRIERS = {"reason", "sentence", "advice", "explanation", "note", "message", "why"}

