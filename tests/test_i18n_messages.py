@@ -7,9 +7,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, free_port
+from conftest import free_port
 from corpora import long_markdown
 from test_documents import ENGLISH, make_pdf
+from test_i18n import browser  # noqa: F401  the module's Chromium
 from test_ui_documents import drop_files
 
 from app.base.errors import UserError
@@ -47,16 +48,6 @@ def served(tmp_path_factory):
         launch(demo, style, port=port, block=False)
         yield demo, f"http://127.0.0.1:{port}/"
         demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(params=list(BROWSER))
