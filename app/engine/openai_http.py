@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from app.base.errors import UserError
+from app.base.messages import Message
 from app.base.jobs import CancelToken
 
 RETRY_STATUSES = {429, 503}
@@ -28,19 +29,14 @@ MAX_LINE_BYTES = 2**20  # the longest line of an event stream (one event)
 ERROR_BYTES = 2**16  # the most of an error answer read for its message
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 120.0  # longest silence from the server (a long prompt is read before the first token)
-STATUS_MEANINGS = {
-    400: "refused the request", 401: "refused the key (401 Unauthorized)", 403: "refused the key (403 Forbidden)",
-    404: "has no such model or route (404)", 422: "refused the request (422)",
-    429: "is busy: too many requests (429)", 500: "failed (500 Internal Server Error)",
-    502: "is unreachable behind its proxy (502)", 503: "is unavailable (503)", 504: "timed out behind its proxy (504)",
-}
+STATUS_KEYS = {status: f"remote_status_{status}" for status in (400, 401, 403, 404, 422, 429, 500, 502, 503, 504)}
 
 
 class ServerRefused(UserError):
     """The server answered with an HTTP error; `status` is its code."""
 
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
+    def __init__(self, key: str, status: int, **values) -> None:
+        super().__init__(key, **values)
         self.status = status
 
 
@@ -49,8 +45,7 @@ def check_base_url(url: str) -> str:
     url = (url or "").strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc or not parts.path.endswith("/v1"):
-        raise UserError(f"{url or 'the server URL'}: give the server's base URL ending in /v1, "
-                        "e.g. http://127.0.0.1:8000/v1")
+        raise UserError("remote_bad_url", url=url or Message("remote_the_server_url"))
     return url
 
 
@@ -137,16 +132,15 @@ class ServerClient:
                     return
                 event = json.loads(data)
                 if isinstance(event, dict) and "error" in event:
-                    raise UserError(f"{self.base_url} stopped the reply: {_error_text(event)}")
+                    raise UserError("remote_stopped_reply", url=self.base_url, detail=_error_text(event))
                 yield event
             if not cancel.cancelled:
-                raise UserError(f"{self.base_url} ended the reply without finishing it (the server closed the stream)")
+                raise UserError("remote_stream_closed", url=self.base_url)
         except (httpx.TransportError, json.JSONDecodeError) as exc:
             if not cancel.cancelled:
                 raise self._transport_error(exc) from None
         except ValueError as exc:  # a line over the cap
-            raise UserError(f"{self.base_url} sent {exc} in its event stream; is it an OpenAI-compatible "
-                            "server?") from None
+            raise UserError("remote_bad_stream", url=self.base_url, detail=str(exc)) from None
         finally:
             done.set()
             response.close()
@@ -162,8 +156,7 @@ class ServerClient:
     def _json(self, response: httpx.Response):
         body = self._read(response, MAX_BODY_BYTES)
         if body is None:
-            raise UserError(f"{self.base_url} sent an answer of over {MAX_BODY_BYTES // 2**20} MiB (the most read); "
-                            "is it an OpenAI-compatible server?")
+            raise UserError("remote_answer_too_big", url=self.base_url, mib=MAX_BODY_BYTES // 2**20)
         try:
             return json.loads(body)
         except ValueError:
@@ -204,20 +197,19 @@ class ServerClient:
             attempt += 1
 
     def _status_error(self, response: httpx.Response) -> ServerRefused:
-        meaning = STATUS_MEANINGS.get(response.status_code, f"answered {response.status_code}")
         detail = _error_text(_json_or_none(self._read(response, ERROR_BYTES) or b""))
-        return ServerRefused(f"{self.base_url} {meaning}{': ' + detail if detail else ''}", response.status_code)
+        return ServerRefused(STATUS_KEYS.get(response.status_code, "remote_status_other"), response.status_code,
+                             url=self.base_url, status=response.status_code,
+                             detail=Message("remote_detail", detail=detail) if detail else "")
 
     def _transport_error(self, exc: Exception) -> UserError:
         if isinstance(exc, httpx.ConnectError):
-            return UserError(f"cannot reach {self.base_url} (connection refused or no such host); "
-                             "is the server running?")
+            return UserError("remote_unreachable", url=self.base_url)
         if isinstance(exc, httpx.TimeoutException):
-            return UserError(f"{self.base_url} did not answer in time ({type(exc).__name__}); "
-                             "the server may be overloaded")
+            return UserError("remote_timeout", url=self.base_url, error=type(exc).__name__)
         if isinstance(exc, json.JSONDecodeError):
-            return UserError(f"{self.base_url} sent something that is not JSON; is it an OpenAI-compatible server?")
-        return UserError(f"{self.base_url} went away in the middle of the reply ({type(exc).__name__})")
+            return UserError("remote_not_json", url=self.base_url)
+        return UserError("remote_went_away", url=self.base_url, error=type(exc).__name__)
 
     def close(self) -> None:
         self._http.close()

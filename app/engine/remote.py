@@ -66,7 +66,7 @@ class RemoteEngine:
         models = [m for m in answer.get("data", []) if isinstance(m, dict) and m.get("id")] \
             if isinstance(answer, dict) else []
         if not models:
-            raise UserError(f"{self.url} lists no model (GET /v1/models)")
+            raise UserError("remote_no_models", url=self.url)
         return models
 
     def load(self, options: LoadOptions) -> None:
@@ -77,7 +77,7 @@ class RemoteEngine:
         names = [m["id"] for m in models]
         name = options.model_path or names[0]
         if name not in names:
-            raise UserError(f"{self.url} serves no model named {name!r} (it serves: {', '.join(names)})")
+            raise UserError("remote_no_such_model", url=self.url, name=repr(name), names=", ".join(names))
         limit = next(m for m in models if m["id"] == name).get("max_model_len")  # vLLM tells its context
         tokens = find_tokenizer(self.client, name)
         self.served, self._options, self._tokens = name, options, tokens
@@ -119,7 +119,7 @@ class RemoteEngine:
 
     def _served_model(self) -> str:
         if self.served is None:
-            raise UserError("no model is loaded")
+            raise UserError("engine_no_model")
         return self.served
 
     # -- tokens -----------------------------------------------------------------------------------
@@ -133,12 +133,12 @@ class RemoteEngine:
         return self._tokens.tokenize(text)
 
     def chat_template(self):
-        raise UserError(f"{self.url} applies the chat template of {self._served_model()} itself")
+        raise UserError("remote_own_template", url=self.url, name=self._served_model())
 
     def token_decoder(self) -> TokenDecoder:
         tekken = self.tekken()
         if tekken is None:
-            raise UserError(f"{self.url} sends text, not token ids, for {self._served_model()}")
+            raise UserError("remote_text_not_ids", url=self.url, name=self._served_model())
         return tekken.stream_decoder()
 
     # -- generation -------------------------------------------------------------------------------
@@ -149,16 +149,16 @@ class RemoteEngine:
         (`PromptIds`) on /v1/chat/completions. `decoder` is not needed: the server sends text."""
         self._served_model()
         if sampling.logprobs is not None:
-            raise UserError(f"log-probabilities come from the embedded engine only, not from {self.url}")
+            raise UserError("remote_no_logprobs", url=self.url)
         return RemoteCompletion(self, prompt_ids, sampling, cancel or CancelToken(), progress)
 
     def embed(self, inputs: list[list[int]]) -> list[list[float]]:
-        raise UserError(f"embeddings come from the embedded engine only, not from {self.url}")
+        raise UserError("remote_no_embeddings", url=self.url)
 
     def token_bytes(self, token_id: int) -> bytes:
         tekken = self.tekken()
         if tekken is None:
-            raise UserError(f"{self.url} sends text for {self.served}, not token ids")
+            raise UserError("remote_text_not_ids", url=self.url, name=self.served)
         return tekken.token_bytes(token_id)
 
     def request(self, prompt_ids: list[int], sampling: SamplingOptions, max_tokens: int) -> tuple[str, dict]:
@@ -188,7 +188,7 @@ class RemoteEngine:
     def _messages(self, prompt_ids: list[int]) -> list[dict]:
         messages = getattr(prompt_ids, "messages", None)
         if messages is None:
-            raise UserError(f"{self.url} takes no token ids for {self.served}, and this prompt carries no messages")
+            raise UserError("remote_no_messages", url=self.url, name=self.served)
         return [{**{k: m[k] for k in MESSAGE_KEYS if m.get(k) is not None}, "content": m.get("content") or ""}
                 for m in messages]
 
@@ -225,10 +225,9 @@ class RemoteCompletion:
         """Text deltas as the server sends them; closing this iterator closes the HTTP stream."""
         n_ctx, prompt = self.engine.n_ctx, self.prompt_ids
         if not prompt:
-            raise UserError("empty prompt")
+            raise UserError("engine_empty_prompt")
         if len(prompt) >= n_ctx:
-            raise UserError(f"the prompt is {len(prompt):,} tokens but the context holds {n_ctx:,}; "
-                            "start a new conversation or raise the context size")
+            raise UserError("engine_prompt_too_long", tokens=f"{len(prompt):,}", n_ctx=f"{n_ctx:,}")
         route, body = self.engine.request(prompt, self.sampling, min(self.sampling.max_tokens, n_ctx - len(prompt)))
         stats = self.stats
         stats.prompt_tokens, stats.stop_reason = len(prompt), "cancelled"  # until the stream says otherwise
@@ -266,7 +265,7 @@ class RemoteCompletion:
 
         tekken = self.engine.tekken()
         if tekken is None:
-            raise UserError(f"{self.engine.url} sends text for {self.engine.served}, not NeMo token ids")
+            raise UserError("remote_text_not_nemo_ids", url=self.engine.url, name=self.engine.served)
         marker = "[TOOL_CALLS]"
         for delta in self:
             while marker in delta:
