@@ -244,13 +244,13 @@ class History:
             with self.database.lock:
                 return self.db["conversations"].get(conversation_id)
         except sqlite_utils.db.NotFoundError:
-            raise UserError(f"conversation {conversation_id} not found") from None
+            raise UserError("history_conversation_not_found", id=conversation_id) from None
 
     def rename(self, conversation_id: int, title: str, by: str = TITLE_BY_USER) -> None:
         """A new title, written by `by` (the user, the first message, a document or the model)."""
         title = " ".join(title.split())[:200]
         if not title:
-            raise UserError("a conversation title cannot be empty")
+            raise UserError("history_empty_title")
         with self.database.transaction():
             self.conversation(conversation_id)
             self.db["conversations"].update(conversation_id, {"title": title, "title_by": by})
@@ -317,7 +317,7 @@ class History:
             try:
                 self.db["messages"].update(message_id, values)
             except sqlite_utils.db.NotFoundError:
-                raise UserError(f"message {message_id} not found") from None
+                raise UserError("history_message_not_found", id=message_id) from None
 
     def messages(self, conversation_id: int) -> list[dict]:
         """The branch shown, first message first, then the messages still queued."""
@@ -385,7 +385,7 @@ class History:
             with self.database.lock:
                 return self.db["messages"].get(message_id)
         except sqlite_utils.db.NotFoundError:
-            raise UserError(f"message {message_id} not found") from None
+            raise UserError("history_message_not_found", id=message_id) from None
 
     def delete_message(self, message_id: int) -> None:
         """Delete a message that nothing follows (a reply stopped before its first word)."""

@@ -4,7 +4,8 @@ and notes carry a message key of `app/faces/locales` and its values, and the fac
 The scan covers the modules in CONVERTED (the others still raise English `UserError`s and are
 converted one package at a time). In them it fails on:
 - a `UserError`/`NoRoom`/`Message` (or a subclass defined in the module) whose first argument is
-  not a key of en.json (a sentence, an f-string, a variable), unless it passes a key on (`x.key`);
+  not a key of en.json (a sentence, an f-string, a variable), unless it passes a key on (a name
+  ending in `key`: `message.key`, `self.resume_key`);
 - a string literal with words among such a call's values (`reason="no GPU"`);
 - a string literal with words assigned to a name that carries a message to a person (`reason`,
   `sentence`, `advice`, `explanation`, `note`, `message`, `why`) or appended to `notes`/`warnings`.
@@ -26,8 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CONVERTED = ["app/documents/language.py", "app/documents/markdown_segments.py", "app/documents/parse_child.py",
              "app/engine/batching.py", "app/engine/llama.py", "app/engine/memory.py", "app/engine/embedding.py",
              "app/engine/chat_format.py", "app/engine/catalog.py", "app/engine/openai_http.py",
-             "app/engine/remote.py",
-             "app/documents/parse_limits.py", "app/documents/reading.py", "app/engine/gpu_plan.py"]
+             "app/engine/remote.py", "app/engine/downloads.py",
+             "app/documents/parse_limits.py", "app/documents/reading.py", "app/engine/gpu_plan.py",
+             *(str(p.relative_to(ROOT)) for folder in ("app/base", "app/storage") for p in sorted((ROOT / folder).glob("*.py"))),
+             "app/history.py"]
 SAYS = {"UserError", "NoRoom", "Message"}
 CARRIERS = {"reason", "sentence", "advice", "explanation", "note", "message", "why"}
 LISTS = {"notes", "warnings"}
@@ -51,20 +54,22 @@ def _literals(node: ast.AST):
 def sentences_in(source: str) -> list[tuple[int, str]]:
     """(line, text) of every sentence the module writes for a person (see the module's docstring)."""
     tree = ast.parse(source)
-    says = SAYS | {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
-                   and any(_name(base) in SAYS for base in node.bases)}
+    classes = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+               and (node.name in SAYS or any(_name(base) in SAYS for base in node.bases))]
+    says = SAYS | {node.name for node in classes}
+    inits = {id(call) for node in classes for call in ast.walk(node) if isinstance(call, ast.Call)
+             and _name(call.func) == "__init__" and isinstance(call.func.value, ast.Call)
+             and _name(call.func.value.func) == "super"}  # what a UserError subclass passes up
     keys = CATALOG["en"]
     shown = lambda value: _has_words(value) and value not in keys  # noqa: E731  a key is no sentence
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and (_name(node.func) in says or (
-                _name(node.func) == "__init__" and isinstance(node.func.value, ast.Call)
-                and _name(node.func.value.func) == "super")):
+        if isinstance(node, ast.Call) and (_name(node.func) in says or id(node) in inits):
             first, values = (node.args[0] if node.args else None), [*node.args[1:], *(k.value for k in node.keywords)]
             given_keys = list(_literals(first)) if first is not None else []
             if first is None:
                 found.append((node.lineno, "<no message key>"))
-            elif _name(first) != "key":  # a key passed on is fine; a literal must be a key (or a choice of keys)
+            elif not _name(first).endswith("key"):  # a key passed on is fine; a literal must be a key (or a choice of keys)
                 found += [(line, value) for line, value in given_keys if value not in keys] or (
                     [] if given_keys else [(node.lineno, f"<not a key: {ast.unparse(first)}>")])
             found += [(line, value) for given in values for line, value in _literals(given) if shown(value)]

@@ -92,13 +92,13 @@ def read_gguf_header(path: str | Path) -> tuple[dict, list[GgufTensor]]:
 
     path = Path(path).expanduser()
     if not path.exists():
-        raise UserError(f"{path}: model file not found")
+        raise UserError("catalog_file_not_found", path=str(path))
     if not path.is_file() or path.stat().st_size < 24:
-        raise UserError(f"{path}: not a GGUF model file (too small)")
+        raise UserError("gguf_too_small", path=str(path))
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             if buf[:4] != GGUF_MAGIC:
-                raise UserError(f"{path}: not a GGUF model file (wrong magic bytes)")
+                raise UserError("gguf_wrong_magic", path=str(path))
             _version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
             cursor = _Cursor(buf, 24)
             metadata = {cursor.string(): cursor.value(cursor.unpack("I")[0]) for _ in range(n_kv)}
@@ -114,13 +114,13 @@ def read_gguf_header(path: str | Path) -> tuple[dict, list[GgufTensor]]:
     except UserError:
         raise
     except (OSError, ValueError, struct.error, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: damaged or truncated GGUF header ({exc})") from None
+        raise UserError("gguf_damaged_header", path=str(path), error=str(exc)) from None
     tensors = []
     for name, shape, type_id, offset in infos:
         try:
             block, size = GGML_QUANT_SIZES[GGMLQuantizationType(type_id)]
         except (ValueError, KeyError):
-            raise UserError(f"{path}: tensor {name} has an unknown type {type_id}") from None
+            raise UserError("gguf_unknown_tensor_type", path=str(path), tensor=name, type_id=type_id) from None
         tensors.append(GgufTensor(name, tuple(shape), type_id, data_start + offset, math.prod(shape) // block * size))
     return metadata, tensors
 
@@ -132,7 +132,7 @@ def read_gguf_info(path: str | Path) -> GgufInfo:
     size = path.stat().st_size
     end = max((t.offset + t.n_bytes for t in tensors), default=0)
     if end > size:
-        raise UserError(f"{path}: truncated GGUF (tensor data needs {end:,} bytes, file has {size:,})")
+        raise UserError("gguf_truncated", path=str(path), needed=f"{end:,}", size=f"{size:,}")
     arch = str(metadata.get("general.architecture", "unknown"))
     get = lambda key, default=0: metadata.get(f"{arch}.{key}", default)  # noqa: E731
     n_embd, n_head = int(get("embedding_length")), int(get("attention.head_count") or 0)

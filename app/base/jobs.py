@@ -20,6 +20,7 @@ from types import GeneratorType
 from typing import Any, Callable, Iterator
 
 from app.base.errors import Cancelled
+from app.base.messages import Message
 
 WATCH_EVERY_S = 0.08  # faces show a running job at most this often
 
@@ -30,7 +31,7 @@ class Progress:
 
     done: int
     total: int
-    what: str = ""
+    what: str | Message = ""  # a stage's name, or a Message the faces word
     ahead: int = 0  # with what == WAITING: how many requests are before this one
 
 

@@ -8,8 +8,9 @@ file with a fixed name beside the cache's blobs: the next call goes on where the
 The bytes are checked against the hub's ETag (a large file's SHA-256) before hf_hub_download
 links the blob into the cache like any download of its own.
 
-Errors are one line that says what to do, in the words of the face that shows them (`Advice`):
-the command line names commands and --model, Settings names its buttons and the models folder.
+Errors are one line (a message key and its values) that says what to do, in the words of the face
+that shows them (`Advice`): the command line names commands and --model, Settings names its buttons
+and the models folder.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from urllib.parse import urlparse
 from app.base.config import models_dir
 from app.base.errors import Cancelled, UserError
 from app.base.jobs import CancelToken, Progress, ProgressCallback, no_progress
+from app.base.messages import Message
 from app.engine.catalog import CatalogModel, cached_path, catalog_model
 
 READ_BLOCK = 16 * 2**20
@@ -34,16 +36,25 @@ SAFE_ETAG = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}")  # a hub's ETag: a SH
 
 @dataclass(frozen=True)
 class Advice:
-    """What an error tells the user to do, as the face that shows it can be used."""
+    """What an error tells the user to do, as the face that shows it can be used: two message keys."""
 
-    resume: str  # how to go on after a failed attempt
-    elsewhere: str  # how to use a model file got some other way
+    resume_key: str  # how to go on after a failed attempt ({name})
+    elsewhere_key: str  # how to use a model file got some other way ({folder})
+
+    def for_model(self, name: str) -> Said:
+        return Said(Message(self.resume_key, name=name), Message(self.elsewhere_key, folder=str(models_dir())))
 
 
-CLI_ADVICE = Advice("run `nemo-chat models download {name}` again to go on where it stopped",
-                    "download the .gguf file on another machine and give its path with --model")
-UI_ADVICE = Advice("press Download again to go on where it stopped",
-                   "download the .gguf file on another machine and copy it into {folder}: it then appears in the Model list")
+@dataclass(frozen=True)
+class Said:
+    """The advice for one model: what an error says to do."""
+
+    resume: Message
+    elsewhere: Message
+
+
+CLI_ADVICE = Advice("download_resume_cli", "download_elsewhere_cli")
+UI_ADVICE = Advice("download_resume_ui", "download_elsewhere_ui")
 
 
 def download(name: str, progress: ProgressCallback = no_progress, cancel: CancelToken | None = None,
@@ -52,20 +63,20 @@ def download(name: str, progress: ProgressCallback = no_progress, cancel: Cancel
     Raises UserError with what to do (in `advice`'s words), Cancelled when stopped (the partial file
     stays for a resume)."""
     model = catalog_model(name)
-    advice = Advice(advice.resume.format(name=model.name), advice.elsewhere.format(folder=models_dir()))
+    said = advice.for_model(model.name)
     cancel = cancel or CancelToken()
     found = cached_path(model)
     if found is not None:
         size = found.stat().st_size
-        progress(Progress(size, size, f"{model.name} is already downloaded"))
+        progress(Progress(size, size, Message("download_already", name=model.name)))
         return found
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.file_download import repo_folder_name
     from huggingface_hub.utils import WeakFileLock
 
     if constants.is_offline_mode():
-        raise UserError(_offline(model, advice))
-    with _hub_errors(model, advice):
+        raise _offline(model, said)
+    with _hub_errors(model, said):
         url, headers, size, etag = _metadata(model)
         blob = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model.repo, repo_type="model") / "blobs" / etag
         blob.parent.mkdir(parents=True, exist_ok=True)
@@ -85,47 +96,45 @@ def _metadata(model: CatalogModel) -> tuple[str, dict, int, str]:
     url = hf_hub_url(model.repo, model.filename, revision=model.revision)
     meta = get_hf_file_metadata(url)
     if not meta.etag or not meta.commit_hash or meta.size is None:
-        raise UserError(f"{url} did not answer like the Hugging Face Hub (no ETag, commit or size); check HF_ENDPOINT")
+        raise UserError("download_not_hub", url=url)
     if not SAFE_ETAG.fullmatch(meta.etag):  # it names the file in the cache: never a path
-        raise UserError(f"{url} answered with an ETag that is not a checksum ({meta.etag[:80]!r}); check HF_ENDPOINT")
+        raise UserError("download_bad_etag", url=url, etag=repr(meta.etag[:80]))
     headers = build_hf_headers()
     if urlparse(meta.location).netloc != urlparse(url).netloc:
         headers.pop("authorization", None)  # a signed CDN address: the token stays with the hub
     return meta.location, headers, meta.size, meta.etag
 
 
-def _offline(model: CatalogModel, advice: Advice) -> str:
-    return (f"offline (HF_HUB_OFFLINE is set) and {model.name} is not downloaded: unset HF_HUB_OFFLINE "
-            f"to download it, or {advice.elsewhere}")
+def _offline(model: CatalogModel, advice: Said) -> UserError:
+    return UserError("download_offline", name=model.name, elsewhere=advice.elsewhere)
 
 
 @contextmanager
-def _hub_errors(model: CatalogModel, advice: Advice):
+def _hub_errors(model: CatalogModel, advice: Said):
     """huggingface_hub's and the network's exceptions -> one line that says what to do."""
     import httpx2
     from huggingface_hub import constants
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
                                         RemoteEntryNotFoundError, RepositoryNotFoundError)
 
-    where = f"the Hugging Face Hub at {constants.ENDPOINT}"
+    where = Message("download_hub_at", endpoint=constants.ENDPOINT)
     try:
         yield
     except OfflineModeIsEnabled:
-        raise UserError(_offline(model, advice)) from None
+        raise _offline(model, advice) from None
     except GatedRepoError:
-        raise UserError(f"{model.repo} needs you to accept its terms on the hub and a token "
-                        "(`hf auth login` or HF_TOKEN)") from None
+        raise UserError("download_gated", repo=model.repo) from None
     except RepositoryNotFoundError:
-        raise UserError(f"{model.repo} was not found on {where} (or it needs a token: HF_TOKEN)") from None
+        raise UserError("download_repo_not_found", repo=model.repo, where=where) from None
     except RemoteEntryNotFoundError:
-        raise UserError(f"{model.repo} has no file {model.filename}") from None
+        raise UserError("download_no_file", repo=model.repo, filename=model.filename) from None
     except HfHubHTTPError as exc:
-        status = getattr(exc.response, "status_code", "with an error")
-        raise UserError(f"{where} answered {status} for {model.filename}: {advice.resume} later, "
-                        f"or {advice.elsewhere}") from None
+        status = getattr(exc.response, "status_code", None) or "?"
+        raise UserError("download_http_error", where=where, status=status, filename=model.filename,
+                        resume=advice.resume, elsewhere=advice.elsewhere) from None
     except httpx2.TransportError as exc:
-        raise UserError(f"cannot reach {where} ({type(exc).__name__}: {exc}): check the network (or HF_ENDPOINT) "
-                        f"and {advice.resume}, or {advice.elsewhere}") from None
+        raise UserError("download_unreachable", where=where, error=f"{type(exc).__name__}: {exc}",
+                        resume=advice.resume, elsewhere=advice.elsewhere) from None
 
 
 class _Reporter:
@@ -134,10 +143,10 @@ class _Reporter:
     def __init__(self, progress: ProgressCallback, cancel: CancelToken, total: int, name: str) -> None:
         self.progress, self.cancel, self.total, self.name = progress, cancel, total, name
 
-    def __call__(self, done: int, label: str) -> None:
+    def __call__(self, done: int, key: str) -> None:
         if self.cancel.cancelled:
             raise Cancelled()
-        self.progress(Progress(done, self.total, f"{label} {self.name}"))
+        self.progress(Progress(done, self.total, Message(key, name=self.name)))
 
 
 def _transfer(url: str, headers: dict, size: int, etag: str, partial: Path, report: _Reporter) -> None:
@@ -151,16 +160,15 @@ def _transfer(url: str, headers: dict, size: int, etag: str, partial: Path, repo
         have = 0
     free = shutil.disk_usage(partial.parent).free
     if size - have > free:
-        raise UserError(f"{partial.parent}: {(size - have) / 1e9:.1f} GB are needed and {free / 1e9:.1f} GB are free; "
-                        "make room or set HF_HOME to a larger disk")
+        raise UserError("download_no_room", folder=str(partial.parent), need=f"{(size - have) / 1e9:.1f}",
+                        free=f"{free / 1e9:.1f}")
     with open(partial, "ab") as f:
         sink = _Sink(f, partial, _hasher(etag, size), report)
         sink.rehash(have)
         http_get(url, sink, resume_size=have, headers=headers, expected_size=size, tqdm_class=silent_tqdm)
     if sink.digest is not None and sink.digest.hexdigest() != etag:
         partial.unlink()
-        raise UserError(f"{report.name}: the downloaded file does not match the hub's checksum and was deleted; "
-                        "download it again")
+        raise UserError("download_bad_checksum", name=report.name)
 
 
 def _hasher(etag: str, size: int):
@@ -190,14 +198,14 @@ class _Sink:
                 if self.digest is not None:
                     self.digest.update(block)
                 self.done += len(block)
-                self.report(self.done, "checking the partial download of")
+                self.report(self.done, "download_checking")
 
     def write(self, chunk: bytes) -> int:
         self.file.write(chunk)
         if self.digest is not None:
             self.digest.update(chunk)
         self.done += len(chunk)
-        self.report(self.done, "downloading")
+        self.report(self.done, "download_downloading")
         return len(chunk)
 
     def tell(self) -> int:

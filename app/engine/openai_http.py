@@ -35,9 +35,9 @@ STATUS_KEYS = {status: f"remote_status_{status}" for status in (400, 401, 403, 4
 class ServerRefused(UserError):
     """The server answered with an HTTP error; `status` is its code."""
 
-    def __init__(self, key: str, status: int, **values) -> None:
+    def __init__(self, key: str, http_status: int, **values) -> None:
         super().__init__(key, **values)
-        self.status = status
+        self.status = http_status
 
 
 def check_base_url(url: str) -> str:

@@ -69,7 +69,7 @@ def build_server(services: Services):
 
     def relay(ctx: Context):
         async def report(progress: Progress) -> None:
-            await ctx.report_progress(progress.done, progress.total or None, progress.what or None)
+            await ctx.report_progress(progress.done, progress.total or None, str(progress.what) or None)
         return report
 
     @server.tool(annotations=reads)

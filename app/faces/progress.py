@@ -16,6 +16,7 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
 from rich.text import Text
 
 from app.base.jobs import Job, Outcome
+from app.faces.locale_text import terminal_language, words
 
 
 class RateColumn(ProgressColumn):
@@ -71,7 +72,7 @@ def _live_bar(job: Job, title: str, unit: str, describe, until, console: Console
             progress = job.progress
             if progress is not None:
                 bar.update(task, completed=progress.done, total=max(progress.total, progress.done) or None,
-                           description=f"{title} · {progress.what}" if progress.what else title,
+                           description=f"{title} · {words(terminal_language(), progress.what)}" if progress.what else title,
                            note=describe(job) if describe else "")
     return True
 
@@ -82,4 +83,4 @@ def _final_line(job: Job, title: str, unit: str, describe) -> str:
     amount = (f"{filesize.decimal(p.done)} of {filesize.decimal(p.total)}" if unit == "bytes"
               else f"{p.done}/{p.total} {unit}")
     note = describe(job) if describe else ""
-    return f"{title} · {p.what}: {amount} in {job.seconds:.1f} s" + (f" · {note}" if note else "")
+    return f"{title} · {words(terminal_language(), p.what)}: {amount} in {job.seconds:.1f} s" + (f" · {note}" if note else "")

@@ -79,7 +79,7 @@ class Database:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.OperationalError) and _NO_ROOM.search(str(exc)):
-                    raise NoRoom(f"{self.path}: cannot write the database ({exc}): is the disk full?") from exc
+                    raise NoRoom("storage_cannot_write", path=str(self.path), error=str(exc)) from exc
                 raise
             finally:
                 self.conn.depth = 0

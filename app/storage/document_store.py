@@ -125,7 +125,7 @@ class DocumentStore:
         with self.database.lock:
             rows = list(self.db.query("SELECT * FROM documents WHERE id = ?", [document_id]))
         if not rows:
-            raise UserError(f"document {document_id} not found")
+            raise UserError("storage_document_not_found", id=document_id)
         return rows[0]
 
     def chunks(self, document_id: int) -> list[Chunk]:
@@ -179,7 +179,7 @@ class DocumentStore:
         [document] = removed.rows["documents"]
         with self.database.transaction() as conn:
             if conn.execute("SELECT 1 FROM documents WHERE sha256 = ?", [document["sha256"]]).fetchone():
-                raise UserError(f"{removed.file_name} is here again already: nothing to undo")
+                raise UserError("storage_document_back_already", name=removed.file_name)
             for table, rows in removed.rows.items():
                 for row in rows:
                     conn.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
@@ -253,7 +253,7 @@ class DocumentStore:
                 "SELECT t.*, coalesce(d.markdown, t.source_text) AS source FROM translations t"
                 " LEFT JOIN documents d ON d.id = t.document_id WHERE t.id = ?", [translation_id]))
         if not rows:
-            raise UserError(f"translation {translation_id} not found")
+            raise UserError("storage_translation_not_found", id=translation_id)
         return rows[0]
 
 
