@@ -31,7 +31,7 @@ def test_download_reports_progress_and_lands_in_the_cache(hub, tmp_path, monkeyp
     assert path.resolve().name == SHA256  # a blob of the Hugging Face cache, linked from the snapshot
     assert len(events) >= 12 and [e.done for e in events] == sorted(e.done for e in events)
     assert events[-1].done == events[-1].total == len(CONTENT)
-    assert events[0].what == "downloading nemo-q4_k_m"
+    assert str(events[0].what) == "downloading nemo-q4_k_m"
     assert {auth for _, _, auth in hub.requests} == {"Bearer hf_test_token"}
     assert resolve_model("nemo-q4_k_m") == path
     hub.requests.clear()
@@ -70,7 +70,7 @@ def test_stop_keeps_the_partial_file_and_the_next_call_resumes(hub, tmp_path):
     path = download("nemo-q4_k_m", events.append)
     assert path.read_bytes() == CONTENT and partial_files(tmp_path) == []
     assert [rng for method, rng, _ in hub.requests if method == "GET"] == [f"bytes={kept}-"]
-    assert events[0].what == "checking the partial download of nemo-q4_k_m"
+    assert str(events[0].what) == "checking the partial download of nemo-q4_k_m"
 
 
 def test_a_corrupted_file_is_detected_and_deleted(hub, tmp_path):

@@ -55,7 +55,7 @@ class _Turn:
 def encode_request(tekken: tk.Tekken, request: Any) -> list[int]:
     """Prompt ids for a {"messages": [...], "tools": [...]} request."""
     if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
-        raise UserError('A request must be a JSON object with a "messages" list')
+        raise UserError("prompt_request_shape")
     return encode_chat(tekken, request["messages"], request.get("tools"))
 
 
@@ -83,7 +83,7 @@ def encode_chat(tekken: tk.Tekken, messages: Sequence[dict], tools: Sequence[dic
 def _turns(messages: Sequence[dict]) -> tuple[list[_Turn], str]:
     """Messages merged into turns, with the joined system prompt."""
     if not messages:
-        raise UserError("A conversation needs at least one message")
+        raise UserError("prompt_no_messages")
     turns: list[_Turn] = []
     system: list[str] = []
     previous = None
@@ -106,18 +106,18 @@ def _turns(messages: Sequence[dict]) -> tuple[list[_Turn], str]:
         turns.insert(0, _Turn("user"))
     for turn in turns:
         if turn.role == "assistant" and turn.calls and turn.text:
-            raise UserError("An assistant turn has both text and tool calls")
+            raise UserError("prompt_turn_text_and_calls")
         if turn.role == "assistant" and not turn.calls and not turn.text:
-            raise UserError("An assistant turn has neither text nor tool calls")
+            raise UserError("prompt_turn_empty")
     return turns, JOIN.join(system)
 
 
 def _role(i: int, message: Any) -> str:
     if not isinstance(message, dict):
-        raise UserError(f"message {i}: not a JSON object")
+        raise UserError("prompt_message_not_object", i=i)
     role = message.get("role")
     if role not in ROLES:
-        raise UserError(f"message {i}: role must be one of {', '.join(ROLES)} (got {role!r})")
+        raise UserError("prompt_bad_role", i=i, roles=", ".join(ROLES), role=repr(role))
     return role
 
 
@@ -128,7 +128,7 @@ def _text(i: int, message: dict) -> str:
         return content or ""
     if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
         return JOIN.join(p["text"] for p in content if p.get("text"))
-    raise UserError(f"message {i}: content must be a string or a list of text parts")
+    raise UserError("prompt_bad_content", i=i)
 
 
 def _json_or_text(text: str) -> Any:
@@ -141,40 +141,40 @@ def _json_or_text(text: str) -> Any:
 def _calls(i: int, message: dict, text: str) -> list[dict]:
     calls = message.get("tool_calls") or []
     if calls and text:
-        raise UserError(f"message {i}: an assistant message has both content and tool calls")
+        raise UserError("prompt_message_text_and_calls", i=i)
     return [_call(i, call) for call in calls]
 
 
 def _call(i: int, call: Any) -> dict:
     function = call.get("function") if isinstance(call, dict) else None
     if not isinstance(function, dict) or not NAME_RE.fullmatch(str(function.get("name"))):
-        raise UserError(f"message {i}: a tool call needs a function name of letters, digits, _ or -")
+        raise UserError("prompt_bad_call_name", i=i)
     call_id = call.get("id")
     if not isinstance(call_id, str) or not CALL_ID_RE.fullmatch(call_id):
-        raise UserError(f"message {i}: a tool call id must be 9 letters or digits (got {call_id!r})")
+        raise UserError("prompt_bad_call_id", i=i, id=repr(call_id))
     arguments = function.get("arguments")
     if isinstance(arguments, dict):
         arguments = json.loads(json.dumps(arguments))
     elif arguments is None or isinstance(arguments, str):
         arguments = _json_or_text(arguments or "{}")
     else:
-        raise UserError(f"message {i}: tool call arguments must be a JSON string or an object")
+        raise UserError("prompt_bad_arguments", i=i)
     return {"name": function["name"], "arguments": arguments, "id": call_id}
 
 
 def _tool_result(i: int, message: dict, text: str) -> dict:
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str) or not CALL_ID_RE.fullmatch(call_id):
-        raise UserError(f"message {i}: a tool message needs a tool_call_id of 9 letters or digits")
+        raise UserError("prompt_bad_tool_call_id", i=i)
     return {"content": _json_or_text(text or "{}"), "call_id": call_id}
 
 
 def _tool(i: int, tool: Any) -> dict:
     function = tool.get("function") if isinstance(tool, dict) else None
     if not isinstance(function, dict) or tool.get("type", "function") != "function":
-        raise UserError(f'tool {i}: must be {{"type": "function", "function": {{...}}}}')
+        raise UserError("prompt_bad_tool", i=i)
     if not NAME_RE.fullmatch(str(function.get("name"))):
-        raise UserError(f"tool {i}: the function name must be 1-64 letters, digits, _ or -")
+        raise UserError("prompt_bad_tool_name", i=i)
     description = function.get("description") or ""
     return {
         "type": "function",

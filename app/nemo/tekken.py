@@ -222,9 +222,9 @@ def _read_json(path: Path) -> dict:
         with opener(path, "rb") as f:
             return json.load(f)
     except FileNotFoundError:
-        raise UserError(f"Tokenizer file not found: {path}") from None
+        raise UserError("tekken_not_found", path=str(path)) from None
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable tekken.json ({e})") from None
+        raise UserError("tekken_unreadable", path=str(path), error=str(e)) from None
 
 
 @cache
@@ -241,23 +241,23 @@ def _from_json(path: str) -> Tekken:
             specials[entry["rank"]] = entry["token_str"]
         return Tekken(ranks, config["pattern"], specials, source=path)
     except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise UserError(f"{path}: not a Tekken tokenizer file ({type(e).__name__}: {e})") from None
+        raise UserError("tekken_not_tekken_file", path=str(path), error=f"{type(e).__name__}: {e}") from None
 
 
 @cache
 def _from_gguf(path: str) -> Tekken:
     meta, _tensors = read_gguf_header(path)
     if meta.get("tokenizer.ggml.model") != "gpt2" or meta.get("tokenizer.ggml.pre") != "tekken":
-        raise UserError(f"{path}: its vocabulary is not Tekken (Mistral NeMo)")
+        raise UserError("tekken_not_tekken_vocab", path=str(path))
     tokens = meta.get("tokenizer.ggml.tokens", [])
     types = meta.get("tokenizer.ggml.token_type", [])
     if not tokens or len(types) != len(tokens):
-        raise UserError(f"{path}: its vocabulary has no token list with token types")
+        raise UserError("tekken_no_token_types", path=str(path))
     num_special = next((i for i, kind in enumerate(types) if kind == GGUF_NORMAL), len(types))
     try:
         ranks = [gpt2_token_bytes(token) for token in tokens[num_special:]]
     except KeyError:
-        raise UserError(f"{path}: its vocabulary is not byte-level BPE") from None
+        raise UserError("tekken_not_bpe", path=str(path)) from None
     return Tekken(ranks, TEKKEN_PATTERN, tokens[:num_special], source=path)
 
 

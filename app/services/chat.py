@@ -95,7 +95,7 @@ class ChatService:
         when `queued`; returns the conversation and message ids. A model that cannot be found
         stores nothing."""
         if not text.strip():
-            raise UserError("the message is empty")
+            raise UserError("chat_message_is_empty")
         load_options(settings)  # the model exists (loading it waits for the model's turn: `answer` does)
         if conversation_id is None:
             conversation_id = self.history.create_conversation(title_from(text))
@@ -126,7 +126,7 @@ class ChatService:
         messages = [m for m in self.history.messages(conversation_id) if m["status"] != QUEUED]
         last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
         if last_user is None:
-            raise UserError("nothing to retry: the conversation has no message")
+            raise UserError("chat_nothing_to_retry")
         if last_user + 1 < len(messages):
             self.history.branch_before(messages[last_user + 1]["id"])
         return self._reply(conversation_id, settings, cancel or CancelToken())
@@ -136,12 +136,12 @@ class ChatService:
         """A new version of a user message, answered again; the earlier version and what followed
         it are kept (the chat shows ‹ 1/2 › to switch)."""
         if not text.strip():
-            raise UserError("the message is empty")
+            raise UserError("chat_message_is_empty")
         message = self.history.message(message_id)
         if message["conversation_id"] != conversation_id or message["role"] != "user":
-            raise UserError("only your own messages can be edited")
+            raise UserError("chat_edit_own_only")
         if message["status"] == QUEUED:
-            raise UserError("this message is waiting for its reply; edit it once it is answered")
+            raise UserError("chat_edit_queued")
         self.ensure_model(settings)
         first = next(m for m in self.history.messages(conversation_id) if m["role"] in ("user", "document"))
         self.history.branch_before(message_id)
@@ -169,7 +169,7 @@ class ChatService:
             used = len(chat_format_for(self.engine).encode(messages)) if messages else 0
         budget = self.engine.n_ctx - used - settings.max_tokens - len(self.engine.tokenize(question)) - 64
         if budget < 64:
-            raise UserError(f"{document.file_name}: no room left in the context for it; start a new conversation")
+            raise UserError("chat_no_room_for_document", name=document.file_name)
         context = context_for_chat(store, document_id, question, budget, count=token_counter(self.engine))
         if conversation_id is None:
             conversation_id = self.history.create_conversation(title_from(document.title), TITLE_BY_DOCUMENT)
@@ -233,7 +233,7 @@ class ChatService:
         except Exception as exc:  # a bug or a failing part: keep what was written, say so in one line
             reply.status = FAILED
             log = log_exception(f"reply in conversation {conversation_id} failed", exc)
-            raise UserError(f"the reply failed ({type(exc).__name__}: {exc}); details in {log}") from exc
+            raise UserError("chat_reply_failed", error=f"{type(exc).__name__}: {exc}", log=str(log)) from exc
         finally:
             events.close()
             stats = completions[-1].stats if completions else GenerationStats()
@@ -315,7 +315,7 @@ class ConversationGone(UserError):
     """The conversation was deleted while its reply was being written."""
 
     def __init__(self) -> None:
-        super().__init__("the conversation was deleted while this reply was written")
+        super().__init__("chat_conversation_gone")
 
 
 def _step_record(step: ToolStep) -> dict:

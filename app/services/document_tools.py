@@ -50,9 +50,9 @@ def translate_document(services: "Services", path: str, to: str, out_path: str =
     target = resolve_language(to)
     out = Path(out_path).expanduser() if out_path else None
     if out is not None and out.exists():
-        raise UserError(f"{out}: exists already; give a new file name")
+        raise UserError("tools_output_exists", path=str(out))
     if out is not None and not out.parent.is_dir():
-        raise UserError(f"{out.parent}: no such folder")
+        raise UserError("tools_no_such_folder", path=str(out.parent))
     document = read_document(path, **services.settings.parse_limits(), cancel=cancel)
     document_id, _ = services.documents.add(document)
     request = TranslationRequest(document.markdown, target, AUTO, document.kind != "text", (), document.title,
@@ -77,7 +77,7 @@ def ask_document(services: "Services", question: str, paths: list[str], whole: b
                  cancel: CancelToken | None = None) -> Iterator:
     """Answer a question from files, with checked citations (retrieval; `whole`: read every chunk)."""
     if not paths:
-        raise UserError("give at least one document path")
+        raise UserError("tools_give_a_document")
     documents = [read_document(path, **services.settings.parse_limits(), cancel=cancel) for path in paths]
     ids = [services.documents.add(document)[0] for document in documents]
     result = None
@@ -92,7 +92,7 @@ def ask_document(services: "Services", question: str, paths: list[str], whole: b
 def search_history(services: "Services", query: str, limit: int = 10) -> dict:
     """Messages of the saved conversations where `query` is found (every language)."""
     if not query.strip():
-        raise UserError("the query is empty")
+        raise UserError("tools_empty_query")
     hits = services.history.search(query, max(1, min(int(limit), MAX_HITS)))
     return {"query": query, "hits": [{"conversation_id": h.conversation_id, "message_id": h.message_id,
                                       "title": h.conversation_title, "snippet": h.snippet} for h in hits]}

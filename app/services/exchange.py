@@ -127,18 +127,18 @@ def read_file(path: Path) -> dict | list:
     name = path.name
     try:
         if path.stat().st_size > MAX_IMPORT_BYTES:
-            raise UserError(f"{name}: larger than {MAX_IMPORT_BYTES // 2**20} MB")
+            raise UserError("import_too_big", name=name, mb=MAX_IMPORT_BYTES // 2**20)
         return json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
-        raise UserError(f"{name}: no such file") from None
+        raise UserError("doc_not_found", name=name) from None
     except UnicodeDecodeError:
-        raise UserError(f"{name}: not UTF-8 text") from None
+        raise UserError("import_not_utf8", name=name) from None
     except json.JSONDecodeError as exc:
-        raise UserError(f"{name}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        raise UserError("import_bad_json", name=name, error=exc.msg, line=exc.lineno, column=exc.colno) from None
     except RecursionError:  # nested far deeper than any cap: the parser itself gives up
         raise too_deep(name) from None
     except OSError as exc:
-        raise UserError(f"{name}: cannot be read ({exc.strerror})") from None
+        raise UserError("doc_cannot_read", name=name, reason=exc.strerror) from None
 
 
 def import_files(history: History, paths: list[Path]) -> ImportResult:

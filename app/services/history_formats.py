@@ -60,9 +60,9 @@ def read_conversations(data: Any, name: str) -> Parsed:
     """The conversations in a parsed JSON file; `name` is the file's name for messages."""
     check_bounds(data, name)
     if isinstance(data, dict) and data.get("format") == FORMAT_NAME:
-        if data.get("version") != FORMAT_VERSION:
-            raise UserError(f"{name}: nemo-chat export version {data.get('version')!r} is not supported "
-                            f"(this app reads version {FORMAT_VERSION})")
+        version = data.get("version")
+        if version != FORMAT_VERSION:
+            raise UserError("import_bad_version", name=name, version=repr(version), ours=FORMAT_VERSION)
         return _each(data.get("conversations"), name, _ours)
     if isinstance(data, dict) and isinstance(data.get("messages"), list):
         return _each([data], name, _openai)
@@ -74,12 +74,11 @@ def read_conversations(data: Any, name: str) -> Parsed:
             return _each(data, name, _open_webui)
         if isinstance(first.get("messages"), list):
             return _each(data, name, _openai)
-    raise UserError(f"{name}: not a conversation file this app knows (nemo-chat export, OpenAI messages, "
-                    "ChatGPT conversations.json or Open WebUI chat export)")
+    raise UserError("import_unknown_format", name=name)
 
 
 def too_deep(name: str) -> UserError:
-    return UserError(f"{name}: refused, nested more than {MAX_DEPTH} levels deep (the limit)")
+    return UserError("import_too_deep", name=name, levels=MAX_DEPTH)
 
 
 def check_bounds(data: Any, name: str) -> None:
@@ -95,15 +94,15 @@ def check_bounds(data: Any, name: str) -> None:
         if depth > MAX_DEPTH:
             raise too_deep(name)
         if nodes > MAX_NODES:
-            raise UserError(f"{name}: refused, more than {MAX_NODES:,} JSON objects and lists (the limit)")
+            raise UserError("import_too_many_nodes", name=name, nodes=f"{MAX_NODES:,}")
         level = [*chain.from_iterable(map(dict.values, dicts)), *chain.from_iterable(lists)]
         if max(map(len, [value for value in level if type(value) is str]), default=0) > MAX_TEXT_CHARS:
-            raise UserError(f"{name}: refused, a text of more than {MAX_TEXT_CHARS:,} characters (the limit)")
+            raise UserError("import_text_too_long", name=name, chars=f"{MAX_TEXT_CHARS:,}")
 
 
 def _each(items: Any, name: str, read) -> Parsed:
     if not isinstance(items, list):
-        raise UserError(f'{name}: "conversations" must be a list')
+        raise UserError("import_not_a_list", name=name)
     parsed = Parsed()
     for i, item in enumerate(items):
         try:

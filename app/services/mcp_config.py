@@ -16,6 +16,7 @@ from pathlib import Path
 
 from app.base.config import app_home
 from app.base.errors import UserError
+from app.base.messages import Message
 
 DEFAULT_TIMEOUT_S = 60.0  # a call that gets no answer for this long fails (one line)
 
@@ -50,33 +51,33 @@ def read_mcp_config(path: Path | None = None) -> list[McpServerConfig]:
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from None
+        raise UserError("doc_cannot_read", name=str(path), reason=str(exc)) from None
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        raise UserError("mcp_bad_json", path=str(path), error=exc.msg, line=exc.lineno) from None
     servers = data.get("mcpServers") if isinstance(data, dict) else None
     if not isinstance(servers, dict):
-        raise UserError(f'{path}: expected {{"mcpServers": {{"name": {{...}}}}}}')
+        raise UserError("mcp_expected_servers", path=str(path))
     return [_server(path, name, entry) for name, entry in servers.items()]
 
 
 def _server(path: Path, name: str, entry) -> McpServerConfig:
-    where = f"{path}: server {name!r}"
+    where = Message("mcp_server_where", path=str(path), name=repr(name))
     if not isinstance(entry, dict):
-        raise UserError(f"{where}: expected an object with a command or a url")
+        raise UserError("mcp_expected_object", where=where)
     command, url = entry.get("command"), entry.get("url")
     if bool(command) == bool(url):
-        raise UserError(f"{where}: give either a command (stdio) or a url (Streamable HTTP)")
+        raise UserError("mcp_command_or_url", where=where)
     args, env, headers = entry.get("args", []), entry.get("env", {}), entry.get("headers", {})
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-        raise UserError(f"{where}: args must be a list of strings")
+        raise UserError("mcp_bad_args", where=where)
     for label, table in (("env", env), ("headers", headers)):
         if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
-            raise UserError(f"{where}: {label} must map names to strings")
+            raise UserError("mcp_bad_table", where=where, table=label)
     if url and not str(url).startswith(("http://", "https://")):
-        raise UserError(f"{where}: the url must start with http:// or https://")
+        raise UserError("mcp_bad_url", where=where)
     timeout = entry.get("timeout", DEFAULT_TIMEOUT_S)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-        raise UserError(f"{where}: timeout must be a number of seconds above 0")
+        raise UserError("mcp_bad_timeout", where=where)
     return McpServerConfig(name, str(command or ""), tuple(args), dict(env), str(url or ""), dict(headers),
                            float(timeout))
 

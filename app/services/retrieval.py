@@ -128,9 +128,9 @@ class AskJob:
                  sampling: SamplingOptions, cancel: CancelToken) -> None:
         self.question = " ".join(question.split())
         if not self.question:
-            raise UserError("the question is empty")
+            raise UserError("ask_empty_question")
         if not document_ids:
-            raise UserError("choose at least one document to ask")
+            raise UserError("ask_choose_a_document")
         self.engine, self.store, self.whole, self.sampling, self.cancel = engine, store, whole, sampling, cancel
         self.documents = {i: store.document(i) for i in dict.fromkeys(document_ids)}  # an unknown id fails here
         self.passages = [Passage(i, d["file_name"], n, c) for i, d in self.documents.items()
@@ -168,7 +168,7 @@ class AskJob:
                 chosen.append(passage)
                 left -= size
         if not chosen:
-            raise UserError(f"a {self.engine.n_ctx:,}-token context is too small to ask in; raise the context size")
+            raise UserError("ask_context_too_small", tokens=f"{self.engine.n_ctx:,}")
         self.tokens_total = sum(p.chunk.tokens for p in chosen)
         self.calls_expected = 1
         texts = [p.chunk.text for p in chosen]
@@ -302,7 +302,7 @@ class AskJob:
         """Prompt tokens left for passages in a call that writes at most `reply_tokens`."""
         room = self.engine.n_ctx - self.margin - reply_tokens - self.calls.encoded_length(empty_messages)
         if room < 64:
-            raise UserError(f"a {self.engine.n_ctx:,}-token context is too small to ask in; raise the context size")
+            raise UserError("ask_context_too_small", tokens=f"{self.engine.n_ctx:,}")
         return room
 
     # -- results and updates ----------------------------------------------------------------------

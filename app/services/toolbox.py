@@ -103,9 +103,10 @@ class ToolBox:
         """Run a tool by the name NeMo calls it (the CLI's `tools call`: the person asked, no approval)."""
         tools = {e.tool.name: e.tool for e in self._entries(settings)}
         if name not in tools:
-            failed = [f"; MCP server {s.name} failed: {s.error}" for s in map(self.servers.status, self.servers.names)
-                      if s.error]
-            raise UserError(f"unknown tool {name!r}{''.join(failed)}; see `nemo-chat tools list`")
+            failed = [f"{s.name}: {s.error}" for s in map(self.servers.status, self.servers.names) if s.error]
+            if failed:
+                raise UserError("tools_unknown_servers_failed", name=repr(name), failed="; ".join(failed))
+            raise UserError("tools_unknown", name=repr(name))
         return tools[name].run(**arguments)
 
     def approval(self, call: ToolCall, tool: Tool) -> Approval | None:
