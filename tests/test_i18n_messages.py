@@ -19,7 +19,7 @@ from app.faces.locale_text import text
 
 BROWSER = {"ar": "ar-SA", "ja": "ja-JP"}
 SCRIPT = {"ar": "[\u0600-\u06ff]", "ja": "[\u3040-\u30ff\u4e00-\u9fff]"}
-DATA = r"GPU|CPU|NVIDIA|K/V|KV|GiB|MiB|MB|PDF|DOCX|HTML|Markdown|llama\.cpp|OCR|f16|q8_0|q4_0|\d+k\b"  # the same everywhere
+DATA = r"GPU|CPU|NVIDIA|Tekken|K/V|KV|GiB|MiB|MB|PDF|DOCX|HTML|Markdown|llama\.cpp|OCR|f16|q8_0|q4_0|\d+k\b"  # the same everywhere
 
 
 def english_left(shown: str, *names: str) -> list[str]:

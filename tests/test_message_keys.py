@@ -2,11 +2,11 @@
 and notes carry a message key of `app/faces/locales` and its values, and the faces word them.
 
 The scan covers the modules in CONVERTED: app/documents, app/engine (all modules that say
-anything), app/base, app/storage, app/history.py, app/nemo/prompt.py and tekken.py, and app/services
-but for these, which still write English: retrieval.py (its errors are keys, but the note that
-tells which passages a chat got is a sentence stored with the conversation), summarize.py and
-translate.py (changed by others now), the services' import notes (`Parsed.skipped`), and
-app/nemo/checkpoint.py with app/convert_gguf.py (the converter). In them it fails on:
+anything), app/base, app/storage, app/history.py, app/nemo (prompt, tekken, checkpoint), and
+app/services but for these, which still write English: retrieval.py (its errors are keys, but the
+note that tells which passages a chat got is a sentence stored with the conversation),
+summarize.py and translate.py (changed by others now), the services' import notes
+(`Parsed.skipped`), and app/convert_gguf.py (the converter's own errors). In them it fails on:
 - a `UserError`/`NoRoom`/`Message` (or a subclass defined in the module) whose first argument is
   not a key of en.json (a sentence, an f-string, a variable), unless it passes a key on (a name
   ending in `key`: `message.key`, `self.resume_key`);
@@ -36,7 +36,7 @@ CONVERTED = ["app/documents/language.py", "app/documents/markdown_segments.py", 
              *(str(p.relative_to(ROOT)) for folder in ("app/base", "app/storage") for p in sorted((ROOT / folder).glob("*.py"))),
              "app/history.py", *(f"app/services/{name}.py" for name in (
                  "chat", "document_tools", "exchange", "toolbox", "history_formats", "mcp_config")),
-             "app/nemo/prompt.py", "app/nemo/tekken.py"]
+             "app/nemo/prompt.py", "app/nemo/tekken.py", "app/nemo/checkpoint.py"]
 SAYS = {"UserError", "NoRoom", "Message"}
 CARRIERS = {"reason", "sentence", "advice", "explanation", "note", "message", "why"}
 LISTS = {"notes", "warnings"}

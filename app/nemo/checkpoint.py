@@ -143,8 +143,8 @@ class SourceTensor:
             return scale.reshape(rows, 1)[index]
         br, bc = self.fp8_block or (128, 128)
         if scale.shape != (math.ceil(rows / br), math.ceil(cols / bc)):
-            raise UserError(f"{self.scale.file.name}: {self.scale.name} has shape {list(scale.shape)}, "
-                            f"which does not fit {self.stored.name} {list(self.shape)} in {br}x{bc} blocks")
+            raise UserError("ckpt_scale_shape", file=self.scale.file.name, scale=self.scale.name, shape=list(scale.shape),
+                            tensor=self.stored.name, tensor_shape=list(self.shape), blocks=f"{br}x{bc}")
         return np.repeat(scale[index // br], bc, axis=1)[:, :cols]
 
 
@@ -183,23 +183,23 @@ def read_safetensors_header(path: Path) -> dict[str, StoredTensor]:
             head = f.read(8)
             length = int.from_bytes(head, "little") if len(head) == 8 else -1
             if not 0 < length <= size - 8:
-                raise UserError(f"{path}: truncated or not a safetensors file ({size} bytes)")
+                raise UserError("ckpt_not_safetensors_size", path=str(path), size=size)
             header = json.loads(f.read(length))
         header.pop("__metadata__", None)
         needed = 8 + length + max((meta["data_offsets"][1] for meta in header.values()), default=0)
     except FileNotFoundError:
-        raise UserError(f"{path}: file is missing") from None
+        raise UserError("ckpt_file_missing", path=str(path)) from None
     except (UnicodeDecodeError, ValueError, AttributeError, KeyError, TypeError, IndexError):
-        raise UserError(f"{path}: not a safetensors file (unreadable header)") from None
+        raise UserError("ckpt_bad_header", path=str(path)) from None
     data_start, tensors = 8 + length, {}
     if needed > size:
-        raise UserError(f"{path}: truncated ({size} bytes, its header needs {needed})")
+        raise UserError("ckpt_truncated", path=str(path), size=size, needed=needed)
     for name, meta in header.items():
         dtype, shape, (begin, end) = meta["dtype"], tuple(meta["shape"]), meta["data_offsets"]
         if dtype not in STORAGE:
-            raise UserError(f"{path}: {name} has dtype {dtype}; supported: {', '.join(STORAGE)}")
+            raise UserError("ckpt_bad_dtype", path=str(path), tensor=name, dtype=dtype, supported=", ".join(STORAGE))
         if end - begin != math.prod(shape) * np.dtype(STORAGE[dtype]).itemsize:
-            raise UserError(f"{path}: {name} takes {end - begin} bytes, its shape {list(shape)} needs another size")
+            raise UserError("ckpt_bad_size", path=str(path), tensor=name, size=end - begin, shape=list(shape))
         tensors[name] = StoredTensor(path, name, dtype, shape, data_start + begin)
     return tensors
 
@@ -208,9 +208,9 @@ def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{path}: file is missing") from None
+        raise UserError("ckpt_file_missing", path=str(path)) from None
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not readable JSON ({e})") from None
+        raise UserError("ckpt_bad_json", path=str(path), error=str(e)) from None
 
 
 def _context(configured: int | None) -> int:
@@ -222,9 +222,9 @@ def hf_config(path: Path) -> ModelConfig:
     c = read_json(path)
     archs = c.get("architectures") or [c.get("model_type", "unknown")]
     if "num_local_experts" in c or "MixtralForCausalLM" in archs:
-        raise UserError(f"{path}: {archs[0]} is a Mixtral mixture-of-experts model; only Mistral NeMo (MistralForCausalLM) converts")
+        raise UserError("ckpt_mixtral", path=str(path), arch=archs[0])
     if archs != ["MistralForCausalLM"]:
-        raise UserError(f"{path}: architecture {', '.join(archs)} is not converted; only Mistral NeMo (MistralForCausalLM)")
+        raise UserError("ckpt_architecture", path=str(path), arch=", ".join(archs))
     quant = c.get("quantization_config") or {}
     block = quant.get("weight_block_size")
     try:
@@ -237,16 +237,16 @@ def hf_config(path: Path) -> ModelConfig:
             tied_embeddings=bool(c.get("tie_word_embeddings", False)), fp8_block=tuple(block) if block else None,
         )  # fmt: skip
     except KeyError as e:
-        raise UserError(f"{path}: missing key {e}") from None
+        raise UserError("ckpt_missing_key", path=str(path), key_name=str(e)) from None
 
 
 def native_config(path: Path) -> ModelConfig:
     """ModelConfig from a Mistral-native params.json; refuses MoE and vision models."""
     p = read_json(path)
     if "moe" in p:
-        raise UserError(f"{path}: a Mixtral mixture-of-experts model (params.json has 'moe'); only Mistral NeMo converts")
+        raise UserError("ckpt_moe", path=str(path))
     if "vision_encoder" in p:
-        raise UserError(f"{path}: a vision model (params.json has 'vision_encoder', e.g. Pixtral); only Mistral NeMo converts")
+        raise UserError("ckpt_vision", path=str(path))
     try:
         return ModelConfig(
             hidden=p["dim"], n_layers=p["n_layers"], n_heads=p["n_heads"], n_kv_heads=p.get("n_kv_heads") or p["n_heads"],
@@ -255,7 +255,7 @@ def native_config(path: Path) -> ModelConfig:
             context_length=_context(p.get("max_seq_len")), tied_embeddings=bool(p.get("tied_embeddings", False)),
         )  # fmt: skip
     except KeyError as e:
-        raise UserError(f"{path}: missing key {e}") from None
+        raise UserError("ckpt_missing_key", path=str(path), key_name=str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -273,16 +273,16 @@ class Checkpoint:
         """Find and check everything in `folder`; raises UserError naming what is wrong."""
         folder = Path(folder)
         if not folder.is_dir():
-            raise UserError(f"{folder}: no such folder")
+            raise UserError("tools_no_such_folder", path=str(folder))
         if (folder / "config.json").is_file():
             layout, config, stored = "hf", hf_config(folder / "config.json"), _hf_tensors(folder)
         elif (folder / "params.json").is_file():
             layout, config, stored = "native", native_config(folder / "params.json"), _native_tensors(folder)
         else:
-            raise UserError(f"{folder}: neither config.json (Hugging Face) nor params.json (Mistral) is there")
+            raise UserError("ckpt_no_config", path=str(folder))
         vocab_file = next((folder / n for n in ("tekken.json", "tokenizer.json") if (folder / n).is_file()), None)
         if vocab_file is None:
-            raise UserError(f"{folder}: tekken.json (or tokenizer.json) is missing; it holds the vocabulary")
+            raise UserError("ckpt_no_vocab", path=str(folder))
         return cls(folder, layout, config, stored, vocab_file)
 
     def tensors(self) -> list[SourceTensor]:
@@ -293,22 +293,22 @@ class Checkpoint:
                 continue
             name = _gguf_name(source, names, LAYER_PREFIX[self.layout])
             if name is None:
-                raise UserError(f"{stored.file}: unexpected tensor {source!r}; not part of a Mistral NeMo checkpoint")
+                raise UserError("ckpt_unexpected_tensor", path=str(stored.file), tensor=repr(source))
             found[name] = stored
         expected = self.config.expected_shapes()
         for name, shape in expected.items():
             stored = found.get(name)
             if stored is None:
-                raise UserError(f"{self.folder}: tensor for {name} is missing from the checkpoint")
+                raise UserError("ckpt_missing_tensor", path=str(self.folder), tensor=name)
             if stored.shape != shape:
-                raise UserError(f"{stored.file}: {stored.name} has shape {list(stored.shape)}, "
-                                f"the config implies {list(shape)}")
+                raise UserError("ckpt_bad_shape", path=str(stored.file), tensor=stored.name, shape=list(stored.shape),
+                                expected=list(shape))
         return [self._source(name, found[name]) for name in expected]
 
     def _source(self, name: str, stored: StoredTensor) -> SourceTensor:
         scale = next((self.stored[s] for s in _scale_names(stored.name) if s in self.stored), None)
         if stored.dtype == "F8_E4M3" and scale is None:
-            raise UserError(f"{stored.file}: FP8 tensor {stored.name} has no scale tensor next to it")
+            raise UserError("ckpt_no_scale", path=str(stored.file), tensor=stored.name)
         heads = None
         if self.layout == "hf" and name.endswith(("attn_q.weight", "attn_k.weight")):
             heads = self.config.n_heads if "attn_q" in name else self.config.n_kv_heads
@@ -337,23 +337,23 @@ def _hf_tensors(folder: Path) -> dict[str, StoredTensor]:
     elif (folder / "model.safetensors").is_file():
         weight_map, files = None, ["model.safetensors"]
     else:
-        raise UserError(f"{folder}: model.safetensors or model.safetensors.index.json is missing")
+        raise UserError("ckpt_no_hf_weights", path=str(folder))
     stored = {}
     for file in files:
         path = folder / file
         if not path.is_file():
-            raise UserError(f"{path}: file is missing (listed in {index.name})")
+            raise UserError("ckpt_listed_missing", path=str(path), index=index.name)
         stored.update(read_safetensors_header(path))
     for name, file in (weight_map or {}).items():
         if name not in stored:
-            raise UserError(f"{folder / file}: tensor {name} listed in {index.name} is not in this file")
+            raise UserError("ckpt_listed_not_in_file", path=str(folder / file), tensor=name, index=index.name)
     return stored
 
 
 def _native_tensors(folder: Path) -> dict[str, StoredTensor]:
     files = sorted(folder.glob("consolidated*.safetensors"))
     if not files:
-        raise UserError(f"{folder}: consolidated.safetensors is missing")
+        raise UserError("ckpt_no_native_weights", path=str(folder))
     stored = {}
     for path in files:
         stored.update(read_safetensors_header(path))
