@@ -48,6 +48,7 @@ class SamplingOptions:
     frequency_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
     logprobs: int | None = None  # report each token's log-probability and this many top alternatives
+    json_schema: str | None = None  # JSON text of a schema the reply must match (app/engine/grammar.py)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path  # noqa: E402
 
 from app.base.config import models_dir  # noqa: E402
 from app.base.errors import UserError  # noqa: E402
-from app.engine.catalog import available_models  # noqa: E402
+from app.engine.catalog import available_models, short_name  # noqa: E402
 from app.faces.chat_view import ChatUI  # noqa: E402
 from app.faces.i18n import language_of, language_picker, name_tabs, say, t  # noqa: E402
 from app.faces.safe_markdown import safe_markdown  # noqa: E402
@@ -107,7 +107,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
             convert_panel(services, on_done=(lambda: gr.update(choices=available_models()), model_name))
             engine_section(services)
             mcp_section(services)
-            api_section(api_url, services.settings.model or "smollm2")
+            api_section(api_url, short_name(services.settings.model) or "smollm2")
 
         settings_fields = [n_ctx, n_gpu_layers, max_tokens, temperature, top_p, system_prompt, tools,
                            parse_timeout_s, parse_memory_mb, parse_max_pages]

@@ -49,11 +49,24 @@ def oracle():
     return MistralTokenizer.v3(is_tekken=True)
 
 
+@pytest.fixture(scope="session")
+def tiny_nemo_gguf(tmp_path_factory) -> Path:
+    """A tiny random-weight model with NeMo's architecture and Tekken vocabulary, in GGUF
+    (tests/tiny_nemo.py, converted by our converter)."""
+    from app.convert_gguf import convert
+    from tiny_nemo import make_weights, write_native
+
+    root = tmp_path_factory.mktemp("tiny-nemo")
+    return convert(write_native(root / "native", make_weights()), root / "tiny-nemo.gguf", "f16").path
+
+
 @pytest.fixture()
 def home(tmp_path, monkeypatch) -> Path:
-    """A fresh NEMO_CHAT_HOME for this test."""
+    """A fresh NEMO_CHAT_HOME for this test, and Gradio's upload folder in it (the app sets
+    GRADIO_TEMP_DIR once per process otherwise)."""
     root = tmp_path / "home"
     monkeypatch.setenv("NEMO_CHAT_HOME", str(root))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(root / "tmp"))
     return root
 
 

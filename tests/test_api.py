@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -182,15 +184,6 @@ WEATHER = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 
-@pytest.fixture(scope="module")
-def tiny_nemo_gguf(tmp_path_factory):
-    from app.convert_gguf import convert
-    from tiny_nemo import make_weights, write_native
-
-    root = tmp_path_factory.mktemp("tiny-nemo-api")
-    return convert(write_native(root / "native", make_weights()), root / "tiny-nemo.gguf", "f16").path
-
-
 def test_a_nemo_tool_call_round_trip_is_prompted_with_mistral_commons_exact_ids(home, tiny_nemo_gguf, oracle):
     from mistral_common.protocol.instruct.request import ChatCompletionRequest
 
@@ -220,7 +213,8 @@ def test_a_nemo_tool_call_round_trip_is_prompted_with_mistral_commons_exact_ids(
                                                     max_tokens=4, temperature=0)
             evaluated = services.engine.llm._input_ids[: len(expected) + 1].tolist()
             assert evaluated == expected + [tk.TOOL_CALLS], "a named tool choice makes the reply start as a call"
-            assert forced.choices[0].finish_reason in ("tool_calls", "stop", "length")
+            assert forced.choices[0].finish_reason == "length" and forced.usage.completion_tokens == 4, \
+                "4 tokens cannot hold the call: cut by max_tokens (tests/test_tool_calls.py lets it finish)"
         finally:
             server.stop()
 
@@ -237,16 +231,22 @@ class ScriptedNemo:
         return self._tekken
 
     def complete(self, prompt_ids, sampling, cancel=None, progress=None, decoder=None):
+        from app.base.jobs import CancelToken
         from app.runtime import GenerationStats
 
-        engine = self
+        engine, cancel = self, cancel or CancelToken()
 
         class Scripted:
-            stats = GenerationStats(prompt_tokens=len(prompt_ids), completion_tokens=len(engine.reply_ids),
-                                    stop_reason="eos")
+            stats = GenerationStats(prompt_tokens=len(prompt_ids), stop_reason="eos")
 
             def ids(self):
-                yield from engine.reply_ids
+                """Like the real engine: no token once the cancel is set."""
+                for token in engine.reply_ids:
+                    if cancel.cancelled:
+                        self.stats.stop_reason = "cancelled"
+                        return
+                    self.stats.completion_tokens += 1
+                    yield token
 
         return Scripted()
 
@@ -294,6 +294,13 @@ def test_the_ui_serves_the_api_beside_the_page_on_one_engine(home, page):
         page.locator("#api-section").click()
         page.locator("#api-state").wait_for(timeout=20_000)
         assert f"http://127.0.0.1:{port}/v1" in page.locator("#api-state").inner_text()
+        python = page.locator("#api-python .cm-content").inner_text()
+        curl = page.locator("#api-curl .cm-content").inner_text()
+        assert '"smollm2"' in python and '"smollm2"' in curl
+        ran = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True, timeout=300)
+        assert ran.returncode == 0 and ran.stdout.strip(), f"Settings' Python example runs as shown: {ran.stderr}"
+        ran = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=300)
+        assert ran.returncode == 0 and json.loads(ran.stdout)["choices"][0]["message"]["content"], ran.stdout
     finally:
         demo.close()
 
@@ -301,8 +308,6 @@ def test_the_ui_serves_the_api_beside_the_page_on_one_engine(home, page):
 def test_nemo_chat_serve_runs_the_api_until_stopped(home, tmp_path):
     import os
     import signal
-    import subprocess
-    import sys
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "app", "serve", "--model", "smollm2", "--port", str(port),
@@ -312,7 +317,7 @@ def test_nemo_chat_serve_runs_the_api_until_stopped(home, tmp_path):
         assert "serving the OpenAI API at" in server.stdout.readline()
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
         names = [m.id for m in client.models.list().data]
-        assert "smollm2" in names and names[0].endswith(".gguf"), names
+        assert names[0] == "smollm2" and not any("/" in name for name in names), names
         reply = client.completions.create(model="smollm2", prompt="One, two, three,", max_tokens=4, temperature=0)
         assert reply.usage.completion_tokens == 4
     finally:
@@ -329,10 +334,11 @@ def test_json_mode_makes_the_reply_json(api):
                                            response_format={"type": "json_object"}, messages=[
         {"role": "user", "content": "Give the name and age of a fictional person as JSON."}])
     text = reply.choices[0].message.content
+    assert text.lstrip()[:1] in ("{", "["), text  # JSON from its first character, never prose (nor empty)
     if reply.choices[0].finish_reason == "stop":
         assert isinstance(json.loads(text), (dict, list))
-    else:  # cut by max_tokens: still the start of JSON, never prose
-        assert text.lstrip()[:1] in "{[", text
+    else:  # cut by max_tokens: the start of JSON
+        assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 150
 
 
 def test_a_full_queue_answers_429_and_frees_up_when_a_reply_ends(services):

@@ -14,23 +14,14 @@ from app.services.chat import ChatService
 from app.engine.chat_format import chat_format_for
 from app.base.config import Settings
 from app.base.jobs import CancelToken
-from app.convert_gguf import convert
 from app.base.gguf_info import read_gguf_info
 from app.history import History
 from app.engine.chat_format import NemoChatFormat
 from app.nemo.prompt import encode_chat
 from app.engine.llama import LlamaEngine
 from app.runtime import GenerationStats, LoadOptions
-from tiny_nemo import make_weights, write_native
 
 REFERENCE = MistralTokenizer.v3(is_tekken=True)
-
-
-@pytest.fixture(scope="module")
-def tiny_nemo_gguf(tmp_path_factory):
-    """A tiny random-weight model with NeMo's architecture and Tekken vocabulary, in GGUF."""
-    root = tmp_path_factory.mktemp("tiny-nemo")
-    return convert(write_native(root / "native", make_weights()), root / "tiny-nemo.gguf", "f16").path
 
 
 def reference_ids(messages: list[dict]) -> list[int]:
@@ -62,26 +53,30 @@ class ScriptedCompletion:
     reply: list[int]
     stats: GenerationStats = field(default_factory=GenerationStats)
 
-    cancel: CancelToken | None = None
+    cancel: CancelToken = field(default_factory=CancelToken)
+    stop_after: int | None = None  # the user presses Stop once this many tokens are out
 
     def ids(self):
-        """The scripted ids; like the real engine, a cancelled stream ends after the current token."""
-        for token in self.reply:
-            self.stats.completion_tokens += 1
-            yield token
-            if self.cancel is not None and self.cancel.cancelled:
+        """The scripted ids; like the real engine, no token comes once the cancel is set (set in
+        advance: none at all)."""
+        for count, token in enumerate(self.reply):
+            if self.cancel.cancelled:
                 self.stats.stop_reason = "cancelled"
                 return
-        self.stats.stop_reason = "eos"
+            self.stats.completion_tokens += 1
+            yield token
+            if count + 1 == self.stop_after:
+                self.cancel.cancel()
+        self.stats.stop_reason = "cancelled" if self.cancel.cancelled else "eos"
 
 
 class ScriptedEngine:
     """Unit-test stand-in for the engine: replays scripted replies, records the prompts."""
 
-    def __init__(self, gguf_path, replies: list[list[int]]) -> None:
+    def __init__(self, gguf_path, replies: list[list[int]], stop_after: int | None = None) -> None:
         self.info = read_gguf_info(gguf_path)
         self.model_name = self.info.path.name
-        self.replies, self.prompts = list(replies), []
+        self.replies, self.prompts, self.stop_after = list(replies), [], stop_after
 
     def load(self, options: LoadOptions) -> None:
         pass
@@ -91,7 +86,8 @@ class ScriptedEngine:
 
     def complete(self, prompt_ids, sampling, cancel=None, progress=None, decoder=None):
         self.prompts.append(list(prompt_ids))
-        return ScriptedCompletion(self.replies.pop(0), cancel=cancel)
+        stop_after, self.stop_after = self.stop_after, None  # one Stop, in the first reply
+        return ScriptedCompletion(self.replies.pop(0), cancel=cancel or CancelToken(), stop_after=stop_after)
 
 
 def test_tool_calls_run_are_saved_and_fed_back(tiny_nemo_gguf, tmp_path):
@@ -134,14 +130,11 @@ def test_a_stop_while_nemo_writes_a_tool_call_saves_no_step_and_the_chat_goes_on
     tekken = tk.Tekken.from_gguf(tiny_nemo_gguf)
     call = [{"name": "calculator", "arguments": {"expression": "6*7"}, "id": "abcDEF123"}]
     engine = ScriptedEngine(tiny_nemo_gguf, [[tk.TOOL_CALLS, *tekken.encode(json.dumps(call))],
-                                             tekken.encode("Hello again.")])
+                                             tekken.encode("Hello again.")], stop_after=4)
     history = History(tmp_path / "chat.db")
     service = ChatService(history, engine)
     settings = Settings(model=str(tiny_nemo_gguf), tools="calculator")
-    cancel = CancelToken()
-    updates = service.send(None, "What is 6 times 7?", settings, cancel)
-    cancel.cancel()  # Stop, as the first tokens of the call are written
-    final = list(updates)[-1]
+    final = list(service.send(None, "What is 6 times 7?", settings, CancelToken()))[-1]
     assert final.status == "stopped"
     roles = [m["role"] for m in history.messages(final.conversation_id)]
     assert "tool" not in roles, "a half-written call is never saved as a step"

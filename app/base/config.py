@@ -50,6 +50,7 @@ class Settings:
     max_tokens: int = 1024
     system_prompt: str = ""
     tools: str = "current_datetime,calculator,search_conversations"  # NeMo function calling
+    tool_choice: str = "auto"  # auto: the model decides; required: its first reply calls a tool; or a tool's name
     parse_timeout_s: float = 120.0  # reading one document (in a child process) may take this long
     parse_memory_mb: int = 2048  # ... and this much address space (RLIMIT_AS); 0 = no limit
     parse_max_pages: int = 2000  # a PDF with more pages is refused before its text is extracted; 0 = no limit

@@ -22,6 +22,7 @@ from llama_cpp.llama_grammar import JSON_GBNF
 
 from app.base.jobs import CancelToken
 from app.base.messages import Message
+from app.engine.grammar import schema_grammar
 from app.engine.kv_states import common_prefix
 from app.engine.slot_states import SlotStates
 from app.runtime import TokenLogprob
@@ -30,22 +31,34 @@ PROGRESS, TOKEN, END = "progress", "token", "end"  # the kinds of event a sequen
 PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over (llama-cpp-python's default)
 
 
-def sampler_chain(sampling, vocab):
+def sampler_chain(sampling, vocab, prompt: list[int]):
     """A llama.cpp sampler chain for one sequence (`sampling`: app.runtime.SamplingOptions), as
     llama-cpp-python's `generate` builds it. Greedy at temperature 0; the seed is this sequence's own.
-    `sampling.grammar == "json"` allows only JSON (the OpenAI API's `response_format`); the logit
-    biases and the penalties (repeat, frequency, presence) come before any choice is made."""
+    `sampling.grammar == "json"` allows only JSON (the OpenAI API's `response_format`),
+    `sampling.json_schema` only JSON that matches that schema (a grammar llama.cpp cannot parse
+    raises ValueError); the logit biases and the penalties (repeat, frequency, presence) come
+    before any choice is made, and the repeat penalty has read the end of `prompt`."""
     n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+    grammar = schema_grammar(sampling.json_schema) if sampling.json_schema else (
+        JSON_GBNF if sampling.grammar == "json" else None)
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     add = lambda sampler: llama_cpp.llama_sampler_chain_add(chain, sampler)
-    if sampling.grammar == "json":
-        add(llama_cpp.llama_sampler_init_grammar(vocab, JSON_GBNF.encode("utf-8"), b"root"))
+    if grammar is not None:
+        constraint = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+        if not constraint:
+            llama_cpp.llama_sampler_free(chain)
+            raise ValueError("llama.cpp could not parse the grammar of this schema")
+        add(constraint)
     if sampling.logit_bias:
         biases = (llama_cpp.llama_logit_bias * len(sampling.logit_bias))(*sampling.logit_bias)
         add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(sampling.logit_bias), biases))
     if _penalized(sampling):
-        add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, sampling.repeat_penalty,
-                                                   sampling.frequency_penalty, sampling.presence_penalty))
+        penalties = llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, sampling.repeat_penalty,
+                                                           sampling.frequency_penalty, sampling.presence_penalty)
+        if sampling.repeat_penalty != 1.0:  # the penalty alone reads the prompt, never the grammar
+            for token in prompt[-PENALTY_LAST_N:]:
+                llama_cpp.llama_sampler_accept(penalties, token)
+        add(penalties)
     if sampling.temperature <= 0.0:
         add(llama_cpp.llama_sampler_init_greedy())
         return chain
@@ -216,6 +229,11 @@ class BatchRunner:
             if not free:
                 return
             sequence = self._pending.pop(0)
+            try:
+                sequence.sampler = sampler_chain(sequence.sampling, self._vocab, sequence.prompt)
+            except ValueError as exc:  # a schema the grammar cannot hold: this request fails alone
+                self._end(sequence, "error", str(exc))
+                continue
             slot = max(free, key=lambda s: s.keeps(sequence.prompt))
             reuse = min(common_prefix(slot.held, sequence.prompt), len(sequence.prompt) - 1)
             if self._states is not None:
@@ -227,10 +245,6 @@ class BatchRunner:
             if self._states is not None:
                 reuse = self._states.enter(slot, sequence.prompt, reuse, sequence.sampling.keep_state)
             sequence.slot, sequence.reused, sequence.read = slot, reuse, reuse
-            sequence.sampler = sampler_chain(sequence.sampling, self._vocab)
-            if sequence.sampling.repeat_penalty != 1.0:
-                for token in sequence.prompt[-PENALTY_LAST_N:]:
-                    llama_cpp.llama_sampler_accept(sequence.sampler, token)
             sequence.admitted_at = time.perf_counter()
             self._live.append(sequence)
             sequence.events.put((PROGRESS, 0, len(sequence.prompt) - reuse))

@@ -56,6 +56,21 @@ CATALOG = {
 }  # fmt: skip
 
 
+def catalog_name(file_name: str) -> str | None:
+    """The catalog name of a model file (`smollm2`, `nemo-q4_k_m`, ...), or None for other files."""
+    names = {"SmolLM2-135M-Instruct.Q4_1.gguf": "smollm2",
+             **{model.filename: name for name, model in CATALOG.items()}}
+    return names.get(Path(file_name).name)
+
+
+def short_name(model: str) -> str:
+    """What the API calls a model given as a catalog name, a file name or a path: its catalog
+    name, else the file's stem (never a path)."""
+    if model.lower().endswith(".gguf") or "/" in model or "\\" in model:
+        return catalog_name(model) or Path(model).stem
+    return model
+
+
 def catalog_model(name: str) -> CatalogModel:
     model = CATALOG.get(name.strip().lower())
     if model is None:

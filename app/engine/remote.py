@@ -12,6 +12,7 @@ JSON mode (`SamplingOptions.grammar == "json"`) is asked of the server as the Op
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -20,6 +21,7 @@ from app.base.config import Settings
 from app.base.errors import UserError
 from app.base.jobs import CancelToken, Progress, ProgressCallback, no_progress
 from app.base.logs import log_notice
+from app.engine.grammar import schema_grammar
 from app.engine.openai_http import READ_TIMEOUT_S, ServerClient, key_in_clear
 from app.engine.remote_tokens import ServerTokenizer, find_tokenizer
 from app.runtime import GenerationStats, LoadOptions, SamplingOptions, TokenDecoder
@@ -181,7 +183,9 @@ class RemoteEngine:
         else:
             route = "chat/completions"
             body["messages"] = self._messages(prompt_ids)
-        if sampling.grammar == "json":
+        if sampling.json_schema:
+            body.update(schema_mode(route, sampling.json_schema))
+        elif sampling.grammar == "json":
             body.update(json_mode(route))
         return route, body
 
@@ -204,6 +208,17 @@ def json_mode(route: str) -> dict:
         from llama_cpp.llama_grammar import JSON_GBNF  # the embedded engine's JSON grammar
 
         fields["grammar"] = JSON_GBNF
+    return fields
+
+
+def schema_mode(route: str, json_schema: str) -> dict:
+    """The fields that make a server reply with JSON matching a schema (`SamplingOptions.json_schema`):
+    `response_format` for vLLM and chat routes, and on /v1/completions the same grammar the
+    embedded engine uses, for llama.cpp's servers (as `json_mode` does)."""
+    schema = json.loads(json_schema)
+    fields = {"response_format": {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}}}
+    if route == "completions":
+        fields["grammar"] = schema_grammar(schema)
     return fields
 
 

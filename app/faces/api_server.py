@@ -102,13 +102,18 @@ async def _events(api_request, deltas, chat: bool, model: str):
 
 
 def model_names(services) -> list[str]:
-    """The names a request's `model` may use: the catalog name or path in the settings, the file's
-    name and its stem (`mistral-nemo`, `Mistral-NeMo-12B-Q4_K_M.gguf`, `Mistral-NeMo-12B-Q4_K_M`)."""
+    """The names a request's `model` may use, short name first: the catalog name (`smollm2`,
+    `nemo-q4_k_m`) or else the file's stem; then the stem, the file's name, and the name in the
+    settings (a catalog name, or a server's served alias). Never a path: every client sees them."""
     from pathlib import Path
 
-    file_name = services.engine.model_name
-    names = [file_name, Path(file_name).stem, services.settings.model]
-    return list(dict.fromkeys(n for n in names if n))
+    from app.engine.catalog import short_name
+
+    served = services.engine.model_name  # the file's name, or the model a server serves
+    chosen = services.settings.model if not any(c in services.settings.model for c in "/\\") else ""
+    names = [short_name(served), Path(served).stem if served.endswith(".gguf") else "", served, chosen,
+             services.settings.remote_model if services.settings.remote.strip() else ""]
+    return list(dict.fromkeys(n.strip() for n in names if n and n.strip()))
 
 
 def api_service(services, keep_history: bool = False) -> OpenAIService:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.nemo import tekken as tk
+from app.nemo.call_schema import tool_calls_schema
 from app.nemo.prompt import NAME_RE, ToolCall, encode_chat, is_tool_call_reply, parse_tool_calls
 
 
@@ -64,7 +65,8 @@ def current_datetime(timezone: str = "") -> dict:
 DATETIME_TOOL = Tool(
     "current_datetime",
     "Get the current date, time and weekday, optionally in a given IANA time zone.",
-    _object({"timezone": {"type": "string", "description": 'IANA time zone, e.g. "Asia/Tokyo"; omit for local time'}}),
+    _object({"timezone": {"type": "string", "maxLength": 64,
+                          "description": 'IANA time zone, e.g. "Asia/Tokyo"; omit for local time'}}),
     current_datetime,
 )
 
@@ -156,7 +158,8 @@ CALCULATOR_TOOL = Tool(
     "calculator",
     "Evaluate an arithmetic expression exactly: + - * / // % **, parentheses, pi, e, and "
     "sqrt, exp, log, log10, log2, sin, cos, tan, asin, acos, atan, abs, floor, ceil, round, factorial.",
-    _object({"expression": {"type": "string", "description": 'e.g. "(17 * 23) / sqrt(2)"'}}, ["expression"]),
+    _object({"expression": {"type": "string", "maxLength": MAX_EXPRESSION_CHARS,
+                            "description": 'e.g. "(17 * 23) / sqrt(2)"'}}, ["expression"]),
     lambda expression: {"expression": expression, "result": calculate(expression)},
 )
 
@@ -175,6 +178,7 @@ class SearchHit:
 
 ConversationSearch = Callable[[str], Iterable[SearchHit]]
 MAX_HITS = 10
+MAX_QUERY_CHARS = 200
 MAX_SNIPPET_CHARS = 400
 
 
@@ -195,7 +199,7 @@ def search_tool(search: ConversationSearch) -> Tool:
 
     parameters = _object(
         {
-            "query": {"type": "string", "description": "words to look for"},
+            "query": {"type": "string", "maxLength": MAX_QUERY_CHARS, "description": "words to look for"},
             "limit": {"type": "integer", "description": f"most hits to return (1-{MAX_HITS}, default 5)"},
         },
         ["query"],
@@ -210,7 +214,7 @@ def builtin_tools(search: ConversationSearch | None = None) -> list[Tool]:
 
 # --- the tool loop ---------------------------------------------------------------------------
 
-Generate = Callable[[list[int]], Iterable[int]]
+Generate = Callable[[list[int], "dict | None"], Iterable[int]]  # prompt ids, the schema a required call matches
 
 
 @dataclass(frozen=True)
@@ -291,23 +295,32 @@ def run_tool_loop(
     max_rounds: int = 4,
     stopped: Callable[[], bool] = lambda: False,
     approve: Approve | None = None,
+    tool_choice: str = "auto",
 ) -> Iterator[ToolStep | TextDelta | Approval | Answer]:
     """Generate, run the calls of a `[TOOL_CALLS]` reply, feed the results back, repeat.
 
-    `generate(prompt_ids)` yields the reply's ids (the engine seam). Yields each `ToolStep`,
-    the answer's `TextDelta`s, then one `Answer`. A call `approve(call, tool)` gives an
-    Approval for is yielded and waits for its answer (a Stop meanwhile ends the loop). After `max_rounds` rounds of calls the model is
-    asked once more without tools, so it answers from what it has. A reply cut by a Stop
-    (`stopped()`) ends the loop: a half-written call is never run. `messages` is not changed.
+    `generate(prompt_ids, calls_schema)` yields the reply's ids (the engine seam); a schema
+    means the reply must be calls that match it. With `tool_choice` "required" or a tool's
+    name, the first reply is a call: the prompt ends with `[TOOL_CALLS]` and the calls are held
+    to the offered tools' schemas (app/nemo/call_schema.py); later rounds are free ("auto").
+    Yields each `ToolStep`, the answer's `TextDelta`s, then one `Answer`. A call `approve(call,
+    tool)` gives an Approval for is yielded and waits for its answer (a Stop meanwhile ends the
+    loop). After `max_rounds` rounds of calls the model is asked once more without tools, so it
+    answers from what it has. A reply cut by a Stop (`stopped()`) ends the loop: a half-written
+    call is never run. `messages` is not changed.
     """
     messages = list(messages)
     by_name = {tool.name: tool for tool in tools}
     schemas = [tool.schema() for tool in tools]
     for round_ in range(max_rounds + 1):
         offered = schemas if round_ < max_rounds else None
-        reply: list[int] = []
+        calls_schema = None
+        if round_ == 0 and offered and (tool_choice == "required" or tool_choice in by_name):
+            calls_schema = tool_calls_schema(offered, None if tool_choice == "required" else tool_choice)
+        reply: list[int] = [tk.TOOL_CALLS] if calls_schema else []
         decoder = tekken.stream_decoder()
-        with closing(_until_eos(generate(encode_chat(tekken, messages, offered)))) as stream:
+        prompt = encode_chat(tekken, messages, offered) + reply
+        with closing(_until_eos(generate(prompt, calls_schema))) as stream:
             for token in stream:
                 reply.append(token)
                 if not is_tool_call_reply(reply) and (delta := decoder.feed(token)):

@@ -208,7 +208,8 @@ class ChatService:
         sampling = replace(sampling_options(settings), keep_state=True)  # the engine may save it for next time
         completions: list[Completion] = []
         if tools:
-            events = self._tool_events(chat_format, messages, tools, sampling, cancel, progress, completions)
+            events = self._tool_events(chat_format, messages, tools, sampling, cancel, progress, completions,
+                                       settings.tool_choice)
         else:
             completions.append(self.engine.complete(chat_format.encode(messages), sampling, cancel, progress,
                                                     decoder=chat_format.decoder()))
@@ -240,15 +241,18 @@ class ChatService:
             reply.finish(stats)
         yield ReplyUpdate(conversation_id, reply.message_id, reply.text, True, reply.status, stats)
 
-    def _tool_events(self, chat_format: NemoChatFormat, messages, tools, sampling, cancel, progress, completions):
-        """Text deltas and tool steps from NeMo's native function-calling loop."""
-        def generate(prompt_ids: list[int]):
-            completions.append(self.engine.complete(prompt_ids, sampling, cancel, progress))
+    def _tool_events(self, chat_format: NemoChatFormat, messages, tools, sampling, cancel, progress, completions,
+                     tool_choice: str = "auto"):
+        """Text deltas and tool steps from NeMo's native function-calling loop; with `tool_choice`
+        "required" or a tool's name, the first reply is a call held to the tools' schemas."""
+        def generate(prompt_ids: list[int], calls_schema: dict | None):
+            held = replace(sampling, json_schema=json.dumps(calls_schema)) if calls_schema else sampling
+            completions.append(self.engine.complete(prompt_ids, held, cancel, progress))
             return completions[-1].ids()
 
         approve = self.toolbox.approval if self.toolbox is not None else None
         for event in run_tool_loop(generate, chat_format.tekken, messages, tools, stopped=lambda: cancel.cancelled,
-                                   approve=approve):
+                                   approve=approve, tool_choice=tool_choice):
             if isinstance(event, TextDelta):
                 yield event.text
             elif isinstance(event, (ToolStep, Approval)):

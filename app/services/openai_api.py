@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterator
 from app.base.errors import UserError
 from app.base.jobs import CancelToken
 from app.engine.chat_format import NemoChatFormat, chat_format_for
+from app.engine.grammar import schema_grammar
+from app.nemo.call_schema import SchemaError, tool_calls_schema
 from app.nemo import tekken as tk
 from app.nemo.prompt import encode_chat, is_tool_call_reply, parse_tool_calls
 from app.history import History
@@ -118,6 +120,7 @@ def parse_request(body: Any, chat: bool) -> ApiRequest:
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise ApiError(400, "stream_options must be an object", "stream_options")
+    sampling = replace(sampling, **_response_format(body.get("response_format")))
     request = ApiRequest(model=str(body.get("model") or ""), sampling=sampling,
                          max_tokens=_integer(body, "max_completion_tokens", "max_tokens"), stop=_stops(body),
                          stream=bool(body.get("stream")), include_usage=bool(stream_options.get("include_usage")))
@@ -132,11 +135,6 @@ def parse_request(body: Any, chat: bool) -> ApiRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list", "messages")
-    format_ = body.get("response_format") or {"type": "text"}
-    if not isinstance(format_, dict) or format_.get("type") not in ("text", "json_object"):
-        raise ApiError(400, 'response_format must be {"type": "text"} or {"type": "json_object"}', "response_format")
-    if format_["type"] == "json_object":
-        request = replace(request, sampling=replace(request.sampling, grammar="json"))
     tools = body.get("tools") or []
     if not isinstance(tools, list):
         raise ApiError(400, "tools must be a list", "tools")
@@ -175,6 +173,29 @@ def _at_most(body: dict, name: str, most: int) -> int | None:
     if value is not None and value > most:
         raise ApiError(400, f"{name} must be an integer from 0 to {most}", name)
     return value
+
+
+def _response_format(format_: Any) -> dict:
+    """The sampling fields a `response_format` asks for: JSON (`json_object`) or JSON that matches a
+    schema (`json_schema`, always strict: llama.cpp's JSON-schema grammar)."""
+    format_ = format_ or {"type": "text"}
+    kind = format_.get("type") if isinstance(format_, dict) else None
+    if kind == "text":
+        return {}
+    if kind == "json_object":
+        return {"grammar": "json"}
+    if kind != "json_schema":
+        raise ApiError(400, 'response_format must be {"type": "text"}, {"type": "json_object"} or '
+                       '{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}', "response_format")
+    schema = (format_.get("json_schema") or {}).get("schema") if isinstance(format_.get("json_schema"), dict) else None
+    if not isinstance(schema, dict):
+        raise ApiError(400, "response_format.json_schema.schema must be a JSON schema object", "response_format")
+    try:
+        schema_grammar(schema)
+    except SchemaError as exc:
+        raise ApiError(400, f"response_format.json_schema.schema at {exc.where}: {exc.what}", "response_format",
+                       "unsupported_schema") from None
+    return {"json_schema": json.dumps(schema, ensure_ascii=False)}
 
 
 def _tool_choice(choice: Any, tools: list) -> Any:
@@ -268,11 +289,12 @@ class OpenAIService:
             raise ApiError(404, f"the model {request.model!r} does not exist here; GET /v1/models lists "
                            f"what this server runs ({', '.join(self.model_names())})", "model", "model_not_found")
 
-    def prompt_ids(self, request: ApiRequest) -> tuple[list[int], bool]:
-        """The prompt's token ids, and whether the reply must be a tool call."""
+    def prompt_ids(self, request: ApiRequest) -> tuple[list[int], dict | None]:
+        """The prompt's token ids, and when the reply must be a tool call, the schema of its calls
+        (the prompt then ends with `[TOOL_CALLS]`)."""
         try:
             if request.prompt is not None:
-                return self.completion_prompt(request.prompt), False
+                return self.completion_prompt(request.prompt), None
             chat_format = chat_format_for(self.engine)
             if isinstance(chat_format, NemoChatFormat):
                 return self._nemo_prompt(chat_format.tekken, request)
@@ -280,17 +302,20 @@ class OpenAIService:
                 raise ApiError(400, "tools need a Mistral NeMo model (native function calling) given its prompt as "
                                f"token ids; this server runs {self.engine.model_name}"
                                + (" on a server that takes no token ids" if self.engine.tekken() else ""), "tools")
-            return chat_format.encode([{**m, "content": _plain_text(m)} for m in request.messages]), False
+            return chat_format.encode([{**m, "content": _plain_text(m)} for m in request.messages]), None
         except UserError as exc:
             raise ApiError(400, str(exc), "messages") from None
 
-    def _nemo_prompt(self, tekken: tk.Tekken, request: ApiRequest) -> tuple[list[int], bool]:
+    def _nemo_prompt(self, tekken: tk.Tekken, request: ApiRequest) -> tuple[list[int], dict | None]:
+        """With `required` or a named function (then the one offered), the reply is `[TOOL_CALLS]`
+        and calls that the grammar holds to the offered tools' schemas."""
         choice = request.tool_choice
         tools = [] if choice == "none" else [t for t in request.tools if choice in ("auto", "required")
                                              or t.get("function", {}).get("name") == choice]
         ids = encode_chat(tekken, list(request.messages), tools or None)
-        forced = bool(tools) and choice != "auto"
-        return (ids + [tk.TOOL_CALLS] if forced else ids), forced
+        if not tools or choice == "auto":
+            return ids, None
+        return ids + [tk.TOOL_CALLS], tool_calls_schema(tools, None if choice == "required" else choice)
 
     def completion_prompt(self, prompt: str | list[int]) -> list[int]:
         """Text as the model reads a prompt (its BOS first), or token ids as given."""
@@ -332,12 +357,15 @@ class OpenAIService:
     def _reply(self, request: ApiRequest, cancel: CancelToken) -> Iterator[Delta]:
         """Checks the request and starts it on the engine now; iterate the result for its deltas."""
         engine = self.engine  # one engine for the whole reply, even if Settings swap it meanwhile
-        prompt, forced = self.prompt_ids(request)
+        prompt, calls = self.prompt_ids(request)
+        forced = calls is not None
         room = engine.n_ctx - len(prompt)
         if room <= 0:
             raise ApiError(413, f"the prompt is {len(prompt):,} tokens but the context holds {engine.n_ctx:,}",
                            "messages", "context_length_exceeded")
         sampling = replace(request.sampling, max_tokens=min(request.max_tokens or room, room))
+        if forced:
+            sampling = replace(sampling, grammar=None, json_schema=json.dumps(calls, ensure_ascii=False))
         try:
             completion = engine.complete(prompt, sampling, cancel)
         except UserError as exc:  # the engine refused the prompt itself (e.g. a token id out of range)
