@@ -60,5 +60,12 @@ apt_install() {  # Debian packages the tests need: what needs them, then the pac
 if [ "$MODE" = test ]; then
   [ -x /usr/bin/chromium ] || apt_install "the browser tests" chromium
   command -v desktop-file-validate >/dev/null || apt_install "the launcher entry's test" desktop-file-utils
+  # the fonts that layout checks and screenshots are made with: Noto for every script of the 11
+  # languages, CJK included, and DejaVu; only those missing
+  FONTS=""
+  for font in fonts-noto-core fonts-noto-cjk fonts-dejavu-core; do
+    dpkg-query -W -f='${Status}' "$font" 2>/dev/null | grep -q "ok installed" || FONTS="$FONTS $font"
+  done
+  [ -z "$FONTS" ] || apt_install "the layout tests and screenshots" $FONTS
 fi
 log "ready ($BACKEND build)"

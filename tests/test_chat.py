@@ -83,7 +83,7 @@ def test_a_bad_model_stores_nothing(service, tmp_path):
 
 KILLED_CHILD = textwrap.dedent(
     """
-    import sys
+    import sys, time
     from app.services.chat import ChatService
     from app.base.config import Settings
     from app.history import History
@@ -91,31 +91,41 @@ KILLED_CHILD = textwrap.dedent(
     service = ChatService(History(sys.argv[1]), LlamaEngine())
     settings = Settings(model="smollm2", n_ctx=2048, temperature=0.0, max_tokens=2000)
     for update in service.send(None, "Write a very long essay about the history of ships. Count from 1 to 500, separated by commas.", settings):
-        pass
+        print(time.monotonic(), len(update.text), flush=True)  # when the reply had this much text
     """
 )
 
 
+def saved_reply(db) -> str:
+    """The assistant row's text as the database holds it now ("" before there is one)."""
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            row = conn.execute("SELECT content FROM messages WHERE role='assistant'").fetchone()
+    except sqlite3.OperationalError:
+        return ""  # the schema is still being created
+    return row[0] if row else ""
+
+
 def test_a_killed_process_loses_at_most_a_second_of_the_reply(tmp_path, monkeypatch):
+    """The child reports each update of its reply (its own clock, the text's length); killed once the
+    database holds 80 characters, what the database kept was written at most a second before the
+    child's last update, by the child's own clock."""
     from app import history as history_module
 
     monkeypatch.setattr(history_module, "STALE_STREAMING_S", 0.0)  # the killed writer will never write again
     db = tmp_path / "killed.db"
-    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(db)])
+    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(db)], stdout=subprocess.PIPE, text=True)
+    updates, saved = [], ""
     try:
-        deadline = time.monotonic() + 120
-        saved = ""
-        while time.monotonic() < deadline and len(saved) < 80:
-            time.sleep(0.2)
-            if db.exists():
-                try:
-                    with sqlite3.connect(db, timeout=5) as conn:
-                        row = conn.execute("SELECT content FROM messages WHERE role='assistant'").fetchone()
-                    saved = row[0] if row else ""
-                except sqlite3.OperationalError:
-                    continue  # the schema is still being created
+        for line in child.stdout:  # each update of the reply, as it happens
+            at, length = line.split()
+            updates.append((float(at), int(length)))
+            saved = saved_reply(db)
+            if len(saved) >= 80:
+                break
         assert len(saved) >= 80, "the streaming reply should reach the database while it grows"
         os.kill(child.pid, signal.SIGKILL)
+        updates += [(float(at), int(length)) for at, length in (line.split() for line in child.stdout)]
     finally:
         child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
@@ -124,6 +134,9 @@ def test_a_killed_process_loses_at_most_a_second_of_the_reply(tmp_path, monkeypa
     user, reply = history.messages(conversation["id"])
     assert user["content"].startswith("Write a very long essay")
     assert reply["status"] == INTERRUPTED and reply["content"].startswith(saved)
+    kept_at = next(at for at, length in updates if length >= len(reply["content"]))
+    lost_s = updates[-1][0] - kept_at
+    assert lost_s <= 1.0, f"the text written in the last {lost_s:.2f} s before the kill was lost"
     assert history.integrity_ok()
     history.close()
 

@@ -18,9 +18,33 @@ def test_chat_json_reports_the_reply_and_its_counters(home):
     assert (home / "nemo-chat.db").exists()
 
 
-def test_chat_streams_plain_text(home):
-    result = run_cli("chat", "Say hi.", "--model", "smollm2", "--max-tokens", "12", home=home)
-    assert result.returncode == 0 and result.stdout.strip()
+def test_chat_streams_plain_text_and_ctrl_c_keeps_what_was_written(home):
+    """The reply's first words reach the terminal while it is still being written: Ctrl+C after
+    them stops it, and what was shown is what the history keeps, marked stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from app.history import History
+
+    child = subprocess.Popen([sys.executable, "-m", "app", "chat", "Count from 1 to 1000, separated by commas.",
+                              "--model", "smollm2", "--max-tokens", "1500", "--temperature", "0"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "NEMO_CHAT_HOME": str(home)})
+    shown = b""
+    while len(shown.strip()) < 8:
+        chunk = os.read(child.stdout.fileno(), 4096)
+        assert chunk, child.stderr.read().decode()
+        shown += chunk
+    child.send_signal(signal.SIGINT)
+    shown += child.stdout.read()
+    assert child.wait(timeout=120) == 130, child.stderr.read().decode()
+    history = History(home / "nemo-chat.db")
+    [conversation] = history.conversations()
+    user, reply = history.messages(conversation["id"])
+    assert reply["status"] == "stopped" and reply["content"].strip()
+    assert reply["content"].strip().startswith(shown.decode().strip()[:8]), (shown, reply["content"][:80])
+    history.close()
 
 
 def test_bad_models_exit_2_with_one_line(home, tmp_path, model_path):

@@ -7,8 +7,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import gguf
 import jinja2.sandbox
@@ -402,24 +400,3 @@ def test_cancel_leaves_nothing(outtype, tiny, tmp_path):
     job = Job(stopped_half_way)
     assert job.run().stopped and job.progress.done * 2 >= job.progress.total
     assert leftovers(tmp_path) == []
-
-
-# --- llama.cpp's own converter, for comparison ---------------------------------------------
-
-LLAMA_CONVERTER = os.environ.get("LLAMA_CPP_CONVERTER")  # vendor/llama.cpp/convert_hf_to_gguf.py of the sdist
-
-
-@pytest.mark.skipif(not LLAMA_CONVERTER, reason="LLAMA_CPP_CONVERTER is not set (docs/converter.md says how)")
-def test_llama_cpp_converter_output_of_native_input_does_not_load(tiny, converted, tmp_path):
-    """llama.cpp's --mistral-format path omits llama.context_length and names its template; ours loads."""
-    python = os.environ.get("LLAMA_CPP_CONVERTER_PYTHON", sys.executable)
-    theirs = tmp_path / "llama-cpp.gguf"
-    subprocess.run([python, LLAMA_CONVERTER, str(tiny["native"]), "--mistral-format", "--outtype", "f32",
-                    "--outfile", str(theirs)], check=True, capture_output=True)  # fmt: skip
-    metadata, _ = read_gguf(theirs)
-    assert "llama.context_length" not in metadata
-    assert metadata["tokenizer.chat_template"] == "mistral-v3-tekken"
-    with pytest.raises(ValueError, match="Failed to load model"):
-        Llama(str(theirs), n_ctx=64, verbose=False)
-    ours, _ = read_gguf(converted("native", "f32").path)
-    assert ours["llama.context_length"] == 131072 and "[INST]" in ours["tokenizer.chat_template"]

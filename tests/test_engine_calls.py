@@ -4,7 +4,6 @@ closed half way that stops at once and gives the model back."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -76,10 +75,11 @@ def test_a_call_closed_half_way_stops_and_gives_the_model_back(engine, store):
     steps = calls.generate(ASK, SamplingOptions(temperature=0, max_tokens=400), cancel, lambda text: text)
     while not next(steps):
         pass  # until the first text
-    started = time.monotonic()
     steps.close()
-    assert cancel.cancelled and time.monotonic() - started < 10
-    assert engine.complete(engine.tokenize("Hi"), SamplingOptions(max_tokens=2)).text() is not None, "the model is free"
+    assert cancel.cancelled
+    after = engine.complete(engine.tokenize("Hi"), SamplingOptions(max_tokens=2))
+    after.text()
+    assert after.stats.completion_tokens >= 1 and after.stats.stop_reason in ("eos", "length"), "the model is free"
 
 
 def test_a_call_describes_itself_for_a_person():

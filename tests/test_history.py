@@ -26,8 +26,11 @@ def test_migrations_are_named_recorded_and_applied_once(tmp_path):
         "m001_conversations", "m002_search", "m003_documents", "m004_translations", "m005_chunk_search",
         "m006_trash_and_title_source", "m007_branches", "m008_readable_tool_steps"]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    recorded = conn.execute("SELECT * FROM _migrations ORDER BY name").fetchall()
     conn.close()
     History(tmp_path / "a.db").close()  # reopening applies nothing twice
+    with sqlite3.connect(tmp_path / "a.db") as conn:
+        assert conn.execute("SELECT * FROM _migrations ORDER BY name").fetchall() == recorded, "nothing applied again"
 
 
 def test_conversations_and_messages_round_trip(history):
@@ -93,6 +96,8 @@ def test_a_deleted_conversation_waits_in_the_trash_and_can_be_restored(history):
     assert [h.conversation_id for h in history.search("lighthouse")] == [cid]
 
     history.purge(cid)  # not in the trash: purge leaves it alone
+    assert history.conversation(cid)["title"] == "Harbour plans"
+    assert [r["content"] for r in history.messages(cid)] == ["Where is the lighthouse?"]
     history.trash_conversation(cid)
     assert history.purge_trash() == [], f"kept for {TRASH_KEEP_S} s"
     history.purge(cid)

@@ -6,12 +6,11 @@ document is out of date.
 
 from pathlib import Path
 
+import llama_cpp
 import pytest
 from tekken_corpus import CORPUS
 
 from app.nemo.tekken import write_vocab_gguf
-
-llama_cpp = pytest.importorskip("llama_cpp")
 
 DOC = Path(__file__).parent.parent / "docs" / "tokenizer-gap.md"
 

@@ -115,9 +115,10 @@ def follow_progress(page, where: str, until: str, snapshot: tuple[str, str] | No
     raise AssertionError(f"{where} never showed {until!r}: {seen}")
 
 
-def test_a_dropped_document_is_selected_and_its_summary_shows_progress_within_2_s(served, page, artifacts, tmp_path):
+def test_a_dropped_document_is_selected_and_its_summary_shows_the_prompt_read_then_written(served, page, artifacts,
+                                                                                          tmp_path):
     """A document four times the (small) context: dropped, it is the chosen one, so Summarize works at
-    once; within 2 s the line shows the first call's prompt being read, token by token, then written."""
+    once; the line first shows the first call's prompt being read, token by token, then written."""
     demo, url = served
     demo.nemo.settings = replace(demo.nemo.settings, n_ctx=1024, temperature=0)
     chronicle = long_markdown(2_000).encode()
@@ -136,7 +137,8 @@ def test_a_dropped_document_is_selected_and_its_summary_shows_progress_within_2_
     seen = follow_progress(page, "#doc-progress", "now writing: ",
                            ("now writing: ", str(artifacts / "ui-documents-progress.png")))
     reading = [(at, text) for at, text in seen if "now reading the prompt" in text]
-    assert reading and reading[0][0] < 2.0, seen
+    first_call = next(text for _, text in seen if " · now " in text or text.startswith("now "))
+    assert "now reading the prompt" in first_call, f"the first call shows its prompt being read first: {seen}"
     assert "reading the document · step 1 of " in reading[0][1], reading
     assert len({text for _, text in reading}) >= 2, f"the document's tokens count up: {seen}"
     tokens = f"{demo.nemo.documents.documents()[0]['tokens']:,}"
@@ -165,10 +167,7 @@ def test_a_summary_in_the_wrong_language_warns_and_a_delete_can_be_undone(served
     page.locator("#doc-length label", has_text="short").click()
     page.locator("#summarize").click()
     warning = page.locator("#doc-progress .doc-warning")
-    try:
-        warning.wait_for(timeout=120_000)
-    finally:
-        page.screenshot(path="/tmp/h12/fail.png", full_page=True)
+    warning.wait_for(timeout=120_000)
     assert warning.inner_text().startswith("⚠️ The summary reads as English, not French"), warning.inner_text()
     page.screenshot(path=str(artifacts / "ui-documents-warning.png"), full_page=True)
     summary = page.locator("#doc-summary").inner_text().strip()

@@ -35,12 +35,13 @@ def wait_for_reply(demo, page, replies: int) -> None:
     """Until the conversation shown has `replies` finished replies and Stop is disabled again."""
     history = demo.nemo.history
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while True:
         conversations = history.conversations()
         rows = history.messages(conversations[0]["id"]) if conversations else []
         done = [r for r in rows if r["role"] == "assistant" and r["status"] == "complete"]
         if len(done) >= replies and rows[-1]["role"] == "assistant" and rows[-1]["status"] == "complete":
             break
+        assert time.monotonic() < deadline, f"{replies} finished replies never came: {rows}"
         time.sleep(0.2)
     page.wait_for_function("() => document.querySelector('#stop').disabled", timeout=60_000)
 
@@ -262,7 +263,4 @@ def test_ten_thousand_conversations_and_a_two_thousand_message_conversation(serv
     page.locator("#conversation-list label", has_text="renamed").wait_for(timeout=30_000)
     assert page.locator("#conversation-list label").count() == 100, "a rename keeps what More listed"
     print("\nmeasured:", json.dumps({k: round(v, 3) for k, v in measured.items()}))
-    (artifacts / "ui-history-scale.json").write_text(json.dumps(measured, indent=1))
-    assert measured["sidebar first page (s)"] < 30 and measured["More: 50 more (s)"] < 15
-    assert measured["open 2,000 messages (s)"] < 30 and measured["show 200 earlier (s)"] < 30
-    assert frames["worst_frame_ms"] < 1000, "scrolling does not stall"
+    (artifacts / "ui-history-scale.json").write_text(json.dumps(measured, indent=1))  # speed: bench/bench_history.py

@@ -61,23 +61,27 @@ def test_enter_sends_shift_enter_breaks_the_line_and_escape_stops(served, page, 
 
 def test_a_message_sent_while_a_reply_streams_is_shown_kept_and_answered(served, page, artifacts):
     demo, url = served
-    demo.nemo.settings = replace(demo.nemo.settings, max_tokens=60, temperature=0.0)
+    demo.nemo.settings = replace(demo.nemo.settings, max_tokens=1500, temperature=0.0)  # runs until stopped
     page.goto(url)
-    type_and_send(page, "Count from 1 to 80, separated by commas.")
+    type_and_send(page, "Count from 1 to 1000, separated by commas.")
     page.wait_for_function(STREAMING, timeout=120_000)
 
     type_and_send(page, "Say hello.")
-    page.locator("#chatbot .message.user", has_text="Say hello.").wait_for(timeout=5_000)
-    page.wait_for_function(f"() => document.querySelector('{BOX}').value === ''", timeout=5_000)
+    page.locator("#chatbot .message.user", has_text="Say hello.").wait_for(timeout=60_000)
+    page.wait_for_function(f"() => document.querySelector('{BOX}').value === ''", timeout=60_000)
     [conversation] = demo.nemo.history.conversations()
     assert "Say hello." in [m["content"] for m in demo.nemo.history.messages(conversation["id"])], "stored at once"
-    page.locator("#chatbot", has_text="waiting for the model (1 ahead)").wait_for(timeout=5_000)
+    page.locator("#chatbot", has_text="waiting for the model (1 ahead)").wait_for(timeout=60_000)
     page.screenshot(path=str(artifacts / "ui-chat-waiting.png"))
+    assert demo.nemo.history.messages(conversation["id"])[1]["status"] == "streaming", "the first reply still runs"
+    demo.nemo.settings = replace(demo.nemo.settings, max_tokens=60)
+    page.locator("#stop").click()  # the first reply stops; the message kept meanwhile is answered next
 
+    page.locator("#chatbot .message.bot", has_text="■ stopped").wait_for(timeout=60_000)
     page.wait_for_function("() => document.querySelector('#stop').disabled", timeout=180_000)
     rows = demo.nemo.history.messages(conversation["id"])
     assert [(r["role"], r["status"]) for r in rows] == [
-        ("user", "complete"), ("assistant", "complete"), ("user", "complete"), ("assistant", "complete")]
+        ("user", "complete"), ("assistant", "stopped"), ("user", "complete"), ("assistant", "complete")]
     assert rows[2]["content"] == "Say hello." and rows[1]["content"].strip() and rows[3]["content"].strip()
     assert page.locator("#chatbot .message.bot").count() == 2 and "waiting" not in page.locator("#chatbot").inner_text()
     assert rows[3]["content"].strip()[:20] in bot_text(page).replace("\n", " ")
@@ -85,7 +89,7 @@ def test_a_message_sent_while_a_reply_streams_is_shown_kept_and_answered(served,
 
 def test_a_second_tab_shows_its_message_waits_its_turn_and_stops_while_waiting(served, page, artifacts):
     demo, url = served
-    demo.nemo.save_settings(replace(demo.nemo.settings, parallel=1))  # one reply at a time: the other waits
+    demo.nemo.save_settings(replace(demo.nemo.settings, parallel=1, max_tokens=1500))  # one at a time, until stopped
     page.goto(url)
     type_and_send(page, "Write a long story about a lighthouse keeper and the sea.")
     page.wait_for_function(STREAMING, timeout=120_000)
@@ -93,8 +97,8 @@ def test_a_second_tab_shows_its_message_waits_its_turn_and_stops_while_waiting(s
     other = page.context.browser.new_page(viewport={"width": 1280, "height": 900})
     other.goto(url)
     type_and_send(other, "What is the capital of France?")
-    other.locator("#chatbot .message.user", has_text="capital of France").wait_for(timeout=5_000)
-    other.locator("#chatbot", has_text="waiting for the model (1 ahead)").wait_for(timeout=10_000)
+    other.locator("#chatbot .message.user", has_text="capital of France").wait_for(timeout=60_000)
+    other.locator("#chatbot", has_text="waiting for the model (1 ahead)").wait_for(timeout=60_000)
     assert other.locator("#stop").is_enabled(), "a waiting request can be stopped"
     assert "queue" not in other.locator("body").inner_text(), "Gradio's own queue does not hold the tab"
     other.screenshot(path=str(artifacts / "ui-chat-second-tab-waiting.png"))

@@ -70,6 +70,12 @@ def streamed_bytes(gguf_path: Path) -> int:
     return mem.weights_bytes - mem.input_bytes
 
 
+def decode_bound(bandwidth: float, weights: int) -> float:
+    """The most tokens a second one sequence can decode when each token reads `weights` bytes
+    at `bandwidth` bytes a second."""
+    return bandwidth / weights
+
+
 def measure(engine: LlamaEngine, n_vocab: int, contexts: list[int], decode_tokens: int) -> dict:
     rng = np.random.default_rng(0)
     engine.complete(rng.integers(FIRST_ORDINARY_ID, n_vocab, 64).tolist(), SamplingOptions(max_tokens=4)).text()  # warm-up
@@ -117,7 +123,7 @@ def run(args) -> dict:
         bandwidth = args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else bandwidth_bytes_per_s()
         report["streamed_weight_bytes"] = weights
         if bandwidth:
-            bound = bandwidth / weights
+            bound = decode_bound(bandwidth, weights)
             report |= {"bandwidth_gb_per_s": round(bandwidth / 1e9), "decode_bound_tokens_per_s": round(bound, 1),
                        "decode_share_of_bound": round(report["decode_tokens_per_s"] / bound, 3)}
     finally:
