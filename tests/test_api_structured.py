@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from app.base.config import Settings
 from app.faces.api_server import ApiServer
-from app.nemo.call_schema import SchemaError, check_schema, tool_calls_schema
+from app.nemo.call_schema import MAX_CALLS, SchemaError, check_schema, tool_calls_schema
 from app.services.root import Services
 from conftest import free_port
 
@@ -131,7 +131,16 @@ def test_the_schema_of_a_required_call_names_only_offered_tools():
     assert named["items"]["properties"]["arguments"] == weather["function"]["parameters"]
     assert named["items"]["properties"]["id"]["pattern"] == "^[a-zA-Z0-9]{9}$"
     required = tool_calls_schema([weather, odd])
-    assert "maxItems" not in required and [c["properties"]["name"]["const"] for c in required["items"]["anyOf"]] == \
-        ["weather", "odd"]
+    assert (required["minItems"], required["maxItems"]) == (1, MAX_CALLS)
+    assert [c["properties"]["name"]["const"] for c in required["items"]["anyOf"]] == ["weather", "odd"]
     assert required["items"]["anyOf"][1]["properties"]["arguments"] == {"type": "object"}, \
         "parameters the grammar cannot hold: any object, the call still names the tool"
+
+
+def test_strings_in_the_grammar_hold_no_control_characters():
+    """JSON forbids raw control characters in strings: the grammar must too (json.loads refused a
+    call the tiny NeMo wrote with a raw newline in its query)."""
+    from app.engine.grammar import schema_grammar
+
+    [char] = [line for line in schema_grammar({"type": "string"}).splitlines() if line.startswith("char ::=")]
+    assert char.startswith(r'char ::= [^"\\\x7F\x00-\x1F]'), char

@@ -10,6 +10,12 @@ import json
 from app.nemo.call_schema import SchemaError, check_schema
 
 
+# The converter of llama-cpp-python 0.3.36 lets a string hold any character but `"` and `\`;
+# JSON forbids control characters in strings (llama.cpp's own converter excludes them too).
+LOOSE_CHAR = r'char ::= [^"\\] |'
+JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
 def schema_grammar(schema: dict | str) -> str:
     """GBNF text (root rule `root`) for replies that match `schema` (a dict or its JSON text)."""
     from llama_cpp.llama_grammar import SchemaConverter  # imports llama.cpp
@@ -21,4 +27,4 @@ def schema_grammar(schema: dict | str) -> str:
         converter.visit(converter.resolve_refs(json.loads(json.dumps(schema)), ""), "")
     except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise SchemaError("#", f"llama.cpp's converter refused it ({exc or type(exc).__name__})") from None
-    return converter.format_grammar()
+    return converter.format_grammar().replace(LOOSE_CHAR, JSON_CHAR)

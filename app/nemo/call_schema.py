@@ -16,6 +16,7 @@ import json
 from typing import Any, Sequence
 
 CALL_ID_PATTERN = "^[a-zA-Z0-9]{9}$"
+MAX_CALLS = 4  # calls in one required reply: a model that never closes its list is stopped there
 TYPES = {"string", "number", "integer", "boolean", "object", "array", "null"}
 NOTES = {"title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated",
          "readOnly", "writeOnly", "format", "strict"}  # annotations: nothing to constrain
@@ -72,7 +73,7 @@ def check_schema(schema: Any, where: str = "#") -> None:
 
 def tool_calls_schema(tools: Sequence[dict], name: str | None = None) -> dict:
     """The schema of a `[TOOL_CALLS]` reply offering `tools` (OpenAI function schemas): a list of
-    calls of any of them, or exactly one call of `name`. A tool whose parameters the grammar
+    1 to MAX_CALLS calls of any of them, or exactly one call of `name`. A tool whose parameters the grammar
     cannot express may be called with any JSON object."""
     calls = []
     for tool in tools:
@@ -91,5 +92,5 @@ def tool_calls_schema(tools: Sequence[dict], name: str | None = None) -> dict:
                                      "id": {"type": "string", "pattern": CALL_ID_PATTERN}}})
     if not calls:
         raise ValueError(f"no offered tool is named {name!r}" if name else "no tools are offered")
-    limits = {"minItems": 1, "maxItems": 1} if name is not None else {"minItems": 1}
+    limits = {"minItems": 1, "maxItems": 1 if name is not None else MAX_CALLS}
     return {"type": "array", "items": calls[0] if len(calls) == 1 else {"anyOf": calls}, **limits}
