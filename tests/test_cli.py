@@ -101,10 +101,11 @@ def test_prompt_command_rejects_bad_requests_in_one_line(home, tmp_path):
     bad.write_text("{not json")
     nameless = tmp_path / "nameless.json"
     nameless.write_text(json.dumps({"messages": [{"content": "no role"}]}))
-    for path in (bad, nameless, tmp_path / "missing.json"):
+    for path, problem in [(bad, "not valid JSON"), (nameless, "message 0: role must be one of"),
+                          (tmp_path / "missing.json", "file not found")]:
         result = run_cli("prompt", str(path), home=home)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-        assert path.name in result.stderr or "message" in result.stderr
+        assert path.name in result.stderr and problem in result.stderr, result.stderr
 
 
 def test_convert_command_writes_a_loadable_gguf_and_rejects_bad_folders(home, tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-import pytest
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
@@ -19,7 +18,7 @@ from app.history import History
 from app.engine.chat_format import NemoChatFormat
 from app.nemo.prompt import encode_chat
 from app.engine.llama import LlamaEngine
-from app.runtime import GenerationStats, LoadOptions
+from app.runtime import GenerationStats, LoadOptions, SamplingOptions
 
 REFERENCE = MistralTokenizer.v3(is_tekken=True)
 
@@ -161,3 +160,15 @@ def test_old_tool_rows_without_a_valid_name_are_left_out_of_the_prompt(tiny_nemo
     expected = [{"role": "user", "content": "What is 6 times 7?"}, {"role": "user", "content": "Go on"}]
     assert engine.prompts[0] == encode_chat(tekken, expected, tools)
     history.close()
+
+
+def test_the_scripted_engine_honours_a_cancel_set_in_advance_as_the_real_engine_does(tiny_nemo_gguf):
+    cancel = CancelToken()
+    cancel.cancel()
+    engine = LlamaEngine()
+    engine.load(LoadOptions(str(tiny_nemo_gguf), n_ctx=256))
+    real = engine.complete([tk.BOS, tk.INST, 22177, tk.INST_END], SamplingOptions(max_tokens=4, temperature=0), cancel)
+    fake = ScriptedEngine(tiny_nemo_gguf, [[22177, 22177]]).complete([tk.BOS], SamplingOptions(), cancel)
+    assert list(real.ids()) == list(fake.ids()) == [], "no token once the cancel is set"
+    assert real.stats.stop_reason == fake.stats.stop_reason == "cancelled"
+    engine.unload()

@@ -220,7 +220,12 @@ def run_prompt(args) -> int:
         request = json.loads(_read_text(args.conversation))
     except json.JSONDecodeError as exc:
         raise UserError(f"{args.conversation}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    print(json.dumps(encode_request(_tekken(args.model), request)))
+    tekken = _tekken(args.model)
+    try:
+        ids = encode_request(tekken, request)
+    except UserError as exc:
+        raise UserError(f"{args.conversation}: {exc}") from None
+    print(json.dumps(ids))
     return 0
 
 
