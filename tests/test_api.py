@@ -275,7 +275,7 @@ def test_the_ui_serves_the_api_beside_the_page_on_one_engine(home, page):
     from app.faces.api_server import api_app, api_service
     from app.ui import build_app, launch
 
-    save_settings(Settings(model="smollm2", n_ctx=2048, max_tokens=40, temperature=0.0))
+    save_settings(Settings(model="smollm2", n_ctx=512, max_tokens=40, temperature=0.0))
     port = free_port()
     demo, style = build_app(api_url=f"http://127.0.0.1:{port}/v1")
     launch(demo, style, port=port, block=False, api=api_app(api_service(demo.nemo)))

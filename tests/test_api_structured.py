@@ -30,9 +30,10 @@ class Person(BaseModel):
     city: Literal["Paris", "Lyon", "Nice"]
 
 
-@pytest.fixture()
-def server(home, model_path):
-    with Services(Settings(model=str(model_path), n_ctx=2048, temperature=0.0)) as services:
+@pytest.fixture(params=[512])
+def server(request, home, model_path):
+    """The API on SmolLM2 with a context of `request.param` tokens (a reply without max_tokens ends there)."""
+    with Services(Settings(model=str(model_path), n_ctx=request.param, temperature=0.0)) as services:
         services.ensure_model()
         server = ApiServer(services, port=free_port()).start()
         try:
@@ -98,14 +99,15 @@ def readme_block(language: str, containing: str) -> str:
     return next(block for block in blocks if containing in block)
 
 
+@pytest.mark.parametrize("server", [192], indirect=True)  # the examples set no max_tokens: short replies
 def test_the_readmes_api_examples_run_as_written(server):
     """Run exactly as the README shows them; only the port is this test's (8000 may be taken)."""
     port = server.url.split(":")[2].split("/")[0]
     python = readme_block("python", "from openai import OpenAI").replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-    done = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip(), done.stderr
     curl = readme_block("bash", "curl ").replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-    done = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "data: [DONE]" in done.stdout and '"content"' in done.stdout, done.stdout[-500:]
 
 
