@@ -52,7 +52,7 @@ def oracle():
 @pytest.fixture(scope="session")
 def tiny_nemo_gguf(tmp_path_factory) -> Path:
     """A tiny random-weight model with NeMo's architecture and Tekken vocabulary, in GGUF
-    (tests/tiny_nemo.py, converted by our converter)."""
+    (bench/tiny_nemo.py, converted by our converter)."""
     from app.convert_gguf import convert
     from tiny_nemo import make_weights, write_native
 

@@ -44,11 +44,13 @@ def test_tool_blocks_are_prompted_as_mistral_common_prompts_the_same_conversatio
     service = OpenAIService(lambda: ScriptedNemo([]), lambda: ["scripted"])
     request = parse_messages({"model": "scripted", "max_tokens": 50, "system": "Use tools when they help.",
                               "tools": [TOOL], "messages": ANTHROPIC})
-    assert service.prompt_ids(request) == (expected, False)
+    assert service.prompt_ids(request) == (expected, None)
     forced = parse_messages({"model": "scripted", "max_tokens": 50, "system": "Use tools when they help.",
                              "tools": [TOOL], "tool_choice": {"type": "tool", "name": "get_weather"},
                              "messages": ANTHROPIC})
-    assert service.prompt_ids(forced) == (expected + [tk.TOOL_CALLS], True)
+    ids, calls_schema = service.prompt_ids(forced)
+    assert ids == expected + [tk.TOOL_CALLS]
+    assert calls_schema["items"]["properties"]["name"] == {"const": "get_weather"}, "held to the named tool"
 
 
 def test_a_nemo_call_comes_back_as_tool_use_blocks_whole_and_streamed():

@@ -21,7 +21,7 @@ from app.services.mcp_client import FAILED, RUNNING, McpServers, McpTool
 from app.services.mcp_config import ToolChoices, read_mcp_config
 from app.services.toolbox import ToolBox, unique_names
 from conftest import run_cli
-from test_nemo_chat import ScriptedEngine, tiny_nemo_gguf  # noqa: F401 (a fixture)
+from test_nemo_chat import ScriptedEngine
 
 DEMO_SERVER = '''
 import os, sys, time

@@ -12,7 +12,7 @@ from app.nemo import tekken as tk
 from app.services.mcp_config import ToolChoices
 from conftest import free_port
 from test_mcp_client import demo, nemo_call  # noqa: F401 (a fixture)
-from test_nemo_chat import ScriptedCompletion, ScriptedEngine, tiny_nemo_gguf  # noqa: F401 (a fixture)
+from test_nemo_chat import ScriptedCompletion, ScriptedEngine
 from test_ui_browser import type_and_send
 
 
