@@ -260,13 +260,14 @@ def test_a_summary_asks_the_server_to_tokenize_each_text_once(home, server, tmp_
 
 
 def test_engine_options_on_every_command_and_their_environment(home, monkeypatch, capsys):
-    from app.faces.cli import _engine_overrides, build_parser, main
+    from app.faces.cli import build_parser, main
+    from app.faces.cli_options import engine_overrides
 
     monkeypatch.setenv("NEMO_CHAT_REMOTE", "http://env:8000/v1")
     monkeypatch.setenv("NEMO_CHAT_REMOTE_MODEL", "from-env")
     for command in (["ui"], ["chat", "hi"], ["summarize", "a.pdf"], ["translate", "--text", "x", "--to", "fr"]):
         args = build_parser().parse_args([*command, "--remote-key", "k", "--parallel", "4"])
-        assert _engine_overrides(args) == {"remote": "http://env:8000/v1", "remote_key": "k",
+        assert engine_overrides(args) == {"remote": "http://env:8000/v1", "remote_key": "k",
                                            "remote_model": "from-env", "parallel": 4}
     assert build_parser().parse_args(["chat", "hi", "--remote", "http://flag:1/v1"]).remote == "http://flag:1/v1"
     assert main(["chat", "hi", "--parallel", "-2"]) == 2

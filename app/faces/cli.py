@@ -16,48 +16,15 @@ from app.base.errors import NoRoom, UserError
 from app.base.private_files import keep_private, tighten_home
 from app.faces.cli_ask import add_ask_parser, run_ask
 from app.faces.cli_desktop import add_desktop_parser, run_desktop
+from app.faces.cli_history import add_history_commands, run_export, run_import, run_search
+from app.faces.cli_options import (add_engine_options, add_json_option, add_model_options, add_origin_option,
+                                     engine_overrides)
 from app.faces.cli_tools import add_tool_commands, run_mcp, run_tools
 from app.faces.locale_text import terminal_language, words
-
-REMOTE_ENV = {"remote": "NEMO_CHAT_REMOTE", "remote_key": "NEMO_CHAT_REMOTE_KEY",
-              "remote_model": "NEMO_CHAT_REMOTE_MODEL"}
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # usage errors: one line, exit 2
         raise UserError(f"{self.prog}: {message}")
-
-
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
-    return int(text)
-
-
-def _add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """--remote, --remote-key, --remote-model (defaults from the environment) and --parallel."""
-    parser.add_argument("--remote", metavar="URL", default=os.environ.get(REMOTE_ENV["remote"]),
-                        help="use an OpenAI-compatible server instead of the embedded engine: its base URL "
-                             f"ending in /v1 (also ${REMOTE_ENV['remote']})")
-    parser.add_argument("--remote-key", metavar="KEY", default=os.environ.get(REMOTE_ENV["remote_key"]),
-                        help=f"the server's API key (better: ${REMOTE_ENV['remote_key']}, not seen by other users)")
-    parser.add_argument("--remote-model", metavar="NAME", default=os.environ.get(REMOTE_ENV["remote_model"]),
-                        help="the served model's name (default: the first it lists; "
-                             f"also ${REMOTE_ENV['remote_model']})")
-    parser.add_argument("--parallel", type=_count, metavar="N",
-                        help="sequences at once (embedded: 0 = from the GPU plan; "
-                             "on a server: requests in flight, default 8)")
-
-
-def _add_origin_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                        help="let the pages of this site call the server, e.g. http://localhost:3000 (repeatable; "
-                             "also $NEMO_CHAT_ALLOWED_ORIGINS, comma-separated); pages of any other site get 403")
-
-
-def _engine_overrides(args) -> dict:
-    return {"remote": args.remote, "remote_key": args.remote_key, "remote_model": args.remote_model,
-            "parallel": args.parallel}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     ui = commands.add_parser("ui", help="open the web UI (the default command)")
-    ui.add_argument("--model", help="GGUF path or catalog name (e.g. smollm2)")
+    add_model_options(ui, ctx=None)
     ui.add_argument("--host", default="127.0.0.1",
                     help="address to serve on (default: loopback; any other needs $NEMO_CHAT_TOKEN or --token-file)")
     ui.add_argument("--port", type=int, default=7860)
@@ -74,15 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                     help="also answer to this Host name, e.g. a DNS name of this machine (repeatable; "
                          "also $NEMO_CHAT_ALLOWED_HOSTS, comma-separated)")
-    _add_origin_option(ui)
+    add_origin_option(ui)
     ui.add_argument("--token-file", metavar="FILE",
                     help="the access token, first line of FILE (default: $NEMO_CHAT_TOKEN); every request "
                          "then needs it (browser login: user nemo, password = the token)")
     ui.add_argument("--api", action="store_true", help="also serve the OpenAI-compatible API at /v1 on the same port")
-    _add_engine_options(ui)
+    add_engine_options(ui)
 
     serve = commands.add_parser("serve", help="serve the OpenAI-compatible API (/v1) on this machine's engine")
-    serve.add_argument("--model", help="GGUF path or catalog name (e.g. smollm2)")
+    add_model_options(serve, ctx="context size in tokens per sequence")
     serve.add_argument("--host", default="127.0.0.1", help="address to serve on (default: loopback; any other "
                                                             "needs --api-key)")
     serve.add_argument("--port", type=int, default=8000)
@@ -90,35 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="every request but /health needs Authorization: Bearer KEY (default: $NEMO_CHAT_API_KEY)")
     serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                        help="also answer to this Host name (repeatable)")
-    _add_origin_option(serve)
+    add_origin_option(serve)
     serve.add_argument("--keep-history", action="store_true", help="keep API chats in the conversation history")
-    serve.add_argument("--ctx", type=int, help="context size in tokens per sequence")
-    _add_engine_options(serve)
+    add_engine_options(serve)
 
-    export = commands.add_parser("export", help="write conversations to a file (every branch kept)")
-    export.add_argument("--format", choices=("json", "markdown"), default="json")
-    export.add_argument("--conversation", type=int, action="append", metavar="ID", help="only these (repeatable)")
-    export.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")
-    importing = commands.add_parser("import", help="import conversations: nemo-chat JSON, OpenAI messages, "
-                                                   "ChatGPT conversations.json, Open WebUI export")
-    importing.add_argument("files", nargs="+", metavar="FILE")
-    importing.add_argument("--json", action="store_true", help="print one JSON object")
-    search = commands.add_parser("search", help="find messages in the saved conversations (every language)")
-    search.add_argument("query")
-    search.add_argument("--limit", type=int, default=20)
-    search.add_argument("--json", action="store_true", help="print one JSON object")
+    add_history_commands(commands)
 
     chat = commands.add_parser("chat", help="ask one question and print the streamed answer")
     chat.add_argument("prompt")
-    chat.add_argument("--model", help="GGUF path or catalog name (e.g. smollm2)")
     chat.add_argument("--system", help="system prompt")
-    chat.add_argument("--max-tokens", type=int)
-    chat.add_argument("--temperature", type=float)
-    chat.add_argument("--ctx", type=int, help="context size in tokens")
-    chat.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    add_model_options(chat, temperature=True, max_tokens="most tokens of the reply")
+    add_json_option(chat, "print one JSON object instead of streaming text")
     chat.add_argument("--conversation", metavar="ID|last",
                       help="continue a stored conversation (its id, or `last`: the most recent one)")
-    _add_engine_options(chat)
+    add_engine_options(chat)
 
     convert = commands.add_parser("convert", help="convert a NeMo checkpoint folder to GGUF")
     convert.add_argument("src_dir", help="a Hugging Face or Mistral-native checkpoint folder")
@@ -140,14 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     summarize = commands.add_parser("summarize", help="summarize whole documents (PDF, DOCX, HTML, Markdown, text)")
     summarize.add_argument("files", nargs="+", metavar="FILE")
-    summarize.add_argument("--model", help="GGUF path or catalog name (e.g. smollm2)")
     summarize.add_argument("--length", choices=["short", "medium", "long", "bullets"], default="medium")
     summarize.add_argument("--lang", help="language of the summary, e.g. fr (default: the document's)")
     summarize.add_argument("--references", action="store_true", help="cite pages or sections, like [p. 3]")
-    summarize.add_argument("--ctx", type=int, help="context size in tokens")
-    summarize.add_argument("--temperature", type=float)
-    summarize.add_argument("--json", action="store_true", help="print one JSON object per file")
-    _add_engine_options(summarize)
+    add_model_options(summarize, temperature=True)
+    add_json_option(summarize, "print one JSON object per file")
+    add_engine_options(summarize)
 
     translate = commands.add_parser("translate", help="translate text or a document, structure kept")
     translate.add_argument("file", nargs="?", metavar="FILE", help="PDF, DOCX, HTML, Markdown or text")
@@ -157,14 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("-o", "--output", metavar="OUT", help="write the translation here (default: stdout)")
     translate.add_argument("--glossary", metavar="CSV", help="term pairs: source term, target term")
     translate.add_argument("--plain", action="store_true", help="treat the text as plain text, not Markdown")
-    translate.add_argument("--model", help="GGUF path or catalog name (e.g. smollm2)")
-    translate.add_argument("--ctx", type=int, help="context size in tokens")
-    translate.add_argument("--temperature", type=float)
-    translate.add_argument("--max-tokens", type=int, help="most tokens one request may write")
-    translate.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_engine_options(translate)
-    add_ask_parser(commands, _add_engine_options)
-    add_tool_commands(commands, _Parser, _add_engine_options)
+    add_model_options(translate, temperature=True, max_tokens="most tokens one request may write")
+    add_json_option(translate)
+    add_engine_options(translate)
+    add_ask_parser(commands)
+    add_tool_commands(commands, _Parser)
     return parser
 
 
@@ -172,19 +119,19 @@ def _add_model_commands(commands) -> None:
     models = commands.add_parser("models", help="list, download or inspect models")
     actions = models.add_subparsers(dest="action", parser_class=_Parser)
     listing = actions.add_parser("list", help="the catalog, the demo model and your own GGUF files (default)")
-    listing.add_argument("--json", action="store_true")
+    add_json_option(listing)
     download = actions.add_parser("download", help="download a catalog model into the Hugging Face cache")
     download.add_argument("name", help="a catalog name, e.g. nemo-q4_k_m")
     info = actions.add_parser("info", help="what a GGUF holds, read from its header (no weights loaded)")
     info.add_argument("path", help="a GGUF path or a catalog name")
-    info.add_argument("--json", action="store_true")
+    add_json_option(info)
 
     plan = commands.add_parser("plan", help="how a model fits this machine's GPU: layers, context, K/V cache")
     plan.add_argument("--model", help="GGUF path or catalog name (default: the one in settings)")
     plan.add_argument("--vram", type=float, metavar="GIB", help="plan for a GPU with this much free memory")
     plan.add_argument("--ctx", type=int, help="context size in tokens (default: the largest that fits)")
     plan.add_argument("--kv", choices=["f16", "q8_0", "q4_0"], help="K/V cache type (default: chosen)")
-    plan.add_argument("--json", action="store_true")
+    add_json_option(plan)
 
 
 def _tekken(model: str | None):
@@ -234,7 +181,7 @@ def _services(args, **overrides):
     from app.services.root import Services
 
     return Services(model=getattr(args, "model", None), n_ctx=getattr(args, "ctx", None),
-                    temperature=getattr(args, "temperature", None), **_engine_overrides(args), **overrides)
+                    temperature=getattr(args, "temperature", None), **engine_overrides(args), **overrides)
 
 
 def _load_model(services) -> None:
@@ -328,7 +275,7 @@ def run_ui(args) -> int:
     try:
         serve(model=args.model, host=args.host, port=args.port, open_browser=not args.no_browser,
               allow_hosts=args.allow_host, token=read_token(args.token_file), api=args.api,
-              allow_origins=args.allow_origin, **_engine_overrides(args))
+              allow_origins=args.allow_origin, **engine_overrides(args))
     finally:
         lock.release()
     return 0
@@ -489,74 +436,6 @@ def run_serve(args) -> int:
     return 0
 
 
-def _history():
-    from app.base.config import database_path
-    from app.history import History
-
-    return History(database_path())
-
-
-def run_export(args) -> int:
-    from app.services.exchange import export_json, export_markdown
-
-    history = _history()
-    try:
-        if args.format == "json":
-            text = json.dumps(export_json(history, args.conversation), ensure_ascii=False, indent=1) + "\n"
-        else:
-            text = export_markdown(history, args.conversation)
-    finally:
-        history.close()
-    if not args.output:
-        sys.stdout.write(text)
-        return 0
-    try:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    except OSError as exc:
-        raise UserError(f"{args.output}: cannot write ({exc.strerror})") from None
-    return 0
-
-
-def run_import(args) -> int:
-    from pathlib import Path
-
-    from app.services.exchange import import_files
-
-    history = _history()
-    try:
-        result = import_files(history, [Path(f) for f in args.files])
-    finally:
-        history.close()
-    for note in result.notes:
-        print(f"nemo-chat: skipped: {note}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result.as_dict()))
-    else:
-        print(f"imported {result.conversations} conversations, {result.messages} messages; skipped {result.skipped}")
-    return 0
-
-
-def run_search(args) -> int:
-    import time
-
-    history = _history()
-    try:
-        started = time.perf_counter()
-        hits = history.search(args.query, args.limit)
-        took_ms = (time.perf_counter() - started) * 1000
-    finally:
-        history.close()
-    if args.json:
-        print(json.dumps({"hits": [{"conversation_id": h.conversation_id, "message_id": h.message_id,
-                                    "title": h.conversation_title, "snippet": h.snippet} for h in hits],
-                          "took_ms": round(took_ms, 2)}, ensure_ascii=False))
-    else:
-        for h in hits:
-            print(f"{h.conversation_id}:{h.message_id}  {h.conversation_title}  {h.snippet}")
-    return 0
-
-
 def _tighten_home() -> None:
     """An existing home made private at start, with one line in the log when anything was open."""
     home = home_path()
@@ -567,7 +446,8 @@ def _tighten_home() -> None:
         log_notice(f"{home}: {changed} files and folders were open to other users; now for this user only")
 
 
-COMMANDS = {"ui": run_ui, "serve": run_serve, "export": run_export, "import": run_import, "search": run_search, "chat": run_chat, "convert": run_convert, "tokens": run_tokens, "prompt": run_prompt, "models": run_models,
+COMMANDS = {"ui": run_ui, "serve": run_serve, "export": run_export, "import": run_import, "search": run_search,
+            "chat": run_chat, "convert": run_convert, "tokens": run_tokens, "prompt": run_prompt, "models": run_models,
             "plan": run_plan, "summarize": run_summarize, "translate": run_translate, "desktop": run_desktop,
             "ask": lambda args: run_ask(args, _services, _load_model),
             "tools": lambda args: run_tools(args, _services), "mcp": lambda args: run_mcp(args, _services)}

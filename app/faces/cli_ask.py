@@ -8,20 +8,18 @@ import json
 from pathlib import Path
 
 from app.base.errors import UserError
+from app.faces.cli_options import add_engine_options, add_json_option, add_model_options
 
 
-def add_ask_parser(commands, add_engine_options) -> None:
+def add_ask_parser(commands) -> None:
     ask = commands.add_parser("ask", help="answer a question from documents, with checked page citations")
     ask.add_argument("question")
     ask.add_argument("--doc", action="append", required=True, metavar="FILE|ID",
                      help="a file to read (PDF, DOCX, HTML, Markdown, text) or a stored document's id (repeatable)")
     ask.add_argument("--whole", action="store_true",
                      help="read every chunk of the documents (slower) instead of the best-matching passages")
-    ask.add_argument("--model", help="GGUF path or catalog name (e.g. smollm2)")
-    ask.add_argument("--ctx", type=int, help="context size in tokens")
-    ask.add_argument("--temperature", type=float)
-    ask.add_argument("--max-tokens", type=int, help="most tokens of the answer")
-    ask.add_argument("--json", action="store_true", help="print one JSON object")
+    add_model_options(ask, temperature=True, max_tokens="most tokens of the answer")
+    add_json_option(ask)
     add_engine_options(ask)
 
 

@@ -8,20 +8,21 @@ import os
 import sys
 
 from app.base.errors import UserError
+from app.faces.cli_options import add_engine_options, add_json_option, add_model_options
 from app.nemo.tools import ToolError
 
 
-def add_tool_commands(commands, parser_class, engine_options) -> None:
-    """The `tools` and `mcp` subcommands; `engine_options(parser)` adds --remote and the like."""
+def add_tool_commands(commands, parser_class) -> None:
+    """The `tools` and `mcp` subcommands."""
     tools = commands.add_parser("tools", help="the tools NeMo may call: built-in and from MCP servers (mcp.json)")
     actions = tools.add_subparsers(dest="action", parser_class=parser_class)
     listing = actions.add_parser("list", help="every tool, with its server and whether NeMo is offered it (default)")
-    listing.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_option(listing)
     call = actions.add_parser("call", help="run one tool by its name, as NeMo would")
     call.add_argument("name")
     call.add_argument("--args", default="{}", metavar="JSON", help='its arguments as a JSON object, e.g. \'{"a": 1}\'')
-    call.add_argument("--json", action="store_true", help="print one JSON object")
-    engine_options(tools)  # the built-in search needs none, but the services are built the same way
+    add_json_option(call)
+    add_engine_options(tools)  # the built-in search needs none, but the services are built the same way
 
     mcp = commands.add_parser("mcp", help="serve nemo-chat's tools (summaries, translations, history search) "
                                           "to other agents over MCP: stdio, or Streamable HTTP with --http")
@@ -30,9 +31,8 @@ def add_tool_commands(commands, parser_class, engine_options) -> None:
                      help="with --http: every request needs Authorization: Bearer KEY (default: $NEMO_CHAT_API_KEY)")
     mcp.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                      help="with --http: also answer to this Host name (repeatable)")
-    mcp.add_argument("--model", help="GGUF path or catalog name (e.g. smollm2)")
-    mcp.add_argument("--ctx", type=int, help="context size in tokens")
-    engine_options(mcp)
+    add_model_options(mcp)
+    add_engine_options(mcp)
 
 
 def run_tools(args, services_for) -> int:
