@@ -116,14 +116,14 @@ def convert(
     started = time.monotonic()
     kind = OUTTYPES.get(outtype)
     if kind is None:
-        raise UserError(f"unknown outtype {outtype!r}; choose one of {', '.join(OUTTYPES)}")
+        raise UserError("convert_unknown_outtype", outtype=repr(outtype), choices=", ".join(OUTTYPES))
     out = Path(out_path)
     if not out.parent.is_dir():
-        raise UserError(f"{out}: folder {out.parent} does not exist")
+        raise UserError("convert_no_folder", path=str(out), folder=str(out.parent))
     if not overwrite and (out.exists() or out.is_symlink()):
         raise _exists(out)
     if context_length is not None and context_length < 1:
-        raise UserError(f"context length must be a positive number of tokens, not {context_length}")
+        raise UserError("convert_bad_context", n=context_length)
     ckpt = Checkpoint.open(src_dir)
     tensors = ckpt.tensors()
     config = replace(ckpt.config, context_length=context_length) if context_length else ckpt.config
@@ -147,7 +147,7 @@ def convert(
         _place(written, out, overwrite)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError(f"{out}: no space left on device while writing (needs about {needed / 1e9:.1f} GB)") from None
+            raise UserError("convert_disk_full", path=str(out), gb=f"{needed / 1e9:.1f}") from None
         raise
     finally:
         for path in (written, final):
@@ -173,8 +173,7 @@ def _place(written: Path, out: Path, overwrite: bool) -> None:
 
 
 def _exists(out: Path) -> UserError:
-    return UserError(f"{out}: the file exists already, nothing was written (give another name, or replace it with "
-                     "nemo-chat convert --force)")
+    return UserError("convert_exists", path=str(out))
 
 
 def _model_name(folder: Path) -> str:
@@ -199,7 +198,7 @@ class _Meter:
 def _vocabulary(ckpt: Checkpoint) -> Tekken:
     tekken = Tekken.from_json(ckpt.vocab_file) if ckpt.vocab_file.name == "tekken.json" else _from_tokenizer_json(ckpt.vocab_file)
     if tekken.vocab_size != ckpt.config.vocab:
-        raise UserError(f"{ckpt.vocab_file}: {tekken.vocab_size} tokens, but the model's config says {ckpt.config.vocab}")
+        raise UserError("convert_vocab_size", path=str(ckpt.vocab_file), tokens=tekken.vocab_size, config=ckpt.config.vocab)
     return tekken
 
 
@@ -208,10 +207,10 @@ def _from_tokenizer_json(path: Path) -> Tekken:
     data = read_json(path)
     model, added = data.get("model") or {}, data.get("added_tokens") or []
     if model.get("type") != "BPE" or "ByteLevel" not in str(data.get("pre_tokenizer")):
-        raise UserError(f"{path}: not a byte-level BPE (Tekken) tokenizer")
+        raise UserError("convert_not_bpe", path=str(path))
     specials = sorted((t["id"], t["content"]) for t in added if t.get("special"))
     if [i for i, _ in specials] != list(range(len(specials))):
-        raise UserError(f"{path}: its special tokens are not the first ids")
+        raise UserError("convert_specials_not_first", path=str(path))
     by_id = sorted((i, token) for token, i in model["vocab"].items() if i >= len(specials))
     return Tekken([gpt2_token_bytes(token) for _, token in by_id], TEKKEN_PATTERN, [s for _, s in specials], str(path))
 
@@ -240,7 +239,8 @@ def _nbytes(t: SourceTensor, qtype: Q) -> int:
 def _check_space(out: Path, needed: int) -> None:
     free = shutil.disk_usage(out.parent).free
     if free < needed:
-        raise UserError(f"{out}: not enough free space in {out.parent} (needs about {needed / 1e9:.1f} GB, {free / 1e9:.1f} GB free)")
+        raise UserError("convert_no_room", path=str(out), folder=str(out.parent), gb=f"{needed / 1e9:.1f}",
+                        free=f"{free / 1e9:.1f}")
 
 
 def _temp_path(out: Path) -> Path:
@@ -350,5 +350,5 @@ def _llama_quantize(src: Path, dst: Path, kind: OutType, n_params: int, meter: _
         if "No space left" in output:
             raise OSError(errno.ENOSPC, "No space left on device")
         tail = output.strip().splitlines()[-1:] or ["no output"]
-        raise UserError(f"{src}: llama.cpp's quantizer failed ({tail[0]})")
+        raise UserError("convert_quantizer_failed", path=str(src), error=tail[0])
     meter.add(n_params - reported, "llama.cpp quantizer")

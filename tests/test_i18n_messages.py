@@ -1,6 +1,8 @@
 """What the services say, in the page's language: in Chromium with the browser in Arabic (ar-SA) and
 Japanese (ja-JP), a refused file, a limit error, the GPU plan and a summary's progress line each show
-text in the page's script and no English sentence (file names, numbers and units aside)."""
+text in the page's script and no English sentence (file names, numbers and units aside); what
+Gradio's status tracker reads to a screen reader when a step completes is in words, not its raw
+key `common.complete`."""
 
 from __future__ import annotations
 
@@ -20,6 +22,14 @@ from app.faces.locale_text import text
 BROWSER = {"ar": "ar-SA", "ja": "ja-JP"}
 SCRIPT = {"ar": "[\u0600-\u06ff]", "ja": "[\u3040-\u30ff\u4e00-\u9fff]"}
 DATA = r"GPU|CPU|NVIDIA|Tekken|K/V|KV|GiB|MiB|MB|PDF|DOCX|HTML|Markdown|llama\.cpp|OCR|f16|q8_0|q4_0|\d+k\b"  # the same everywhere
+
+
+HEARD = """() => {  // what Gradio's status tracker announces to screen readers (its polite live region)
+    window.heard = [];
+    new MutationObserver(() => document.querySelectorAll('[aria-live="polite"][aria-atomic="true"]').forEach(
+        (region) => { const said = region.textContent.trim(); if (said) window.heard.push(said); }))
+        .observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
 
 
 def english_left(shown: str, *names: str) -> list[str]:
@@ -71,6 +81,7 @@ def test_a_refused_file_and_a_limit_error_are_in_the_page_language(served, page,
     pdf = make_pdf(tmp_path / "two pages.pdf", [ENGLISH, ENGLISH], title="Two pages")
     page.goto(url)
     open_tab(page, "tab_documents")
+    page.evaluate(HEARD)
     drop_files(page, [("noise.txt", "text/plain", bytes(range(256)) * 8), (pdf.name, "application/pdf", pdf.read_bytes())])
     status = page.locator("#doc-status", has_text="two pages.pdf")
     status.wait_for(timeout=60_000)
@@ -81,6 +92,8 @@ def test_a_refused_file_and_a_limit_error_are_in_the_page_language(served, page,
                                                           max_pages="1"))
     assert refused in shown and over in shown, shown
     assert_in_script(shown, code, "noise.txt", "two pages.pdf")
+    page.wait_for_function("done => window.heard.includes(done)", arg=text(code, "common.complete"), timeout=10_000)
+    assert not [said for said in page.evaluate("window.heard") if "common." in said]  # no raw key read aloud
 
 
 def test_the_gpu_plan_is_in_the_page_language(served, page, artifacts):

@@ -2,11 +2,13 @@
 and notes carry a message key of `app/faces/locales` and its values, and the faces word them.
 
 The scan covers the modules in CONVERTED: app/documents, app/engine (all modules that say
-anything), app/base, app/storage, app/history.py, app/nemo (prompt, tekken, checkpoint), and
+anything), app/base, app/storage, app/history.py, app/nemo and app/convert_gguf.py, and
 app/services but for these, which still write English: retrieval.py (its errors are keys, but the
 note that tells which passages a chat got is a sentence stored with the conversation),
-summarize.py and translate.py (changed by others now), the services' import notes
-(`Parsed.skipped`), and app/convert_gguf.py (the converter's own errors). In them it fails on:
+summarize.py and translate.py (their errors are keys, but the English progress lines the CLI
+prints, `format_progress`, and translate's notes on cut replies are sentences; the page words its
+progress lines itself, app/faces/progress_text.py), and the services' import notes
+(`Parsed.skipped`). In them it fails on:
 - a `UserError`/`NoRoom`/`Message` (or a subclass defined in the module) whose first argument is
   not a key of en.json (a sentence, an f-string, a variable), unless it passes a key on (a name
   ending in `key`: `message.key`, `self.resume_key`);
@@ -18,6 +20,7 @@ summarize.py and translate.py (changed by others now), the services' import note
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -36,7 +39,7 @@ CONVERTED = ["app/documents/language.py", "app/documents/markdown_segments.py", 
              *(str(p.relative_to(ROOT)) for folder in ("app/base", "app/storage") for p in sorted((ROOT / folder).glob("*.py"))),
              "app/history.py", *(f"app/services/{name}.py" for name in (
                  "chat", "document_tools", "exchange", "toolbox", "history_formats", "mcp_config")),
-             "app/nemo/prompt.py", "app/nemo/tekken.py", "app/nemo/checkpoint.py"]
+             "app/nemo/prompt.py", "app/nemo/tekken.py", "app/nemo/checkpoint.py", "app/convert_gguf.py"]
 SAYS = {"UserError", "NoRoom", "Message"}
 CARRIERS = {"reason", "sentence", "advice", "explanation", "note", "message", "why"}
 LISTS = {"notes", "warnings"}
@@ -149,3 +152,23 @@ def test_every_message_key_is_translated(code):
     assert len(used) > 30
     copied = sorted(key for key in used if CATALOG[code][key] == CATALOG["en"][key] and _has_words(CATALOG["en"][key]))
     assert copied == [], f"{code}.json: English copied"
+
+
+def test_the_command_line_speaks_the_terminal_language(model_path, home, monkeypatch, tmp_path):
+    """`nemo-chat` words what the services say in `LANG`'s language when it is one of the 11, else English."""
+    from conftest import run_cli
+
+    monkeypatch.delenv("LC_ALL", raising=False)
+    monkeypatch.delenv("LC_MESSAGES", raising=False)
+    missing = tmp_path / "nowhere.gguf"
+    for lang, code in [("ja_JP.UTF-8", "ja"), ("ar_SA.UTF-8", "ar"), ("sv_SE.UTF-8", "en"), ("C.UTF-8", "en")]:
+        monkeypatch.setenv("LANG", lang)
+        refused = run_cli("plan", "--model", str(missing), home=home)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr == f"nemo-chat: {text(code, 'catalog_file_not_found', path=str(missing))}\n"
+    monkeypatch.setenv("LANG", "ja_JP.UTF-8")
+    plan = run_cli("plan", "--model", str(model_path), "--ctx", "2048", home=home)
+    assert plan.returncode == 0, plan.stderr
+    first = plan.stdout.splitlines()[0]
+    assert first.startswith(f"{model_path.name}: ") and re.search("[\u3040-\u30ff\u4e00-\u9fff]", first), first
+    assert "layers" not in first and "context" not in first, first

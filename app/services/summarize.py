@@ -104,9 +104,9 @@ class SummaryJob:
     def __init__(self, engine: Engine, store: DocumentStore, document_id: int, options: SummaryOptions,
                  sampling: SamplingOptions, cancel: CancelToken, partial_tokens: int) -> None:
         if options.length not in LENGTHS:
-            raise UserError(f"unknown summary length {options.length!r} (choose {', '.join(LENGTHS)})")
+            raise UserError("summary_unknown_length", length=repr(options.length), choices=", ".join(LENGTHS))
         if options.language and options.language not in LANGUAGES:
-            raise UserError(f"unknown language {options.language!r} (choose {', '.join(LANGUAGES)})")
+            raise UserError("summary_unknown_language", language=repr(options.language), choices=", ".join(LANGUAGES))
         self.engine, self.store, self.options, self.sampling, self.cancel = engine, store, options, sampling, cancel
         self.document = store.document(document_id)
         self.language = options.language or self.document["language"]
@@ -119,7 +119,7 @@ class SummaryJob:
         self.margin = 16 + n_ctx // 50
         room = n_ctx - self.margin - max(self._overhead(kind, 0) for kind in (MAP, REDUCE))
         if room < 64:
-            raise UserError(f"a {n_ctx:,}-token context is too small to summarize in; raise the context size")
+            raise UserError("summary_context_too_small", tokens=f"{n_ctx:,}")
         self.partial_tokens = min(partial_tokens, room // 5)  # a group always holds 4+ partial summaries
         self.chunk_tokens = room - self.partial_tokens
         self.final_tokens = min(LENGTHS[options.length][1], n_ctx // 4)

@@ -28,6 +28,7 @@ from functools import partial
 
 from app.base.errors import Cancelled, UserError
 from app.base.jobs import CancelToken, Progress, side_by_side
+from app.base.messages import Message
 from app.documents import markdown_segments as md
 from app.documents.language import LANGUAGES, LanguageCheck, check_language, detect_language
 from app.documents.reading import group_texts, split_text
@@ -75,7 +76,13 @@ def resolve_language(value: str, allow_auto: bool = False) -> str:
     for code, name in known.items():
         if wanted in (code, name.lower()):
             return code
-    raise UserError(f"unknown language {value!r}; use a code such as {', '.join(LANGUAGES)}")
+    raise UserError("translate_unknown_language", value=repr(value), codes=", ".join(LANGUAGES))
+
+
+def language_said(code: str) -> Message:
+    """The language's name for the faces to word: one of NeMo's eleven, or another, less supported."""
+    key = f"language_{code}"
+    return Message(key) if code in LANGUAGES else Message("language_less_supported", name=_other_languages().get(code, code))
 
 
 # -- requests and replies ------------------------------------------------------------------------
@@ -268,14 +275,15 @@ class TranslationJob:
         self.source = md.normalize(request.text)
         self.pieces = (md.markdown_pieces if request.markdown else md.text_pieces)(self.source)
         if not self.pieces:
-            raise UserError("nothing to translate: the text has no prose (only code, links or numbers)")
+            raise UserError("translate_no_prose")
         self.target = resolve_language(request.target)
         self.source_language = resolve_language(request.source, allow_auto=True)
         if self.source_language == AUTO:
             self.source_language = detect_language(" ".join(md.MARKER_RE.sub(" ", p.text) for p in self.pieces))
         if self.source_language == self.target:
-            raise UserError(f"the text is already in {language_label(self.target)}"
-                            + (" (detected); choose the source language" if request.source in (AUTO, "") else ""))
+            detected = request.source in (AUTO, "")
+            raise UserError("translate_already_in_detected" if detected else "translate_already_in",
+                            language=language_said(self.target))
         self.source_sha256 = (store.document(request.document_id)["sha256"] if request.document_id is not None
                               else hashlib.sha256(self.source.encode()).hexdigest())
         self.calls = CachedCalls(engine, store, "translation", self.source_sha256)
@@ -283,7 +291,7 @@ class TranslationJob:
         self.overhead = self.calls.encoded_length(self._messages([""], request.glossary))  # a request's prompt, less its text
         room = engine.n_ctx - self.overhead
         if room // 7 < 24:
-            raise UserError(f"a {engine.n_ctx:,}-token context is too small to translate in; raise the context size")
+            raise UserError("translate_context_too_small", tokens=f"{engine.n_ctx:,}")
         self.segments = plan_segments(self.pieces, min(options.segment_tokens, room // 7), self.count)
         self.row_bounds = self._row_bounds()
         self.units_per_piece = Counter(unit.piece for segment in self.segments for unit in segment)
