@@ -185,6 +185,20 @@ def m008_readable_tool_steps(db: sqlite_utils.Database) -> None:
         'content', content) WHERE role = 'tool' AND (NOT json_valid(content) OR json_type(content) != 'object')""")
 
 
+@migration
+def m009_conversation_summaries(db: sqlite_utils.Database) -> None:
+    """A long conversation's oldest messages folded into a running summary written by the model: the
+    summary and the range of messages it covers (first and last message id, how many messages)."""
+    _execute_each(
+        db,
+        """CREATE TABLE conversation_summaries (
+            id INTEGER PRIMARY KEY, conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            first_message_id INTEGER NOT NULL, last_message_id INTEGER NOT NULL, messages INTEGER NOT NULL,
+            text TEXT NOT NULL, model TEXT NOT NULL, created_at REAL NOT NULL)""",
+        "CREATE INDEX conversation_summaries_conversation ON conversation_summaries(conversation_id, last_message_id)",
+    )
+
+
 @dataclass(frozen=True)
 class SearchHit:
     conversation_id: int

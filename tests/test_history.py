@@ -24,7 +24,8 @@ def test_migrations_are_named_recorded_and_applied_once(tmp_path):
     names = [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY name")]
     assert names == [step.__name__ for step in MIGRATIONS] == [
         "m001_conversations", "m002_search", "m003_documents", "m004_translations", "m005_chunk_search",
-        "m006_trash_and_title_source", "m007_branches", "m008_readable_tool_steps"]
+        "m006_trash_and_title_source", "m007_branches", "m008_readable_tool_steps",
+        "m009_conversation_summaries"]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     recorded = conn.execute("SELECT * FROM _migrations ORDER BY name").fetchall()
     conn.close()

@@ -32,7 +32,7 @@ CONVERTED_FACES = ["app/ui.py", "app/faces/ui_chat.py", "app/faces/chat_view.py"
                    "app/faces/ui_api.py", "app/faces/language_note.py", "app/faces/ui_convert.py",
                    "app/faces/ui_history.py", "app/faces/chat_window.py", "app/faces/ui_documents.py",
                    "app/faces/ui_translate.py", "app/faces/ui_models.py", "app/faces/progress_text.py",
-                   "app/faces/ui_tools.py"]
+                   "app/faces/ui_tools.py", "app/faces/ui_ask.py"]
 BROWSER_LOCALES = {"en": "en-US", "fr": "fr-FR", "de": "de-DE", "es": "es-ES", "it": "it-IT", "pt": "pt-BR",
                    "zh": "zh-CN", "ja": "ja-JP", "ko": "ko-KR", "ar": "ar-EG", "hi": "hi-IN"}
 VIEWPORT = {"width": 1280, "height": 800}

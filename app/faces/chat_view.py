@@ -81,10 +81,18 @@ def approval_bubble(approval: Approval, language: str = "en") -> dict:
     return message
 
 
-def bubbles(rows: list[dict], live: ReplyUpdate | None = None,
-            progress: Progress | None = None, language: str = "en") -> tuple[list[dict], list[int | None]]:
+def fold_bubble(fold: dict, language: str = "en") -> dict:
+    """'Earlier messages summarized (N messages)', closed; opened, the running summary."""
+    bubble = {"role": "assistant", "content": remote_images_as_links(fold["text"]),
+              "metadata": {"title": text(language, "chat_fold", count=fold["messages"]), "status": "done"}}
+    return bubble
+
+
+def bubbles(rows: list[dict], live: ReplyUpdate | None = None, progress: Progress | None = None,
+            language: str = "en", fold: dict | None = None) -> tuple[list[dict], list[int | None]]:
     """Chatbot messages and their row ids (None for the notes that are no row) for a conversation's
-    rows; `live` is the reply being written in it, `progress` its job's progress."""
+    rows; `live` is the reply being written in it, `progress` its job's progress, `fold` the running
+    summary of its oldest messages (shown after the last message it covers)."""
     queued = [r for r in rows if r["role"] == "user" and r["status"] == QUEUED]
     shown, ids = [], []
     for row in rows:
@@ -96,6 +104,9 @@ def bubbles(rows: list[dict], live: ReplyUpdate | None = None,
             continue  # a reply stopped before its first word (older versions kept an empty row)
         shown.append(saved_bubble(row, language))
         ids.append(row["id"])
+        if fold is not None and row["id"] == fold["last_message_id"]:
+            shown.append(fold_bubble(fold, language))
+            ids.append(None)
     asking = live is not None and live.approval is not None and live.approval.answer is None
     if live is not None and live.message_id is None and (live.text or not (live.done or asking)):
         text_so_far = remote_images_as_links(live.text) or waiting_text(progress, language)
@@ -176,8 +187,9 @@ class ChatUI:
             return [], []
         if live is not None and live.conversation_id != conversation_id:
             live = None
-        return self.windows.cut(conversation_id, *bubbles(self.history.messages(conversation_id), live, progress, language),
-                                language)
+        rows = self.history.messages(conversation_id)
+        fold = self.services.chat.summaries.covering(conversation_id, [r["id"] for r in rows if r["status"] != QUEUED])
+        return self.windows.cut(conversation_id, *bubbles(rows, live, progress, language, fold), language)
 
     def meter(self, conversation_id: int | None, stats=None, language: str = "en") -> str:
         """Token meter (conversation tokens / context) and the last reply's speed; nothing for a

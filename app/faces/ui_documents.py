@@ -4,6 +4,7 @@ summarize with a progress bar that moves inside every engine call, download the 
 Markdown, delete with an undo. Layout and wiring only; the work is in the services."""
 
 import html
+import time
 from pathlib import Path
 
 from app.base.errors import UserError
@@ -15,11 +16,12 @@ from app.faces.language_note import language_name as page_language_name
 from app.faces.language_note import language_warning
 from app.faces.progress_text import summary_line
 from app.faces.safe_markdown import safe_markdown
+from app.faces.ui_ask import ask_panel
 from app.faces.temp_files import TabFiles, file_name, forget_upload
 from app.services.summarize import LENGTHS, SummaryOptions, SummaryUpdate
 
 HEADERS = ["documents_col_document", "documents_col_title", "documents_col_language", "documents_col_pages",
-           "documents_col_tokens", "documents_col_context"]  # locale keys
+           "documents_col_tokens", "documents_col_context", "documents_col_added"]  # locale keys
 
 
 def context_fit(tokens: int, n_ctx: int, language: str = "en") -> str:
@@ -50,25 +52,30 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
 
     store = services.documents
 
-    def rows(language: str) -> dict:
-        """The table's headers and rows, in `language`."""
+    def rows(language: str, query: str = "") -> dict:
+        """The table's headers and rows (those `query` finds), in `language`."""
         n_ctx = services.settings.n_ctx
         return {"headers": [text(language, key, tokenizer=TOKENIZER) for key in HEADERS],
                 "data": [[d["file_name"], d["title"], page_language_name(d["language"], language), d["pages"] or "—",
-                          f"{d['tokens']:,}", context_fit(d["tokens"], n_ctx, language)] for d in store.documents()]}
+                          f"{d['tokens']:,}", context_fit(d["tokens"], n_ctx, language),
+                          time.strftime("%Y-%m-%d %H:%M", time.localtime(d["created_at"]))]
+                         for d in store.find(query)]}
 
-    def choices(language: str) -> list[tuple[str, int]]:
+    def choices(language: str, query: str = "") -> list[tuple[str, int]]:
         return [(text(language, "documents_choice", name=d["file_name"], tokens=f"{d['tokens']:,}"), d["id"])
-                for d in store.documents()]
+                for d in store.find(query)]
 
-    def refresh(selected=None, request: gr.Request | None = None):
-        """The table and the choice, `selected` kept chosen while it exists."""
+    def refresh(selected=None, picked=None, query: str = "", request: gr.Request | None = None):
+        """The table, the choice and the documents to ask (those `query` finds), what was chosen
+        kept while it exists."""
         language = language_of(request)
-        listed = choices(language)
+        listed = choices(language, query)
         kept = selected if any(value == selected for _, value in listed) else None
-        return gr.update(value=rows(language)), gr.update(choices=listed, value=kept)
+        every = {value for _, value in choices(language)}
+        return (gr.update(value=rows(language, query)), gr.update(choices=listed, value=kept),
+                gr.update(choices=listed, value=[i for i in picked or [] if i in every]))
 
-    def add_files(paths, selected, request: gr.Request):
+    def add_files(paths, selected, picked, request: gr.Request):
         """Read and store each file; the last one stored becomes the chosen document."""
         lines = []
         for path in paths or []:
@@ -92,7 +99,7 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
                 lines.append(say(request, "common_warning", message=exc))
             finally:
                 forget_upload(path)  # the upload is not kept once read
-        return ("\n\n".join(lines), None, *refresh(selected, request), gr.update(visible=False))
+        return ("\n\n".join(lines), None, *refresh(selected, picked, "", request), gr.update(visible=False))
 
     def summary_file(request: gr.Request, document_id: int, summary: str) -> str:
         title = store.document(document_id)["title"]
@@ -135,31 +142,33 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
         for kind in ("reading", "summary"):
             services.jobs.stop(request.session_hash, kind)
 
-    def delete(document_id, request: gr.Request):
+    def delete(document_id, picked, request: gr.Request):
         """Delete at once, keeping what was deleted in this tab for Undo."""
         if document_id is None:
-            return say(request, "documents_choose_to_delete"), *[gr.skip()] * 7
+            return say(request, "documents_choose_to_delete"), *[gr.skip()] * 8
         try:
             removed = store.delete(document_id)
         except UserError as exc:
             return (say(request, "common_warning", message=exc), gr.skip(), gr.skip(), gr.skip(),
-                    *refresh(None, request), gr.update(visible=False), None)
+                    *refresh(None, picked, "", request), gr.update(visible=False), None)
         return (say(request, "documents_deleted", name=removed.file_name), "", "",
-                gr.update(value=None, interactive=False), *refresh(None, request), gr.update(visible=True), removed)
+                gr.update(value=None, interactive=False), *refresh(None, picked, "", request), gr.update(visible=True),
+                removed)
 
-    def undo(removed, request: gr.Request):
+    def undo(removed, picked, request: gr.Request):
         if removed is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.update(visible=False), None
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.update(visible=False), None
         try:
             document_id = store.restore(removed)
         except UserError as exc:
-            return say(request, "common_warning", message=exc), *refresh(None, request), gr.update(visible=False), None
-        return (say(request, "documents_back", name=removed.file_name), *refresh(document_id, request),
+            return (say(request, "common_warning", message=exc), *refresh(None, picked, "", request),
+                    gr.update(visible=False), None)
+        return (say(request, "documents_back", name=removed.file_name), *refresh(document_id, picked, "", request),
                 gr.update(visible=False), None)
 
     def opened(request: gr.Request):
-        """The tab in the page's language: the drop zone's label (it holds the size limit), table, choice."""
-        return gr.update(label=say(request, "documents_drop", mb=max_file_mb)), *refresh(None, request)
+        """The tab in the page's language: the drop zone's label (it holds the size limit), table, choices."""
+        return gr.update(label=say(request, "documents_drop", mb=max_file_mb)), *refresh(None, None, "", request)
 
     def summary_languages():
         return [(t("documents_same_language"), ""),
@@ -173,6 +182,8 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
             status = safe_markdown("", elem_id="doc-status")
             undo_btn = gr.Button(t("common_undo"), visible=False, size="sm", scale=0, min_width=90, elem_id="doc-undo")
         removed = gr.State(None)  # the document this tab deleted last, until Undo
+        search = gr.Textbox(label=t("documents_search"), placeholder=t("documents_search_placeholder"), lines=1,
+                            max_lines=1, elem_id="doc-search")
         table = gr.Dataframe(value=rows("en"), interactive=False, elem_id="doc-table")  # headers in the value
         with gr.Row():
             choice = gr.Dropdown(choices=choices("en"), value=None, label=t("documents_document"), elem_id="doc-choice",
@@ -189,14 +200,17 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
             delete_btn = gr.Button(t("common_delete"), elem_id="doc-delete")
         progress = gr.HTML("", elem_id="doc-progress")
         summary = safe_markdown("", elem_id="doc-summary")
+        picks = ask_panel(services, choices)
 
-    gr.on(None, opened, None, [drop, table, choice])  # on load
-    tab.select(refresh, choice, [table, choice])
+    listing = [table, choice, picks]
+    gr.on(None, opened, None, [drop, *listing])  # on load
+    tab.select(refresh, [choice, picks, search], listing)
+    search.change(refresh, [choice, picks, search], listing)
     shown = [progress, summary, download]
-    drop.upload(add_files, [drop, choice], [status, drop, table, choice, undo_btn]).then(show, choice, shown)
+    drop.upload(add_files, [drop, choice, picks], [status, drop, *listing, undo_btn]).then(show, choice, shown)
     choice.input(show, choice, shown)
     summarize_btn.click(run_summary, [choice, length, language, references], shown,
                         concurrency_id="llm", concurrency_limit=1)
     stop_btn.click(stop, None, None, concurrency_limit=None)
-    delete_btn.click(delete, choice, [status, progress, summary, download, table, choice, undo_btn, removed])
-    undo_btn.click(undo, removed, [status, table, choice, undo_btn, removed]).then(show, choice, shown)
+    delete_btn.click(delete, [choice, picks], [status, progress, summary, download, *listing, undo_btn, removed])
+    undo_btn.click(undo, [removed, picks], [status, *listing, undo_btn, removed]).then(show, choice, shown)

@@ -20,6 +20,8 @@ from app.history import (COMPLETE, FAILED, QUEUED, STOPPED, STREAMING, TITLE_BY_
 from app.base.jobs import CancelToken, ProgressCallback, no_progress
 from app.engine.catalog import resolve_model
 from app.runtime import Completion, Engine, GenerationStats, LoadOptions, SamplingOptions
+from app.services.conversation_fold import Turn, fitted_prompt
+from app.storage.conversation_summaries import ConversationSummaries
 from app.storage.document_store import DocumentStore
 from app.nemo.prompt import NAME_RE
 from app.nemo.tools import (Approval, ConversationSearch, SearchHit, TextDelta, Tool, ToolStep, as_prompt_call,
@@ -79,6 +81,7 @@ class ChatService:
         self.engine = engine
         self.documents = documents or DocumentStore(history)
         self.toolbox = toolbox  # MCP tools and approvals; None: the built-ins only
+        self.summaries = ConversationSummaries(history)
 
     def ensure_model(self, settings: Settings) -> None:
         self.engine.load(load_options(settings))
@@ -177,10 +180,27 @@ class ChatService:
         self.history.add_message(conversation_id, "document", json.dumps(record, ensure_ascii=False))
         return conversation_id, context.note
 
+    def start_from_answer(self, question: str, answer: str) -> str:
+        """A new conversation that begins with a question asked of documents and its answer; its title."""
+        if not question.strip():
+            raise UserError("the message is empty")
+        title = title_from(question)
+        conversation_id = self.history.create_conversation(title)
+        self.history.add_message(conversation_id, "user", question)
+        self.history.add_message(conversation_id, "assistant", answer)
+        return title
+
     def prompt_messages(self, conversation_id: int, settings: Settings, with_tools: bool = False) -> list[dict]:
         """The conversation as the model sees it: system prompt first; failed or empty replies
         left out; saved tool steps become tool calls and results when the format has tools."""
-        messages = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt.strip() else []
+        system, turns = self.prompt_turns(conversation_id, settings, with_tools)
+        return system + [turn.message for turn in turns]
+
+    def prompt_turns(self, conversation_id: int, settings: Settings, with_tools: bool = False) -> tuple[list[dict], list[Turn]]:
+        """`prompt_messages` as the system message (if any) and the turns, each with its history message's id."""
+        system = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt.strip() else []
+        messages: list[dict] = []
+        owners: list[int] = []
         for m in self.history.messages(conversation_id):
             if m["role"] == "tool":
                 if with_tools:
@@ -190,7 +210,8 @@ class ChatService:
             elif (m["role"] == "user" and m["status"] != QUEUED) or (
                     m["status"] in CONTEXT_STATUSES and m["content"].strip()):
                 messages.append({"role": m["role"], "content": m["content"]})
-        return messages
+            owners += [m["id"]] * (len(messages) - len(owners))
+        return system, [Turn(owner, message) for owner, message in zip(owners, messages)]
 
     def enabled_tools(self, settings: Settings) -> list[Tool]:
         """The tools NeMo is offered: built-ins switched on in settings (and MCP tools left on)."""
@@ -204,8 +225,11 @@ class ChatService:
         """Stream a reply to the conversation as it stands; `progress` follows the prompt's reading."""
         chat_format = chat_format_for(self.engine)
         tools = self.enabled_tools(settings) if isinstance(chat_format, NemoChatFormat) else []
-        messages = self.prompt_messages(conversation_id, settings, with_tools=bool(tools))
-        sampling = replace(sampling_options(settings), keep_state=True)  # the engine may save it for next time
+        sampling = sampling_options(settings)
+        system, turns = self.prompt_turns(conversation_id, settings, with_tools=bool(tools))
+        messages, _ = fitted_prompt(self.engine, chat_format, self.summaries, conversation_id, system, turns,
+                                    sampling.max_tokens, sampling, cancel)
+        sampling = replace(sampling, keep_state=True)  # the engine may save it for next time
         completions: list[Completion] = []
         if tools:
             events = self._tool_events(chat_format, messages, tools, sampling, cancel, progress, completions,
