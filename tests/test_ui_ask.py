@@ -80,7 +80,7 @@ def test_drop_two_files_choose_both_ask_and_open_a_source_with_the_quote_marked(
     assert first == QUESTION and f"p. {PLANTED_PAGE}" in second, "the answer continues as a chat, sources kept"
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)
 def test_a_30_turn_conversation_at_a_1024_context_shows_the_fold(served_small, page, artifacts):
     demo, url = served_small
     history = demo.nemo.history
@@ -95,7 +95,7 @@ def test_a_30_turn_conversation_at_a_1024_context_shows_the_fold(served_small, p
     page.keyboard.type("Turn 30: what did we talk about?")
     page.keyboard.press("Enter")
     fold = page.locator("#chatbot", has_text="Earlier messages summarized (")
-    fold.wait_for(timeout=300_000)
+    fold.wait_for(timeout=1_200_000)  # several summary calls on a busy machine
     [row] = demo.nemo.chat.summaries.of(conversation_id)[-1:]
     title = page.get_by_text(f"Earlier messages summarized ({row['messages']} messages)")
     title.wait_for(timeout=10_000)

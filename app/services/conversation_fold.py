@@ -79,7 +79,7 @@ def fitted_prompt(engine: Engine, chat_format, summaries: ConversationSummaries,
         completion = engine.complete(chat_format.encode(messages),
                                      sampling, cancel, decoder=chat_format.decoder())
         written = "".join(completion).strip()
-        if completion.stats.stop_reason == "cancelled":
+        if cancel.cancelled:
             return everything, None  # stopped: nothing kept; the reply's own call stops at once
         text, start = written or text, end
     folded = ids[:cut]
