@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_summarize import long_markdown  # noqa: E402  (the same made-up document as the tests)
+from corpora import long_markdown  # noqa: E402  (the same made-up document as the tests)
 
 from app.documents.reading import read_document  # noqa: E402
 from app.engine.catalog import resolve_model  # noqa: E402
