@@ -183,7 +183,7 @@ class ChatService:
     def start_from_answer(self, question: str, answer: str) -> str:
         """A new conversation that begins with a question asked of documents and its answer; its title."""
         if not question.strip():
-            raise UserError("the message is empty")
+            raise UserError("chat_message_is_empty")
         title = title_from(question)
         conversation_id = self.history.create_conversation(title)
         self.history.add_message(conversation_id, "user", question)
