@@ -89,10 +89,12 @@ def fold_bubble(fold: dict, language: str = "en") -> dict:
 
 
 def bubbles(rows: list[dict], live: ReplyUpdate | None = None, progress: Progress | None = None,
-            language: str = "en", fold: dict | None = None) -> tuple[list[dict], list[int | None]]:
+            language: str = "en", fold: dict | None = None,
+            answering: bool = False) -> tuple[list[dict], list[int | None]]:
     """Chatbot messages and their row ids (None for the notes that are no row) for a conversation's
     rows; `live` is the reply being written in it, `progress` its job's progress, `fold` the running
-    summary of its oldest messages (shown after the last message it covers)."""
+    summary of its oldest messages (shown after the last message it covers). `answering`: a reply to
+    the last message was just asked for, so it gets no "no reply yet" note."""
     queued = [r for r in rows if r["role"] == "user" and r["status"] == QUEUED]
     shown, ids = [], []
     for row in rows:
@@ -112,7 +114,7 @@ def bubbles(rows: list[dict], live: ReplyUpdate | None = None, progress: Progres
         text_so_far = remote_images_as_links(live.text) or waiting_text(progress, language)
         shown.append({"role": "assistant", "content": text_so_far})
         ids.append(None)
-    elif not asking and not queued and ids and rows[-1]["role"] == "user" and ids[-1] == rows[-1]["id"]:
+    elif not (asking or answering or queued) and ids and rows[-1]["role"] == "user" and ids[-1] == rows[-1]["id"]:
         shown.append({"role": "assistant", "content": text(language, "chat_unanswered")})  # its ↻ answers it
         ids.append(None)
     if asking:
@@ -181,15 +183,17 @@ class ChatUI:
         return "" if conversation_id is None else self.history.conversation(conversation_id)["title"]
 
     def chat_messages(self, conversation_id: int | None, live: ReplyUpdate | None = None,
-                      progress: Progress | None = None, language: str = "en") -> tuple[list[dict], list[int | None]]:
-        """Chatbot messages and their row ids; tool steps show as collapsible boxes."""
+                      progress: Progress | None = None, language: str = "en",
+                      answering: bool = False) -> tuple[list[dict], list[int | None]]:
+        """Chatbot messages and their row ids; tool steps show as collapsible boxes (`answering`: see
+        `bubbles`)."""
         if conversation_id is None:
             return [], []
         if live is not None and live.conversation_id != conversation_id:
             live = None
         rows = self.history.messages(conversation_id)
         fold = self.services.chat.summaries.covering(conversation_id, [r["id"] for r in rows if r["status"] != QUEUED])
-        return self.windows.cut(conversation_id, *bubbles(rows, live, progress, language, fold), language)
+        return self.windows.cut(conversation_id, *bubbles(rows, live, progress, language, fold, answering), language)
 
     def meter(self, conversation_id: int | None, stats=None, language: str = "en") -> str:
         """Token meter (conversation tokens / context) and the last reply's speed; nothing for a

@@ -102,11 +102,13 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
         ui.listed.pop(request.session_hash, None)  # a new search lists its first page
         return sidebar(request, query)
 
-    def shown(request: gr.Request, cid, notice_text: str = "", line: str | None = None) -> list:
-        """The view outputs for conversation `cid`, which the tab of `request` now has open."""
+    def shown(request: gr.Request, cid, notice_text: str = "", line: str | None = None,
+              answering: bool = False) -> list:
+        """The view outputs for conversation `cid`, which the tab of `request` now has open
+        (`answering`: its last message was just sent to be answered)."""
         ui.viewing[request.session_hash] = cid
         language = language_of(request)
-        messages, ids = ui.chat_messages(cid, language=language)
+        messages, ids = ui.chat_messages(cid, language=language, answering=answering)
         return [messages, ids, cid, ui.meter(cid, language=language) if line is None else line, notice_text,
                 ui.title(cid)]
 
@@ -149,7 +151,8 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
                    skip(), sidebar(request, query, cid))
             return
         job = ui.replies.answer(session, posted, ui.settings) if posted else None
-        yield (*shown(request, cid, " ".join(notes), "…" if posted else None), empty_box(), stop_state(session),
+        yield (*shown(request, cid, " ".join(notes), "…" if posted else None, answering=job is not None), empty_box(),
+               stop_state(session),
                sidebar(request, query, cid))
         if job is not None:
             yield from follow(request, job, query)
@@ -160,7 +163,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
             yield *shown(request, None, say(request, "chat_nothing_to_retry")), skip(), skip(), skip()
             return
         job = ui.replies.retry(session, conversation_id, ui.settings)
-        yield *shown(request, conversation_id, "", "…"), skip(), stop_state(session), skip()
+        yield *shown(request, conversation_id, "", "…", answering=job is not None), skip(), stop_state(session), skip()
         if job is not None:
             yield from follow(request, job, query)
 
@@ -172,7 +175,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
             return
         text = change.value if isinstance(change.value, str) else str(change.value)
         job = ui.replies.edit(session, conversation_id, message_id, text, ui.settings)
-        yield *shown(request, conversation_id, "", "…"), skip(), stop_state(session), skip()
+        yield *shown(request, conversation_id, "", "…", answering=job is not None), skip(), stop_state(session), skip()
         if job is not None:
             yield from follow(request, job, query)
 
