@@ -197,6 +197,29 @@ def served_with_api(home, monkeypatch):
     demo.close()
 
 
+def test_ui_api_with_a_token_takes_it_as_x_api_key_on_v1_only(home):
+    """`ui --api` behind the UI's token: Anthropic's clients send their key as `x-api-key`, and
+    /v1 takes the token that way too; the page's routes still need Bearer or the login."""
+    from app.faces.api_server import api_app, api_service
+    from app.ui import build_app, launch
+
+    save_settings(Settings(model="smollm2", n_ctx=1024, max_tokens=8))
+    token = secrets.token_urlsafe(24)
+    demo, style = build_app()
+    port = free_port()
+    launch(demo, style, port=port, block=False, token=token, api=api_app(api_service(demo.nemo)))
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        status, _, text = ask(url, "/v1/models", headers={"x-api-key": token})
+        assert status == 200 and json.loads(text)["data"], text
+        assert ask(url, "/v1/models", headers={"x-api-key": token[:-1]})[0] == 401
+        assert ask(url, "/v1/models")[0] == 401
+        assert ask(url, "/config", headers={"x-api-key": token})[0] == 401, "the page's routes take no x-api-key"
+        assert ask(url, "/config", headers={"Authorization": f"Bearer {token}"})[0] == 200
+    finally:
+        demo.close()
+
+
 def cross_site_requests(demo, origin: str) -> list[tuple[str, str, bytes | None, dict]]:
     """What a page of another site may send: a read of /config, a preflight of a queue join, a
     multipart upload, a text/plain POST to /v1 (the two last are "simple": no preflight first),

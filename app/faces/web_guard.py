@@ -160,9 +160,9 @@ class WebGuard:
                           "(see --allow-origin)")
             return
         if self.token and not self.authorized(dict(headers).get(b"authorization", b"")) \
-                and not _is_startup_check(scope):
+                and not self.api_key_given(scope, dict(headers).get(b"x-api-key")) and not _is_startup_check(scope):
             await _refuse(scope, receive, send, 401, "nemo-chat: this server needs its token (user nemo, password "
-                          "= the token; or the header Authorization: Bearer TOKEN)",
+                          "= the token; or the header Authorization: Bearer TOKEN, or x-api-key: TOKEN on /v1)",
                           [(b"www-authenticate", b'Basic realm="nemo-chat", charset="UTF-8"')])
             return
         if fetches_elsewhere(scope.get("path", "")):
@@ -200,6 +200,12 @@ class WebGuard:
         followed_link = scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"] == "/" \
             and headers.get(b"sec-fetch-mode", b"").lower() == b"navigate"
         return headers.get(b"sec-fetch-site", b"").lower() == b"cross-site" and not followed_link
+
+    def api_key_given(self, scope, key: bytes | None) -> bool:
+        """The token as `x-api-key` (how Anthropic's clients send a key), on the API's routes only."""
+        path = scope.get("path", "")
+        return key is not None and (path == "/v1" or path.startswith("/v1/")) and \
+            hmac.compare_digest(key.strip(), self.token.encode("utf-8"))
 
     def authorized(self, header: bytes) -> bool:
         """`Bearer TOKEN`, or HTTP Basic with user `nemo` and the token as password."""
