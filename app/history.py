@@ -22,6 +22,8 @@ QUEUED = "queued"  # a user message sent while a reply runs: shown, kept, answer
 STALE_STREAMING_S = 10.0  # a live reply is rewritten every 0.5 s as tokens come; older ones were cut off
 TRASH_KEEP_S = 10.0  # a deleted conversation can be restored (Undo) this long, then it is gone
 TITLE_BY_MESSAGE, TITLE_BY_DOCUMENT, TITLE_BY_MODEL, TITLE_BY_USER = "message", "document", "model", "user"
+OWN_SETTINGS = ("system_prompt", "temperature", "max_tokens")  # a conversation's own; None: the defaults
+MAX_TEMPERATURE, MAX_REPLY_TOKENS = 2.0, 131072
 
 MIGRATIONS: list[Migration] = []  # in order; each is recorded in `_migrations` under its function name
 
@@ -199,6 +201,19 @@ def m009_conversation_summaries(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m010_conversation_settings(db: sqlite_utils.Database) -> None:
+    """A conversation's own system prompt, temperature and max reply tokens (NULL: the defaults from
+    Settings), and when it was pinned to the top of the sidebar (NULL: not pinned)."""
+    _execute_each(
+        db,
+        "ALTER TABLE conversations ADD COLUMN system_prompt TEXT",
+        "ALTER TABLE conversations ADD COLUMN temperature REAL",
+        "ALTER TABLE conversations ADD COLUMN max_tokens INTEGER",
+        "ALTER TABLE conversations ADD COLUMN pinned_at REAL",
+    )
+
+
 @dataclass(frozen=True)
 class SearchHit:
     conversation_id: int
@@ -247,11 +262,39 @@ class History:
         with self.database.transaction():
             return self.db["conversations"].insert(row).last_pk
 
-    def conversations(self, limit: int = 500) -> list[dict]:
-        """Newest first; conversations in the trash are left out."""
+    def conversations(self, limit: int = 500, pinned_first: bool = False) -> list[dict]:
+        """Newest first (with `pinned_first`, the pinned ones before the others); conversations in
+        the trash are left out."""
+        order = "updated_at desc, id desc"
         with self.database.lock:
             return list(self.db["conversations"].rows_where(
-                "deleted_at IS NULL", order_by="updated_at desc, id desc", limit=limit))
+                "deleted_at IS NULL", order_by=f"pinned_at IS NULL, {order}" if pinned_first else order, limit=limit))
+
+    def pin(self, conversation_id: int, pinned: bool = True) -> None:
+        """Keep the conversation at the top of the sidebar (or let it go back to its place)."""
+        with self.database.transaction():
+            self.conversation(conversation_id)
+            self.db["conversations"].update(conversation_id, {"pinned_at": time.time() if pinned else None})
+
+    def set_own_settings(self, conversation_id: int, system_prompt: str | None = None,
+                         temperature: float | None = None, max_tokens: int | None = None) -> None:
+        """The conversation's own system prompt, temperature and max reply tokens; None (or a blank
+        prompt) means the default from Settings."""
+        if temperature is not None and not 0 <= temperature <= MAX_TEMPERATURE:
+            raise UserError("history_bad_temperature", value=temperature, most=MAX_TEMPERATURE)
+        if max_tokens is not None and not 1 <= max_tokens <= MAX_REPLY_TOKENS:
+            raise UserError("history_bad_max_tokens", value=max_tokens, most=MAX_REPLY_TOKENS)
+        values = {"system_prompt": system_prompt if system_prompt and system_prompt.strip() else None,
+                  "temperature": None if temperature is None else float(temperature),
+                  "max_tokens": None if max_tokens is None else int(max_tokens)}
+        with self.database.transaction():
+            self.conversation(conversation_id)
+            self.db["conversations"].update(conversation_id, values)
+
+    def own_settings(self, conversation_id: int) -> dict:
+        """The conversation's own settings (OWN_SETTINGS), None where it keeps the default."""
+        row = self.conversation(conversation_id)
+        return {name: row[name] for name in OWN_SETTINGS}
 
     def conversation(self, conversation_id: int) -> dict:
         try:

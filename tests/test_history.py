@@ -25,7 +25,7 @@ def test_migrations_are_named_recorded_and_applied_once(tmp_path):
     assert names == [step.__name__ for step in MIGRATIONS] == [
         "m001_conversations", "m002_search", "m003_documents", "m004_translations", "m005_chunk_search",
         "m006_trash_and_title_source", "m007_branches", "m008_readable_tool_steps",
-        "m009_conversation_summaries"]
+        "m009_conversation_summaries", "m010_conversation_settings"]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     recorded = conn.execute("SELECT * FROM _migrations ORDER BY name").fetchall()
     conn.close()

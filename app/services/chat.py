@@ -168,6 +168,7 @@ class ChatService:
         document_id, _ = store.add(document)
         used = 0
         if conversation_id is not None:
+            settings = self.settings_for(conversation_id, settings)
             messages = self.prompt_messages(conversation_id, settings)
             used = len(chat_format_for(self.engine).encode(messages)) if messages else 0
         budget = self.engine.n_ctx - used - settings.max_tokens - len(self.engine.tokenize(question)) - 64
@@ -190,6 +191,12 @@ class ChatService:
         self.history.add_message(conversation_id, "assistant", answer)
         return title
 
+    def settings_for(self, conversation_id: int, settings: Settings) -> Settings:
+        """`settings` with the conversation's own system prompt, temperature and max reply tokens
+        where it has them (`History.set_own_settings`)."""
+        own = self.history.own_settings(conversation_id)
+        return replace(settings, **{name: value for name, value in own.items() if value is not None})
+
     def prompt_messages(self, conversation_id: int, settings: Settings, with_tools: bool = False) -> list[dict]:
         """The conversation as the model sees it: system prompt first; failed or empty replies
         left out; saved tool steps become tool calls and results when the format has tools."""
@@ -198,6 +205,7 @@ class ChatService:
 
     def prompt_turns(self, conversation_id: int, settings: Settings, with_tools: bool = False) -> tuple[list[dict], list[Turn]]:
         """`prompt_messages` as the system message (if any) and the turns, each with its history message's id."""
+        settings = self.settings_for(conversation_id, settings)
         system = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt.strip() else []
         messages: list[dict] = []
         owners: list[int] = []
@@ -222,7 +230,9 @@ class ChatService:
 
     def _reply(self, conversation_id: int, settings: Settings, cancel: CancelToken,
                progress: ProgressCallback = no_progress) -> Iterator[ReplyUpdate]:
-        """Stream a reply to the conversation as it stands; `progress` follows the prompt's reading."""
+        """Stream a reply to the conversation as it stands, with its own settings where it has them;
+        `progress` follows the prompt's reading."""
+        settings = self.settings_for(conversation_id, settings)
         chat_format = chat_format_for(self.engine)
         tools = self.enabled_tools(settings) if isinstance(chat_format, NemoChatFormat) else []
         sampling = sampling_options(settings)

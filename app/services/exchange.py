@@ -71,8 +71,10 @@ def export_json(history: History, ids: list[int] | None = None) -> dict:
                        "created_at": row["created_at"], "status": row["status"]}
             message.update({k: row[k] for k in OPTIONAL if row.get(k) is not None})
             messages.append(message)
+        own = {name: value for name, value in history.own_settings(conversation_id).items() if value is not None}
         out.append({"title": conversation["title"], "created_at": conversation["created_at"],
-                    "source": _source(conversation), "current": tip, "messages": messages})
+                    "source": _source(conversation), "current": tip, **({"settings": own} if own else {}),
+                    **({"pinned": True} if conversation["pinned_at"] else {}), "messages": messages})
     return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "exported_at": time.time(), "conversations": out}
 
 
@@ -179,6 +181,8 @@ def _insert(history: History, conversation: Conversation) -> int:
     current = ids.get(conversation.current) if conversation.current else None
     created = float(conversation.created_at or time.time())
     latest = max([created, *(float(m.created_at or 0) for m in conversation.messages)])
-    conn.execute("UPDATE conversations SET current_id = ?, source = ?, created_at = ?, updated_at = ? WHERE id = ?",
-                 [current or max(ids.values()), conversation.source, created, latest, conversation_id])
+    conn.execute("UPDATE conversations SET current_id = ?, source = ?, created_at = ?, updated_at = ?, pinned_at = ?"
+                 " WHERE id = ?", [current or max(ids.values()), conversation.source, created, latest,
+                                   latest if conversation.pinned else None, conversation_id])
+    history.set_own_settings(conversation_id, **conversation.settings)
     return len(ids)

@@ -18,6 +18,7 @@ from itertools import chain
 from typing import Any
 
 from app.base.errors import UserError
+from app.history import MAX_REPLY_TOKENS, MAX_TEMPERATURE
 from app.nemo.prompt import CALL_ID_RE, NAME_RE
 
 FORMAT_NAME, FORMAT_VERSION = "nemo-chat", 1
@@ -48,6 +49,8 @@ class Conversation:
     messages: list[Message]  # parents before children
     current: str | None = None  # the last message of the branch shown; None: the last one
     source: str = ""  # what identifies it in its file, so a second import adds nothing twice
+    settings: dict = field(default_factory=dict)  # its own system prompt, temperature, max reply tokens
+    pinned: bool = False  # kept at the top of the sidebar
 
 
 @dataclass
@@ -258,7 +261,21 @@ def _ours(item: dict, skipped: list[str], where: str) -> Conversation:
     skipped += [f"{where}, message {key}: its parent links go round in a circle" for key in nodes if key not in placed]
     current = item.get("current")
     return Conversation(str(item.get("title") or "Imported chat"), item.get("created_at"), messages,
-                        None if current is None else str(current), str(item.get("source") or ""))
+                        None if current is None else str(current), str(item.get("source") or ""),
+                        _own_settings(item.get("settings"), skipped, where), item.get("pinned") is True)
+
+
+def _own_settings(raw: Any, skipped: list[str], where: str) -> dict:
+    """A conversation's own settings as our export writes them; a value of the wrong kind or out of
+    range is left out (the default applies) and said."""
+    checks = {"system_prompt": lambda v: isinstance(v, str),
+              "temperature": lambda v: type(v) in (int, float) and 0 <= v <= MAX_TEMPERATURE,
+              "max_tokens": lambda v: type(v) is int and 1 <= v <= MAX_REPLY_TOKENS}
+    raw = raw if isinstance(raw, dict) else {}
+    kept = {name: raw[name] for name, ok in checks.items() if raw.get(name) is not None and ok(raw[name])}
+    skipped += [f"{where}: its {name} {raw[name]!r} is not usable; the default applies"
+                for name in checks if raw.get(name) is not None and name not in kept]
+    return kept
 
 
 def _tree(nodes: dict[str, tuple[str | None, Message | None]]) -> list[Message]:
