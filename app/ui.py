@@ -16,7 +16,7 @@ from app.faces.chat_view import ChatUI  # noqa: E402
 from app.faces.i18n import language_of, language_picker, name_tabs, say, t  # noqa: E402
 from app.faces.safe_markdown import safe_markdown  # noqa: E402
 from app.faces.temp_files import TabFiles, clean_private_tmp  # noqa: E402
-from app.faces.ui_chat import ESCAPE_STOPS, chat_page  # noqa: E402
+from app.faces.ui_chat import CHAT_KEYS, chat_page  # noqa: E402
 from app.faces.ui_convert import convert_panel  # noqa: E402
 from app.faces.ui_documents import documents_tab  # noqa: E402
 from app.faces.ui_api import api_section  # noqa: E402
@@ -124,7 +124,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
 
         demo.load(page_opened, None, [chat.conversations, chat.model_line, model_name, models_folder,
                                       *settings_fields])
-        demo.load(None, js=ESCAPE_STOPS)
+        demo.load(None, js=CHAT_KEYS)
         name_tabs(demo, picker)
 
         def tab_closed(request: gr.Request):

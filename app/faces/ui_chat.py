@@ -3,7 +3,7 @@ Layout and wiring only: messages are posted and answered by the services (ChatSe
 TabReplies), what is shown is made by `chat_view.ChatUI`.
 
 Enter sends, Shift+Enter breaks the line, Escape stops the reply being written (messages queued
-behind it are answered next). Chat events are not serialized by Gradio's queue: every tab's requests
+behind it are answered next); in a message being edited, Enter submits the edit and Escape cancels it. Chat events are not serialized by Gradio's queue: every tab's requests
 wait for the model's first-come-first-served turns in the engine, so a tab that sends while another
 tab's reply runs shows its message at once and how many are ahead, for as long as that reply runs.
 """
@@ -22,7 +22,21 @@ from app.history import TRASH_KEEP_S
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False},
          {"left": "\\(", "right": "\\)", "display": False}, {"left": "\\[", "right": "\\]", "display": True}]
-ESCAPE_STOPS = """() => {
+CHAT_KEYS = """() => {
+  const editButtons = (box) => {  // the Chatbot's ✓ and ✕ of the message being edited, in that order
+    const row = box.closest(".message-row");
+    const panel = row && row.nextElementSibling;
+    return panel && panel.classList.contains("message-buttons") ? panel.querySelectorAll("button") : [];
+  };
+  document.addEventListener("keydown", (event) => {  // in a message being edited: Enter submits, Escape cancels
+    const box = event.target.closest && event.target.closest("#chatbot textarea.edit-textarea");
+    if (!box || event.isComposing) return;
+    const submit = event.key === "Enter" && !event.shiftKey, cancel = event.key === "Escape";
+    const [yes, no] = editButtons(box);
+    const button = submit ? yes : cancel ? no : null;
+    if (!button || button.disabled) return;
+    event.preventDefault(); event.stopPropagation(); button.click();
+  }, true);
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape" || event.defaultPrevented) return;
     const stop = document.querySelector("#stop");

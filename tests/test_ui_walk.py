@@ -1,0 +1,51 @@
+"""The defects of issue 23's walk, driven as a person drives the page (real Chromium, real SmolLM2):
+typing with the keyboard and reading what the page shows."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from playwright.sync_api import expect
+from test_ui_browser import type_and_send
+from test_ui_history import versions_bar, wait_for_reply
+
+EDIT_BOX = "#chatbot textarea.edit-textarea"
+
+
+def start_editing(page, text: str) -> None:
+    """Hover the user's message holding `text`, press its Edit and put the cursor in the edit box."""
+    page.locator("#chatbot .message.user", has_text=text).hover()
+    page.locator("#chatbot").get_by_role("button", name="Edit").first.click()
+    page.locator(EDIT_BOX).click()
+    page.keyboard.press("Control+A")
+
+
+def test_editing_a_message_enter_submits_shift_enter_breaks_the_line_escape_cancels(served, page, artifacts):
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, max_tokens=6, temperature=0.0)
+    page.goto(url)
+    type_and_send(page, "My cat is called Whiskers.")
+    wait_for_reply(demo, page, 1)
+
+    start_editing(page, "Whiskers")
+    page.keyboard.type("My dog is called Rex.")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("He is brown.")
+    assert page.locator(EDIT_BOX).input_value() == "My dog is called Rex.\nHe is brown.", "Shift+Enter breaks the line"
+    page.screenshot(path=str(artifacts / "ui-walk-editing.png"))
+    page.keyboard.press("Enter")
+    expect(versions_bar(page, "Rex")).to_contain_text("2/2", timeout=60_000)
+    expect(page.locator(EDIT_BOX)).to_have_count(0)
+    wait_for_reply(demo, page, 1)
+    [conversation] = demo.nemo.history.conversations()
+    assert demo.nemo.history.messages(conversation["id"])[0]["content"] == "My dog is called Rex.\nHe is brown."
+
+    start_editing(page, "Rex")
+    page.keyboard.type("Forget it.")
+    page.keyboard.press("Escape")
+    expect(page.locator(EDIT_BOX)).to_have_count(0, timeout=10_000)
+    expect(page.locator("#chatbot .message.user")).to_contain_text("He is brown.")
+    assert "Forget it." not in page.locator("#chatbot").inner_text(), "Escape drops the edit"
+    expect(versions_bar(page, "Rex")).to_contain_text("2/2")
+    assert [m["content"] for m in demo.nemo.history.messages(conversation["id"]) if m["role"] == "user"] == [
+        "My dog is called Rex.\nHe is brown."], "nothing was sent"
