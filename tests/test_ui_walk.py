@@ -49,3 +49,22 @@ def test_editing_a_message_enter_submits_shift_enter_breaks_the_line_escape_canc
     expect(versions_bar(page, "Rex")).to_contain_text("2/2")
     assert [m["content"] for m in demo.nemo.history.messages(conversation["id"]) if m["role"] == "user"] == [
         "My dog is called Rex.\nHe is brown."], "nothing was sent"
+
+
+def test_after_new_chat_what_is_typed_goes_to_the_message_box(served, page, artifacts):
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, max_tokens=4, temperature=0.0)
+    page.goto(url)
+    type_and_send(page, "Hello there.")
+    wait_for_reply(demo, page, 1)
+
+    page.locator("#new-chat").focus()
+    page.keyboard.press("Enter")  # New chat, from the keyboard
+    expect(page.locator("#chatbot .message")).to_have_count(0, timeout=30_000)
+    page.wait_for_function("() => document.activeElement && !!document.activeElement.closest('#message-box')",
+                           timeout=10_000)
+    page.screenshot(path=str(artifacts / "ui-walk-new-chat.png"))
+    page.keyboard.type("A fresh question.")  # no click: the cursor is in the message box
+    page.keyboard.press("Enter")
+    page.locator("#chatbot .message.user", has_text="A fresh question.").wait_for(timeout=30_000)
+    assert len(demo.nemo.history.conversations()) == 2, "sent in a new conversation"

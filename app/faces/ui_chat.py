@@ -43,6 +43,7 @@ CHAT_KEYS = """() => {
     if (stop && !stop.disabled) { event.preventDefault(); stop.click(); }
   });
 }"""
+FOCUS_BOX = "() => { document.querySelector('#message-box textarea')?.focus(); }"  # a new chat: type at once
 CHAT_EVENT = dict(concurrency_limit=None, show_progress="hidden")  # the engine's turns do the waiting
 
 
@@ -250,8 +251,8 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
     chatbot.edit(edit, [conversation, message_ids, search], reply_outputs, **CHAT_EVENT)
     stop_btn.click(stop, None, None, queue=False)
     chatbot.option_select(answer_approval, None, None, queue=False)
-    chatbot.clear(new_conversation, None, [*view, rename_status, conversations])
-    new_btn.click(new_conversation, None, [*view, rename_status, conversations])
+    for start_new in (chatbot.clear, new_btn.click):
+        start_new(new_conversation, None, [*view, rename_status, conversations]).then(None, js=FOCUS_BOX)
     conversations.input(open_conversation, conversations, [*view, rename_status])
     search.change(searched, search, conversations)
     for rename_event in (rename_btn.click, title.submit):
