@@ -9,6 +9,8 @@ from playwright.sync_api import expect
 from test_ui_browser import type_and_send
 from test_ui_history import versions_bar, wait_for_reply
 
+from app.faces.chat_view import SIDEBAR_PAGE
+
 EDIT_BOX = "#chatbot textarea.edit-textarea"
 
 
@@ -68,3 +70,31 @@ def test_after_new_chat_what_is_typed_goes_to_the_message_box(served, page, arti
     page.keyboard.press("Enter")
     page.locator("#chatbot .message.user", has_text="A fresh question.").wait_for(timeout=30_000)
     assert len(demo.nemo.history.conversations()) == 2, "sent in a new conversation"
+
+
+def test_more_conversations_shows_only_while_the_list_leaves_some_out(served, page, artifacts):
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, max_tokens=4, temperature=0.0)
+    for n in range(SIDEBAR_PAGE):
+        demo.nemo.history.create_conversation(f"Old talk {n:02d}")
+    more = page.locator("#more-conversations")
+    page.goto(url)
+    expect(page.locator("#conversation-list label")).to_have_count(SIDEBAR_PAGE, timeout=30_000)
+    expect(more).to_be_hidden()
+    page.locator("#conversation-list label").last.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "ui-walk-all-listed.png"))
+
+    type_and_send(page, "One more talk.")  # a conversation more than the list holds
+    wait_for_reply(demo, page, 1)
+    expect(more).to_be_visible(timeout=30_000)
+    expect(page.locator("#conversation-list label")).to_have_count(SIDEBAR_PAGE)
+    more.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "ui-walk-more-left.png"))
+    more.click()
+    expect(page.locator("#conversation-list label")).to_have_count(SIDEBAR_PAGE + 1, timeout=30_000)
+    expect(more).to_be_hidden(timeout=30_000)
+
+    page.locator("#search textarea").click()
+    page.keyboard.type("One more")  # a search lists every hit: nothing more to show
+    expect(page.locator("#search-hits .hit").first).to_be_visible(timeout=30_000)
+    expect(more).to_be_hidden()

@@ -7,7 +7,9 @@ JavaScript (`PAGE_JS`): it draws the ‹ › buttons into the bubbles from a map
 (`#versions-map`: the row id of each bubble and the versions of those that have some), and a click
 on anything marked `data-pick` (a ‹ ›, a search hit), on "show earlier messages" (`chat_window`) or on
 the ✕ of a queued message (`chat_view`) writes "version:ID", "open:ID", "earlier:ID" or "takeback:ID"
-into the hidden `#history-pick` box, whose change runs `pick` here. Layout and wiring only: the
+into the hidden `#history-pick` box, whose change runs `pick` here; when the conversation list or the
+search changes, it presses the hidden `#more-check`, which shows "More" only while the list leaves
+conversations out. Layout and wiring only: the
 history does the work.
 """
 
@@ -84,11 +86,20 @@ PAGE_JS = """() => {
       setTimeout(() => found.classList.remove("nemo-found"), 4000);
     }
   };
+  let listed = null;
+  const checkMore = () => {  // the list or the search changed: the server says whether "More" has more
+    const list = document.querySelector("#conversation-list"), search = document.querySelector("#search textarea");
+    const key = (list ? list.innerText : "") + "\u0000" + (search ? search.value : "");
+    const check = document.querySelector("#more-check");
+    if (key === listed || !check) return;
+    listed = key;
+    check.click();
+  };
   let planned = false;
   new MutationObserver(() => {
     if (planned) return;
     planned = true;
-    requestAnimationFrame(() => { planned = false; decorate(); });
+    requestAnimationFrame(() => { planned = false; decorate(); checkMore(); });
   }).observe(document.body, {childList: true, subtree: true, characterData: true});
 }"""
 
@@ -101,6 +112,7 @@ class SidebarParts:
     pick: gr.Textbox
     versions: gr.HTML
     more: gr.Button | None = None
+    more_check: gr.Button | None = None
     exchange: ExchangeParts | None = None
 
 
@@ -172,7 +184,9 @@ def history_sidebar() -> SidebarParts:
 
 
 def more_button(parts: SidebarParts) -> None:
-    parts.more = gr.Button(t("history_more"), size="sm", elem_id="more-conversations")
+    """ "More conversations", shown only while the list leaves some out (the page script asks)."""
+    parts.more = gr.Button(t("history_more"), size="sm", elem_id="more-conversations", visible=False)
+    parts.more_check = gr.Button(visible="hidden", elem_id="more-check")
 
 
 def exchange_panel(parts: SidebarParts) -> None:
@@ -267,6 +281,10 @@ def wire_history(ui: ChatUI, files: TabFiles, max_file_mb: int, sidebar: Sidebar
         ui.listed[request.session_hash] = ui.listed.get(request.session_hash, SIDEBAR_PAGE) + SIDEBAR_PAGE
         return chat.sidebar(request, query, conversation_id)
 
+    def more_shown(query: str, request: gr.Request):
+        listed = ui.listed.get(request.session_hash, SIDEBAR_PAGE)
+        return gr.update(visible=not (query or "").strip() and ui.history.count_conversations() > listed)
+
     def found(query: str, request: gr.Request) -> str:
         return hits_html(ui, query or "", request)
 
@@ -277,6 +295,7 @@ def wire_history(ui: ChatUI, files: TabFiles, max_file_mb: int, sidebar: Sidebar
     chat.search.change(found, chat.search, sidebar.hits, **latest)
     sidebar.pick.change(pick, [sidebar.pick, chat.search, chat.conversation], [*chat.view, chat.conversations])
     sidebar.more.click(more, [chat.search, chat.conversation], chat.conversations)
+    sidebar.more_check.click(more_shown, chat.search, sidebar.more, queue=False, trigger_mode="always_last")
     chat.message_ids.change(versions, [chat.conversation, chat.message_ids], sidebar.versions, **latest)
     wire_exchange(ui, files, max_file_mb, sidebar.exchange, chat)
     gr.on(None, None, None, None, js=PAGE_JS)
