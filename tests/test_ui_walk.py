@@ -14,6 +14,16 @@ from app.faces.chat_view import SIDEBAR_PAGE
 EDIT_BOX = "#chatbot textarea.edit-textarea"
 
 
+def one_exchange(served, page, question: str):
+    """Open the app, send `question` with the keyboard and wait for its short reply; the app."""
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, max_tokens=6, temperature=0.0)
+    page.goto(url)
+    type_and_send(page, question)
+    wait_for_reply(demo, page, 1)
+    return demo
+
+
 def start_editing(page, text: str) -> None:
     """Hover the user's message holding `text`, press its Edit and put the cursor in the edit box."""
     page.locator("#chatbot .message.user", has_text=text).hover()
@@ -23,11 +33,7 @@ def start_editing(page, text: str) -> None:
 
 
 def test_editing_a_message_enter_submits_shift_enter_breaks_the_line_escape_cancels(served, page, artifacts):
-    demo, url = served
-    demo.nemo.settings = replace(demo.nemo.settings, max_tokens=6, temperature=0.0)
-    page.goto(url)
-    type_and_send(page, "My cat is called Whiskers.")
-    wait_for_reply(demo, page, 1)
+    demo = one_exchange(served, page, "My cat is called Whiskers.")
 
     start_editing(page, "Whiskers")
     page.keyboard.type("My dog is called Rex.")
@@ -54,11 +60,7 @@ def test_editing_a_message_enter_submits_shift_enter_breaks_the_line_escape_canc
 
 
 def test_after_new_chat_what_is_typed_goes_to_the_message_box(served, page, artifacts):
-    demo, url = served
-    demo.nemo.settings = replace(demo.nemo.settings, max_tokens=4, temperature=0.0)
-    page.goto(url)
-    type_and_send(page, "Hello there.")
-    wait_for_reply(demo, page, 1)
+    demo = one_exchange(served, page, "Hello there.")
 
     page.locator("#new-chat").focus()
     page.keyboard.press("Enter")  # New chat, from the keyboard
