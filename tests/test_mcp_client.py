@@ -26,6 +26,8 @@ from test_nemo_chat import ScriptedEngine
 DEMO_SERVER = '''
 import os, sys, time
 from pathlib import Path
+from typing import Annotated
+from pydantic import Field
 from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 
@@ -35,7 +37,7 @@ Path(os.environ["DEMO_PIDS"]).open("a").write(f"{os.getpid()}\\n")
 
 
 @server.tool(annotations=ToolAnnotations(readOnlyHint=True))
-def shout(text: str) -> str:
+def shout(text: Annotated[str, Field(max_length=24)]) -> str:  # bounded: the grammar holds a call to it
     """Say the text in capitals."""
     return text.upper() + "!"
 
@@ -219,6 +221,30 @@ def test_a_nemo_tool_call_reaches_the_mcp_tool_after_approval(chat_with_mcp, tin
     asked, final = answer_approvals(chat.send(final.conversation_id, "Note", settings), [])
     assert asked == [] and final.text == "Noted again." and notes.read_text() == "first\nthird\nfourth\n"
     assert ToolChoices().always_allowed("demo/add_note"), "kept in mcp-tools.json"
+
+
+def test_a_required_call_of_an_mcp_tool_runs_on_the_real_engine(demo, tiny_nemo_gguf, home):
+    """The real engine (tiny NeMo), the real tool loop, the demo server over stdio: with the MCP
+    tool named as the required tool, the grammar-held call reaches the server, its result is saved
+    as a step and goes back to the model (no approval: `shout` is read-only)."""
+    from app.engine.llama import LlamaEngine
+
+    history = History(home / "chat.db")
+    servers = McpServers(read_mcp_config())
+    engine = LlamaEngine()
+    try:
+        service = ChatService(history, engine, toolbox=ToolBox(history_search(history), servers, ToolChoices()))
+        settings = Settings(model=str(tiny_nemo_gguf), n_ctx=1024, max_tokens=80, temperature=0.0, tools="",
+                            tool_choice="shout")
+        final = list(service.send(None, "Shout hello", settings))[-1]
+        assert final.status == "complete" and final.approval is None
+        steps = [json.loads(m["content"]) for m in history.messages(final.conversation_id) if m["role"] == "tool"]
+        assert steps and steps[0]["name"] == "shout" and steps[0]["error"] is None, steps
+        assert steps[0]["result"] == steps[0]["arguments"]["text"].upper() + "!", "the demo server ran the call"
+    finally:
+        engine.unload()
+        servers.close()
+        history.close()
 
 
 def test_failures_are_one_line_steps_and_the_chat_goes_on(chat_with_mcp, tiny_nemo_gguf):

@@ -76,6 +76,7 @@ class ScriptedEngine:
         self.info = read_gguf_info(gguf_path)
         self.model_name = self.info.path.name
         self.replies, self.prompts, self.stop_after = list(replies), [], stop_after
+        self.n_ctx = 4096  # tokens a sequence holds: scripted conversations never need folding
 
     def load(self, options: LoadOptions) -> None:
         pass
