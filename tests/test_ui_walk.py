@@ -8,6 +8,7 @@ from dataclasses import replace
 from playwright.sync_api import expect
 from test_ui_browser import type_and_send
 from test_ui_history import versions_bar, wait_for_reply
+from test_ui_keyboard import STREAMING
 
 from app.faces.chat_view import SIDEBAR_PAGE
 
@@ -100,3 +101,25 @@ def test_more_conversations_shows_only_while_the_list_leaves_some_out(served, pa
     page.keyboard.type("One more")  # a search lists every hit: nothing more to show
     expect(page.locator("#search-hits .hit").first).to_be_visible(timeout=30_000)
     expect(more).to_be_hidden()
+
+
+def test_copy_conversation_copies_the_messages_without_the_stopped_mark(served, page, artifacts):
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, max_tokens=1500)  # runs until stopped
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto(url)
+    type_and_send(page, "Write a long story about the sea.")
+    page.wait_for_function(STREAMING, timeout=120_000)
+    page.keyboard.press("Escape")
+    page.locator("#chatbot .message.bot", has_text="■ stopped").wait_for(timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#stop').disabled", timeout=30_000)
+
+    page.locator("#chatbot").get_by_role("button", name="Copy conversation").click()
+    page.wait_for_function("async () => (await navigator.clipboard.readText()).startsWith('user: ')", timeout=10_000)
+    copied = page.evaluate("() => navigator.clipboard.readText()")
+    [conversation] = demo.nemo.history.conversations()
+    question, reply = demo.nemo.history.messages(conversation["id"])
+    assert reply["status"] == "stopped"
+    assert copied == f"user: Write a long story about the sea.\n\nassistant: {reply['content']}"
+    assert "stopped" not in copied, "the page's mark is not part of the conversation"
+    page.screenshot(path=str(artifacts / "ui-walk-copied.png"))

@@ -262,5 +262,5 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
     undo_btn.click(undo, [trashed, search], [*view, conversations, undo_bar, undo_timer, trashed])
     undo_timer.tick(expire, trashed, [undo_bar, undo_timer, trashed])
     wire_history(ui, files, max_file_mb, history,
-                 ChatParts(view, shown, sidebar, conversation, message_ids, conversations, search))
+                 ChatParts(view, shown, sidebar, conversation, message_ids, conversations, search, stats))
     return ChatPage(model_line, conversations, search, tab_closed)

@@ -2,15 +2,15 @@
 (one conversation or all, JSON or Markdown, as a download) and import (a drop zone), and the
 ‹ 2/3 › version switch on messages that were edited or retried.
 
-Gradio's Chatbot cannot hold components inside a bubble, so the page does two small things in
+Gradio's Chatbot cannot hold components inside a bubble, so the page does small things in
 JavaScript (`PAGE_JS`): it draws the ‹ › buttons into the bubbles from a map the server writes
-(`#versions-map`: the row id of each bubble and the versions of those that have some), and a click
+(`#versions-map`: the row id of each bubble and the versions of those that have some); a click
 on anything marked `data-pick` (a ‹ ›, a search hit), on "show earlier messages" (`chat_window`) or on
 the ✕ of a queued message (`chat_view`) writes "version:ID", "open:ID", "earlier:ID" or "takeback:ID"
-into the hidden `#history-pick` box, whose change runs `pick` here; when the conversation list or the
-search changes, it presses the hidden `#more-check`, which shows "More" only while the list leaves
-conversations out. Layout and wiring only: the
-history does the work.
+into the hidden `#history-pick` box, whose change runs `pick` here; "Copy conversation" copies the
+text the map gives (the messages without the page's notes) instead of the bubbles; when the
+conversation list or the search changes, it presses the hidden `#more-check`, which shows "More"
+only while the list leaves conversations out. Layout and wiring only: the history does the work.
 """
 
 from __future__ import annotations
@@ -86,6 +86,18 @@ PAGE_JS = """() => {
       setTimeout(() => found.classList.remove("nemo-found"), 4000);
     }
   };
+  document.addEventListener("click", (event) => {  // "Copy conversation": the messages, not the page's notes
+    const button = event.target.closest && event.target.closest(
+      "#chatbot button[aria-label='Copy conversation'], #chatbot button[aria-label='Copied conversation']");
+    const holder = document.querySelector("#versions-map .versions-data");
+    if (!button || !holder || !navigator.clipboard) return;
+    let map = {};
+    try { map = JSON.parse(holder.textContent); } catch (e) { return; }
+    const bubbles = document.querySelectorAll("#chatbot [data-testid=user], #chatbot [data-testid=bot]");
+    if (typeof map.copy !== "string" || bubbles.length !== (map.ids || []).length) return;  // the map of another chat
+    event.preventDefault(); event.stopPropagation();
+    navigator.clipboard.writeText(map.copy);
+  }, true);
   let listed = null;
   const checkMore = () => {  // the list or the search changed: the server says whether "More" has more
     const list = document.querySelector("#conversation-list"), search = document.querySelector("#search textarea");
@@ -137,6 +149,7 @@ class ChatParts:
     message_ids: object
     conversations: object
     search: object
+    status_line: object  # the line under the chat: it changes when a reply starts and when it ends
 
 
 def highlighted(snippet: str, query: str) -> str:
@@ -158,9 +171,17 @@ def hits_html(ui: ChatUI, query: str, request: gr.Request) -> str:
     return f'<ul class="hits" aria-label="{html.escape(say(request, "history_hits"))}">{"".join(items)}</ul>'
 
 
+def copy_text(ui: ChatUI, conversation_id: int | None, ids: list) -> str:
+    """What "Copy conversation" copies: the questions and replies shown, as Gradio writes them
+    ("role: text"), without what the page adds to them (a reply's "■ stopped", waiting lines, notes)."""
+    rows = {r["id"]: r for r in ui.history.messages(conversation_id)} if conversation_id is not None else {}
+    shown = [rows[i] for i in ids or [] if i in rows and rows[i]["role"] in ("user", "assistant")]
+    return "\n\n".join(f'{r["role"]}: {r["content"]}' for r in shown)
+
+
 def versions_map(ui: ChatUI, conversation_id: int | None, ids: list, request: gr.Request) -> str:
     """The map the page draws the ‹ › buttons from: each bubble's row id, and for those with
-    versions [which, of how many, previous id, next id]."""
+    versions [which, of how many, previous id, next id]; and what "Copy conversation" copies."""
     groups = ui.history.version_groups(conversation_id) if conversation_id is not None else {}
     versions = {}
     for index, message_id in enumerate(ids or []):
@@ -170,7 +191,8 @@ def versions_map(ui: ChatUI, conversation_id: int | None, ids: list, request: gr
             versions[index] = [at + 1, len(turn), turn[at - 1] if at else None,
                                turn[at + 1] if at + 1 < len(turn) else None]
     labels = {key: say(request, f"history_version_{key}") for key in ("group", "previous", "next")}
-    data = json.dumps({"ids": ids or [], "versions": versions, "labels": labels})
+    data = json.dumps({"ids": ids or [], "versions": versions, "labels": labels,
+                       "copy": copy_text(ui, conversation_id, ids)})
     return f'<div class="versions-data">{html.escape(data)}</div>'
 
 
@@ -296,6 +318,7 @@ def wire_history(ui: ChatUI, files: TabFiles, max_file_mb: int, sidebar: Sidebar
     sidebar.pick.change(pick, [sidebar.pick, chat.search, chat.conversation], [*chat.view, chat.conversations])
     sidebar.more.click(more, [chat.search, chat.conversation], chat.conversations)
     sidebar.more_check.click(more_shown, chat.search, sidebar.more, queue=False, trigger_mode="always_last")
-    chat.message_ids.change(versions, [chat.conversation, chat.message_ids], sidebar.versions, **latest)
+    gr.on([chat.message_ids.change, chat.status_line.change], versions,  # a reply ended: its final text
+          [chat.conversation, chat.message_ids], sidebar.versions, **latest)
     wire_exchange(ui, files, max_file_mb, sidebar.exchange, chat)
     gr.on(None, None, None, None, js=PAGE_JS)
