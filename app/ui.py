@@ -46,10 +46,11 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
     files = TabFiles()
 
     def save(model_name, n_ctx, n_gpu_layers, temperature, top_p, max_tokens, system_prompt, tools,
-             parse_timeout_s, parse_memory_mb, parse_max_pages, request: gr.Request):
+             parse_timeout_s, parse_memory_mb, parse_max_pages, kv_states_gib, request: gr.Request):
         numbers = {"settings_field_context": n_ctx, "settings_field_gpu_layers": n_gpu_layers,
                    "settings_field_max_tokens": max_tokens, "settings_field_reading_time": parse_timeout_s,
-                   "settings_field_reading_memory": parse_memory_mb, "settings_field_page_limit": parse_max_pages}
+                   "settings_field_reading_memory": parse_memory_mb, "settings_field_page_limit": parse_max_pages,
+                   "settings_field_kv_states": kv_states_gib}
         language = language_of(request)
         try:
             empty = [say(request, key) for key, value in numbers.items() if value is None]
@@ -60,7 +61,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
                 temperature=float(temperature), top_p=float(top_p), max_tokens=int(max_tokens),
                 system_prompt=system_prompt or "", tools=",".join(tools or []),
                 parse_timeout_s=float(parse_timeout_s), parse_memory_mb=int(parse_memory_mb),
-                parse_max_pages=int(parse_max_pages),
+                parse_max_pages=int(parse_max_pages), kv_states_gib=float(kv_states_gib),
             )
             services.save_settings(candidate)
         except UserError as exc:
@@ -101,6 +102,8 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
                                                 precision=0, minimum=0, elem_id="parse-memory")
                     parse_max_pages = gr.Number(s.parse_max_pages, label=t("settings_page_limit"),
                                                 precision=0, minimum=0, elem_id="parse-pages")
+            # disk for the K/V states of conversations left (app/engine/kv_states.py): read by the engine at start
+            kv_states_gib = gr.Number(s.kv_states_gib, label=t("settings_kv_states"), minimum=0, elem_id="kv-states")
             save_btn = gr.Button(t("settings_save"), variant="primary", elem_id="save-settings")
             settings_status = safe_markdown("", elem_id="settings-status")
             model_section(services, model_name, n_ctx)
@@ -110,7 +113,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
             api_section(api_url, short_name(services.settings.model) or "smollm2")
 
         settings_fields = [n_ctx, n_gpu_layers, max_tokens, temperature, top_p, system_prompt, tools,
-                           parse_timeout_s, parse_memory_mb, parse_max_pages]
+                           parse_timeout_s, parse_memory_mb, parse_max_pages, kv_states_gib]
 
         def page_opened(request: gr.Request):
             """What depends on the moment or on the page's language, written when a tab opens: the
@@ -120,7 +123,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
                     ui.model_choice(), say(request, "settings_models_folder", folder=models_dir()),
                     now.n_ctx, now.n_gpu_layers, now.max_tokens, now.temperature, now.top_p, now.system_prompt,
                     [tool for tool in now.tools.split(",") if tool], now.parse_timeout_s, now.parse_memory_mb,
-                    now.parse_max_pages)
+                    now.parse_max_pages, now.kv_states_gib)
 
         demo.load(page_opened, None, [chat.conversations, chat.model_line, model_name, models_folder,
                                       *settings_fields])
@@ -135,7 +138,7 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
 
         demo.unload(tab_closed)
         save_btn.click(save, [model_name, n_ctx, n_gpu_layers, temperature, top_p, max_tokens, system_prompt, tools,
-                              parse_timeout_s, parse_memory_mb, parse_max_pages],
+                              parse_timeout_s, parse_memory_mb, parse_max_pages, kv_states_gib],
                        [settings_status, chat.model_line])
     demo.nemo, demo.chat_ui = services, ui  # tests reach the services (and the chat view) through the app
     return demo, dict(theme=theme, css=CSS_PATH.read_text(encoding="utf-8"))

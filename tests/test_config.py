@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from app.base.config import Settings, load_settings, save_settings, settings_path
 
 
@@ -52,3 +54,33 @@ def test_an_emptied_number_field_is_refused_in_one_line_and_nothing_is_saved(ser
     status.wait_for(timeout=30_000)
     assert "Context size: give a number" in status.inner_text() and "Traceback" not in status.inner_text()
     assert demo.nemo.settings == before and load_settings() == before
+
+
+def test_the_disk_for_saved_conversation_states_is_set_in_settings_and_read_at_start(served, page, artifacts):
+    """Typed in Settings and saved; settings.json keeps it and an engine made from the settings (as
+    at the next start) keeps its conversations' K/V states within it; 0 keeps none."""
+    from app.engine.llama import LlamaEngine
+
+    demo, url = served
+    page.goto(url)
+    page.get_by_role("tab", name="Settings").click()
+    page.locator("#models-folder", has_text="GGUF files").wait_for(timeout=30_000)  # the form has settled
+    field = page.locator("#kv-states input")
+    assert field.input_value() == "4", "the default, 4 GiB"
+    field.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("0.5")
+    page.locator("#save-settings").click()
+    page.locator("#settings-status", has_text="Saved").wait_for(timeout=60_000)
+    page.locator("#kv-states").screenshot(path=str(artifacts / "settings-kv-states.png"))
+    assert load_settings().kv_states_gib == 0.5 and demo.nemo.settings.kv_states_gib == 0.5
+    assert LlamaEngine.from_settings(load_settings())._states_budget == 2**29
+    field.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("0")
+    page.locator("#save-settings").click()
+    deadline = time.monotonic() + 60  # the status already says "Saved": wait for the file instead
+    while load_settings().kv_states_gib != 0:
+        assert time.monotonic() < deadline, "the second save never landed"
+        time.sleep(0.05)
+    assert LlamaEngine.from_settings(load_settings())._states_folder is None, "0 keeps no state"
