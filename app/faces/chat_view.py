@@ -171,13 +171,15 @@ class ChatUI:
         return self.settings.model or next(iter(available_models()), None)
 
     def conversation_choices(self, query: str = "", limit: int = SIDEBAR_PAGE) -> list[tuple[str, int]]:
-        """The sidebar's list: the newest `limit` conversations, or those where `query` is found."""
+        """The sidebar's list: the pinned conversations (marked 📌), then the newest, `limit` in all;
+        or those where `query` is found."""
         if query.strip():
             seen: dict[int, str] = {}
             for hit in self.history.search(query):
                 seen.setdefault(hit.conversation_id, hit.conversation_title)
             return [(title, cid) for cid, title in seen.items()]
-        return [(c["title"], c["id"]) for c in self.history.conversations(limit)]
+        return [(("📌 " if c["pinned_at"] else "") + c["title"], c["id"])
+                for c in self.history.conversations(limit, pinned_first=True)]
 
     def title(self, conversation_id: int | None) -> str:
         return "" if conversation_id is None else self.history.conversation(conversation_id)["title"]

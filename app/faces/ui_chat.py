@@ -1,4 +1,5 @@
-"""The sidebar (conversations: new, search, open, rename, delete with Undo) and the Chat tab.
+"""The sidebar (conversations: new, search, open, rename, delete with Undo) and the Chat tab (with
+its "This conversation" panel, `ui_conversation_settings`).
 Layout and wiring only: messages are posted and answered by the services (ChatService,
 TabReplies), what is shown is made by `chat_view.ChatUI`.
 
@@ -17,6 +18,7 @@ from app.faces.chat_view import SIDEBAR_PAGE, ChatUI
 from app.faces.i18n import language_of, say, t
 from app.faces.safe_markdown import safe_markdown
 from app.faces.temp_files import TabFiles, forget_upload
+from app.faces.ui_conversation_settings import conversation_panel, wire_conversation_panel
 from app.faces.ui_history import ChatParts, exchange_panel, history_sidebar, more_button, wire_history
 from app.history import TRASH_KEEP_S
 
@@ -104,6 +106,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
                 file_count="multiple", file_types=list(DOCUMENT_KINDS), sources=["upload"])
             stop_btn = gr.Button(t("common_stop"), variant="stop", scale=1, min_width=90, elem_id="stop",
                                  interactive=False)
+        panel = conversation_panel()
 
     view = [chatbot, message_ids, conversation, stats, notice, title]
     reply_outputs = [*view, box, stop_btn, conversations]
@@ -261,6 +264,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
                      [*view, rename_status, conversations, undo_bar, undo_text, undo_timer, trashed])
     undo_btn.click(undo, [trashed, search], [*view, conversations, undo_bar, undo_timer, trashed])
     undo_timer.tick(expire, trashed, [undo_bar, undo_timer, trashed])
-    wire_history(ui, files, max_file_mb, history,
-                 ChatParts(view, shown, sidebar, conversation, message_ids, conversations, search, stats))
+    parts = ChatParts(view, shown, sidebar, conversation, message_ids, conversations, search, stats)
+    wire_history(ui, files, max_file_mb, history, parts)
+    wire_conversation_panel(ui, panel, parts)
     return ChatPage(model_line, conversations, search, tab_closed)
