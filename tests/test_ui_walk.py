@@ -3,6 +3,7 @@ typing with the keyboard and reading what the page shows."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from playwright.sync_api import expect
@@ -123,3 +124,40 @@ def test_copy_conversation_copies_the_messages_without_the_stopped_mark(served, 
     assert copied == f"user: Write a long story about the sea.\n\nassistant: {reply['content']}"
     assert "stopped" not in copied, "the page's mark is not part of the conversation"
     page.screenshot(path=str(artifacts / "ui-walk-copied.png"))
+
+
+def test_context_presets_show_the_context_and_leaving_them_keeps_it(served, page, artifacts):
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, n_ctx=8192)
+    page.goto(url)
+    page.get_by_role("tab", name="Settings").click()
+    presets, context = page.locator("#context-preset input"), page.get_by_label("Context size (tokens)")
+    expect(presets).to_have_value(re.compile(r"^8k · K/V "), timeout=30_000)
+    expect(context).to_have_value("8192")
+    presets.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "ui-walk-context-presets.png"))
+
+    presets.click()  # opened, and left without a choice: with Tab, then with Escape
+    expect(page.get_by_role("option").first).to_be_visible()
+    page.keyboard.press("Tab")
+    presets.click()
+    page.keyboard.press("Escape")
+    page.locator("#gpu-plan").click()
+    expect(context).to_have_value("8192")
+    expect(presets).to_have_value(re.compile(r"^8k · K/V "))
+    page.locator("#save-settings").click()
+    expect(page.locator("#settings-status")).to_contain_text("Saved", timeout=30_000)
+    assert demo.nemo.settings.n_ctx == 8192
+
+    presets.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("16k")
+    expect(page.get_by_role("option")).to_have_count(1)
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    expect(context).to_have_value("16384", timeout=30_000)
+    context.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("5000")
+    page.keyboard.press("Enter")
+    expect(presets).to_have_value(re.compile(r"^5,000"), timeout=30_000)

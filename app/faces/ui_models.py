@@ -51,14 +51,16 @@ def plan_markdown(model: str, n_ctx: int, gpu_mode: str = "auto", kv_type: str =
     return "\n".join(lines)
 
 
-def context_choices(model: str) -> list[tuple[str, int]]:
-    """Context sizes labelled with what their K/V cache costs for this model."""
+def context_choices(model: str, current: int | None = None) -> list[tuple[str, int]]:
+    """Context sizes labelled with what their K/V cache costs for this model; `current` (the
+    Context field's size) among them when it is none of the usual ones."""
+    sizes = sorted({*CONTEXT_SIZES, current}) if current else CONTEXT_SIZES
     try:
         costs = dict(context_costs(model_memory(resolve_model(model))))
     except UserError:
         costs = {}
     return [(context_label(size) + (" · K/V " + ", ".join(f"{costs[size][kv] / 2**30:.1f} GiB {kv}" for kv in KV_TYPES)
-                                    if size in costs else ""), size) for size in CONTEXT_SIZES]
+                                    if size in costs else ""), size) for size in sizes]
 
 
 def download_choices(language: str = "en") -> list[tuple[str, str]]:
@@ -83,7 +85,7 @@ def model_section(services, model_name, n_ctx) -> None:
     with gr.Accordion(t("models_plan_title"), open=True):
         plan_md = safe_markdown("", elem_id="gpu-plan")  # written on load, in the page's language
         with gr.Row():
-            preset = gr.Dropdown(context_choices(s.model), value=None, label=t("models_context_presets"),
+            preset = gr.Dropdown(context_choices(s.model, s.n_ctx), value=s.n_ctx, label=t("models_context_presets"),
                                  elem_id="context-preset")
             gpu_mode = gr.Radio([(t("models_gpu_auto"), "auto"), (t("models_gpu_manual"), "manual")], value=s.gpu,
                                 label=t("models_gpu_mode"), elem_id="gpu-mode")
@@ -99,10 +101,15 @@ def model_section(services, model_name, n_ctx) -> None:
         return plan_markdown(model or "", ctx or s.n_ctx, services.settings.gpu, services.settings.kv_type,
                              language_of(request), services.settings.parallel)
 
+    def presets(model, ctx):
+        """The presets, showing the Context field's size."""
+        size = int(ctx) if ctx else None
+        return gr.update(choices=context_choices(model or "", size), value=size)
+
     def opened(request: gr.Request):
         settings = services.settings
         plan = show_plan(settings.model, settings.n_ctx, request)
-        return plan, gr.update(choices=download_choices(language_of(request)))
+        return plan, gr.update(choices=download_choices(language_of(request))), presets(settings.model, settings.n_ctx)
 
     def set_mode(model, ctx, mode, kv, request: gr.Request):
         services.settings = replace(services.settings, gpu=mode, kv_type=kv)
@@ -133,13 +140,16 @@ def model_section(services, model_name, n_ctx) -> None:
                    gr.update(choices=available_models(), value=name),
                    gr.update(choices=download_choices(language), value=name))
 
-    def model_changed(model, ctx, request: gr.Request):
-        return show_plan(model, ctx, request), gr.update(choices=context_choices(model or ""))
+    def context_typed(model, ctx, request: gr.Request):
+        return show_plan(model, ctx, request), presets(model, ctx)
 
-    gr.on(None, opened, None, [plan_md, choice])  # on load: in the page's language
-    model_name.change(model_changed, [model_name, n_ctx], [plan_md, preset])
-    gr.on([n_ctx.blur, n_ctx.submit], show_plan, [model_name, n_ctx], plan_md)  # not while a number is typed
-    preset.input(lambda size: size, preset, n_ctx).then(show_plan, [model_name, n_ctx], plan_md)
+    def preset_chosen(size):  # left without a choice: the Context field keeps its size
+        return size if size else gr.skip()
+
+    gr.on(None, opened, None, [plan_md, choice, preset])  # on load: in the page's language
+    model_name.change(context_typed, [model_name, n_ctx], [plan_md, preset])
+    gr.on([n_ctx.blur, n_ctx.submit], context_typed, [model_name, n_ctx], [plan_md, preset])  # not while typing
+    preset.input(preset_chosen, preset, n_ctx).then(show_plan, [model_name, n_ctx], plan_md)
     for control in (gpu_mode, kv_type):
         control.input(set_mode, [model_name, n_ctx, gpu_mode, kv_type], plan_md)
     start_btn.click(run_download, choice, [status, model_name, choice], concurrency_id="download", concurrency_limit=1)
