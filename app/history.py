@@ -498,7 +498,13 @@ def _meta_columns(meta: dict) -> dict:
 
 
 def _snippet(content: str, query: str, width: int = 60) -> str:
-    at = content.lower().find(query.lower())
-    start = max(0, at - width) if at >= 0 else 0
-    text = content[start : start + len(query) + 2 * width].replace("\n", " ")
-    return ("…" if start else "") + text + ("…" if start + len(query) + 2 * width < len(content) else "")
+    """About `width` characters either side of the first match of `query`, cut between words (a text
+    without spaces near the cut, as Chinese or Japanese, is cut where the width ends)."""
+    text = content.replace("\n", " ")
+    at = max(text.lower().find(query.lower()), 0)
+    start, end = max(0, at - width), min(len(text), at + len(query) + width)
+    if start and text[start - 1] != " " and (space := text.find(" ", start, at)) >= 0:
+        start = space + 1
+    if end < len(text) and text[end] != " " and (space := text.rfind(" ", at + len(query), end)) >= 0:
+        end = space
+    return ("…" if start else "") + text[start:end].strip() + ("…" if end < len(text) else "")

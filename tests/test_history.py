@@ -193,3 +193,17 @@ def test_short_queries_match_text_literally_and_ignore_ascii_case(history):
     assert [h.snippet for h in history.search("%")] == ["50% off_now ZZ top"]
     assert len(history.search("_n")) == 1 and len(history.search("zz")) == 1
     assert history.search("a%") == [] and history.search("e_") == []
+
+
+def test_a_snippet_is_cut_between_words_and_text_without_spaces_where_its_width_ends(history):
+    cid = history.create_conversation()
+    words = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore "
+             "et dolore magna aliqua. The lighthouse keeper watched the harbour while seagulls circled above the "
+             "breakwater and fishermen mended their nets beside quiet boats.")
+    history.add_message(cid, "user", words)
+    history.add_message(cid, "user", "短い" * 40 + "灯台" + "長い" * 40)
+    [hit] = history.search("lighthouse")
+    assert hit.snippet == ("…tempor incididunt ut labore et dolore magna aliqua. The lighthouse keeper watched the "
+                           "harbour while seagulls circled above the…")
+    [hit] = history.search("灯台")
+    assert hit.snippet == "…" + "短い" * 30 + "灯台" + "長い" * 30 + "…"

@@ -161,3 +161,26 @@ def test_context_presets_show_the_context_and_leaving_them_keeps_it(served, page
     page.keyboard.type("5000")
     page.keyboard.press("Enter")
     expect(presets).to_have_value(re.compile(r"^5,000"), timeout=30_000)
+
+
+def test_search_hits_are_not_all_bold_and_their_snippets_start_at_a_word(served, page, artifacts):
+    demo, url = served
+    history = demo.nemo.history
+    cid = history.create_conversation("Harbour notes")
+    history.add_message(cid, "user", "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "
+                        "incididunt ut labore et dolore magna aliqua. The lighthouse keeper watched the harbour "
+                        "while seagulls circled above the breakwater and fishermen mended their nets.")
+    page.goto(url)
+    page.locator("#search textarea").click()
+    page.keyboard.type("lighthouse")
+    hit = page.locator("#search-hits .hit").first
+    snippet = hit.locator(".hit-snippet")
+    expect(snippet.locator("mark")).to_have_text("lighthouse", timeout=30_000)  # the hits of the whole word
+    expect(hit.locator(".hit-title")).to_have_text("Harbour notes")
+    assert snippet.inner_text().startswith("…tempor incididunt"), snippet.inner_text()
+    assert snippet.inner_text().endswith(" above the…"), snippet.inner_text()
+    weight = "(e) => getComputedStyle(e).fontWeight"
+    assert int(snippet.evaluate(weight)) < 600, "the snippet is not bold"
+    assert int(hit.locator(".hit-title").evaluate(weight)) >= 600, "the title is"
+    assert int(snippet.locator("mark").evaluate(weight)) >= 600, "and so is the match"
+    page.screenshot(path=str(artifacts / "ui-walk-search-hits.png"))
