@@ -383,3 +383,31 @@ def test_a_translation_shows_its_progress_in_the_page_language(app_url, browser,
     for line in progress:
         assert [word for word in ENGLISH if re.search(rf"\b{word}\b", line)] == [], line
     context.close()
+
+
+def test_values_keep_their_direction_in_a_right_to_left_sentence(browser):
+    """Chromium lays out an Arabic line with a negative number and a size in GiB: each value, isolated
+    by `text`, reads as written ("-1", "0.2 GiB"); the same line without isolation shows "1-" and
+    "GiB 0.2" (the defect the Arabic walk found), so the measure can tell them apart."""
+    import html
+
+    from app.faces.locale_text import CATALOG
+
+    values = dict(used="-1", n_ctx="0.2 GiB", speed="12.5", ttft="0.3")
+    page = browser.new_page()
+
+    def lefts(line: str) -> dict[str, float]:
+        """The x of the minus, the '1' after it, the '0' of 0.2 and the 'G' of GiB, as laid out."""
+        page.set_content(f'<html dir="rtl" lang="ar"><body><p id="line">{html.escape(line)}</p></body></html>')
+        return page.evaluate("""() => {
+            const node = document.querySelector('#line').firstChild, s = node.data, range = document.createRange();
+            const x = (i) => { range.setStart(node, i); range.setEnd(node, i + 1); return range.getBoundingClientRect().x; };
+            const minus = s.indexOf('-1'), size = s.indexOf('0.2 GiB');
+            return {minus: x(minus), one: x(minus + 1), zero: x(size), g: x(s.indexOf('GiB'))};
+        }""")
+
+    isolated = lefts(text("ar", "chat_meter", **values))
+    assert isolated["minus"] < isolated["one"] and isolated["zero"] < isolated["g"], isolated
+    plain = lefts(CATALOG["ar"]["chat_meter"].format(**values))
+    assert plain["minus"] > plain["one"] or plain["zero"] > plain["g"], plain
+    page.close()

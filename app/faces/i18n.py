@@ -22,9 +22,8 @@ from pathlib import Path
 import gradio as gr
 from gradio.i18n import I18nData
 
-from app.faces.locale_text import CATALOG, LANGUAGES, LOCALES, text, words  # noqa: F401  the faces' one door
+from app.faces.locale_text import CATALOG, LANGUAGES, LOCALES, RIGHT_TO_LEFT, text, words  # noqa: F401  the faces' one door
 
-RIGHT_TO_LEFT = ("ar",)
 PAGE_LOCALES = {"zh": "zh-CN"}  # where Gradio's own strings live under another code
 COOKIE = "nemo-chat-language"  # what the page tells the server; localStorage keeps the Settings choice
 RTL_CSS = Path(__file__).resolve().parent.parent.parent / "assets" / "rtl.css"

@@ -22,13 +22,21 @@ def _load(code: str) -> dict[str, str]:
 
 
 CATALOG: dict[str, dict[str, str]] = {code: _load(code) for code in LANGUAGES}
+RIGHT_TO_LEFT = ("ar",)
+FIRST_STRONG_ISOLATE, POP_ISOLATE = "\u2068", "\u2069"
 
 
 def text(language: str, key: str, /, **values) -> str:
     """The text of `key` in `language` (English where that locale lacks it), `{names}` filled; a
     value that is a Message or a UserError (what the services say) is worded in `language` too."""
     template = CATALOG.get(language, {}).get(key) or CATALOG["en"][key]
-    return template.format(**{name: words(language, value) for name, value in values.items()}) if values else template
+    if not values:
+        return template
+    shown = {name: words(language, value) for name, value in values.items()}
+    if language in RIGHT_TO_LEFT:  # each value keeps its own direction: "-1" is not "1-", "0.2 GiB" not "GiB 0.2"
+        shown = {name: f"{FIRST_STRONG_ISOLATE}{value}{POP_ISOLATE}" if value != "" else value
+                 for name, value in shown.items()}
+    return template.format(**shown)
 
 
 def words(language: str, said):
