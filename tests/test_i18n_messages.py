@@ -17,7 +17,7 @@ from test_ui_documents import drop_files
 
 from app.base.errors import UserError
 from app.engine.gpu_plan import detected_gpu
-from app.faces.locale_text import text
+from app.faces.i18n import text  # the page's words (values isolated right to left)
 
 BROWSER = {"ar": "ar-SA", "ja": "ja-JP"}
 SCRIPT = {"ar": "[\u0600-\u06ff]", "ja": "[\u3040-\u30ff\u4e00-\u9fff]"}

@@ -31,13 +31,14 @@ class Message:
     def __init__(self, key: str, /, **values: Any) -> None:
         self.key, self.values = key, values
 
-    def words(self, templates: dict[str, str], fallback: dict[str, str]) -> str:
-        """The text from `templates` (a locale), else `fallback`, nested Messages worded alike."""
+    def words(self, templates: dict[str, str], fallback: dict[str, str], isolate: bool = False) -> str:
+        """The text from `templates` (a locale), else `fallback`, nested Messages worded alike; with
+        `isolate` (a right-to-left page), each plain value keeps its own direction (`isolated`)."""
         template = templates.get(self.key) or fallback.get(self.key)
         if template is None:  # not a key: a sentence from code not yet converted
             return self.key
-        values = {name: value.words(templates, fallback) if isinstance(value, Message) else value
-                  for name, value in self.values.items()}
+        values = {name: value.words(templates, fallback, isolate) if isinstance(value, Message)
+                  else isolated(value) if isolate else value for name, value in self.values.items()}
         try:
             return template.format(**values)
         except (KeyError, IndexError, ValueError):  # values that do not fit the key (a garbled child's answer)
@@ -65,3 +66,9 @@ class Message:
 
     def __hash__(self) -> int:
         return hash(self.key)
+
+
+def isolated(value: Any) -> Any:
+    """`value` between Unicode's first-strong isolate and its pop: in a right-to-left sentence "-1"
+    stays "-1" and "0.2 GiB" stays in that order. Nothing to isolate in an empty value."""
+    return f"\u2068{value}\u2069" if str(value) != "" else value

@@ -22,11 +22,22 @@ from pathlib import Path
 import gradio as gr
 from gradio.i18n import I18nData
 
-from app.faces.locale_text import CATALOG, LANGUAGES, LOCALES, RIGHT_TO_LEFT, text, words  # noqa: F401  the faces' one door
+from app.faces import locale_text
+from app.faces.locale_text import CATALOG, LANGUAGES, LOCALES, RIGHT_TO_LEFT  # noqa: F401  the faces' one door
 
 PAGE_LOCALES = {"zh": "zh-CN"}  # where Gradio's own strings live under another code
 COOKIE = "nemo-chat-language"  # what the page tells the server; localStorage keeps the Settings choice
 RTL_CSS = Path(__file__).resolve().parent.parent.parent / "assets" / "rtl.css"
+
+
+def text(language: str, key: str, /, **values) -> str:
+    """The page's words for `key` (locale_text.text); in a right-to-left language each value is isolated."""
+    return locale_text.text(language, key, isolate=language in RIGHT_TO_LEFT, **values)
+
+
+def words(language: str, said):
+    """What a service said, in the page's words (locale_text.words), values isolated right to left."""
+    return locale_text.words(language, said, language in RIGHT_TO_LEFT)
 
 
 I18N = gr.I18n(**CATALOG)

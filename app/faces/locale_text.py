@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from app.base.errors import UserError
-from app.base.messages import Message
+from app.base.messages import Message, isolated
 
 LOCALES = Path(__file__).resolve().parent / "locales"
 LANGUAGES = {  # code: the language's own name
@@ -23,28 +23,25 @@ def _load(code: str) -> dict[str, str]:
 
 CATALOG: dict[str, dict[str, str]] = {code: _load(code) for code in LANGUAGES}
 RIGHT_TO_LEFT = ("ar",)
-FIRST_STRONG_ISOLATE, POP_ISOLATE = "\u2068", "\u2069"
 
 
-def text(language: str, key: str, /, **values) -> str:
+def text(language: str, key: str, /, *, isolate: bool = False, **values) -> str:
     """The text of `key` in `language` (English where that locale lacks it), `{names}` filled; a
-    value that is a Message or a UserError (what the services say) is worded in `language` too."""
+    value that is a Message or a UserError (what the services say) is worded in `language` too.
+    `isolate`: each plain value keeps its own direction (a right-to-left page; see `isolated`)."""
     template = CATALOG.get(language, {}).get(key) or CATALOG["en"][key]
     if not values:
         return template
-    shown = {name: words(language, value) for name, value in values.items()}
-    if language in RIGHT_TO_LEFT:  # each value keeps its own direction: "-1" is not "1-", "0.2 GiB" not "GiB 0.2"
-        shown = {name: f"{FIRST_STRONG_ISOLATE}{value}{POP_ISOLATE}" if value != "" else value
-                 for name, value in shown.items()}
-    return template.format(**shown)
+    return template.format(**{name: words(language, value, isolate) if isinstance(value, (Message, UserError))
+                              else isolated(value) if isolate else value for name, value in values.items()})
 
 
-def words(language: str, said):
+def words(language: str, said, isolate: bool = False):
     """A Message or a UserError in `language`; anything else as it is."""
     if isinstance(said, UserError):
         said = said.message
     if isinstance(said, Message):
-        return said.words(CATALOG.get(language, {}), CATALOG["en"])
+        return said.words(CATALOG.get(language, {}), CATALOG["en"], isolate)
     return said
 
 
