@@ -151,8 +151,9 @@ def test_a_90_mb_text_is_read_in_the_child_with_the_app_under_1_5_gb(tmp_path):
     path = tmp_path / "huge.md"
     write_big_text(path, 90)
     assert path.stat().st_size > 89 * 2**20
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("NEMO_CHAT_")}
     result = subprocess.run([sys.executable, "-c", READ_AND_MEASURE, str(path)], capture_output=True, text=True,
-                            cwd=PROJECT, timeout=1200)
+                            cwd=PROJECT, timeout=1200, env=clean)  # no home or setting left by an earlier test
     assert result.returncode == 0, result.stderr
     read = json.loads(result.stdout)
     print(f"90 MB text: the app's peak RSS {read['peak_mb']:.0f} MB, {read['chunks']:,} chunks, {read['tokens']:,} tokens")

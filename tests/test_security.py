@@ -783,9 +783,10 @@ def test_the_document_reader_gets_no_secrets(home, tmp_path, monkeypatch):
         return real_popen(*args, **kwargs)
 
     monkeypatch.setattr(subprocess, "Popen", recording_popen)
-    title, _, parts = parse_in_child("text", b"Hello from a file.\n", "note.txt", timeout_s=60, memory_mb=2048,
-                                     max_pages=10)
-    assert parts and "Hello from a file." in parts[0].text
+    note = tmp_path / "note.txt"
+    note.write_bytes(b"Hello from a file.\n")
+    parsed = parse_in_child("text", note, "note.txt", timeout_s=60, memory_mb=2048, max_pages=10)
+    assert "Hello from a file." in parsed.markdown
     [env] = started
     assert [name for name in env if is_secret(name) or "secret-value" == env[name]] == []
     assert env["PATH"] == os.environ["PATH"] and "PYTHONPATH" in env
