@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import shutil
 import subprocess
 import sys
@@ -72,10 +71,12 @@ def write_checkpoint(folder: Path, layers: int) -> int:
 
 
 CHILD = """
-import json, sys
+import json, resource, sys
 from app.convert_gguf import convert
 r = convert(sys.argv[1], sys.argv[2], sys.argv[3])
-print(json.dumps({"n_params": r.n_params, "size_bytes": r.size_bytes, "seconds": r.seconds}))
+peak_kb = max(int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]),  # this process's own peak
+              resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)  # llama.cpp's quantizer, when it ran
+print(json.dumps({"n_params": r.n_params, "size_bytes": r.size_bytes, "seconds": r.seconds, "peak_kb": peak_kb}))
 """
 
 
@@ -98,7 +99,7 @@ def main() -> None:
                               cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
         wall = time.monotonic() - started
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        peak = result["peak_kb"] * 1024  # measured in the child: ru_maxrss here would carry this process's peak over the exec
         largest = max(math.prod(s) for s in shapes(args.layers).values())
         report = {
             "outtype": args.outtype,
