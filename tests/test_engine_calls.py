@@ -89,5 +89,7 @@ def test_a_call_describes_itself_for_a_person():
     assert CallProgress(READING, 512, 1800, eta_s=12.4, source=900).describe() == \
         "reading the prompt, about 12 s more", "a part of the job's document: the job counts it, in its own count"
     assert CallProgress(WRITING, 1, 300).describe() == "writing: 1 token (at most 300)"
+    assert CallProgress(WRITING, 46, 300, resumed=40).describe() == \
+        "writing: 46 tokens (at most 300), going on from the 40 written before the Stop", "a stopped call goes on"
     assert (duration(59.4), duration(59.6), duration(185), duration(7300)) == \
         ("about 59 s", "about 1 min", "about 3 min 5 s", "about 2 h 1 min")

@@ -184,7 +184,7 @@ def test_converted_faces_write_no_ui_text_outside_the_locale_files(module):
 CALLS = [CallProgress(WAITING), CallProgress(WAITING, ahead=2), CallProgress(READING, 512, 1800),
          CallProgress(READING, 512, 1800, eta_s=185), CallProgress(READING, 1800, 1800, eta_s=0.0),
          CallProgress(READING, 512, 1800, source=1200), CallProgress(READING, 512, 1800, eta_s=185, source=1200),
-         CallProgress(WRITING, 1, 300), CallProgress(WRITING, 1200, 3000)]
+         CallProgress(WRITING, 1, 300), CallProgress(WRITING, 1200, 3000), CallProgress(WRITING, 1200, 3000, resumed=40)]
 WRITING_CALL = CallProgress(WRITING, 12, 150)
 ENGLISH = ["writing", "reading", "waiting", "left", "about", "at once", "of the document", "step", "ahead",
            "at most", "more", "starting", "stopped", "done", "translating"]
@@ -219,6 +219,7 @@ def test_progress_lines_in_french_and_japanese():
                                            "現在：モデルを待っています（前に 2 件） · 残り 約 3 分 5 秒")
     assert call_text(CALLS[3], "fr") == "lecture du prompt, 512 / 1,800 jetons, encore environ 3 min 5 s"
     assert call_text(CALLS[6], "fr") == "lecture du prompt, encore environ 3 min 5 s", "the document's count is the job's"
+    assert call_text(CALLS[9], "fr") == "écriture, 1,200 jetons écrits (au plus 3,000), reprise après les 40 écrits avant l’arrêt"
     assert duration_text(7300, "ja") == "約 2 時間 1 分"
 
 

@@ -211,8 +211,8 @@ def test_a_translation_runs_its_lanes_side_by_side_each_in_order_and_resumes(fou
     asked = {}  # the request's text -> (its messages, sampling, reply)
     generate = job.calls.generate
 
-    def recorded(messages, sampling, cancel, show):
-        reply = yield from generate(messages, sampling, cancel, show)
+    def recorded(messages, sampling, cancel, show, *rest):
+        reply = yield from generate(messages, sampling, cancel, show, *rest)
         asked[messages[-1]["content"]] = messages, sampling, reply.text
         return reply
 

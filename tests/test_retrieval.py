@@ -1,7 +1,7 @@
 """Questions asked of stored documents on the real engine (SmolLM2; the tiny NeMo GGUF for NeMo's
 prompt path): Quick mode finds a planted sentence in a 40-page PDF and cites its page with quotes
 verbatim on that page; two documents; Whole mode reads every chunk, and after a Stop only the
-unread ones; the CLI. Checked quotes in pure logic: test_citations.py."""
+unread ones, its stopped call going on from its written tokens; the CLI. Checked quotes in pure logic: test_citations.py."""
 
 from __future__ import annotations
 
@@ -11,17 +11,18 @@ import random
 import pytest
 from pypdf import PdfReader
 
-from app.base.jobs import CancelToken, Job
+from app.base.jobs import CancelToken
 from app.documents.reading import read_document
 from app.history import History
 from app.runtime import SamplingOptions
 from app.services.citations import normalized
-from app.services.retrieval import DONE, STOPPED, ask
+from app.services.engine_calls import WRITING
+from app.services.retrieval import DONE, READING, STOPPED, ask
 from app.storage.document_store import DocumentStore
 from conftest import run_cli
 from test_documents import make_pdf
 from corpora import long_markdown
-from test_summarize import CountingEngine, run_to_end, small_engine  # noqa: F401 (a fixture)
+from test_summarize import RecordingEngine, run_to_end, small_engine, stopped_at, writing  # noqa: F401 (a fixture)
 
 PLANTED_PAGE = 27
 PLANTED = "The quartermaster buried the obsidian astrolabe beneath the juniper windmill at Pellucid Cove."
@@ -114,24 +115,42 @@ def test_two_documents_a_question_about_the_second_cites_only_the_second(tmp_pat
 
 
 @pytest.mark.timeout(900)
-def test_whole_mode_reads_every_chunk_and_after_a_stop_only_the_unread_ones(tmp_path, store, small_engine):
+def test_whole_mode_stopped_while_a_map_call_writes_reads_only_the_unread_chunks_and_goes_on_from_its_tokens(
+        tmp_path, store, small_engine):
+    """Whole mode, Stop while the third map call writes (two are done), ask again: the two are kept,
+    every other chunk is read, and the stopped call goes on from the tokens it wrote (they end its
+    prompt, their K/V reused): the engine writes only the rest of it. Then every chunk was read."""
     path = tmp_path / "chronicle.md"
     path.write_text(long_markdown(1400) + "\n## Chapter 99: Harlow\n\n" + PLANTED + "\n", encoding="utf-8")
     document_id, _ = store.add(read_document(path))
     chunks = len(store.chunks(document_id))
+    run = lambda engine, cancel: ask(engine, store, [document_id], QUESTION, True, SHORT, cancel)  # noqa: E731
 
-    stopping = CountingEngine(small_engine, stop_at=3)  # Stop as the third map call starts
-    outcome = Job(lambda progress, cancel: ask(stopping, store, [document_id], QUESTION, True, SHORT, cancel)).run()
-    first = outcome.value
-    assert outcome.stopped and first.stopped and first.answer == ""
-    assert 0 < first.chunks_read < chunks and stopping.calls == 3
+    first, cancel = RecordingEngine(small_engine), CancelToken()
+    updates = stopped_at(run(first, cancel), cancel, lambda u: len(first.made) >= 3 and writing(u, 4, READING))
+    stopped = updates[-1].result
+    assert stopped.stopped and stopped.answer == "" and updates[-1].progress.what == STOPPED
+    assert 0 < stopped.chunks_read < chunks, "stopped half way"
+    done_before = len(first.made) - 1
+    prompt, cut = first.made[-1]
+    written = cut.token_ids
+    assert len(written) >= 4 and cut.stats.completion_tokens == len(written)
 
-    counting = CountingEngine(small_engine)
-    updates = list(ask(counting, store, [document_id], QUESTION, True, SHORT))
+    second = RecordingEngine(small_engine)
+    updates = list(run(second, CancelToken()))
     result = updates[-1].result
     assert not result.stopped and result.chunks_read == result.chunks == chunks
-    assert result.cached_calls == 2, "the two map calls done before the Stop are not made again"
-    assert counting.calls == result.engine_calls >= 2, "the other map calls, then the answer"
+    assert result.cached_calls == done_before, "the map calls done before the Stop are not made again"
+    assert len(second.made) == result.engine_calls, "the other map calls, then the answer"
+    prompt_again, resumed = second.made[0]
+    assert prompt_again == prompt + written, "the stopped map call goes on from its written tokens"
+    assert resumed.stats.cached_tokens >= len(prompt_again) - 1, "their K/V is reused"
+    assert resumed.stats.completion_tokens == len(resumed.token_ids) <= SHORT.max_tokens - len(written)
+    assert result.resumed_tokens == len(written)
+    assert result.generated_tokens == sum(c.stats.completion_tokens for _, c in second.made), \
+        "the engine wrote only what was missing"
+    going_on = [u.call for u in updates if u.call is not None and u.call.phase == WRITING and u.call.resumed]
+    assert going_on and going_on[0].done > going_on[0].resumed == len(written), "the line counts on from them"
     read = [u.progress.done for u in updates]
     assert read == sorted(read) and updates[0].progress.total == chunks, "progress counts chunks read of all"
     assert updates[-2].progress.done == chunks and updates[-1].progress.what == DONE

@@ -17,7 +17,8 @@ from app.documents import markdown_segments as md
 from app.storage.document_store import DocumentStore
 from app.base.errors import UserError
 from app.history import History
-from app.base.jobs import Job
+from app.base.jobs import CancelToken, Job
+from app.documents.reading import read_document
 from app.documents.language import LanguageCheck
 from app.services.engine_calls import READING, WRITING
 from app.services.glossary import glossary_from_rows, read_glossary, term_in
@@ -26,6 +27,7 @@ from app.services.translate import (CAP, ROOM, TWICE, Cut, TranslateOptions, Tra
                                     resolve_language, translate, unnumbered)
 
 from conftest import run_cli
+from test_summarize import RecordingEngine
 
 DOCUMENT = """---
 title: Release notes
@@ -339,6 +341,49 @@ def test_resume_after_stop_redoes_no_finished_segment(engine, store):
     assert counting.calls == 1 and again.result.cached_segments == 2 and not again.result.stopped
     [saved] = store.translations()
     assert saved["status"] == "complete" and saved["segments_done"] == 3, "the same row is updated"
+
+
+def test_a_document_translation_stopped_while_writing_goes_on_from_its_written_tokens(tmp_path, engine, store):
+    """A stored document in three parts: Stop while the second part is written, translate again: the
+    first part is not translated again, and the second goes on from the tokens it wrote (they end
+    its prompt, their K/V reused): the engine writes only the rest; the page's line says so."""
+    path = tmp_path / "harbour.md"
+    path.write_text(texts(3), encoding="utf-8")
+    document_id, _ = store.add(read_document(path))
+    document = store.document(document_id)
+    request = TranslationRequest(document["markdown"], "fr", "en", True, (), document["title"], document_id)
+    options = TranslateOptions(segment_tokens=16, temperature=0, max_tokens=40)  # one paragraph a part
+
+    first = RecordingEngine(engine)
+    job = TranslationJob(first, store, request, options)
+    assert len(job.segments) == 3
+    cancel = CancelToken()
+    for update in job.run(cancel):
+        call = update.call
+        if update.segment == 1 and call is not None and call.phase == WRITING and call.done >= 4:
+            cancel.cancel()  # Stop pressed while the second part is written
+    assert job.result.stopped and len(first.made) == 2
+    prompt, cut = first.made[1]
+    written = cut.token_ids
+    assert len(written) >= 4 and cut.stats.completion_tokens == len(written)
+
+    second = RecordingEngine(engine)
+    again = TranslationJob(second, store, request, options)
+    lines = [u.call.describe() for u in again.run() if u.call is not None and u.call.phase == WRITING]
+    result = again.result
+    assert not result.stopped and result.cached_segments == 1, "the first part is not translated again"
+    assert len(second.made) == result.engine_calls == len(again.segments) - 1
+    prompt_again, resumed = second.made[0]
+    assert prompt_again == prompt + written, "the second part goes on from its written tokens"
+    assert resumed.stats.cached_tokens >= len(prompt_again) - 1, "their K/V is reused"
+    assert resumed.stats.completion_tokens == len(resumed.token_ids) <= options.max_tokens - len(written)
+    assert again.calls.resumed_tokens == len(written)
+    assert again.calls.generated_tokens == sum(c.stats.completion_tokens for _, c in second.made)
+    assert f"going on from the {len(written)} written before the Stop" in lines[0], lines[:3]
+    part = engine.detokenize(written + resumed.token_ids)
+    assert again.outputs[1] == parse_numbered(part, 1), "the part is its written tokens and the rest, once each"
+    [saved] = store.translations()
+    assert saved["status"] == "complete" and saved["segments_done"] == len(again.segments)
 
 
 def test_a_changed_glossary_redoes_only_the_segments_with_that_term(engine, store):

@@ -45,7 +45,8 @@ def run_ask(args, services_for, load_model) -> int:
         print(json.dumps({"answer": result.answer, "sources": [s.as_json() for s in result.sources],
                           "chunks_read": result.chunks_read, "chunks": result.chunks, "took_s": round(result.took_s, 2),
                           "whole": result.whole, "found": result.found, "engine_calls": result.engine_calls,
-                          "cached_calls": result.cached_calls, "engine_seconds": round(result.engine_seconds, 2)},
+                          "cached_calls": result.cached_calls, "engine_seconds": round(result.engine_seconds, 2),
+                          "generated_tokens": result.generated_tokens, "resumed_tokens": result.resumed_tokens},
                          ensure_ascii=False))
         return 0
     print(result.answer if result.found else "Nothing in the documents bears on the question.")

@@ -37,6 +37,9 @@ def call_text(call: CallProgress, language: str = "en") -> str:
         if call.eta_s is not None and call.done < call.total:
             return text(language, f"{key}_more", time=duration_text(call.eta_s, language), **counts)
         return text(language, key, **counts)
+    if call.resumed:  # a call stopped while writing, going on from its written tokens
+        return text(language, "progress_writing_resumed", count=f"{call.done:,}", most=f"{call.total:,}",
+                    kept=f"{call.resumed:,}")
     return text(language, "progress_writing_one" if call.done == 1 else "progress_writing_many",
                 count=f"{call.done:,}", most=f"{call.total:,}")
 

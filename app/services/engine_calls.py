@@ -1,8 +1,9 @@
 """Engine calls whose results are kept: one cache lookup, one streamed call, counted and timed.
 
-Summaries and translations are made of many calls; each call's result is kept in the document
-store's cache under a hash of what went into it (model, prompt version, text, options), so a re-run
-after a Stop, a crash or a restart does no finished call twice.
+Summaries, translations and questions asked of documents are made of many calls; each call's
+result is kept in the document store's cache under a hash of what went into it (model, prompt
+version, text, options), so a re-run after a Stop, a crash or a restart does no finished call twice
+(`text` looks a call up, else makes it and keeps it).
 
 A call shows where it is while it runs: waiting for its turn at the model, reading its prompt
 (tokens read of tokens to read) or writing (tokens written). The engine reports the first two
@@ -51,7 +52,8 @@ class CallProgress:
     """Where the call under way is: WAITING (`ahead` requests first), READING (`done` of `total`
     prompt tokens) or WRITING (`done` tokens written, at most `total`); `eta_s`: this phase's rest.
     `source`: tokens of the job's source (its document) the call reads; the job counts those, in the
-    source's own count, so the prompt's count (another tokenizer's, with the instructions) is not shown."""
+    source's own count, so the prompt's count (another tokenizer's, with the instructions) is not shown.
+    `resumed`: of the tokens `done` while WRITING, those an earlier, stopped run of the call wrote."""
 
     phase: str
     done: int = 0
@@ -59,16 +61,19 @@ class CallProgress:
     ahead: int = 0
     eta_s: float | None = None
     source: int = 0
+    resumed: int = 0
 
     def describe(self) -> str:
         """'waiting for the model (2 ahead)', 'reading the prompt: 512 / 1,800 tokens, about 12 s more',
-        'reading the prompt, about 12 s more' (a source's part), 'writing: 120 tokens (at most 300)'."""
+        'reading the prompt, about 12 s more' (a source's part), 'writing: 120 tokens (at most 300)',
+        'writing: 120 tokens (at most 300), going on from the 40 written before the Stop'."""
         if self.phase == WAITING:
             return f"{WAITING} ({self.ahead} ahead)" if self.ahead else WAITING
         if self.phase == READING:
             line = "reading the prompt" if self.source else f"reading the prompt: {self.done:,} / {self.total:,} tokens"
             return line + (f", {duration(self.eta_s)} more" if self.eta_s is not None and self.done < self.total else "")
-        return f"writing: {self.done:,} token{'' if self.done == 1 else 's'} (at most {self.total:,})"
+        line = f"writing: {self.done:,} token{'' if self.done == 1 else 's'} (at most {self.total:,})"
+        return line + (f", going on from the {self.resumed:,} written before the Stop" if self.resumed else "")
 
 
 def duration_parts(seconds: float) -> tuple[int, int, int]:
@@ -138,7 +143,7 @@ class _Call(_Meter):
         self.written += 1
         self._first_token_at = self._first_token_at or now
         self.timed, self.write_s = self.written - 1, now - self._first_token_at
-        self.progress = CallProgress(WRITING, self.resumed + self.written, self.max_tokens)
+        self.progress = CallProgress(WRITING, self.resumed + self.written, self.max_tokens, resumed=self.resumed)
 
 
 class CachedCalls:
@@ -155,10 +160,14 @@ class CachedCalls:
         self.live: list[_Call] = []  # the calls under way (several when they run side by side)
         self._counting = threading.Lock()
 
+    def key(self, payload: dict) -> str:
+        """The cache key of a call described by `payload` (with the job's kind and the model)."""
+        return hashlib.sha256(json.dumps({"kind": self.kind, "model": self.engine.model_key, **payload},
+                                         ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
     def lookup(self, payload: dict) -> tuple[str, str | None]:
         """The cache key of a call described by `payload`, and its kept result (None if not yet made)."""
-        key = hashlib.sha256(json.dumps({"kind": self.kind, "model": self.engine.model_key, **payload},
-                                        ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+        key = self.key(payload)
         value = self.store.cached(key)
         if value is not None:
             with self._counting:
@@ -169,13 +178,26 @@ class CachedCalls:
         """Keep a call's result, made from the job's document (or from the one whose SHA-256 is `source`)."""
         self.store.put_cached(key, self.kind, value, source=self.source if source is None else source)
 
+    def text(self, payload: dict, messages: list[dict], sampling: SamplingOptions, cancel: CancelToken,
+             show: Callable[[str], Update], source: int = 0, kept_from: str | None = None) -> Iterator[Update]:
+        """The stripped text of the call `payload` describes: its kept result, else `generate`d
+        (resumable under its key) and kept. See `generate` for `show`, `source` and `kept_from`."""
+        key, output = self.lookup(payload)
+        if output is None:
+            reply = yield from self.generate(messages, sampling, cancel, show, key, source, kept_from)
+            output = reply.text.strip()
+            self.keep(key, output, kept_from)
+        return output
+
     def generate(self, messages: list[dict], sampling: SamplingOptions, cancel: CancelToken,
-                 show: Callable[[str], Update], key: str | None = None, source: int = 0) -> Iterator[Update]:
+                 show: Callable[[str], Update], key: str | None = None, source: int = 0,
+                 kept_from: str | None = None) -> Iterator[Update]:
         """Run one call and return its `Reply`, yielding `show(reply so far)` whenever the call moves
         (turn, prompt read, token written). Raises Cancelled on Stop; closing it early stops the call.
         With `key` (the call's cache key) a Stop while writing keeps what was written, and the next
         call with that key goes on from there (not on a server that sends text instead of ids).
-        `source`: tokens of the job's source the call reads (see `source_read`)."""
+        `source`: tokens of the job's source the call reads (see `source_read`); `kept_from`: the
+        SHA-256 of the document the call reads, when it is not the job's (see `keep`)."""
         cancel.raise_if_cancelled()
         started = time.perf_counter()
         prompt, decoder = self.format.encode(messages), self.format.decoder()
@@ -212,7 +234,7 @@ class CachedCalls:
                 self.generated_tokens += completion.stats.completion_tokens
             if resumable and completion.stats.stop_reason not in ("eos", "length") and completion.token_ids:
                 # stopped while writing: keep what it wrote
-                self.keep(key + PARTIAL, json.dumps([*written, *completion.token_ids]))
+                self.keep(key + PARTIAL, json.dumps([*written, *completion.token_ids]), kept_from)
         with self._counting:
             self.engine_calls += 1
             self.engine_seconds += time.perf_counter() - started

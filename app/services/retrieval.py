@@ -8,7 +8,8 @@
   fit the context (fanned out on the engine's sequences, like a summary's levels); each returns the
   sentences bearing on the question, copied, or NONE. Each map call is cached under its chunks'
   text and the question, so a re-run after a Stop reads only the chunks not yet read. A reduce call
-  then writes the answer from the numbered quotes.
+  then writes the answer from the numbered quotes. A call stopped while writing (a map call or the
+  answer) goes on from the tokens it wrote when the question is asked again (engine_calls.py).
 
 A source names the document, its page (PDF) or section (heading path), and a quote found verbatim
 in the cited chunk, or, marked `verified=False`, the chunk's own sentence shown instead.
@@ -88,6 +89,8 @@ class AskResult:
     engine_calls: int = 0
     cached_calls: int = 0
     engine_seconds: float = 0.0
+    generated_tokens: int = 0  # tokens the engine wrote in this run
+    resumed_tokens: int = 0  # tokens of stopped calls taken up again, not written twice
     found: bool = True  # False: no chunk bore on the question (Whole mode), nothing was asked
 
 
@@ -238,12 +241,10 @@ class AskJob:
         self.cancel.raise_if_cancelled()
         messages = self._map_messages("\n\n".join(p.chunk.text for p in group))
         sampling = replace(self.sampling, max_tokens=self.map_tokens)
-        key, output = self.calls.lookup({"v": PROMPT_VERSION, "step": "map", "messages": messages,
-                                         "sampling": asdict(sampling)})
-        if output is None:
-            reply = yield from self.calls.generate(messages, sampling, self.cancel, lambda _: self._update(""))
-            output = reply.text.strip()
-            self.calls.keep(key, output, source=self.documents[group[0].document_id]["sha256"])
+        output = yield from self.calls.text({"v": PROMPT_VERSION, "step": "map", "messages": messages,
+                                             "sampling": asdict(sampling)}, messages, sampling, self.cancel,
+                                            lambda _: self._update(""),
+                                            kept_from=self.documents[group[0].document_id]["sha256"])
         with self._counting:
             self.calls_done += 1
             self.chunks_read += len(group)
@@ -272,12 +273,9 @@ class AskJob:
         self.cancel.raise_if_cancelled()
         messages = self._answer_messages(passages, texts)
         sampling = replace(self.sampling, max_tokens=self.answer_tokens)
-        key, answer = self.calls.lookup({"v": PROMPT_VERSION, "step": "answer", "messages": messages,
-                                         "sampling": asdict(sampling)})
-        if answer is None:
-            reply = yield from self.calls.generate(messages, sampling, self.cancel, self._update)
-            answer = reply.text.strip()
-            self.calls.keep(key, answer)
+        answer = yield from self.calls.text({"v": PROMPT_VERSION, "step": "answer", "messages": messages,
+                                             "sampling": asdict(sampling)}, messages, sampling, self.cancel,
+                                            self._update)
         with self._counting:
             self.calls_done += 1
         return answer
@@ -313,7 +311,7 @@ class AskJob:
     def _result(self, answer: str, sources: list[Source], stopped: bool = False) -> AskResult:
         return AskResult(answer, sources, self.chunks_read, len(self.passages), time.monotonic() - self.started,
                          stopped, self.whole, self.calls.engine_calls, self.calls.cached_calls,
-                         self.calls.engine_seconds)
+                         self.calls.engine_seconds, self.calls.generated_tokens, self.calls.resumed_tokens)
 
     def _update(self, text: str, result: AskResult | None = None) -> AskUpdate:
         running = self.calls.call

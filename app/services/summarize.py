@@ -213,12 +213,9 @@ class SummaryJob:
         self.cancel.raise_if_cancelled()
         messages = self._messages(kind, "\n\n".join(group), max_tokens)
         sampling = replace(self.sampling, max_tokens=max_tokens)
-        key, output = self.calls.lookup({"v": PROMPT_VERSION, "messages": messages, "sampling": asdict(sampling)})
-        if output is None:
-            reply = yield from self.calls.generate(messages, sampling, self.cancel,
-                                                   lambda text: self._update(text if stream else ""), key, share)
-            output = reply.text.strip()
-            self.calls.keep(key, output)
+        output = yield from self.calls.text({"v": PROMPT_VERSION, "messages": messages, "sampling": asdict(sampling)},
+                                            messages, sampling, self.cancel,
+                                            lambda text: self._update(text if stream else ""), share)
         with self._counting:
             self.calls_done += 1
             self.tokens_read += share

@@ -10,6 +10,8 @@ lane's first segment goes without the previous one as context. Each segment's
 result is cached under a hash of (its text, languages, model, prompt version, the glossary terms
 that occur in it): a re-run after a Stop does no finished segment again, and a changed glossary
 redoes only the segments that contain a changed term. The context turn is not part of the key.
+A request stopped while writing keeps the tokens it wrote under its own key (its whole prompt):
+the re-run goes on from them instead of writing them again (engine_calls.py).
 
 What this module guarantees is tested with a small model; how well Mistral NeMo translates can't
 be measured here without its weights.
@@ -367,7 +369,8 @@ class TranslationJob:
         if room < wanted:
             why = ROOM
         sampling = SamplingOptions(temperature=self.options.temperature, max_tokens=max(1, min(wanted, room)))
-        reply = yield from self.calls.generate(messages, sampling, cancel, lambda text: self._update(index, text))
+        key = self.calls.key({"v": PROMPT_VERSION, "messages": messages, "sampling": asdict(sampling)})
+        reply = yield from self.calls.generate(messages, sampling, cancel, lambda text: self._update(index, text), key)
         if reply.cut:
             self.cuts.append(Cut(index, sampling.max_tokens, why))
         else:
