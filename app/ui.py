@@ -13,7 +13,15 @@ from app.base.config import models_dir  # noqa: E402
 from app.base.errors import UserError  # noqa: E402
 from app.engine.catalog import available_models, short_name  # noqa: E402
 from app.faces.chat_view import ChatUI  # noqa: E402
-from app.faces.i18n import language_of, language_picker, name_tabs, say, t  # noqa: E402
+from app.faces.i18n import (  # noqa: E402
+    in_page_language,
+    language_of,
+    language_picker,
+    name_tabs,
+    redraw_on_switch,
+    say,
+    t,
+)
 from app.faces.safe_markdown import safe_markdown  # noqa: E402
 from app.faces.temp_files import TabFiles, clean_private_tmp  # noqa: E402
 from app.faces.ui_chat import CHAT_KEYS, chat_page  # noqa: E402
@@ -115,20 +123,24 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
         settings_fields = [n_ctx, n_gpu_layers, max_tokens, temperature, top_p, system_prompt, tools,
                            parse_timeout_s, parse_memory_mb, parse_max_pages, kv_states_gib]
 
-        def page_opened(request: gr.Request):
-            """What depends on the moment or on the page's language, written when a tab opens: the
-            Settings fields show the settings now in use, not those the page was built with."""
+        def page_opened():
+            """What depends on the moment, written when a tab opens: the Settings fields show the
+            settings now in use, not those the page was built with."""
             now = ui.settings
-            return (gr.update(choices=ui.conversation_choices()), ui.model_notice(language_of(request)),
-                    ui.model_choice(), say(request, "settings_models_folder", folder=models_dir()),
-                    now.n_ctx, now.n_gpu_layers, now.max_tokens, now.temperature, now.top_p, now.system_prompt,
+            return (gr.update(choices=ui.conversation_choices()), ui.model_choice(), now.n_ctx, now.n_gpu_layers,
+                    now.max_tokens, now.temperature, now.top_p, now.system_prompt,
                     [tool for tool in now.tools.split(",") if tool], now.parse_timeout_s, now.parse_memory_mb,
                     now.parse_max_pages, now.kv_states_gib)
 
-        demo.load(page_opened, None, [chat.conversations, chat.model_line, model_name, models_folder,
-                                      *settings_fields])
+        def page_words(request: gr.Request):
+            """The model line and the models folder, in the page's language."""
+            return ui.model_notice(language_of(request)), say(request, "settings_models_folder", folder=models_dir())
+
+        demo.load(page_opened, None, [chat.conversations, model_name, *settings_fields])
+        in_page_language(page_words, None, [chat.model_line, models_folder])
         demo.load(None, js=CHAT_KEYS)
-        name_tabs(demo, picker)
+        name_tabs(demo)
+        redraw_on_switch(demo, picker)
 
         def tab_closed(request: gr.Request):
             """A browser tab went away: stop its jobs, delete the files made for it."""

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 import gradio as gr
+from gradio.context import Context
 from gradio.i18n import I18nData
 
 from app.faces import locale_text
@@ -27,7 +28,8 @@ from app.faces.locale_text import CATALOG, LANGUAGES, LOCALES, RIGHT_TO_LEFT  # 
 
 PAGE_LOCALES = {"zh": "zh-CN"}  # where Gradio's own strings live under another code
 COOKIE = "nemo-chat-language"  # what the page tells the server; localStorage keeps the Settings choice
-RTL_CSS = Path(__file__).resolve().parent.parent.parent / "assets" / "rtl.css"
+ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
+RTL_CSS, PAGE_JS = ASSETS / "rtl.css", ASSETS / "page_language.js"
 
 
 def text(language: str, key: str, /, **values) -> str:
@@ -81,29 +83,47 @@ def say(request: gr.Request | None, key: str, /, **values) -> str:
 def language_picker() -> gr.Dropdown:
     """The Settings control: the browser's language or one of the 11; the page switches at once
     and remembers the choice in this browser. Call inside the Blocks, where it should appear;
-    then `name_tabs(demo, picker)` once the page is built."""
+    then `name_tabs(demo)` and `redraw_on_switch(demo, picker)` once the page is built."""
     picker = gr.Dropdown([(t("language_auto"), ""), *((name, code) for code, name in LANGUAGES.items())],
                          value="", label=t("language_label"), elem_id="language-picker", interactive=True)
     gr.on(None, None, None, picker, js="() => window.nemoChat.chosenLanguage()")  # on load: the kept choice
     return picker
 
 
-def name_tabs(demo: gr.Blocks, picker: gr.Dropdown) -> None:
-    """Tab names written by the server in the page's language, on load and on each choice of the
-    picker (which first switches the page). Gradio translates a tab's name in the tab bar only
-    once the tab has been shown, so a page whose language changes after it appeared (the kept
-    choice, applied as the page loads, or a new one) would keep the other tabs' names."""
+def in_page_language(fn, inputs, outputs) -> None:
+    """`outputs` hold words the server writes in the page's language (`fn(*inputs, request)` makes
+    them, with `say`): written when the page opens and again each time the Settings picker switches
+    the page (`redraw_on_switch`), so no word of the language left stays on an open page. Call
+    inside the Blocks; `fn` should keep what a person typed or chose (take it as an input)."""
+    gr.on(None, fn, inputs, outputs, show_progress="hidden")
+    Context.root_block.__dict__.setdefault("page_words", []).append((fn, inputs, outputs))
+
+
+def name_tabs(demo: gr.Blocks) -> None:
+    """Tab names written by the server in the page's language (`in_page_language`). Gradio
+    translates a tab's name in the tab bar only once the tab has been shown, so a page whose
+    language changes after it appeared (the kept choice, applied as the page loads, or a new one)
+    would keep the other tabs' names. Call inside the Blocks once every tab is built."""
     tabs = [block for block in demo.blocks.values()
             if isinstance(block, gr.Tab) and isinstance(block.label, I18nData)]
 
     def names(request: gr.Request) -> list:
         return [gr.update(label=say(request, tab.label.key)) for tab in tabs]
 
-    def chosen(_code: str, request: gr.Request) -> list:  # the page has switched: its cookie names the language
-        return names(request)
+    in_page_language(names, None, tabs)
 
-    demo.load(names, None, tabs, queue=False)
-    picker.input(chosen, picker, tabs, queue=False, js="(code) => { window.nemoChat.setLanguage(code); return code; }")
+
+def redraw_on_switch(demo: gr.Blocks, picker: gr.Dropdown) -> None:
+    """A choice in the picker switches the page (Gradio's own strings and every `t()` text, in
+    the browser), then has the server write again, in the new language, everything registered
+    with `in_page_language`. Call once the page is built."""
+    def chosen(_code: str) -> None:  # the page has switched: its cookie names the language
+        return None
+
+    switched = picker.input(chosen, picker, None, queue=False,
+                            js="(code) => { window.nemoChat.setLanguage(code); return code; }")
+    for fn, inputs, outputs in demo.__dict__.get("page_words", []):
+        switched.then(fn, inputs, outputs, show_progress="hidden")
 
 
 @functools.cache
@@ -117,36 +137,12 @@ def _gradio_core_module() -> str:
 
 
 def page_head() -> str:
-    """The `<script>` and `<style>` for `launch(head=...)`: choose the language (Settings choice,
-    else the browser's, else English), tell Gradio and the server, set `dir` for right-to-left."""
+    """The `<style>` and `<script>` for `launch(head=...)`: the right-to-left layout, and
+    `assets/page_language.js` (the language chosen, told to Gradio and the server; Gradio's own
+    strings, the locale keys with a dot, told again where Gradio drew them in another language)."""
+    gradio_words = {key: {code: CATALOG[code][key] for code in LANGUAGES} for key in CATALOG["en"] if "." in key}
     settings = json.dumps({"languages": sorted(LANGUAGES), "pageLocales": PAGE_LOCALES, "rtl": list(RIGHT_TO_LEFT),
-                           "cookie": COOKIE, "core": _gradio_core_module()})
-    return f"""<style>{RTL_CSS.read_text(encoding="utf-8")}</style>
-<script>
-(() => {{
-  const S = {settings};
-  const kept = () => {{ try {{ return localStorage.getItem(S.cookie) || ""; }} catch (e) {{ return ""; }} }};
-  const pick = () => {{
-    if (S.languages.includes(kept())) return kept();
-    for (const tag of navigator.languages || [navigator.language]) {{
-      const base = String(tag).toLowerCase().split("-")[0];
-      if (S.languages.includes(base)) return base;
-    }}
-    return "en";
-  }};
-  const apply = async (code) => {{
-    document.cookie = `${{S.cookie}}=${{code}}; path=/; SameSite=Strict`;
-    document.documentElement.dir = S.rtl.includes(code) ? "rtl" : "ltr";
-    const core = await import(new URL(S.core, document.baseURI).href);
-    core.changeLocale(S.pageLocales[code] || code);
-  }};
-  window.nemoChat = Object.assign(window.nemoChat || {{}}, {{
-    chosenLanguage: kept,
-    setLanguage: (code) => {{
-      try {{ code ? localStorage.setItem(S.cookie, code) : localStorage.removeItem(S.cookie); }} catch (e) {{}}
-      return apply(pick());
-    }},
-  }});
-  apply(pick());
-}})();
-</script>"""
+                           "cookie": COOKIE, "core": _gradio_core_module(), "gradioWords": gradio_words},
+                          ensure_ascii=False).replace("</", "<\\/")
+    script = PAGE_JS.read_text(encoding="utf-8").replace("/*SETTINGS*/null", settings, 1)
+    return f"<style>{RTL_CSS.read_text(encoding='utf-8')}</style>\n<script>\n{script}</script>"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.faces.i18n import say, t
+from app.faces.i18n import in_page_language, say, t
 from app.faces.safe_markdown import safe_markdown
 
 
@@ -32,4 +32,4 @@ def api_section(base_url: str | None, model: str) -> None:
     def opened(request: gr.Request):
         return say(request, "api_on", url=base_url)
 
-    gr.on(None, opened, None, state)
+    in_page_language(opened, None, state)

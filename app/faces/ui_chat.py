@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from app.base.errors import UserError
 from app.documents.reading import KINDS as DOCUMENT_KINDS
 from app.faces.chat_view import SIDEBAR_PAGE, ChatUI
-from app.faces.i18n import language_of, say, t
+from app.faces.i18n import in_page_language, language_of, say, t
 from app.faces.safe_markdown import safe_markdown
 from app.faces.temp_files import TabFiles, forget_upload
 from app.faces.ui_conversation_settings import conversation_panel, wire_conversation_panel
@@ -244,6 +244,13 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
             ui.history.purge(cid)
         return gr.update(visible=False), gr.Timer(active=False), []
 
+    def page_words(cid, request: gr.Request):
+        """The open conversation's notes and meter in the page's language (left alone while a reply
+        is written into it: the reply's own updates follow)."""
+        if cid is None or ui.replies.running(request.session_hash) is not None:
+            return [skip()] * len(view)
+        return shown(request, cid)
+
     def tab_closed(request: gr.Request):
         ui.replies.close(request.session_hash)
         ui.viewing.pop(request.session_hash, None)
@@ -257,6 +264,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
     for start_new in (chatbot.clear, new_btn.click):
         start_new(new_conversation, None, [*view, rename_status, conversations]).then(None, js=FOCUS_BOX)
     conversations.input(open_conversation, conversations, [*view, rename_status])
+    in_page_language(page_words, conversation, view)
     search.change(searched, search, conversations)
     for rename_event in (rename_btn.click, title.submit):
         rename_event(rename, [conversation, title, search], [conversations, rename_status])

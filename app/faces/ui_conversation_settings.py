@@ -11,7 +11,7 @@ import gradio as gr
 
 from app.base.errors import UserError
 from app.faces.chat_view import ChatUI
-from app.faces.i18n import say, t
+from app.faces.i18n import in_page_language, say, t
 from app.faces.safe_markdown import safe_markdown
 from app.faces.ui_history import ChatParts
 
@@ -84,6 +84,7 @@ def wire_conversation_panel(ui: ChatUI, panel: PanelParts, chat: ChatParts) -> N
         return (pin_label(cid, request), chat.sidebar(request, query, cid),
                 say(request, "conv_pinned" if pinned else "conv_unpinned"))
 
+    in_page_language(pin_label, chat.conversation, panel.pin)
     fields = [panel.system_prompt, panel.temperature, panel.max_tokens]
     chat.conversation.change(fill, chat.conversation, [*fields, panel.pin, panel.status])
     quick = dict(show_progress="hidden")  # instant: the list and the fields are not greyed out meanwhile

@@ -11,7 +11,7 @@ from app.base.errors import UserError
 from app.documents.language import LANGUAGES
 from app.documents.reading import KINDS, TOKENIZER, read_document
 from app.faces.i18n import LANGUAGES as PAGE_LANGUAGES
-from app.faces.i18n import language_of, say, t, text
+from app.faces.i18n import in_page_language, language_of, say, t, text
 from app.faces.language_note import language_name as page_language_name
 from app.faces.language_note import language_warning
 from app.faces.progress_text import summary_line
@@ -166,9 +166,10 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
         return (say(request, "documents_back", name=removed.file_name), *refresh(document_id, picked, "", request),
                 gr.update(visible=False), None)
 
-    def opened(request: gr.Request):
+    def page_words(selected, picked, query: str, request: gr.Request):
         """The tab in the page's language: the drop zone's label (it holds the size limit), table, choices."""
-        return gr.update(label=say(request, "documents_drop", mb=max_file_mb)), *refresh(None, None, "", request)
+        drop_label = say(request, "documents_drop", mb=max_file_mb)
+        return gr.update(label=drop_label), *refresh(selected, picked, query or "", request)
 
     def summary_languages():
         return [(t("documents_same_language"), ""),
@@ -203,7 +204,7 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
         picks = ask_panel(services, choices)
 
     listing = [table, choice, picks]
-    gr.on(None, opened, None, [drop, *listing])  # on load
+    in_page_language(page_words, [choice, picks, search], [drop, *listing])
     tab.select(refresh, [choice, picks, search], listing)
     search.change(refresh, [choice, picks, search], listing)
     shown = [progress, summary, download]

@@ -10,7 +10,7 @@ import gradio as gr
 
 from app.base.errors import UserError
 from app.engine.remote import RemoteEngine
-from app.faces.i18n import language_of, say, t, text
+from app.faces.i18n import in_page_language, language_of, say, t, text
 from app.faces.safe_markdown import safe_markdown
 
 ON_THIS_MACHINE, ON_A_SERVER = "here", "server"  # the choice's values; its labels are locale keys
@@ -81,12 +81,14 @@ def engine_section(services) -> None:
         use_btn = gr.Button(t("engine_use"), variant="primary", elem_id="engine-use")
         status = safe_markdown("", elem_id="engine-status")
 
-    def opened(request: gr.Request):
-        """The notice in the page's language, and the fields as the settings now in use say."""
+    def opened():
+        """The fields as the settings now in use say."""
         now = services.settings
-        return (engine_notice(services, language_of(request)), ON_A_SERVER if now.remote else ON_THIS_MACHINE,
-                gr.update(visible=bool(now.remote)), now.remote, *key_fields(bool(now.remote_key)),
-                now.remote_model or None, now.parallel)
+        return (ON_A_SERVER if now.remote else ON_THIS_MACHINE, gr.update(visible=bool(now.remote)), now.remote,
+                *key_fields(bool(now.remote_key)), now.remote_model or None, now.parallel)
+
+    def notice(request: gr.Request):
+        return engine_notice(services, language_of(request))
 
     def test(url_text, key_text, request: gr.Request):
         report, names = connection_report(url_text, key_to_use(services.settings, url_text, key_text),
@@ -113,7 +115,8 @@ def engine_section(services) -> None:
             return say(request, "engine_not_changed", message=exc), gr.skip(), gr.skip()
         return say(request, "engine_key_cleared"), *key_fields(False)
 
-    gr.on(None, opened, None, [status, where, server_fields, url, key, key_set, model, parallel])  # on load
+    gr.on(None, opened, None, [where, server_fields, url, key, key_set, model, parallel])  # on load
+    in_page_language(notice, None, status)
     where.change(lambda choice: gr.update(visible=choice == ON_A_SERVER), where, server_fields)
     replace_key.click(lambda: (gr.update(value="", visible=True), gr.update(visible=False)), None, [key, key_set])
     clear_key.click(clear, None, [status, key, key_set], concurrency_id="llm", concurrency_limit=1)

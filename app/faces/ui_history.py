@@ -26,7 +26,7 @@ import gradio as gr
 
 from app.base.errors import UserError
 from app.faces.chat_view import SIDEBAR_PAGE, ChatUI
-from app.faces.i18n import say, t
+from app.faces.i18n import in_page_language, say, t
 from app.faces.safe_markdown import safe_markdown
 from app.faces.temp_files import TabFiles, file_name, forget_upload
 from app.services.exchange import export_json, export_markdown, import_files
@@ -61,7 +61,7 @@ PAGE_JS = """() => {
     const same = bubbles.length === (map.ids || []).length;  // else the map is of the chat shown before
     const versions = same ? map.versions || {} : {}, labels = map.labels || {};
     bubbles.forEach((bubble, i) => {
-      const v = versions[i], key = v ? v.join(",") : "";
+      const v = versions[i], key = v ? [...v, labels.previous, labels.next].join(",") : "";  // another language: redrawn
       const bar = bubble.querySelector(":scope > .nemo-versions");
       if ((bar ? bar.dataset.key : "") === key) return;
       if (bar) bar.remove();
@@ -320,5 +320,7 @@ def wire_history(ui: ChatUI, files: TabFiles, max_file_mb: int, sidebar: Sidebar
     sidebar.more_check.click(more_shown, chat.search, sidebar.more, queue=False, trigger_mode="always_last")
     gr.on([chat.message_ids.change, chat.status_line.change], versions,  # a reply ended: its final text
           [chat.conversation, chat.message_ids], sidebar.versions, **latest)
+    in_page_language(found, chat.search, sidebar.hits)
+    in_page_language(versions, [chat.conversation, chat.message_ids], sidebar.versions)  # the ‹ ›'s names
     wire_exchange(ui, files, max_file_mb, sidebar.exchange, chat)
     gr.on(None, None, None, None, js=PAGE_JS)

@@ -12,7 +12,7 @@ from app.base.errors import UserError
 from app.engine.gpu_plan import CONTEXT_SIZES, context_costs, context_label, detected_gpu, model_memory, plan_for
 from app.base.jobs import Progress
 from app.engine.catalog import CATALOG, available_models, cached_path, model_rows, resolve_model
-from app.faces.i18n import language_of, say, t, text, words
+from app.faces.i18n import in_page_language, language_of, say, t, text, words
 from app.faces.safe_markdown import safe_markdown
 from app.engine.memory import KV_TYPES, free_memory_bytes
 
@@ -106,10 +106,13 @@ def model_section(services, model_name, n_ctx) -> None:
         size = int(ctx) if ctx else None
         return gr.update(choices=context_choices(model or "", size), value=size)
 
-    def opened(request: gr.Request):
+    def page_words(model, ctx, request: gr.Request):
+        """The plan and the models to download, in the page's language."""
+        return show_plan(model, ctx, request), gr.update(choices=download_choices(language_of(request)))
+
+    def opened():
         settings = services.settings
-        plan = show_plan(settings.model, settings.n_ctx, request)
-        return plan, gr.update(choices=download_choices(language_of(request))), presets(settings.model, settings.n_ctx)
+        return presets(settings.model, settings.n_ctx)
 
     def set_mode(model, ctx, mode, kv, request: gr.Request):
         services.settings = replace(services.settings, gpu=mode, kv_type=kv)
@@ -146,7 +149,8 @@ def model_section(services, model_name, n_ctx) -> None:
     def preset_chosen(size):  # left without a choice: the Context field keeps its size
         return size if size else gr.skip()
 
-    gr.on(None, opened, None, [plan_md, choice, preset])  # on load: in the page's language
+    gr.on(None, opened, None, preset)  # on load
+    in_page_language(page_words, [model_name, n_ctx], [plan_md, choice])
     model_name.change(context_typed, [model_name, n_ctx], [plan_md, preset])
     gr.on([n_ctx.blur, n_ctx.submit], context_typed, [model_name, n_ctx], [plan_md, preset])  # not while typing
     preset.input(preset_chosen, preset, n_ctx).then(show_plan, [model_name, n_ctx], plan_md)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.faces.i18n import language_of, say, t, text
+from app.faces.i18n import in_page_language, language_of, say, t, text
 from app.faces.safe_markdown import safe_markdown
 from app.services.mcp_client import FAILED, RUNNING
 from app.services.mcp_config import mcp_config_path
@@ -76,6 +76,6 @@ def mcp_section(services: Services) -> None:
         for _, key in choices:
             services.tools.choices.set_on(key, key in (keys or []))
 
-    gr.on(None, shown, None, [table, tools])
+    in_page_language(shown, None, [table, tools])
     test.click(tested, server, [table, tools, result])
     tools.input(switched, tools, None)

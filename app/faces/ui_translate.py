@@ -18,7 +18,7 @@ from app.base.errors import UserError
 from app.documents.language import detect_language
 from app.documents.reading import KINDS, read_document
 from app.faces.i18n import LANGUAGES as PAGE_LANGUAGES
-from app.faces.i18n import language_of, say, t, text
+from app.faces.i18n import in_page_language, language_of, say, t, text
 from app.faces.language_note import language_name, language_warning
 from app.faces.progress_text import call_text, duration_text
 from app.faces.safe_markdown import safe_markdown
@@ -105,6 +105,13 @@ def translated_file_name(name: str, target: str, markdown: bool) -> str:
                      f".{target}.{'md' if markdown else 'txt'}")
 
 
+def glossary_rows(terms) -> list[list[str]]:
+    """The glossary's rows as the table holds them (two empty ones when it has none)."""
+    rows = [["" if cell is None else str(cell) for cell in row]
+            for row in terms or [] if isinstance(row, (list, tuple))]
+    return rows or [["", ""], ["", ""]]
+
+
 def language_labels(choices: list[tuple[str, str]]) -> list[tuple]:
     """The languages of a choice, named in the page's language where the locale files have them."""
     return [(t(f"language_{code}") if code in PAGE_LANGUAGES else name, code) for name, code in choices]
@@ -141,11 +148,13 @@ def translate_tab(services, files: TabFiles) -> None:
         with gr.Accordion(t("translate_saved"), open=False):
             saved = gr.Dropdown([], label=t("translate_open_saved"), elem_id="translate-saved")
 
-    def opened(request: gr.Request):
-        """What holds a value or a table header, in the page's language."""
+    def page_words(terms, value, document_id, request: gr.Request):
+        """What holds a value or a table header, in the page's language: the drop zone's label, the
+        glossary's headers (its terms kept) and the language detected in the text."""
         heads = [say(request, "translate_col_source_term"), say(request, "translate_col_target_term")]
         return (gr.update(label=say(request, "translate_drop", kinds=", ".join(sorted(KINDS)))),
-                gr.update(value={"headers": heads, "data": [["", ""], ["", ""]]}))
+                gr.update(value={"headers": heads, "data": glossary_rows(terms)}),
+                detected_line(value, document_id, request))
 
     def ready(path):
         return gr.update(value=path, visible=path is not None)
@@ -154,6 +163,12 @@ def translate_tab(services, files: TabFiles) -> None:
         rows = store.translations()
         return gr.update(choices=[(f"{r['title']} · {r['source_language']}→{r['target_language']} · {r['status']}",
                                    r["id"]) for r in rows])
+
+    def document_line(document_id: int, request: gr.Request) -> str:
+        """What was dropped: its title, kind, size in tokens and language."""
+        doc = store.document(document_id)
+        return say(request, "translate_document_line", title=doc["title"], kind=doc["kind"],
+                   tokens=f"{doc['tokens']:,}", language=language_name(doc["language"], language_of(request)))
 
     def load_document(path, request: gr.Request):
         if not path:
@@ -165,13 +180,21 @@ def translate_tab(services, files: TabFiles) -> None:
             return None, say(request, "common_warning", message=exc)
         finally:
             forget_upload(path)  # the upload is not kept once read
-        return document_id, say(request, "translate_document_line", title=doc.title, kind=doc.kind,
-                                tokens=f"{doc.tokens:,}", language=language_name(doc.language, language_of(request)))
+        return document_id, document_line(document_id, request)
 
     def detect(value, document_id, request: gr.Request):
         if document_id is not None or not (value or "").strip():
             return gr.skip()
         return say(request, "translate_detected", language=language_name(detect_language(value), language_of(request)))
+
+    def detected_line(value, document_id, request: gr.Request):
+        """The line over the glossary: the document dropped, else the language of the text typed."""
+        if document_id is None:
+            return detect(value, document_id, request)
+        try:
+            return document_line(document_id, request)
+        except UserError:
+            return gr.skip()
 
     def load_glossary(file, request: gr.Request):
         try:
@@ -235,7 +258,7 @@ def translate_tab(services, files: TabFiles) -> None:
                 side_by_side([(row["source"], row["text"])], None, language_of(request)), ready(file))
 
     upload.change(load_document, upload, [document, detected])
-    gr.on(None, opened, None, [upload, glossary])  # on load
+    in_page_language(page_words, [glossary, text_box, document], [upload, glossary, detected])
     text_box.input(detect, [text_box, document], detected, trigger_mode="always_last", show_progress="hidden")
     glossary_csv.upload(load_glossary, glossary_csv, [glossary, status])
     event = start.click(run, [text_box, document, plain, source, target, glossary], [status, table, download, detected],
