@@ -6,6 +6,7 @@ Arabic the sidebar's arrow and the ‹ › of a message's versions are mirrored 
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 
 from conftest import CHROMIUM, CHROMIUM_ARGS
 
@@ -88,17 +89,26 @@ def test_fragments_are_what_the_left_language_shows_and_the_new_one_does_not():
     assert "ファイルをここにドロップ" in fragments("ja", "ar")
 
 
-def test_switching_language_on_an_open_page_leaves_no_word_of_the_language_left(served, artifacts):
+@contextmanager
+def a_page_with_versions(served, locale: str):
+    """Chromium in `locale` on the app, a conversation with two versions of its question open."""
     from playwright.sync_api import sync_playwright
 
     demo, url = served
     a_conversation_with_two_versions(demo.nemo.history)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_context(locale="en-US", viewport=VIEWPORT).new_page()
+        page = browser.new_context(locale=locale, viewport=VIEWPORT).new_page()
         page.goto(url)
         page.locator("#conversation-list label", has_text="=").click()
         page.locator("#chatbot .nemo-versions").wait_for(timeout=30_000)
+        yield page
+        page.evaluate("window.nemoChat.setLanguage('')")
+        browser.close()
+
+
+def test_switching_language_on_an_open_page_leaves_no_word_of_the_language_left(served, artifacts):
+    with a_page_with_versions(served, "en-US") as page:
         page.get_by_role("tab", name=text("en", "tab_translate")).click()
         page.locator("#translate-text textarea").click()
         page.keyboard.type("The lighthouse keeper waited for the morning light.")  # its language: the server's words
@@ -120,8 +130,6 @@ def test_switching_language_on_an_open_page_leaves_no_word_of_the_language_left(
             assert previous.get_attribute("aria-label") == text(after, "history_version_previous")
         page.get_by_role("tab", name=text("en", "tab_translate")).click()
         page.screenshot(path=str(artifacts / "language-switch-back-en-translate.png"))
-        page.evaluate("window.nemoChat.setLanguage('')")
-        browser.close()
 
 
 def pointing(png: bytes) -> str:
@@ -152,15 +160,7 @@ def test_right_to_left_mirrors_the_sidebar_arrow_and_the_version_chevrons(served
     """In Arabic, "previous version" is the right-hand button and its chevron points right; the open
     sidebar (on the right) has its arrow pointing right, where it closes. The same page in English,
     measured the same way, gives the other sides: the measure tells them apart."""
-    from playwright.sync_api import sync_playwright
-
-    demo, url = served
-    a_conversation_with_two_versions(demo.nemo.history)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_context(locale="ar-EG", viewport=VIEWPORT).new_page()
-        page.goto(url)
-        page.locator("#conversation-list label", has_text="=").click()
+    with a_page_with_versions(served, "ar-EG") as page:
         for code, start, end in [("ar", "right", "left"), ("en", "left", "right")]:
             if code == "en":
                 choose_language(page, "ar", "en")
@@ -175,5 +175,3 @@ def test_right_to_left_mirrors_the_sidebar_arrow_and_the_version_chevrons(served
             assert pointing(previous.screenshot()) == start, f"{code}: previous version points to the {start}"
             assert pointing(following.screenshot()) == end, f"{code}: next version points to the {end}"
             assert pointing(toggle.screenshot()) == start, f"{code}: the open sidebar's arrow points where it closes"
-        page.evaluate("window.nemoChat.setLanguage('')")
-        browser.close()
