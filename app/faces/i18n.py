@@ -90,12 +90,14 @@ def language_picker() -> gr.Dropdown:
     return picker
 
 
-def in_page_language(fn, inputs, outputs) -> None:
+def in_page_language(fn, inputs, outputs, on_load: bool = True) -> None:
     """`outputs` hold words the server writes in the page's language (`fn(*inputs, request)` makes
-    them, with `say`): written when the page opens and again each time the Settings picker switches
-    the page (`redraw_on_switch`), so no word of the language left stays on an open page. Call
-    inside the Blocks; `fn` should keep what a person typed or chose (take it as an input)."""
-    gr.on(None, fn, inputs, outputs, show_progress="hidden")
+    them, with `say`): written when the page opens (unless `on_load` is False: the page's own load
+    handler writes them) and again each time the Settings picker switches the page
+    (`redraw_on_switch`), so no word of the language left stays on an open page. Call inside the
+    Blocks; `fn` should keep what a person typed or chose (take it as an input)."""
+    if on_load:
+        gr.on(None, fn, inputs, outputs, show_progress="hidden")
     Context.root_block.__dict__.setdefault("page_words", []).append((fn, inputs, outputs))
 
 

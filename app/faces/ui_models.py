@@ -107,12 +107,13 @@ def model_section(services, model_name, n_ctx) -> None:
         return gr.update(choices=context_choices(model or "", size), value=size)
 
     def page_words(model, ctx, request: gr.Request):
-        """The plan and the models to download, in the page's language."""
+        """The plan (of the fields as they are) and the models to download, in the page's language."""
         return show_plan(model, ctx, request), gr.update(choices=download_choices(language_of(request)))
 
-    def opened():
+    def opened(request: gr.Request):
+        """On load, the plan of the settings in use (the fields show them once the page has loaded)."""
         settings = services.settings
-        return presets(settings.model, settings.n_ctx)
+        return *page_words(settings.model, settings.n_ctx, request), presets(settings.model, settings.n_ctx)
 
     def set_mode(model, ctx, mode, kv, request: gr.Request):
         services.settings = replace(services.settings, gpu=mode, kv_type=kv)
@@ -149,8 +150,8 @@ def model_section(services, model_name, n_ctx) -> None:
     def preset_chosen(size):  # left without a choice: the Context field keeps its size
         return size if size else gr.skip()
 
-    gr.on(None, opened, None, preset)  # on load
-    in_page_language(page_words, [model_name, n_ctx], [plan_md, choice])
+    gr.on(None, opened, None, [plan_md, choice, preset])  # on load: in the page's language
+    in_page_language(page_words, [model_name, n_ctx], [plan_md, choice], on_load=False)
     model_name.change(context_typed, [model_name, n_ctx], [plan_md, preset])
     gr.on([n_ctx.blur, n_ctx.submit], context_typed, [model_name, n_ctx], [plan_md, preset])  # not while typing
     preset.input(preset_chosen, preset, n_ctx).then(show_plan, [model_name, n_ctx], plan_md)
