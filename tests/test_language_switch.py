@@ -111,18 +111,37 @@ def a_page_with_versions(served, locale: str):
         browser.close()
 
 
-def test_switching_language_on_an_open_page_leaves_no_word_of_the_language_left(served, artifacts):
+def type_a_glossary_term(page, term: str) -> None:
+    """The glossary's first cell, by keyboard: selected, Enter to edit it, the term, Enter."""
+    page.locator("#translate-glossary").get_by_role("gridcell").first.click()
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.activeElement.matches('#translate-glossary textarea')")
+    page.keyboard.type(term)
+    page.keyboard.press("Enter")
+
+
+def test_switching_language_on_an_open_page_leaves_no_word_of_the_language_left(served, artifacts, tmp_path):
+    """Every tab walked after each switch (en → ja → ar → it → en), accordions open, with a stored
+    document (its row in the table), an open conversation with versions, text typed to translate
+    (the language detected) and a glossary term, which stays."""
+    from app.documents.reading import read_document
+
+    notes = tmp_path / "2024.md"
+    notes.write_text("# 2024\n\nThe lighthouse keeper waited by the grey sea for the morning light.\n")
+    served[0].nemo.documents.add(read_document(notes))
     with a_page_with_versions(served, "en-US") as page:
         page.get_by_role("tab", name=text("en", "tab_translate")).click()
         page.locator("#translate-text textarea").click()
         page.keyboard.type("The lighthouse keeper waited for the morning light.")  # its language: the server's words
         page.locator("#translate-detected", has_text=text("en", "language_en")).wait_for(timeout=30_000)
+        type_a_glossary_term(page, "lighthouse")
         open_every_accordion(page)
         english, shown = fragments("en", "ja"), set()
         for tab in TABS:
             page.get_by_role("tab", name=text("en", tab)).click()
             shown.update(page.evaluate(SHOWN, english))
-        assert {"Drop File Here", "Model", "Tokens"} <= shown, "the check sees English where it is"
+        assert {"Drop File Here", "Model", "Tokens", "fits in one pass", "English"} <= shown, \
+            "the check sees English where it is"
 
         # Italian, which Gradio's own locales lack: English (Gradio's fallback) is looked for too
         for before, after in [("en", "ja"), ("ja", "ar"), ("ar", "it"), ("it", "en")]:
@@ -132,6 +151,7 @@ def test_switching_language_on_an_open_page_leaves_no_word_of_the_language_left(
             assert left_over(page, after, pieces, shots) == {}, f"words of {before} (or en) left after {after}"
             previous = page.locator("#chatbot .nemo-versions button").first
             assert previous.get_attribute("aria-label") == text(after, "history_version_previous")
+            assert "lighthouse" in page.locator("#translate-glossary").inner_text(), "the glossary keeps its terms"
 
 
 def pointing(png: bytes) -> str:
