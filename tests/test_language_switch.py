@@ -154,6 +154,9 @@ def test_switching_language_on_an_open_page_leaves_no_word_of_the_language_left(
             assert "lighthouse" in page.locator("#translate-glossary").inner_text(), "the glossary keeps its terms"
 
 
+SETTLED = "() => !document.querySelector('.sidebar').getAnimations({subtree: true}).length"  # no transition left
+
+
 def pointing(png: bytes) -> str:
     """Which way the glyph drawn in a screenshot points: 'left' when the ink of its middle rows
     lies left of the ink of its top and bottom rows (as in ‹), else 'right'."""
@@ -190,10 +193,17 @@ def test_right_to_left_mirrors_the_sidebar_arrow_and_the_version_chevrons(served
             previous = page.get_by_role("button", name=text(code, "history_version_previous"))
             following = page.get_by_role("button", name=text(code, "history_version_next"))
             toggle = page.locator(".sidebar .toggle-button")
-            page.wait_for_function("() => !document.querySelector('.sidebar .toggle-button').getAnimations().length")
+            page.wait_for_function(SETTLED)
             page.screenshot(path=str(artifacts / f"rtl-chevrons-{code}.png"))
             before, after = previous.bounding_box(), following.bounding_box()
             assert (before["x"] > after["x"]) == (start == "right"), (code, before, after)
             assert pointing(previous.screenshot()) == start, f"{code}: previous version points to the {start}"
             assert pointing(following.screenshot()) == end, f"{code}: next version points to the {end}"
             assert pointing(toggle.screenshot()) == start, f"{code}: the open sidebar's arrow points where it closes"
+            toggle.focus()
+            page.keyboard.press("Enter")  # closed: the arrow points where the sidebar comes from
+            page.wait_for_function(SETTLED)
+            assert pointing(toggle.screenshot()) == end, f"{code}: the closed sidebar's arrow points where it opens"
+            page.screenshot(path=str(artifacts / f"rtl-sidebar-closed-{code}.png"))
+            page.keyboard.press("Enter")
+            page.wait_for_function(SETTLED)
