@@ -12,6 +12,7 @@ from pathlib import Path
 from conftest import CHROMIUM, CHROMIUM_ARGS
 
 from app.faces.i18n import CATALOG, LANGUAGES, text
+from app.faces.ui_translate import headed, side_by_side
 
 TABS = ["tab_chat", "tab_documents", "tab_translate", "tab_settings"]
 VIEWPORT = {"width": 1280, "height": 900}
@@ -84,6 +85,13 @@ def a_conversation_with_two_versions(history) -> int:
     history.add_message(cid, "user", "3 + 3 = ?")
     history.add_message(cid, "assistant", "6")
     return cid
+
+
+def test_a_translation_table_shown_takes_its_headers_in_the_new_language_and_keeps_its_rows():
+    rows, writing = [("The sea </tr>", "La mer"), ("Waves", None)], {1: "Vag"}
+    assert headed(side_by_side(rows, writing, "en"), "ja") == side_by_side(rows, writing, "ja")
+    assert text("ja", "translate_col_translation") in headed(side_by_side(rows, None, "ar"), "ja")
+    assert headed("", "ja") == ""
 
 
 def test_fragments_are_what_the_left_language_shows_and_the_new_one_does_not():

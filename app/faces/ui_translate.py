@@ -28,6 +28,7 @@ from app.services.translate import AUTO, TranslationJob, TranslationRequest, Tra
 
 CELL = "white-space:pre-wrap;vertical-align:top;padding:6px 10px;border-top:1px solid #8884;width:50%"
 WAITING = "<span style='opacity:.5'>…</span>"
+TABLE = "<table id='translation-table' style='width:100%;border-collapse:collapse'>"
 
 
 def side_by_side(rows: list[tuple[str, str | None]], partials: dict[int, str] | None = None,
@@ -41,10 +42,20 @@ def side_by_side(rows: list[tuple[str, str | None]], partials: dict[int, str] | 
             shown = f"<span class='writing' style='opacity:.7'>{html.escape(partials[n]) or '…'}</span>"
         cells.append(f"<tr><td dir='auto' style='{CELL}'>{html.escape(source)}</td>"
                      f"<td dir='auto' style='{CELL}'>{shown}</td></tr>")
-    heads = "".join(f"<th>{html.escape(text(language, key))}</th>"
-                    for key in ("translate_col_source", "translate_col_translation"))
-    return f"<table id='translation-table' style='width:100%;border-collapse:collapse'><tr>{heads}</tr>" \
-        + "".join(cells) + "</table>"
+    return TABLE + table_heads(language) + "".join(cells) + "</table>"
+
+
+def table_heads(language: str) -> str:
+    """The side-by-side table's header row in `language`."""
+    return "<tr>" + "".join(f"<th>{html.escape(text(language, key))}</th>"
+                            for key in ("translate_col_source", "translate_col_translation")) + "</tr>"
+
+
+def headed(table: str, language: str) -> str:
+    """A side-by-side table (as `side_by_side` wrote it) with its header row in `language`, its rows kept."""
+    if not table.startswith(TABLE):
+        return table
+    return TABLE + table_heads(language) + table[len(TABLE):].split("</tr>", 1)[1]
 
 
 def parts(n: int, language: str) -> str:
@@ -258,7 +269,11 @@ def translate_tab(services, files: TabFiles) -> None:
                 side_by_side([(row["source"], row["text"])], None, language_of(request)), ready(file))
 
     upload.change(load_document, upload, [document, detected])
+    def table_words(shown, request: gr.Request):
+        return headed(shown, language_of(request)) if shown else gr.skip()
+
     in_page_language(page_words, [glossary, text_box, document], [upload, glossary, detected])
+    in_page_language(table_words, table, table, on_load=False)  # the table shown after a translation
     text_box.input(detect, [text_box, document], detected, trigger_mode="always_last", show_progress="hidden")
     glossary_csv.upload(load_glossary, glossary_csv, [glossary, status])
     event = start.click(run, [text_box, document, plain, source, target, glossary], [status, table, download, detected],
