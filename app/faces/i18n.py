@@ -10,7 +10,10 @@ Two kinds of text, two ways (Gradio 6.31 translates in the browser only the `lab
 
 The page picks its language from the browser, or from the choice made in Settings
 (`language_picker`, kept in the browser's localStorage); Arabic lays the whole page out right to
-left. `page_head()` is the script and style for `launch(head=...)` that do this.
+left. `page_head()` is the script and style for `launch(head=...)` that do this. A choice in
+Settings switches an open page: what the server wrote there in words (registered with
+`in_page_language`) is written again in the new language (`redraw_on_switch`), and Gradio's own
+strings (the locale keys with a dot, e.g. `upload_text.drop_file`) follow.
 """
 
 from __future__ import annotations
