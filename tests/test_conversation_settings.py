@@ -83,5 +83,5 @@ def test_export_then_import_keeps_own_settings_and_the_pin_and_says_what_it_leav
     assert [c["title"] for c in listed] == ["Pirate", "Plain"] and listed[0]["pinned_at"] and not listed[1]["pinned_at"]
     assert target.own_settings(listed[0]["id"]) == pirate["settings"]
     assert target.own_settings(listed[1]["id"]) == {"system_prompt": None, "temperature": None, "max_tokens": 5}
-    assert result.skipped == 1 and "temperature 'hot'" in result.notes[0]
+    assert result.skipped == 1 and "temperature 'hot'" in str(result.notes[0])
     target.close()

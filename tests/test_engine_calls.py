@@ -10,7 +10,7 @@ import pytest
 from app.base.jobs import CancelToken
 from app.history import History
 from app.runtime import SamplingOptions
-from app.services.engine_calls import READING, WRITING, CachedCalls, CallProgress, duration
+from app.services.engine_calls import READING, WRITING, CachedCalls
 from app.storage.document_store import DocumentStore
 
 ASK = [{"role": "user", "content": "Name three colours of the rainbow."}]
@@ -80,16 +80,3 @@ def test_a_call_closed_half_way_stops_and_gives_the_model_back(engine, store):
     after = engine.complete(engine.tokenize("Hi"), SamplingOptions(max_tokens=2))
     after.text()
     assert after.stats.completion_tokens >= 1 and after.stats.stop_reason in ("eos", "length"), "the model is free"
-
-
-def test_a_call_describes_itself_for_a_person():
-    assert CallProgress("waiting for the model", ahead=2).describe() == "waiting for the model (2 ahead)"
-    assert CallProgress(READING, 512, 1800, eta_s=12.4).describe() == \
-        "reading the prompt: 512 / 1,800 tokens, about 12 s more"
-    assert CallProgress(READING, 512, 1800, eta_s=12.4, source=900).describe() == \
-        "reading the prompt, about 12 s more", "a part of the job's document: the job counts it, in its own count"
-    assert CallProgress(WRITING, 1, 300).describe() == "writing: 1 token (at most 300)"
-    assert CallProgress(WRITING, 46, 300, resumed=40).describe() == \
-        "writing: 46 tokens (at most 300), going on from the 40 written before the Stop", "a stopped call goes on"
-    assert (duration(59.4), duration(59.6), duration(185), duration(7300)) == \
-        ("about 59 s", "about 1 min", "about 3 min 5 s", "about 2 h 1 min")

@@ -172,7 +172,7 @@ def test_import_orders_our_messages_by_their_parents_not_their_place_in_the_file
     from app.services.exchange import import_files
 
     done = import_files(history, [path])
-    assert (done.messages, done.skipped) == (3, 2) and all("circle" in note for note in done.notes), done.notes
+    assert (done.messages, done.skipped) == (3, 2) and all("circle" in str(note) for note in done.notes), done.notes
     [conversation] = history.conversations()
     assert [m["content"] for m in history.messages(conversation["id"])] == ["first", "second", "third"]
     history.close()

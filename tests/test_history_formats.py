@@ -58,7 +58,7 @@ def test_openai_messages_one_object_or_a_list():
     parsed = read_conversations([one, {"messages": [{"role": "user", "content": [{"type": "text", "text": "日本語"}]},
                                                     {"role": "robot", "content": "?"}]}], "many.json")
     assert [c.title for c in parsed.conversations] == ["Math", "日本語"]
-    assert parsed.skipped == ["conversation 2, message 2: no text or an unknown role"]
+    assert [str(note) for note in parsed.skipped] == ["conversation 2, message 2: no text or an unknown role"]
     assert parsed.conversations[0].source == read_conversations(one, "again.json").conversations[0].source
 
 

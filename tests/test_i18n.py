@@ -23,8 +23,8 @@ from app.faces.i18n import (
     text,
 )
 from app.faces.progress_text import STAGES, call_text, duration_text, summary_line
-from app.services.engine_calls import READING, WRITING, CallProgress, duration
-from app.services.summarize import SummaryUpdate, format_progress
+from app.services.engine_calls import READING, WRITING, CallProgress
+from app.services.summarize import SummaryUpdate
 
 ROOT = Path(__file__).resolve().parent.parent
 # The face modules whose every UI string comes from the locale files.
@@ -195,14 +195,22 @@ def summary_update(what="reading the document", done=3, total=11, at_once=2, cal
     return SummaryUpdate(Progress(done, total, what), 1200, 5000, eta_s, call=call, at_once=at_once)
 
 
-def test_progress_lines_in_english_read_exactly_as_the_services_lines():
-    assert [call_text(call, "en") for call in CALLS] == [call.describe() for call in CALLS]
-    seconds = [0, 0.4, 59.4, 59.6, 60, 185, 3599.6, 3600, 7300, 90_000]
-    assert [duration_text(s, "en") for s in seconds] == [duration(s) for s in seconds]
-    updates = [summary_update(what, done, total, at_once, call, eta_s) for what in STAGES
-               for done, total in [(0, 0), (3, 11), (11, 11)] for at_once in (1, 2) for call in (None, *CALLS)
-               for eta_s in (None, 40.2, 185)]
-    assert [summary_line(update, "en") for update in updates] == [format_progress(update) for update in updates]
+def test_progress_lines_in_english():
+    """The services give the fields; the locale files word them, English included."""
+    assert [call_text(call, "en") for call in CALLS] == [
+        "waiting for the model", "waiting for the model (2 ahead)", "reading the prompt: 512 / 1,800 tokens",
+        "reading the prompt: 512 / 1,800 tokens, about 3 min 5 s more", "reading the prompt: 1,800 / 1,800 tokens",
+        "reading the prompt", "reading the prompt, about 3 min 5 s more",  # a part of the job's document: the job counts it
+        "writing: 1 token (at most 300)", "writing: 1,200 tokens (at most 3,000)",
+        "writing: 1,200 tokens (at most 3,000), going on from the 40 written before the Stop"]
+    seconds = [0, 59.4, 59.6, 185, 7300]
+    assert [duration_text(s, "en") for s in seconds] == ["about 0 s", "about 59 s", "about 1 min", "about 3 min 5 s",
+                                                         "about 2 h 1 min"]
+    assert summary_line(summary_update(), "en") == (
+        "reading the document · step 4 of 11 · 2 calls at once · 1,200 / 5,000 tokens of the document (Tekken) · "
+        "now writing: 12 tokens (at most 150) · about 40 s left")
+    assert summary_line(summary_update("done", 11, 11, 1, None, None), "en") == \
+        "done · 1,200 / 5,000 tokens of the document (Tekken)"
 
 
 def test_progress_lines_in_french_and_japanese():

@@ -1,20 +1,24 @@
-"""Below the faces nothing writes a sentence for a person (GUIDE.md §2): errors, plan explanations
-and notes carry a message key of `app/faces/locales` and its values, and the faces word them.
+"""Below the faces nothing writes a sentence for a person (GUIDE.md §2): errors, plan explanations,
+notes and progress lines carry a message key of `app/faces/locales` and its values, and the faces
+word them; the command line's faces (app/faces/cli*.py, progress.py, web_guard.py) word what they
+print from the same keys.
 
-The scan covers the modules in CONVERTED: app/documents, app/engine (all modules that say
-anything), app/base, app/storage, app/history.py, app/nemo and app/convert_gguf.py, and
-app/services but for these, which still write English: retrieval.py (its errors are keys, but the
-note that tells which passages a chat got is a sentence stored with the conversation),
-summarize.py and translate.py (their errors are keys, but the English progress lines the CLI
-prints, `format_progress`, and translate's notes on cut replies are sentences; the page words its
-progress lines itself, app/faces/progress_text.py), and the services' import notes
-(`Parsed.skipped`). In them it fails on:
+The scan covers every module of app/services, app/base, app/storage, app/documents, app/nemo and
+app/engine (those that say anything), app/history.py and app/convert_gguf.py. In them it fails on:
 - a `UserError`/`NoRoom`/`Message` (or a subclass defined in the module) whose first argument is
   not a key of en.json (a sentence, an f-string, a variable), unless it passes a key on (a name
   ending in `key`: `message.key`, `self.resume_key`);
 - a string literal with words among such a call's values (`reason="no GPU"`);
-- a string literal with words assigned to a name that carries a message to a person (`reason`,
-  `sentence`, `advice`, `explanation`, `note`, `message`, `why`) or appended to `notes`/`warnings`.
+- a string literal with words assigned (`=`, `+=`) to a name that carries a message to a person
+  (`reason`, `sentence`, `advice`, `explanation`, `note`, `message`, `why`, `line`), or added to a list
+  of them (`notes`, `warnings`, `skipped`, `problems`: `append`, `extend`, `+=`);
+- a string literal with words returned by a function that words something (`describe…`,
+  `format_…`, `…_note`, `…_notes`, `…_line`).
+In the command line's faces it fails on the same, and on a string literal with words printed
+(`print`, `write`) or given to the progress bar (`follow`): they speak from the locale files too.
+A key is no sentence, nor is a single name (`"assistant"`, `"tokenizer.ggml.model"`) or a regular
+expression. Prompts for the model, log lines, SQL and the API's protocol errors (English, as
+OpenAI's) are no sentences for a person here and pass.
 """
 
 from __future__ import annotations
@@ -31,18 +35,18 @@ from app.base.messages import Message
 from app.faces.locale_text import CATALOG, LANGUAGES, text, words
 
 ROOT = Path(__file__).resolve().parent.parent
-CONVERTED = ["app/documents/language.py", "app/documents/markdown_segments.py", "app/documents/parse_child.py",
-             "app/engine/batching.py", "app/engine/llama.py", "app/engine/memory.py", "app/engine/embedding.py",
-             "app/engine/chat_format.py", "app/engine/catalog.py", "app/engine/openai_http.py",
-             "app/engine/remote.py", "app/engine/downloads.py",
-             "app/documents/parse_limits.py", "app/documents/reading.py", "app/engine/gpu_plan.py",
-             *(str(p.relative_to(ROOT)) for folder in ("app/base", "app/storage") for p in sorted((ROOT / folder).glob("*.py"))),
-             "app/history.py", *(f"app/services/{name}.py" for name in (
-                 "chat", "document_tools", "exchange", "toolbox", "history_formats", "mcp_config")),
-             "app/nemo/prompt.py", "app/nemo/tekken.py", "app/nemo/checkpoint.py", "app/convert_gguf.py"]
+BELOW_THE_FACES = ["app/history.py", "app/convert_gguf.py", *(
+    str(p.relative_to(ROOT)) for folder in ("app/services", "app/base", "app/storage", "app/documents", "app/nemo",
+                                            "app/engine") for p in sorted((ROOT / folder).glob("*.py")))]
+CLI_FACES = ["app/faces/cli.py", *(f"app/faces/{p.name}" for p in sorted((ROOT / "app/faces").glob("cli_*.py"))),
+             "app/faces/progress.py", "app/faces/web_guard.py"]
+CONVERTED = BELOW_THE_FACES + CLI_FACES
 SAYS = {"UserError", "NoRoom", "Message"}
-CARRIERS = {"reason", "sentence", "advice", "explanation", "note", "message", "why"}
-LISTS = {"notes", "warnings"}
+CARRIERS = {"reason", "sentence", "advice", "explanation", "note", "message", "why", "line"}
+LISTS = {"notes", "warnings", "skipped", "problems"}
+IDENTIFIER = re.compile(r"^[\w.{}-]*$")  # 'assistant', 'tokenizer.ggml.model': names, no sentences
+WORDING = re.compile(r"^(describe|format_)|_(note|notes|line)$")  # functions that word something
+PRINTS = {"print", "write", "follow"}  # what the command line's faces show (follow: its title)
 
 
 def _name(node: ast.AST) -> str:
@@ -60,18 +64,22 @@ def _literals(node: ast.AST):
             yield from _literals(value)
     elif isinstance(node, ast.Subscript):  # nor are `row["content"]`'s
         yield from _literals(node.value)
+    elif isinstance(node, ast.Call) and _name(getattr(node.func, "value", None)) == "re":  # nor a pattern
+        return
     else:
         for child in ast.iter_child_nodes(node):
             yield from _literals(child)
 
 
-def sentences_in(source: str) -> list[tuple[int, str]]:
-    """(line, text) of every sentence the module writes for a person (see the module's docstring)."""
+def sentences_in(source: str, face: bool = False) -> list[tuple[int, str]]:
+    """(line, text) of every sentence the module writes for a person (see the module's docstring);
+    `face`: a command line face, whose printed literals count too."""
     tree = ast.parse(source)
     imported = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                and node.module in ("app.base.errors", "app.base.messages") for alias in node.names}
+                and node.module in ("app.base.errors", "app.base.messages") for alias in node.names
+                if alias.name in SAYS}  # `Message as Note` beside a module's own Message record
     defined = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
-    base = SAYS & (imported | ({"UserError", "NoRoom"} & defined))  # a module's own `Message` record is no message
+    base = imported | (SAYS & defined - {"Message"})  # a module's own `Message` record is no message
     classes = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
                and (node.name in base or any(_name(base_class) in base for base_class in node.bases))]
     says = base | {node.name for node in classes}
@@ -79,7 +87,7 @@ def sentences_in(source: str) -> list[tuple[int, str]]:
              and _name(call.func) == "__init__" and isinstance(call.func.value, ast.Call)
              and _name(call.func.value.func) == "super"}  # what a UserError subclass passes up
     keys = CATALOG["en"]
-    shown = lambda value: _has_words(value) and value not in keys  # noqa: E731  a key is no sentence
+    shown = lambda value: _has_words(value) and value not in keys and not IDENTIFIER.match(value)  # noqa: E731
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and (_name(node.func) in says or id(node) in inits):
@@ -92,10 +100,19 @@ def sentences_in(source: str) -> list[tuple[int, str]]:
                 found += [(line, value) for line, value in given_keys if value not in keys] or (
                     [] if given_keys else [(node.lineno, f"<not a key: {ast.unparse(first)}>")])
             found += [(line, value) for given in values for line, value in _literals(given) if shown(value)]
-        elif isinstance(node, ast.Assign) and any(_name(target) in CARRIERS for target in node.targets):
+        elif isinstance(node, ast.Assign) and any(_name(target) in CARRIERS | LISTS for target in node.targets):
             found += [(line, value) for line, value in _literals(node.value) if shown(value)]
-        elif isinstance(node, ast.Call) and _name(node.func) == "append" and _name(node.func.value) in LISTS:
+        elif isinstance(node, ast.AugAssign) and _name(node.target) in CARRIERS | LISTS:
+            found += [(line, value) for line, value in _literals(node.value) if shown(value)]
+        elif isinstance(node, ast.Call) and _name(node.func) in ("append", "extend", "insert") \
+                and _name(node.func.value) in LISTS:
             found += [(line, value) for arg in node.args for line, value in _literals(arg) if shown(value)]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and WORDING.search(node.name):
+            found += [(line, value) for inner in ast.walk(node) if isinstance(inner, ast.Return) and inner.value
+                      for line, value in _literals(inner.value) if shown(value)]
+        elif face and isinstance(node, ast.Call) and _name(node.func) in PRINTS:
+            shows = node.args[1:2] if _name(node.func) == "follow" else node.args  # follow(job, title, unit)
+            found += [(line, value) for arg in shows for line, value in _literals(arg) if shown(value)]
     return sorted(set(found))
 
 
@@ -121,11 +138,28 @@ def check(name, size, exc, message):
         (5, "{}: refused"), (8, "{}: {} MB is too big"), (10, "a hundred"), (11, "<not a key: message>"),
         (13, "no GPU"), (14, "no NVIDIA GPU found"), (15, "{} GiB exceed the free memory"), (16, "no_such_key_here")]
     assert sentences_in("class Message:\n    key: str\nMessage('a record', 'not a key')\n") == []  # a record
+    more = '''def describe(self):
+    return f"writing: {self.done} tokens"
+def progress_note(update):
+    return Message("progress_step", done=1, total=2)
+def read(skipped, problems, where):
+    skipped.append(f"{where}: no messages")
+    skipped += [f"{where}: a circle"]
+    problems.extend(["kept as it was"])
+    line = "reading the prompt"
+    line += f" · {where} left"
+    print("download one with: nemo-chat models download NAME")
+    follow(job, "reading the prompt", "tokens")
+'''
+    assert sentences_in(more) == [(2, "writing: {} tokens"), (6, "{}: no messages"), (7, "{}: a circle"),
+                                  (8, "kept as it was"), (9, "reading the prompt"), (10, " · {} left")]
+    assert sentences_in(more, face=True)[-2:] == [(11, "download one with: nemo-chat models download NAME"),
+                                                  (12, "reading the prompt")]
 
 
 @pytest.mark.parametrize("module", CONVERTED)
 def test_converted_modules_build_no_sentence_for_a_person(module):
-    found = sentences_in((ROOT / module).read_text(encoding="utf-8"))
+    found = sentences_in((ROOT / module).read_text(encoding="utf-8"), face=module in CLI_FACES)
     assert found == [], f"{module}: sentences built in code, not message keys of app/faces/locales (line, text)"
 
 
@@ -142,15 +176,34 @@ def test_an_error_is_english_as_str_and_worded_in_each_language():
     assert Message.from_json(nested.message.to_json()) == nested.message
 
 
+def _keys_used(module: str) -> set[str]:
+    """The literal keys a module gives to what says something (UserError, Message and its aliases)
+    or words it (`text`, `terminal_text`, `say`)."""
+    tree = ast.parse((ROOT / module).read_text(encoding="utf-8"))
+    says = SAYS | {"text", "terminal_text", "say"} | {alias.asname for node in ast.walk(tree)
+                                                      if isinstance(node, ast.ImportFrom) for alias in node.names
+                                                      if alias.name in SAYS and alias.asname}
+    return {value for node in ast.walk(tree) if isinstance(node, ast.Call) and _name(node.func) in says
+            for arg in node.args[:2] for _, value in _literals(arg) if re.fullmatch(r"[a-z]+_[a-z_.]+", value)}
+
+
+def test_the_keys_used_exist():
+    missing = {module: sorted(_keys_used(module) - set(CATALOG["en"])) for module in CONVERTED}
+    assert {module: keys for module, keys in missing.items() if keys} == {}
+
+
+SAME_WORDS = {("fr", "ask_sources"), ("fr", "import_where_conversation"),  # the same word in that language
+              ("fr", "model_info_attention"), ("fr", "model_info_architecture"), ("it", "model_info_file"),
+              ("es", "ask_tokens"), ("es", "translate_cut_at"), ("pt", "ask_tokens"), ("pt", "translate_cut_at")}
+
+
 @pytest.mark.parametrize("code", sorted(set(LANGUAGES) - {"en"}))
 def test_every_message_key_is_translated(code):
     """The keys the converted modules use are not English copies (numbers, names and units aside)."""
-    used = {node.args[0].value for module in CONVERTED
-            for node in ast.walk(ast.parse((ROOT / module).read_text(encoding="utf-8")))
-            if isinstance(node, ast.Call) and _name(node.func) in SAYS and node.args
-            and isinstance(node.args[0], ast.Constant)}
-    assert len(used) > 30
-    copied = sorted(key for key in used if CATALOG[code][key] == CATALOG["en"][key] and _has_words(CATALOG["en"][key]))
+    used = set().union(*(_keys_used(module) for module in CONVERTED)) & set(CATALOG["en"])
+    assert len(used) > 100
+    copied = sorted(key for key in used if CATALOG[code][key] == CATALOG["en"][key] and _has_words(CATALOG["en"][key])
+                    and (code, key) not in SAME_WORDS)
     assert copied == [], f"{code}.json: English copied"
 
 

@@ -20,7 +20,8 @@ from app.base.jobs import CancelToken
 from app.documents.language import LanguageCheck
 from app.services.engine_calls import PARTIAL, READING, WRITING
 from app.services.retrieval import context_for_chat
-from app.services.summarize import FINAL, MAP, REDUCE, SINGLE, SummaryOptions, format_progress, summarize
+from app.faces.progress_text import summary_line
+from app.services.summarize import FINAL, MAP, REDUCE, SINGLE, SummaryOptions, summarize
 from conftest import run_cli
 from corpora import long_markdown
 from test_documents import CHINESE, ENGLISH, FRENCH, make_pdf
@@ -168,7 +169,7 @@ def test_progress_moves_inside_the_first_call_of_a_document_larger_than_the_cont
     assert [call.done for call, _ in calls if call.phase == WRITING][:6] == [1, 2, 3, 4, 5, 6]
     read = [u.tokens_read for u in updates if u.call is not None and u.call.phase == READING]
     assert read == sorted(read) and len(set(read)) >= 3, "the document's count moves as the prompt is read"
-    lines = [format_progress(u) for u in updates]
+    lines = [summary_line(u, "en") for u in updates]
     stored = f"{store.document(document_id)['tokens']:,}"
     assert lines[0].startswith("reading the document · step 1 of ") and \
         f"0 / {stored} tokens of the document (Tekken) · now reading the prompt" in lines[0], lines[0]
@@ -194,7 +195,7 @@ def test_cli_summarize_json(tmp_path, home):
 def test_chat_context_is_the_whole_document_when_it_fits(tmp_path, store):
     document_id, _ = store.add(read_document(make_pdf(tmp_path / "a.pdf", [ENGLISH * 3])))
     context = context_for_chat(store, document_id, "What about the library?", 4000)
-    assert context.whole and "town council of Leeds" in context.text and "whole" in context.note
+    assert context.whole and "town council of Leeds" in context.text and "whole" in str(context.note)
 
 
 def test_chat_context_is_summary_plus_relevant_passages_when_too_long(tmp_path, store):
@@ -204,12 +205,12 @@ def test_chat_context_is_summary_plus_relevant_passages_when_too_long(tmp_path, 
     document_id, _ = store.add(read_document(path))
     context = context_for_chat(store, document_id, "When did the zeppelin land?", 1000)
     assert not context.whole and "zeppelin landed in Harlow" in context.text
-    assert "no summary yet" in context.note and "passages" in context.note
+    assert "no summary yet" in str(context.note) and "passages" in str(context.note)
 
     store.save_summary(document_id, "m.gguf", {"length": "short"}, "Eight towns grow over two centuries.", 3, 2)
     context = context_for_chat(store, document_id, "图书馆什么时候开放？", 1000)
     assert context.text.index("Eight towns grow") < context.text.index("图书馆周日也将开放")
-    assert "its summary" in context.note and "1,000 tokens" in context.note
+    assert "its summary" in str(context.note) and "1,000 tokens" in str(context.note)
     from app.nemo.tekken import Tekken
 
     assert Tekken.default().count(context.text) <= 1000
@@ -257,7 +258,7 @@ def test_a_level_s_calls_run_side_by_side_on_parallel_sequences_in_order_and_cac
         updates = list(summarize(widest, store, document_id, options, sampling))
         side = updates[-1].result
         assert len(side.levels[0].groups) >= 4 and widest.most >= 2, "the map calls ran side by side"
-        assert any(" calls at once" in format_progress(u) for u in updates if u.at_once > 1), "the line says so"
+        assert any(" calls at once" in summary_line(u, "en") for u in updates if u.at_once > 1), "the line says so"
         assert not side.stopped and side.text and all(all(o.strip() for o in level.outputs) for level in side.levels)
         again = run_to_end(summarize(CountingEngine(four), store, document_id, options, sampling))
         assert (again.engine_calls, again.cached_calls) == (0, side.engine_calls), "every call was kept"
@@ -317,7 +318,7 @@ def test_resume_a_call_stopped_while_writing_goes_on_from_its_written_tokens(tmp
     share = max(u.tokens_read for u in updates)
     assert 0 < share < stored and all(u.tokens_total == stored for u in updates), \
         "while the first call writes, the line counts the part of the document it read"
-    assert any(f"{share:,} / {stored:,} tokens of the document (Tekken)" in format_progress(u) for u in updates)
+    assert any(f"{share:,} / {stored:,} tokens of the document (Tekken)" in summary_line(u, "en") for u in updates)
 
     second, cancel = RecordingEngine(small_engine), CancelToken()
     updates = stopped_at(run(second, cancel), cancel, lambda u: writing(u, 8, "writing the summary"))

@@ -20,10 +20,11 @@ from app.history import History
 from app.base.jobs import CancelToken, Job
 from app.documents.reading import read_document
 from app.documents.language import LanguageCheck
+from app.faces.progress_text import call_text
 from app.services.engine_calls import READING, WRITING
 from app.services.glossary import glossary_from_rows, read_glossary, term_in
 from app.services.translate import (CAP, ROOM, TWICE, Cut, TranslateOptions, TranslationJob, TranslationRequest,
-                                    count_noun, cut_notes, language_label, parse_numbered, plan_segments,
+                                    cut_notes, language_label, parse_numbered, plan_segments,
                                     resolve_language, translate, unnumbered)
 
 from conftest import run_cli
@@ -165,7 +166,7 @@ def test_a_link_is_a_pair_of_markers_around_its_translated_text():
         text, problems = md.fill(piece, broken)
         assert text.endswith(" [the manual](https://example.com/m?a=1)") and "(https" not in text[:-40], (broken, text)
         assert text.count("`make`") == 1 and "⟦" not in text
-        assert problems == ["the link [the manual](https://example.com/m?a=1) was misplaced by the model; put at the end"]
+        assert [str(problem) for problem in problems] == ["the link [the manual](https://example.com/m?a=1) was misplaced by the model; put at the end"]
     [image] = md.markdown_pieces("A ![cat](c.png) in [`code` and ![dog](d.png)](https://x.org) here.")
     assert image.text == "A ⟦1⟧cat⟦2⟧ in ⟦3⟧⟦4⟧ and ⟦5⟧dog⟦6⟧⟦7⟧ here."
     assert md.fill(image, "Un ⟦1⟧chat⟦2⟧ dans ⟦3⟧⟦4⟧ et ⟦5⟧chien⟦6⟧⟦7⟧ ici.")[0] == \
@@ -233,11 +234,9 @@ def test_languages_and_glossary_files(tmp_path):
 
 
 def test_notes_about_cut_replies_are_written_for_a_person():
-    assert (count_noun(1, "part"), count_noun(3, "part"), count_noun(2, "reply", "replies")) == \
-        ("1 part", "3 parts", "2 replies")
-    assert cut_notes([Cut(0, 44, CAP)] * 3) == [
+    assert [str(note) for note in cut_notes([Cut(0, 44, CAP)] * 3)] == [
         "3 replies were cut short at 44 tokens (the “Max reply tokens” setting): the end of part 1 may be missing."]
-    assert cut_notes([Cut(2, 90, TWICE), Cut(0, 30, ROOM), Cut(3, 120, TWICE)]) == [
+    assert [str(note) for note in cut_notes([Cut(2, 90, TWICE), Cut(0, 30, ROOM), Cut(3, 120, TWICE)])] == [
         "1 reply was cut short at 30 tokens (the room left in the context): the end of part 1 may be missing.",
         ("2 replies were cut short at 90 to 120 tokens (twice the length of the source; the model wrote more than "
          "a translation): the end of parts 3 and 4 may be missing.")]
@@ -261,10 +260,10 @@ def test_progress_inside_the_call_and_a_reply_in_the_wrong_language_is_caught(en
     written = [call.done for call in calls if call.phase == WRITING]
     assert written == list(range(1, len(written) + 1)) and all(c.total == 24 for c in calls if c.phase == WRITING)
     assert any(u.eta_s for u in updates if u.call is not None and u.call.phase == WRITING), "an ETA while writing"
-    assert "writing: 3 tokens (at most 24)" in [c.describe() for c in calls]
+    assert "writing: 3 tokens (at most 24)" in [call_text(c) for c in calls]
     result = job.result
     assert result.language == LanguageCheck("fr", "en"), result.text
-    assert result.problems == [("1 reply was cut short at 24 tokens (the “Max reply tokens” setting): "
+    assert [str(problem) for problem in result.problems] == [("1 reply was cut short at 24 tokens (the “Max reply tokens” setting): "
                                 "the end of part 1 may be missing.")]
 
 
@@ -369,7 +368,7 @@ def test_a_document_translation_stopped_while_writing_goes_on_from_its_written_t
 
     second = RecordingEngine(engine)
     again = TranslationJob(second, store, request, options)
-    lines = [u.call.describe() for u in again.run() if u.call is not None and u.call.phase == WRITING]
+    lines = [call_text(u.call) for u in again.run() if u.call is not None and u.call.phase == WRITING]
     result = again.result
     assert not result.stopped and result.cached_segments == 1, "the first part is not translated again"
     assert len(second.made) == result.engine_calls == len(again.segments) - 1
@@ -417,7 +416,7 @@ def test_cli_translates_text_and_files(home, tmp_path):
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert "`make test`" in out["translation"] and "<https://x.org>" in out["translation"]
-    assert out["source_language"] == "en" and out["segments"] == 1 and "1/1 segments" in done.stderr
+    assert out["source_language"] == "en" and out["segments"] == 1 and "1/1 parts" in done.stderr
     assert f"call {out['engine_calls']} of {out['engine_calls']}" in done.stderr, done.stderr
 
     source, glossary, target = tmp_path / "notes.md", tmp_path / "terms.csv", tmp_path / "notes.fr.md"

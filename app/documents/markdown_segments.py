@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 
+from app.base.messages import Message
+
 MARKER = "⟦{}⟧"
 MARKER_RE = re.compile(r"⟦\s*(\d+)\s*⟧")
 STRAY_RE = re.compile(r"⟦\s*\d*\s*\ufffd?|⟧")  # what is left of a marker the model broke
@@ -236,10 +238,10 @@ def text_pieces(source: str) -> list[Piece]:
 # -- putting translations back -------------------------------------------------------------------
 
 
-def fill(piece: Piece, translation: str) -> tuple[str, list[str]]:
+def fill(piece: Piece, translation: str) -> tuple[str, list[Message]]:
     """The translation with markers turned back into source text, escaped for where it goes.
 
-    Returns (text, problems). A marker the model dropped is put back at the end (a dropped line
+    Returns (text, problems: Messages for the faces to word). A marker the model dropped is put back at the end (a dropped line
     break becomes a space); one it repeated is used once. A link whose pair of markers the model
     dropped, swapped or left empty is put back whole, as written in the source, at the end. An
     empty translation keeps the source.
@@ -248,10 +250,10 @@ def fill(piece: Piece, translation: str) -> tuple[str, list[str]]:
     if "\ufffd" not in piece.text:
         text = text.replace("\ufffd", "")  # half a character: the reply was cut inside it
     if not MARKER_RE.sub("", text).strip():
-        return "", [f"no translation for “{_short(piece.text)}”; kept as it was"]
+        return "", [Message("translate_no_translation", text=_short(piece.text))]
     broken = _broken_links(piece, text)
     inside_broken = {n for first, last, _ in broken for n in range(first, last + 1)}
-    problems: list[str] = []
+    problems: list[Message] = []
     used: set[int] = set()
     parts, position = [], 0
     for match in MARKER_RE.finditer(text):
@@ -266,10 +268,10 @@ def fill(piece: Piece, translation: str) -> tuple[str, list[str]]:
     for n in range(1, len(piece.kept) + 1):
         if n not in used and n not in piece.breaks and n not in inside_broken:
             parts.append(" \0" + str(n) + "\0")
-            problems.append(f"{_short(piece.kept[n - 1])} was misplaced by the model; put at the end")
+            problems.append(Message("translate_marker_misplaced", kept=_short(piece.kept[n - 1])))
     for k, (_, _, link) in enumerate(broken):
         parts.append(f" \0L{k}\0")
-        problems.append(f"the link {_short(link)} was misplaced by the model; put at the end")
+        problems.append(Message("translate_link_misplaced", link=_short(link)))
     joined = re.sub(r" {2,}", " ", "".join(parts)).strip()
     if piece.where == PARAGRAPH:  # each line (hard breaks start new ones) must stay inside the paragraph
         breaks = "|".join(map(str, piece.breaks))

@@ -210,23 +210,3 @@ def describe_gguf(path: str | Path) -> dict:
         "tekken": info.is_tekken, "chat_template": template_kind(info.chat_template),
         "kv_cache_bytes_per_token_f16": info.kv_cache_bytes(1),
     }  # fmt: skip
-
-
-def format_description(d: dict) -> str:
-    """`describe_gguf` as lines of text for the command line."""
-    gb = lambda n: f"{n / 1e9:.2f} GB"  # noqa: E731
-    mix = ", ".join(f"{name} {gb(e['bytes'])} in {e['tensors']} tensors" for name, e in d["quant_mix"].items())
-    tekken = "Tekken: prompts go through nemo-chat's own encoder" if d["tekken"] else "not Tekken"
-    rows = [
-        ("file", f"{d['path']} ({gb(d['size_bytes'])})"),
-        ("model", f"{d['name']} · architecture {d['architecture']}"),
-        ("parameters", f"{d['parameters'] / 1e9:.2f} B"),
-        ("quantization", f"{d['file_type']}: {mix}"),
-        ("context", f"{d['context_length']:,} tokens (training)"),
-        ("layers", f"{d['layers']} · hidden {d['embedding_length']} · FFN {d['feed_forward_length']}"),
-        ("attention", f"{d['heads']} heads, {d['kv_heads']} K/V heads, head size {d['head_dim']} · "
-                      f"K/V cache {d['kv_cache_bytes_per_token_f16'] / 1024:g} KiB per token (f16)"),
-        ("tokenizer", f"{d['tokenizer']}/{d['tokenizer_pre']}, {d['vocab_size']} tokens · {tekken}"),
-        ("template", d["chat_template"]),
-    ]  # fmt: skip
-    return "\n".join(f"{label:<13}{value}" for label, value in rows)

@@ -17,9 +17,10 @@ from typing import Callable, Iterator
 
 from app.base.errors import UserError
 from app.base.jobs import WAITING, Job, Progress
+from app.base.messages import Message
 from app.engine.catalog import available_models, resolve_model
 from app.faces.chat_window import ChatWindows
-from app.faces.i18n import text
+from app.faces.i18n import text, words
 from app.faces.web_guard import remote_images_as_links
 from app.history import FAILED, INTERRUPTED, QUEUED, STOPPED
 from app.nemo.tools import ALLOW_ALWAYS, ALLOW_ONCE, DENY, Approval
@@ -45,7 +46,8 @@ def saved_bubble(row: dict, language: str = "en") -> dict:
     """One saved row as a Chatbot message; images from other servers become links."""
     if row["role"] == "document":
         attached = json.loads(row["content"])
-        message = {"role": "user", "content": attached["note"],
+        note = Message.from_json(attached["note_said"]) if "note_said" in attached else attached["note"]  # older rows: English
+        message = {"role": "user", "content": words(language, note),
                    "metadata": {"title": text(language, "chat_attached", title=attached["title"]), "status": "done"}}
     elif row["role"] != "tool":
         message = {"role": row["role"], "content": row["content"]}

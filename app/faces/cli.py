@@ -17,14 +17,16 @@ from app.base.private_files import keep_private, tighten_home
 from app.faces.cli_ask import add_ask_parser, run_ask
 from app.faces.cli_desktop import add_desktop_parser, run_desktop
 from app.faces.cli_history import add_history_commands, run_export, run_import, run_search
+from app.faces.cli_models import model_info_text
 from app.faces.cli_options import (add_engine_options, add_json_option, add_model_options, add_origin_option,
                                      engine_overrides)
 from app.faces.cli_tools import add_tool_commands, run_mcp, run_tools
-from app.faces.locale_text import terminal_language, words
+from app.faces.locale_text import terminal_language, terminal_text, words
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # usage errors: one line, exit 2
-        raise UserError(f"{self.prog}: {message}")
+        raise UserError("cli_usage", command=self.prog, problem=message)  # argparse's own words: English
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,11 +149,11 @@ def _read_text(path: str | None) -> str:
     try:
         return open(path, encoding="utf-8").read()
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
+        raise UserError("doc_not_found", name=path) from None
     except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
+        raise UserError("import_not_utf8", name=path) from None
     except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+        raise UserError("doc_cannot_read", name=path, reason=exc.strerror) from None
 
 
 def run_tokens(args) -> int:
@@ -166,12 +168,13 @@ def run_prompt(args) -> int:
     try:
         request = json.loads(_read_text(args.conversation))
     except json.JSONDecodeError as exc:
-        raise UserError(f"{args.conversation}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        raise UserError("import_bad_json", name=args.conversation, error=exc.msg, line=exc.lineno,
+                        column=exc.colno) from None
     tekken = _tekken(args.model)
     try:
         ids = encode_request(tekken, request)
     except UserError as exc:
-        raise UserError(f"{args.conversation}: {exc}") from None
+        raise UserError("in_file", name=args.conversation, said=exc.message) from None
     print(json.dumps(ids))
     return 0
 
@@ -188,7 +191,7 @@ def _load_model(services) -> None:
     """Load the model; a notice from the engine (a server that takes no token ids) goes to stderr once."""
     services.ensure_model()
     if notice := getattr(services.engine, "notice", ""):
-        print(f"nemo-chat: note: {notice}", file=sys.stderr)
+        print(f"nemo-chat: {terminal_text('cli_note', note=notice)}", file=sys.stderr)
 
 
 def run_chat(args) -> int:
@@ -200,7 +203,7 @@ def run_chat(args) -> int:
         _load_model(services)
         job = Job(lambda progress, cancel: services.chat.send(conversation_id, args.prompt, services.settings,
                                                               cancel, progress))
-        follow(job, "reading the prompt", "tokens", until=lambda j: j.latest is not None)
+        follow(job, terminal_text("progress_reading"), "tokens", until=lambda j: j.latest is not None)
         shown = 0
         try:
             for _ in job.watch(0.05):
@@ -236,13 +239,13 @@ def _conversation_to_continue(history, wanted: str | None) -> int | None:
     if wanted == "last":
         newest = history.conversations(limit=1)
         if not newest:
-            raise UserError("--conversation last: there is no conversation yet")
+            raise UserError("cli_no_conversation_yet")
         return newest[0]["id"]
     if not wanted.isdigit():
-        raise UserError(f"--conversation {wanted}: give a conversation id or `last`")
+        raise UserError("cli_conversation_id", wanted=wanted)
     conversation = history.conversation(int(wanted))
     if conversation.get("deleted_at") is not None:
-        raise UserError(f"conversation {wanted} is in the trash")
+        raise UserError("cli_conversation_in_trash", wanted=wanted)
     return conversation["id"]
 
 
@@ -255,8 +258,8 @@ def run_convert(args) -> int:
                                                     overwrite=args.force))
     outcome = follow(job, "convert", "bytes")
     result = outcome.value
-    print(f"{result.path} ({result.outtype}, {result.n_params:,} parameters, {result.size_bytes / 1e9:.2f} GB, "
-          f"{result.seconds:.1f} s)")
+    print(terminal_text("cli_converted", path=str(result.path), outtype=result.outtype, parameters=f"{result.n_params:,}",
+                        size=f"{result.size_bytes / 1e9:.2f}", seconds=f"{result.seconds:.1f}"))
     return 0
 
 
@@ -283,8 +286,8 @@ def run_ui(args) -> int:
 
 def _open_running(running, no_browser: bool) -> int:
     if running is None:  # it stopped while this one looked: the next start serves
-        raise UserError("another nemo-chat was starting on this home and stopped; start again")
-    print(f"nemo-chat: already running on this home: {running.url}", flush=True)
+        raise UserError("cli_start_again")
+    print(f"nemo-chat: {terminal_text('cli_already_running', url=running.url)}", flush=True)
     if not no_browser:
         import webbrowser
 
@@ -307,7 +310,7 @@ def run_models(args) -> int:
         return 0
     if args.action == "info":
         described = models.describe_gguf(models.resolve_model(args.path))
-        print(json.dumps(described) if args.json else models.format_description(described))
+        print(json.dumps(described) if args.json else model_info_text(described))
         return 0
     from app.engine.gpu_plan import detected_gpu
     from app.engine.memory import free_memory_bytes
@@ -317,12 +320,12 @@ def run_models(args) -> int:
         print(json.dumps(rows, default=str))  # `why` in English
         return 0
     for row in rows:
-        status = "ready" if row["path"] else "not downloaded"
+        status = terminal_text("cli_model_ready" if row["path"] else "cli_model_not_downloaded")
         print(f"{'*' if row['recommended'] else ' '} {row['name']:<14} {row['size_bytes'] / 1e9:5.1f} GB  "
               f"{status:<15} {row['description']}")
     best = next(row for row in rows if row["recommended"])
-    print(f"\n* recommended for this machine: {best['name']} ({words(terminal_language(), best['why'])})")
-    print("download one with: nemo-chat models download NAME")
+    print("\n" + terminal_text("cli_recommended", name=best["name"], why=best["why"]))
+    print(terminal_text("cli_download_hint"))
     return 0
 
 
@@ -338,9 +341,9 @@ def run_plan(args) -> int:
     language = terminal_language()
     print(f"{path.name}: {words(language, plan.explanation)}")
     for note in plan.notes:
-        print(f"note: {words(language, note)}")
+        print(terminal_text("cli_note", note=note))
     kinds = ("f16", "q8_0", "q4_0")
-    print(f"\n{'context':>7}" + "".join(f"{kv + ' K/V':>12}" for kv in kinds))
+    print(f"\n{terminal_text('cli_plan_context'):>7}" + "".join(f"{kv + ' K/V':>12}" for kv in kinds))
     for n_ctx, costs in context_costs(model_memory(path)):
         print(f"{context_label(n_ctx):>7}" + "".join(f"{costs[kv] / 2**30:>8.1f} GiB" for kv in kinds))
     return 0
@@ -350,7 +353,8 @@ def run_summarize(args) -> int:
     from app.base.jobs import Job
     from app.documents.reading import read_document
     from app.faces.progress import follow
-    from app.services.summarize import SummaryOptions, tokens_note
+    from app.faces.progress_text import summary_note
+    from app.services.summarize import SummaryOptions
 
     options = SummaryOptions(args.length, args.lang or "", args.references)
     limits = load_settings().parse_limits()
@@ -361,7 +365,8 @@ def run_summarize(args) -> int:
             document_id, _ = services.documents.add(document)
             started = time.monotonic()
             job = Job(lambda progress, cancel: services.summarize(document_id, options, cancel))
-            result = follow(job, document.file_name, "calls", lambda j: tokens_note(j.latest) if j.latest else "").value
+            result = follow(job, document.file_name, "calls",
+                            lambda j: summary_note(j.latest, terminal_language(), terminal=True) if j.latest else "").value
             if args.json:
                 print(json.dumps({
                     "file": document.file_name, "document_id": document_id, "title": document.title,
@@ -381,10 +386,11 @@ def run_translate(args) -> int:
     from app.documents.reading import read_document
     from app.faces.progress import follow
     from app.services.glossary import read_glossary
-    from app.services.translate import TranslationRequest, resolve_language
+    from app.base.messages import Message
+    from app.services.translate import TranslationRequest, listed, resolve_language
 
     if (args.file is None) == (args.text is None):
-        raise UserError("translate: give a FILE or --text, not both")
+        raise UserError("cli_file_or_text")
     resolve_language(args.to)  # bad languages are refused before the model loads
     resolve_language(args.source, allow_auto=True)
     glossary = read_glossary(args.glossary) if args.glossary else ()
@@ -398,23 +404,26 @@ def run_translate(args) -> int:
             request = TranslationRequest(document.markdown, args.to, args.source,
                                          not args.plain and document.kind != "text", glossary, document.title, document_id)
         translation = services.translation(request, max_tokens=args.max_tokens or 0)
-        result = follow(Job(lambda progress, cancel: translation.run(cancel)), "translate", "segments",
-                        lambda _: "call {} of {}".format(*translation.request_count())).value
+        calls = lambda _: terminal_text("translate_calls", done=translation.request_count()[0],  # noqa: E731
+                                        total=translation.request_count()[1])
+        result = follow(Job(lambda progress, cancel: translation.run(cancel)), "translate", "parts", calls).value
     for miss in result.misses:
-        sys.stderr.write(f"glossary: “{miss.source}” was not translated as “{miss.target}” "
-                         f"(segments {', '.join(map(str, miss.segments))})\n")
+        where = Message("translate_in_part" if len(miss.segments) == 1 else "translate_in_parts",
+                        numbers=listed(list(miss.segments)))
+        sys.stderr.write(terminal_text("translate_glossary_miss", source=miss.source, target=miss.target, parts=where) + "\n")
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as handle:
                 handle.write(result.text)
         except OSError as exc:
-            raise UserError(f"{args.output}: cannot write ({exc.strerror})") from None
+            raise UserError("cli_cannot_write", name=args.output, reason=exc.strerror) from None
     if args.json:
         print(json.dumps({
             "translation": result.text, "source_language": result.source_language,
             "target_language": result.target_language, "segments": result.segments,
             "engine_calls": result.engine_calls, "cached_segments": result.cached_segments,
-            "glossary_misses": [[m.source, m.target] for m in result.misses], "problems": result.problems,
+            "glossary_misses": [[m.source, m.target] for m in result.misses],
+            "problems": [words(terminal_language(), problem) for problem in result.problems],
             "structure_kept": result.structure_kept, "translation_id": result.translation_id,
         }, ensure_ascii=False))
     elif not args.output:
@@ -431,7 +440,7 @@ def run_serve(args) -> int:
         _load_model(services)
         server = ApiServer(services, args.host, args.port, args.api_key, args.allow_host, args.keep_history,
                            allow_origins=args.allow_origin)
-        print(f"nemo-chat: serving the OpenAI API at {server.url} ({services.engine.model_name})", flush=True)
+        print(f"nemo-chat: {terminal_text('cli_serving', url=server.url, model=services.engine.model_name)}", flush=True)
         server.run()
     return 0
 
@@ -467,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nemo-chat: {words(terminal_language(), exc)}", file=sys.stderr)
         return 1 if isinstance(exc, NoRoom) else 2
     except KeyboardInterrupt:
-        print("nemo-chat: interrupted", file=sys.stderr)
+        print(f"nemo-chat: {terminal_text('cli_interrupted')}", file=sys.stderr)
         return 130
     except Exception as exc:  # one line for the user, the traceback in the log; NEMO_CHAT_DEBUG=1 shows it here
         if os.environ.get("NEMO_CHAT_DEBUG"):
@@ -475,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.base.logs import log_exception
 
         log = log_exception("command failed", exc)
-        print(f"nemo-chat: unexpected error: {type(exc).__name__}: {exc} (details in {log})", file=sys.stderr)
+        print(f"nemo-chat: {terminal_text('cli_unexpected', error=f'{type(exc).__name__}: {exc}', log=log)}", file=sys.stderr)
         return 1
 
 

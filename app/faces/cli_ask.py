@@ -9,6 +9,7 @@ from pathlib import Path
 
 from app.base.errors import UserError
 from app.faces.cli_options import add_engine_options, add_json_option, add_model_options
+from app.faces.locale_text import terminal_text
 
 
 def add_ask_parser(commands) -> None:
@@ -30,7 +31,7 @@ def run_ask(args, services_for, load_model) -> int:
     from app.faces.progress import follow
 
     if not args.question.strip():
-        raise UserError("ask: the question is empty")
+        raise UserError("ask_empty_question")
     limits = load_settings().parse_limits()
     wanted = [(doc, None) if _is_id(doc) else (doc, read_document(doc, **limits)) for doc in args.doc]  # files checked first
     with services_for(args, max_tokens=args.max_tokens) as services:
@@ -38,7 +39,7 @@ def run_ask(args, services_for, load_model) -> int:
                for doc, document in wanted]
         load_model(services)
         job = Job(lambda progress, cancel: services.ask(ids, args.question, args.whole, cancel))
-        result = follow(job, "ask", "chunks", lambda j: progress_note(j.latest) if j.latest else "").value
+        result = follow(job, "ask", "parts", lambda j: progress_note(j.latest) if j.latest else "").value
     if result.stopped:
         raise KeyboardInterrupt
     if args.json:
@@ -49,9 +50,9 @@ def run_ask(args, services_for, load_model) -> int:
                           "generated_tokens": result.generated_tokens, "resumed_tokens": result.resumed_tokens},
                          ensure_ascii=False))
         return 0
-    print(result.answer if result.found else "Nothing in the documents bears on the question.")
+    print(result.answer if result.found else terminal_text("ask_nothing_found"))
     if result.sources:
-        print("\nSources:")
+        print(f"\n{terminal_text('ask_sources')}:")
     for source in result.sources:
         print(f"  {source_line(source)}")
     return 0
@@ -62,14 +63,18 @@ def _is_id(doc: str) -> bool:
 
 
 def source_line(source) -> str:
-    """'[1] report.pdf, p. 7: “the quote”' ('(passage)' when the quote is the passage's own sentence)."""
-    where = f"p. {source.page}" if source.page is not None else (f"§ {source.section}" if source.section else "")
+    """'[1] report.pdf, p. 7: “the quote”' ('(the passage's own sentence)' when the quote is not the model's)."""
+    if source.page is not None:
+        where = terminal_text("ask_where_page", document=source.document, page=source.page)
+    else:
+        where = terminal_text("ask_where_section", document=source.document, section=source.section) \
+            if source.section else source.document
     number = f"[{source.number}] " if source.number else "- "
-    mark = "" if source.verified else " (passage)"
-    return f"{number}{source.document}{', ' + where if where else ''}: “{source.quote}”{mark}"
+    mark = "" if source.verified else f" ({terminal_text('ask_passage_mark')})"
+    return f"{number}{where}: “{source.quote}”{mark}"
 
 
 def progress_note(update) -> str:
-    """'1,200 / 5,400 tokens of the documents'."""
-    return f"{update.tokens_read:,} / {update.tokens_total:,} tokens of the documents"
+    """'1,200 / 5,400 tokens'."""
+    return terminal_text("ask_tokens", read=f"{update.tokens_read:,}", total=f"{update.tokens_total:,}")
 

@@ -6,6 +6,7 @@ import os
 import sys
 
 from app.base.config import HOME_ENV
+from app.faces.locale_text import terminal_text
 
 
 def add_desktop_parser(commands) -> None:
@@ -17,15 +18,16 @@ def run_desktop(args) -> int:
     from app.services import desktop
 
     if not desktop.supported():
-        print(f"nemo-chat: this system ({sys.platform}) has no XDG applications menu; nothing was changed. "
-              f"Make a shortcut that runs: {' '.join(_launch_command())}")
+        print("nemo-chat: " + terminal_text("desktop_unsupported", system=sys.platform,
+                                            command=" ".join(_launch_command())))
         return 0
     if args.action == "install":
         written = desktop.install(_launch_command())
-        print(f"nemo-chat: added to the applications menu: {written.entry} (icon {written.icon})")
+        print("nemo-chat: " + terminal_text("desktop_installed", entry=str(written.entry), icon=str(written.icon)))
     else:
         removed = desktop.uninstall()
-        print("nemo-chat: removed " + ", ".join(map(str, removed)) if removed else "nemo-chat: no menu entry to remove")
+        print("nemo-chat: " + (terminal_text("desktop_removed", paths=", ".join(map(str, removed))) if removed
+                               else terminal_text("desktop_nothing_to_remove")))
     return 0
 
 

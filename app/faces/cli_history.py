@@ -8,6 +8,7 @@ import sys
 
 from app.base.errors import UserError
 from app.faces.cli_options import add_json_option
+from app.faces.locale_text import terminal_text
 
 
 def add_history_commands(commands) -> None:
@@ -51,7 +52,7 @@ def run_export(args) -> int:
         with open(args.output, "w", encoding="utf-8") as handle:
             handle.write(text)
     except OSError as exc:
-        raise UserError(f"{args.output}: cannot write ({exc.strerror})") from None
+        raise UserError("cli_cannot_write", name=args.output, reason=exc.strerror) from None
     return 0
 
 
@@ -66,11 +67,12 @@ def run_import(args) -> int:
     finally:
         history.close()
     for note in result.notes:
-        print(f"nemo-chat: skipped: {note}", file=sys.stderr)
+        print(f"nemo-chat: {terminal_text('cli_import_skipped', note=note)}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
-        print(f"imported {result.conversations} conversations, {result.messages} messages; skipped {result.skipped}")
+        print(terminal_text("history_imported", conversations=result.conversations, messages=result.messages,
+                            skipped=result.skipped))
     return 0
 
 

@@ -9,6 +9,7 @@ import sys
 
 from app.base.errors import UserError
 from app.faces.cli_options import add_engine_options, add_json_option, add_model_options
+from app.faces.locale_text import terminal_text
 from app.nemo.tools import ToolError
 
 
@@ -39,7 +40,7 @@ def run_tools(args, services_for) -> int:
     """`tools list` and `tools call`; `services_for(args)` builds the process's services."""
     with services_for(args) as services:
         if services.mcp.problem:
-            raise UserError(services.mcp.problem)
+            raise services.mcp.problem
         if args.action == "call":
             return _call(services, args)
         rows = services.tools.listing(services.settings)
@@ -50,12 +51,13 @@ def run_tools(args, services_for) -> int:
                                        "tools": len(s.tools)} for s in statuses]}, ensure_ascii=False))
         return 0
     for row in rows:
-        where = f"{row.server} (MCP)" if row.server else "built-in"
-        flags = ("on" if row.on else "off") + ("" if row.read_only else ", asks first")
+        where = f"{row.server} (MCP)" if row.server else terminal_text("tools_built_in")
+        flags = terminal_text("tools_on" if row.on else "tools_off") + \
+            ("" if row.read_only else ", " + terminal_text("settings_mcp_asks"))
         print(f"{row.name:<28} {where:<22} {flags:<16} {row.description.splitlines()[0] if row.description else ''}")
     for status in statuses:
         if status.error:
-            print(f"nemo-chat: MCP server {status.name}: {status.error}", file=sys.stderr)
+            print("nemo-chat: " + terminal_text("tools_server_failed", name=status.name, error=status.error), file=sys.stderr)
     return 0
 
 
@@ -63,16 +65,16 @@ def _call(services, args) -> int:
     try:
         arguments = json.loads(args.args)
     except json.JSONDecodeError as exc:
-        raise UserError(f"--args: not valid JSON ({exc.msg})") from None
+        raise UserError("tools_args_not_json", error=exc.msg) from None
     if not isinstance(arguments, dict):
-        raise UserError("--args: give a JSON object, e.g. '{\"expression\": \"6*7\"}'")
+        raise UserError("tools_args_not_object")
     try:
         result = services.tools.call(args.name, arguments, services.settings)
     except ToolError as exc:
         print(f"nemo-chat: {args.name}: {exc}", file=sys.stderr)
         return 1
     except TypeError as exc:
-        raise UserError(f"wrong arguments for {args.name}: {exc}") from None
+        raise UserError("tools_wrong_arguments", name=args.name, error=str(exc)) from None
     if args.json:
         print(json.dumps({"tool": args.name, "result": result}, ensure_ascii=False, default=str))
     else:

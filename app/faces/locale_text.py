@@ -54,3 +54,9 @@ def terminal_language() -> str:
             code = value.split("_")[0].split(".")[0].lower()
             return code if code in LANGUAGES else "en"
     return "en"
+
+
+def terminal_text(key: str, /, **values) -> str:
+    """The text of `key` in the terminal's language, for the command line; values that are Messages
+    or UserErrors worded alike."""
+    return text(terminal_language(), key, **values)

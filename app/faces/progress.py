@@ -16,11 +16,12 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
 from rich.text import Text
 
 from app.base.jobs import Job, Outcome
-from app.faces.locale_text import terminal_language, words
+from app.faces.locale_text import terminal_language, terminal_text
+from app.faces.progress_text import stage_text
 
 
 class RateColumn(ProgressColumn):
-    """Units per second, e.g. '3.2 calls/s'."""
+    """Units per second, e.g. '3.2 calls/s' (`unit` in words)."""
 
     def __init__(self, unit: str) -> None:
         super().__init__()
@@ -35,7 +36,8 @@ def follow(job: Job, title: str, unit: str = "steps", describe: Callable[[Job], 
            until: Callable[[Job], bool] | None = None) -> Outcome | None:
     """Run `job` in the background and show it until it ends; returns its outcome.
 
-    `unit` is what Progress counts ("bytes" shows sizes and transfer speed); `describe` adds a
+    `unit` is what Progress counts: "bytes" (sizes and transfer speed), "tokens", "calls", "parts" or
+    "steps", worded in the terminal's language; `describe` adds a
     note of the job's own (e.g. tokens read) after the bar. With `until`, the bar is shown only
     until `until(job)` holds (e.g. a reply's first text) and None is returned: the job goes on."""
     console = Console(stderr=True)
@@ -60,7 +62,8 @@ def follow(job: Job, title: str, unit: str = "steps", describe: Callable[[Job], 
 
 def _live_bar(job: Job, title: str, unit: str, describe, until, console: Console) -> bool:
     """Redraw a bar until the job ends (True) or `until` holds (False)."""
-    counts = [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [MofNCompleteColumn(), RateColumn(unit)]
+    counts = [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else \
+        [MofNCompleteColumn(), RateColumn(terminal_text(f"progress_unit_{unit}"))]
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), *counts,
                    TimeRemainingColumn(compact=True, elapsed_when_finished=True), TextColumn("{task.fields[note]}"),
                    console=console, refresh_per_second=5, transient=until is not None)
@@ -72,7 +75,8 @@ def _live_bar(job: Job, title: str, unit: str, describe, until, console: Console
             progress = job.progress
             if progress is not None:
                 bar.update(task, completed=progress.done, total=max(progress.total, progress.done) or None,
-                           description=f"{title} · {words(terminal_language(), progress.what)}" if progress.what else title,
+                           description=f"{title} · {stage_text(progress.what, terminal_language(), True)}"
+                           if progress.what else title,
                            note=describe(job) if describe else "")
     return True
 
@@ -80,7 +84,9 @@ def _live_bar(job: Job, title: str, unit: str, describe, until, console: Console
 def _final_line(job: Job, title: str, unit: str, describe) -> str:
     """One line for logs and pipes: 'lettre.pdf · done: 3/3 calls in 12.4 s · 2,100 / 2,100 tokens read' or '… 7.5 GB of 7.5 GB in …'."""
     p = job.progress
-    amount = (f"{filesize.decimal(p.done)} of {filesize.decimal(p.total)}" if unit == "bytes"
-              else f"{p.done}/{p.total} {unit}")
+    amount = (terminal_text("progress_bytes_of", done=filesize.decimal(p.done), total=filesize.decimal(p.total))
+              if unit == "bytes" else f"{p.done}/{p.total} {terminal_text(f'progress_unit_{unit}')}")
     note = describe(job) if describe else ""
-    return f"{title} · {words(terminal_language(), p.what)}: {amount} in {job.seconds:.1f} s" + (f" · {note}" if note else "")
+    line = terminal_text("progress_final", title=title, stage=stage_text(p.what, terminal_language(), True),
+                         amount=amount, seconds=f"{job.seconds:.1f}")
+    return line + (f" · {note}" if note else "")

@@ -7,15 +7,12 @@ import html
 
 from app.base.errors import UserError
 from app.faces.i18n import language_of, say, t, text
-from app.faces.progress_text import call_text, duration_text
+from app.faces.progress_text import call_text, duration_text, stage_text
 from app.faces.safe_markdown import safe_markdown
 from app.services import retrieval
 from app.services.citations import normalized
 from app.services.retrieval import AskResult, AskUpdate, Source
 
-STAGES = {retrieval.FINDING: "ask_stage_finding", retrieval.READING: "ask_stage_reading",
-          retrieval.ANSWERING: "ask_stage_answering", retrieval.STOPPED: "ask_stage_stopped",
-          retrieval.DONE: "ask_stage_done"}  # a question's stages: locale keys
 QUOTE_SHOWN = 140  # characters of a quote in a source's line
 
 
@@ -23,7 +20,7 @@ def ask_line(update: AskUpdate, language: str = "en") -> str:
     """'reading the documents · 12 / 40 chunks read · 3,000 / 10,000 tokens · now writing: 20 tokens
     (at most 160) · about 1 min left', in `language`."""
     p = update.progress
-    parts = [text(language, STAGES.get(p.what, "ask_stage_finding"))]
+    parts = [stage_text(p.what or retrieval.FINDING, language)]
     if update.result is None or update.result.whole:
         parts.append(text(language, "ask_chunks", read=f"{p.done:,}", total=f"{p.total:,}"))
     parts.append(text(language, "ask_tokens", read=f"{update.tokens_read:,}", total=f"{update.tokens_total:,}"))

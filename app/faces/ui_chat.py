@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from app.base.errors import UserError
 from app.documents.reading import KINDS as DOCUMENT_KINDS
 from app.faces.chat_view import SIDEBAR_PAGE, ChatUI
-from app.faces.i18n import in_page_language, language_of, say, t
+from app.faces.i18n import in_page_language, language_of, say, t, words
 from app.faces.safe_markdown import safe_markdown
 from app.faces.temp_files import TabFiles, forget_upload
 from app.faces.ui_conversation_settings import conversation_panel, wire_conversation_panel
@@ -158,7 +158,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
                     cid, note = ui.services.chat.attach(cid, path, text or "overview", ui.settings)
                 finally:
                     forget_upload(path)  # read into SQLite (or refused): the upload is not kept
-                notes.append(note)
+                notes.append(words(language_of(request), note))
             if not text.strip() and not paths:
                 raise UserError(say(request, "chat_message_empty"))
             if text.strip():

@@ -26,7 +26,7 @@ import gradio as gr
 
 from app.base.errors import UserError
 from app.faces.chat_view import SIDEBAR_PAGE, ChatUI
-from app.faces.i18n import in_page_language, say, t
+from app.faces.i18n import in_page_language, language_of, say, t, words
 from app.faces.safe_markdown import safe_markdown
 from app.faces.temp_files import TabFiles, file_name, forget_upload
 from app.services.exchange import export_json, export_markdown, import_files
@@ -258,7 +258,8 @@ def wire_exchange(ui: ChatUI, files: TabFiles, max_file_mb: int, parts: Exchange
                 forget_upload(path)  # in SQLite now (or refused): the upload is not kept
         line = say(request, "history_imported", conversations=done.conversations, messages=done.messages,
                    skipped=done.skipped)
-        return " ".join([line, *done.notes]), None, chat.sidebar(request, query, conversation_id)
+        notes = [words(language_of(request), note) for note in done.notes]
+        return " ".join([line, *notes]), None, chat.sidebar(request, query, conversation_id)
 
     def export_one(fmt: str, conversation_id, request: gr.Request):
         return export(fmt, conversation_id, False, request)

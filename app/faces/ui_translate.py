@@ -18,7 +18,7 @@ from app.base.errors import UserError
 from app.documents.language import detect_language
 from app.documents.reading import KINDS, read_document
 from app.faces.i18n import LANGUAGES as PAGE_LANGUAGES
-from app.faces.i18n import in_page_language, language_of, say, t, text
+from app.faces.i18n import in_page_language, language_of, say, t, text, words
 from app.faces.language_note import language_name, language_warning
 from app.faces.progress_text import call_text, duration_text
 from app.faces.safe_markdown import safe_markdown
@@ -104,8 +104,8 @@ def result_line(job: TranslationJob, language: str = "en") -> str:
         line += "\n\n" + text(language, "translate_glossary_miss", source=miss.source, target=miss.target, parts=where)
     if result.problems:
         notes = Counter(result.problems)
-        line += "\n\n" + "\n".join("- " + (text(language, "translate_note_times", note=note, n=n) if n > 1 else note)
-                                     for note, n in notes.items())
+        line += "\n\n" + "\n".join("- " + (text(language, "translate_note_times", note=note, n=n) if n > 1
+                                            else words(language, note)) for note, n in notes.items())
     return line
 
 

@@ -80,22 +80,19 @@ def read_token(token_file: str | None = None) -> str | None:
             with open(token_file, encoding="utf-8") as handle:
                 token = handle.readline().strip()
         except OSError as exc:
-            raise UserError(f"{token_file}: cannot read the token file ({exc.strerror})") from None
+            raise UserError("guard_token_file_unreadable", name=token_file, reason=exc.strerror) from None
         except UnicodeDecodeError:
-            raise UserError(f"{token_file}: the token file is not UTF-8 text") from None
+            raise UserError("import_not_utf8", name=token_file) from None
         source = token_file
     if len(token) < MIN_TOKEN_CHARS:
-        raise UserError(f"{source}: the token needs at least {MIN_TOKEN_CHARS} characters "
-                        "(make one with: python -c 'import secrets; print(secrets.token_urlsafe())')")
+        raise UserError("guard_token_too_short", source=source, chars=MIN_TOKEN_CHARS)
     return token
 
 
 def check_bind(host: str, token: str | None) -> None:
     """Refuse to serve beyond this machine without a token."""
     if not is_loopback(host) and not token:
-        raise UserError(f"--host {host or '0.0.0.0'} makes the app reachable from other machines: set "
-                        f"{TOKEN_ENV} (or give --token-file FILE) with a secret of {MIN_TOKEN_CHARS}+ characters, "
-                        "or use --host 127.0.0.1")
+        raise UserError("guard_token_needed", host=host or "0.0.0.0", env=TOKEN_ENV, chars=MIN_TOKEN_CHARS)
 
 
 def allowed_hosts(bind: str, port: int, extra=()) -> frozenset[str]:
@@ -242,8 +239,7 @@ def allowed_origins(extra=()) -> frozenset[str]:
         if value.strip():
             origin = _origin(value)
             if origin is None:
-                raise UserError(f"{value.strip()}: an allowed origin is written scheme://host[:port], "
-                                "e.g. http://localhost:3000")
+                raise UserError("guard_bad_origin", value=value.strip())
             origins.add(origin)
     return frozenset(origins)
 

@@ -13,6 +13,7 @@ from typing import Iterator
 from app.engine.chat_format import NemoChatFormat, chat_format_for, token_counter
 from app.base.config import Settings
 from app.base.errors import UserError
+from app.base.messages import Message
 from app.base.logs import log_exception
 from app.engine.gpu_plan import planned_options
 from app.history import (COMPLETE, FAILED, QUEUED, STOPPED, STREAMING, TITLE_BY_DOCUMENT, TITLE_BY_MESSAGE,
@@ -155,7 +156,7 @@ class ChatService:
         return self._reply(conversation_id, settings, cancel or CancelToken())
 
     def attach(self, conversation_id: int | None, path: str, question: str, settings: Settings,
-               name: str | None = None) -> tuple[int, str]:
+               name: str | None = None) -> tuple[int, Message]:
         """Put a document into a conversation: the whole text when it fits what is left of the
         context, else its summary and the passages most related to `question`. Returns the
         conversation id and a note that tells the user which."""
@@ -177,7 +178,8 @@ class ChatService:
         context = context_for_chat(store, document_id, question, budget, count=token_counter(self.engine))
         if conversation_id is None:
             conversation_id = self.history.create_conversation(title_from(document.title), TITLE_BY_DOCUMENT)
-        record = {"document_id": document_id, "title": document.title, "note": context.note, "text": context.text}
+        record = {"document_id": document_id, "title": document.title, "note": str(context.note),  # English, for exports
+                  "note_said": context.note.to_json(), "text": context.text}  # the note, for the page to word
         self.history.add_message(conversation_id, "document", json.dumps(record, ensure_ascii=False))
         return conversation_id, context.note
 

@@ -63,34 +63,12 @@ class CallProgress:
     source: int = 0
     resumed: int = 0
 
-    def describe(self) -> str:
-        """'waiting for the model (2 ahead)', 'reading the prompt: 512 / 1,800 tokens, about 12 s more',
-        'reading the prompt, about 12 s more' (a source's part), 'writing: 120 tokens (at most 300)',
-        'writing: 120 tokens (at most 300), going on from the 40 written before the Stop'."""
-        if self.phase == WAITING:
-            return f"{WAITING} ({self.ahead} ahead)" if self.ahead else WAITING
-        if self.phase == READING:
-            line = "reading the prompt" if self.source else f"reading the prompt: {self.done:,} / {self.total:,} tokens"
-            return line + (f", {duration(self.eta_s)} more" if self.eta_s is not None and self.done < self.total else "")
-        line = f"writing: {self.done:,} token{'' if self.done == 1 else 's'} (at most {self.total:,})"
-        return line + (f", going on from the {self.resumed:,} written before the Stop" if self.resumed else "")
-
 
 def duration_parts(seconds: float) -> tuple[int, int, int]:
     """(hours, minutes, seconds) of a rounded duration."""
     minutes, seconds = divmod(max(0, round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return hours, minutes, seconds
-
-
-def duration(seconds: float) -> str:
-    """'about 40 s', 'about 3 min 5 s', 'about 2 h 10 min'."""
-    hours, minutes, seconds = duration_parts(seconds)
-    if hours:
-        return f"about {hours} h {minutes} min"
-    if minutes:
-        return f"about {minutes} min {seconds} s" if seconds else f"about {minutes} min"
-    return f"about {seconds} s"
 
 
 class _Meter:

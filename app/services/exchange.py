@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.base.errors import UserError
+from app.base.messages import Message
 from app.history import COMPLETE, INTERRUPTED, QUEUED, STREAMING, TITLE_BY_USER, History
 from app.services.history_formats import (EXTRA, FORMAT_NAME, FORMAT_VERSION, Conversation, read_conversations,
                                           too_deep)
@@ -27,7 +28,7 @@ class ImportResult:
     conversations: int
     messages: int
     skipped: int
-    notes: tuple[str, ...] = ()  # why things were skipped, one line each
+    notes: tuple[Message, ...] = ()  # why things were skipped, one each, for the faces to word
 
     def as_dict(self) -> dict:
         return {"conversations": self.conversations, "messages": self.messages, "skipped": self.skipped}
@@ -147,12 +148,12 @@ def import_files(history: History, paths: list[Path]) -> ImportResult:
     """Import every file in one transaction: a malformed file imports nothing at all."""
     parsed = [(path.name, read_conversations(read_file(path), path.name)) for path in paths]
     conversations = messages = skipped = 0
-    notes: list[str] = []
+    notes: list[Message] = []
     with history.database.transaction() as conn:
         known = {_source(dict(zip(("id", "created_at", "source"), row)))
                  for row in conn.execute("SELECT id, created_at, source FROM conversations")}
         for name, found in parsed:
-            notes += [f"{name}: {note}" for note in found.skipped]
+            notes += [Message("in_file", name=name, said=note) for note in found.skipped]
             skipped += len(found.skipped)
             for conversation in found.conversations:
                 if conversation.source in known:

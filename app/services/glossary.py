@@ -32,16 +32,16 @@ def read_glossary(path: str) -> Glossary:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             text = handle.read()
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
+        raise UserError("doc_not_found", name=path) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the glossary ({exc})") from None
+        raise UserError("glossary_cannot_read", name=path, reason=str(exc)) from None
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel
     rows = list(csv.reader(io.StringIO(text), dialect))
     if any(len([c for c in row if c.strip()]) not in (0, 2) for row in rows):
-        raise UserError(f"{path}: each glossary row needs two columns, source term and target term")
+        raise UserError("glossary_two_columns", name=path)
     return glossary_from_rows(rows)
 
 

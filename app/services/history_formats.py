@@ -18,6 +18,7 @@ from itertools import chain
 from typing import Any
 
 from app.base.errors import UserError
+from app.base.messages import Message as Note
 from app.history import MAX_REPLY_TOKENS, MAX_TEMPERATURE
 from app.nemo.prompt import CALL_ID_RE, NAME_RE
 
@@ -56,7 +57,7 @@ class Conversation:
 @dataclass
 class Parsed:
     conversations: list[Conversation] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # one reason per thing left out
+    skipped: list[Note] = field(default_factory=list)  # one reason per thing left out, for the faces to word
 
 
 def read_conversations(data: Any, name: str) -> Parsed:
@@ -108,14 +109,15 @@ def _each(items: Any, name: str, read) -> Parsed:
         raise UserError("import_not_a_list", name=name)
     parsed = Parsed()
     for i, item in enumerate(items):
+        where = Note("import_where_conversation", number=i + 1)
         try:
-            conversation = read(item, parsed.skipped, f"conversation {i + 1}")
+            conversation = read(item, parsed.skipped, where)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            parsed.skipped.append(f"conversation {i + 1}: unreadable ({type(exc).__name__}: {exc})")
+            parsed.skipped.append(Note("import_skip_unreadable", where=where, error=f"{type(exc).__name__}: {exc}"))
             continue
         _as_saved_here(conversation)
         if not conversation.messages:
-            parsed.skipped.append(f"conversation {i + 1} ({conversation.title}): no messages")
+            parsed.skipped.append(Note("import_skip_no_messages", number=i + 1, title=conversation.title))
             continue
         conversation.source = conversation.source or _fingerprint(conversation)
         parsed.conversations.append(conversation)
@@ -213,13 +215,13 @@ def _text(content: Any) -> str:
     return ""
 
 
-def _linear(messages: list, skipped: list[str], where: str, read_one) -> list[Message]:
+def _linear(messages: list, skipped: list[Note], where: Note, read_one) -> list[Message]:
     """A list of messages as one branch (each the parent of the next)."""
     out: list[Message] = []
     for i, raw in enumerate(messages):
         message = read_one(raw, str(i), out[-1].key if out else None)
         if message is None:
-            skipped.append(f"{where}, message {i + 1}: no text or an unknown role")
+            skipped.append(Note("import_skip_message", where=where, number=i + 1))
         else:
             out.append(message)
     return out
@@ -239,33 +241,33 @@ def _openai_message(raw: Any, key: str, parent: str | None) -> Message | None:
     return Message(key, parent, role, content, model=raw.get("model"), tool=tool)
 
 
-def _openai(item: dict, skipped: list[str], where: str) -> Conversation:
+def _openai(item: dict, skipped: list[Note], where: Note) -> Conversation:
     messages = _linear(item["messages"], skipped, where, _openai_message)
     return Conversation(str(item.get("title") or _first_user(messages)), None, messages)
 
 
-def _ours(item: dict, skipped: list[str], where: str) -> Conversation:
+def _ours(item: dict, skipped: list[Note], where: Note) -> Conversation:
     """Our export; messages are ordered by their parent links, not by their place in the file."""
     nodes: dict[str, tuple[str | None, Message | None]] = {}
     for i, raw in enumerate(item["messages"]):
         key, parent = str(raw["id"]), raw.get("parent")
         parent = None if parent is None else str(parent)
         if raw.get("role") not in ROLES or not isinstance(raw.get("content"), str) or key in nodes:
-            skipped.append(f"{where}, message {i + 1}: an unknown role, no text, or an id used twice")
+            skipped.append(Note("import_skip_our_message", where=where, number=i + 1))
             continue
         extra = {k: raw[k] for k in EXTRA if isinstance(raw.get(k), (int, float)) and not isinstance(raw[k], bool)}
         nodes[key] = (parent, Message(key, parent, raw["role"], raw["content"], raw.get("created_at"),
                                       raw.get("status") or "complete", raw.get("model"), extra))
     messages = _tree(nodes)
     placed = {m.key for m in messages}
-    skipped += [f"{where}, message {key}: its parent links go round in a circle" for key in nodes if key not in placed]
+    skipped += [Note("import_skip_circle", where=where, message=key) for key in nodes if key not in placed]
     current = item.get("current")
     return Conversation(str(item.get("title") or "Imported chat"), item.get("created_at"), messages,
                         None if current is None else str(current), str(item.get("source") or ""),
                         _own_settings(item.get("settings"), skipped, where), item.get("pinned") is True)
 
 
-def _own_settings(raw: Any, skipped: list[str], where: str) -> dict:
+def _own_settings(raw: Any, skipped: list[Note], where: Note) -> dict:
     """A conversation's own settings as our export writes them; a value of the wrong kind or out of
     range is left out (the default applies) and said."""
     checks = {"system_prompt": lambda v: isinstance(v, str),
@@ -273,7 +275,7 @@ def _own_settings(raw: Any, skipped: list[str], where: str) -> dict:
               "max_tokens": lambda v: type(v) is int and 1 <= v <= MAX_REPLY_TOKENS}
     raw = raw if isinstance(raw, dict) else {}
     kept = {name: raw[name] for name, ok in checks.items() if raw.get(name) is not None and ok(raw[name])}
-    skipped += [f"{where}: its {name} {raw[name]!r} is not usable; the default applies"
+    skipped += [Note("import_skip_setting", where=where, name=name, value=repr(raw[name]))
                 for name in checks if raw.get(name) is not None and name not in kept]
     return kept
 
@@ -311,7 +313,7 @@ def _tree(nodes: dict[str, tuple[str | None, Message | None]]) -> list[Message]:
     return ordered
 
 
-def _chatgpt(item: dict, skipped: list[str], where: str) -> Conversation:
+def _chatgpt(item: dict, skipped: list[Note], where: Note) -> Conversation:
     nodes: dict[str, tuple[str | None, Message | None]] = {}
     for key, node in item["mapping"].items():
         raw = node.get("message") or {}
@@ -331,7 +333,7 @@ def _chatgpt(item: dict, skipped: list[str], where: str) -> Conversation:
                                                       model=(raw.get("metadata") or {}).get("model_slug"), tool=tool))
         else:
             if raw and role in ("user", "assistant") and not text:
-                skipped.append(f"{where}: a {content.get('content_type', 'non-text')} message")
+                skipped.append(Note("import_skip_kind", where=where, kind=content.get("content_type", "non-text")))
             nodes[key] = (node.get("parent"), None)
     messages = _tree(nodes)
     current = item.get("current_node")
@@ -340,7 +342,7 @@ def _chatgpt(item: dict, skipped: list[str], where: str) -> Conversation:
                         f"chatgpt:{item['id']}" if item.get("id") else "")
 
 
-def _open_webui(item: dict, skipped: list[str], where: str) -> Conversation:
+def _open_webui(item: dict, skipped: list[Note], where: Note) -> Conversation:
     chat = item["chat"]
     history = chat.get("history") or {}
     if isinstance(history.get("messages"), dict) and history["messages"]:
@@ -348,7 +350,7 @@ def _open_webui(item: dict, skipped: list[str], where: str) -> Conversation:
         for key, raw in history["messages"].items():
             message = _openai_message(raw, key, None)
             if message is None:
-                skipped.append(f"{where}: a message with no text")
+                skipped.append(Note("import_skip_no_text", where=where))
             else:
                 message.created_at, message.model = raw.get("timestamp"), raw.get("model")
             nodes[key] = (raw.get("parentId"), message)

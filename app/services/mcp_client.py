@@ -192,9 +192,9 @@ def _result(server: str, name: str, result) -> Any:
 class McpServers:
     """All configured servers, each started when first needed; `close` stops them."""
 
-    def __init__(self, configs: list[McpServerConfig], problem: str = "") -> None:
+    def __init__(self, configs: list[McpServerConfig], problem: UserError | None = None) -> None:
         self.configs = list(configs)
-        self.problem = problem  # why mcp.json could not be used ("" when it could)
+        self.problem = problem  # why mcp.json could not be used (None when it could)
         self._connections = {config.name: _Connection(config) for config in configs}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -206,7 +206,7 @@ class McpServers:
         try:
             return cls(read_mcp_config())
         except UserError as exc:
-            return cls([], str(exc))
+            return cls([], exc)
 
     @property
     def names(self) -> list[str]:

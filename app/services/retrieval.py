@@ -26,6 +26,7 @@ from typing import Iterator
 
 from app.base.errors import Cancelled, UserError
 from app.base.jobs import CancelToken, Progress, side_by_side
+from app.base.messages import Message
 from app.documents.reading import CountTokens
 from app.engine.chat_format import token_counter
 from app.runtime import Engine, SamplingOptions
@@ -351,7 +352,7 @@ class ChatContext:
     """What to put in a conversation for a document, and the note that tells the user which."""
 
     text: str
-    note: str
+    note: Message  # for the faces to word
     whole: bool
 
 
@@ -366,7 +367,7 @@ def context_for_chat(store: DocumentStore, document_id: int, question: str, budg
     title = document["title"]
     whole = f"Document “{title}”:\n\n{document['markdown']}"
     if count(whole) <= budget_tokens:
-        return ChatContext(whole, f"The whole of “{title}” ({document['tokens']:,} tokens) is in the conversation.", True)
+        return ChatContext(whole, Message("chat_context_whole", title=title, tokens=f"{document['tokens']:,}"), True)
     summaries = store.summaries(document_id)
     head = f"Document “{title}” (too long to include whole)."
     if summaries:
@@ -382,7 +383,6 @@ def context_for_chat(store: DocumentStore, document_id: int, question: str, budg
     passages = [f"[{chunks[i].reference()}] {chunks[i].text}" if chunks[i].reference() else chunks[i].text
                 for i in sorted(chosen)]
     text = "\n\n".join([head, "Passages most related to the question:", *passages]) if passages else head
-    what = "its summary and" if summaries else "no summary yet (Summarize it for an overview), only"
-    note = (f"“{title}” ({document['tokens']:,} tokens) is too long for the {budget_tokens:,} tokens left: "
-            f"the conversation has {what} the {len(passages)} passages most related to your question.")
+    note = Message("chat_context_summary_and_passages" if summaries else "chat_context_passages_only", title=title,
+                   tokens=f"{document['tokens']:,}", left=f"{budget_tokens:,}", passages=len(passages))
     return ChatContext(text, note, False)

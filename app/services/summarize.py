@@ -26,7 +26,7 @@ from app.documents.language import LANGUAGES, LanguageCheck, check_language, lan
 from app.documents.reading import TOKENIZER, pack
 from app.engine.chat_format import token_counter
 from app.runtime import Engine, SamplingOptions
-from app.services.engine_calls import CachedCalls, CallProgress, duration
+from app.services.engine_calls import CachedCalls, CallProgress
 from app.storage.document_store import Chunk, DocumentStore
 
 PROMPT_VERSION = 1
@@ -255,22 +255,3 @@ class SummaryJob:
     def _overhead(self, kind: str, max_tokens: int) -> int:
         """Prompt tokens of a call apart from its text."""
         return self.calls.encoded_length(self._messages(kind, "", max_tokens))
-
-
-def tokens_note(update: SummaryUpdate) -> str:
-    """'23,400 / 110,000 tokens of the document (Tekken) · now reading the prompt: 512 / 900 tokens'."""
-    note = f"{update.tokens_read:,} / {update.tokens_total:,} tokens of the document ({update.tokenizer})"
-    return note + (f" · now {update.call.describe()}" if update.call is not None else "")
-
-
-def format_progress(update: SummaryUpdate) -> str:
-    """'reading the document · step 13 of 63 · 23,400 / 110,000 tokens of the document (Tekken) · now writing:
-    120 tokens (at most 300) · about 1 min 20 s left'."""
-    p = update.progress
-    line = p.what + (f" · step {min(p.done + 1, p.total)} of {p.total}" if p.total and p.done < p.total else "")
-    if update.at_once > 1:
-        line += f" · {update.at_once} calls at once"
-    line += f" · {tokens_note(update)}"
-    if update.eta_s is not None and p.done < p.total:
-        line += f" · {duration(update.eta_s)} left"
-    return line

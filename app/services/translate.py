@@ -176,39 +176,31 @@ class Cut:
 
 
 CAP, ROOM, TWICE = "cap", "room", "twice"
-CUT_REASONS = {
-    CAP: "the “Max reply tokens” setting",
-    ROOM: "the room left in the context",
-    TWICE: "twice the length of the source; the model wrote more than a translation",
-}
+CUT_REASONS = {CAP: "translate_cut_by_cap", ROOM: "translate_cut_by_room", TWICE: "translate_cut_by_twice"}  # locale keys
 
 
-def count_noun(n: int, singular: str, plural: str = "") -> str:
-    """'1 part', '3 parts', '2 replies'."""
-    return f"{n:,} {singular if n == 1 else plural or singular + 's'}"
-
-
-def cut_notes(cuts: list[Cut]) -> list[str]:
-    """One sentence per reason: 'Two replies were cut short at 44 tokens (the “Max reply tokens”
-    setting): the end of part 1 may be missing.'"""
+def cut_notes(cuts: list[Cut]) -> list[Message]:
+    """One note per reason, for the faces to word: '2 replies were cut short at 40 to 44 tokens (the
+    “Max reply tokens” setting): the end of parts 1 and 3 may be missing.'"""
     notes = []
-    for why, reason in CUT_REASONS.items():
+    for why, reason_key in CUT_REASONS.items():
         these = [cut for cut in cuts if cut.why == why]
         if not these:
             continue
         parts = sorted({cut.segment + 1 for cut in these})
         sizes = sorted({cut.tokens for cut in these})
-        at = f"{sizes[0]:,} tokens" if len(sizes) == 1 else f"{sizes[0]:,} to {sizes[-1]:,} tokens"
-        replies = count_noun(len(these), "reply", "replies")
-        notes.append(f"{replies} {'was' if len(these) == 1 else 'were'} cut short at {at} ({reason}): "
-                     f"the end of {'part' if len(parts) == 1 else 'parts'} {_listed(parts)} may be missing.")
+        at = Message("translate_cut_at", tokens=f"{sizes[0]:,}") if len(sizes) == 1 else \
+            Message("translate_cut_between", low=f"{sizes[0]:,}", high=f"{sizes[-1]:,}")
+        where = Message("translate_in_part" if len(parts) == 1 else "translate_in_parts", numbers=listed(parts))
+        notes.append(Message("translate_cut_one" if len(these) == 1 else "translate_cut_many", count=f"{len(these):,}",
+                             at=at, reason=Message(reason_key), parts=where))
     return notes
 
 
-def _listed(numbers: list[int]) -> str:
-    """'1', '1 and 3', '1, 3 and 4'."""
+def listed(numbers: list[int]) -> str | Message:
+    """'1', or '1 and 3', '1, 3 and 4' for the faces to word."""
     words = [str(n) for n in numbers]
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+    return words[0] if len(words) == 1 else Message("list_and", first=", ".join(words[:-1]), last=words[-1])
 
 
 @dataclass(frozen=True)
@@ -228,7 +220,7 @@ class TranslationResult:
     engine_calls: int
     cached_segments: int
     misses: list[GlossaryMiss]
-    problems: list[str]
+    problems: list[Message]  # notes on parts put back by hand or cut short, for the faces to word
     structure_kept: bool
     language: LanguageCheck | None = None  # the target language and the one the translation reads as
     translation_id: int | None = None
@@ -301,7 +293,7 @@ class TranslationJob:
         for n, segment in enumerate(self.segments):
             for i in dict.fromkeys(unit.piece for unit in segment):
                 self.piece_segments.setdefault(i, []).append(n)
-        self.filled: dict[int, tuple[str, list[str]]] = {}  # piece -> (its translation put back, problems)
+        self.filled: dict[int, tuple[str, list[Message]]] = {}  # piece -> (its translation put back, problems)
         self.outputs: list[list[str] | None] = [None] * len(self.segments)
         self.lanes = lanes(len(self.segments), max(1, engine.parallel))
         self.lane_starts = {lane.start for lane in self.lanes}
@@ -451,7 +443,7 @@ class TranslationJob:
 
     def progress(self) -> Progress:
         done = sum(output is not None for output in self.outputs)
-        return Progress(done, len(self.segments), f"translating into {language_label(self.target)}")
+        return Progress(done, len(self.segments), Message("progress_translating_into", language=language_said(self.target)))
 
     # -- the text --------------------------------------------------------------------------------
     def _fill(self, index: int) -> None:
