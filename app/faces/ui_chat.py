@@ -261,14 +261,14 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
     chatbot.edit(edit, [conversation, message_ids, search], reply_outputs, **CHAT_EVENT)
     stop_btn.click(stop, None, None, queue=False)
     chatbot.option_select(answer_approval, None, None, queue=False)
-    for start_new in (chatbot.clear, new_btn.click):
-        start_new(new_conversation, None, [*view, rename_status, conversations]).then(None, js=FOCUS_BOX)
+    new_btn.click(new_conversation, None, [*view, rename_status, conversations]).then(None, js=FOCUS_BOX)
     conversations.input(open_conversation, conversations, [*view, rename_status])
     in_page_language(page_words, conversation, view)
     search.change(searched, search, conversations)
     for rename_event in (rename_btn.click, title.submit):
         rename_event(rename, [conversation, title, search], [conversations, rename_status])
-    delete_btn.click(delete, [conversation, trashed, search],
+    for delete_event in (delete_btn.click, chatbot.clear):  # the chat's trash icon deletes too, with Undo
+        delete_event(delete, [conversation, trashed, search],
                      [*view, rename_status, conversations, undo_bar, undo_text, undo_timer, trashed])
     undo_btn.click(undo, [trashed, search], [*view, conversations, undo_bar, undo_timer, trashed])
     undo_timer.tick(expire, trashed, [undo_bar, undo_timer, trashed])

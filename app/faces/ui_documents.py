@@ -66,14 +66,20 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
                 for d in store.find(query)]
 
     def refresh(selected=None, picked=None, query: str = "", request: gr.Request | None = None):
-        """The table, the choice and the documents to ask (those `query` finds), what was chosen
-        kept while it exists."""
+        """The table, its hint when it is empty, the choice and the documents to ask (those `query`
+        finds), what was chosen kept while it exists."""
         language = language_of(request)
         listed = choices(language, query)
         kept = selected if any(value == selected for _, value in listed) else None
         every = {value for _, value in choices(language)}
-        return (gr.update(value=rows(language, query)), gr.update(choices=listed, value=kept),
-                gr.update(choices=listed, value=[i for i in picked or [] if i in every]))
+        return (gr.update(value=rows(language, query)), empty_hint(language, query, listed, every),
+                gr.update(choices=listed, value=kept), gr.update(choices=listed, value=[i for i in picked or [] if i in every]))
+
+    def empty_hint(language: str, query: str, listed: list, every: set) -> str:
+        """What an empty table means: no document yet (and how to add one), or none the search finds."""
+        if not every:
+            return text(language, "documents_empty")
+        return "" if listed else text(language, "documents_none_found", query=query)
 
     def add_files(paths, selected, picked, request: gr.Request):
         """Read and store each file; the last one stored becomes the chosen document."""
@@ -145,7 +151,7 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
     def delete(document_id, picked, request: gr.Request):
         """Delete at once, keeping what was deleted in this tab for Undo."""
         if document_id is None:
-            return say(request, "documents_choose_to_delete"), *[gr.skip()] * 8
+            return say(request, "documents_choose_to_delete"), *[gr.skip()] * 9
         try:
             removed = store.delete(document_id)
         except UserError as exc:
@@ -157,7 +163,7 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
 
     def undo(removed, picked, request: gr.Request):
         if removed is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.update(visible=False), None
+            return *[gr.skip()] * 5, gr.update(visible=False), None
         try:
             document_id = store.restore(removed)
         except UserError as exc:
@@ -186,6 +192,7 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
         search = gr.Textbox(label=t("documents_search"), placeholder=t("documents_search_placeholder"), lines=1,
                             max_lines=1, elem_id="doc-search")
         table = gr.Dataframe(value=rows("en"), interactive=False, elem_id="doc-table")  # headers in the value
+        hint = safe_markdown("", elem_id="doc-empty")  # what an empty table means
         with gr.Row():
             choice = gr.Dropdown(choices=choices("en"), value=None, label=t("documents_document"), elem_id="doc-choice",
                                  scale=2)
@@ -203,7 +210,7 @@ def documents_tab(services, files: TabFiles, max_file_mb: int = 100) -> None:
         summary = safe_markdown("", elem_id="doc-summary")
         picks = ask_panel(services, choices)
 
-    listing = [table, choice, picks]
+    listing = [table, hint, choice, picks]
     in_page_language(page_words, [choice, picks, search], [drop, *listing])
     tab.select(refresh, [choice, picks, search], listing)
     search.change(refresh, [choice, picks, search], listing)
