@@ -1,11 +1,17 @@
 """The Documents tab in Debian's headless Chromium: real drop events on the drop zone, the progress
-bar, the streamed summary, download, delete; bad files get one line and the app keeps serving."""
+bar, the streamed summary, Stop and Summarize again going on from the stopped call's tokens,
+download, delete; bad files get one line and the app keeps serving."""
 
 from __future__ import annotations
 
 import base64
+import re
 import time
 from dataclasses import replace
+
+import pytest
+
+from app.services.engine_calls import PARTIAL
 
 from test_documents import ENGLISH, make_pdf
 from corpora import long_markdown
@@ -186,3 +192,56 @@ def test_a_summary_in_the_wrong_language_warns_and_a_delete_can_be_undone(served
     assert "council news.pdf" in page.locator("#doc-choice input").input_value(), "chosen again"
     page.locator("#doc-summary", has_text=summary[:40]).wait_for(timeout=30_000)
     assert not page.locator("#doc-undo").is_visible()
+
+
+def focused(page) -> str:
+    return page.evaluate("() => document.activeElement && document.activeElement.id")
+
+
+GOING_ON = re.compile(r"now writing: ([\d,]+) tokens \(at most [\d,]+\), going on from the ([\d,]+) written before the Stop")
+
+
+@pytest.mark.timeout(900)
+def test_stop_while_a_summary_writes_then_summarize_again_goes_on_and_completes(served, page, artifacts):
+    """Keyboard only: drop a document twice the (small) context, Summarize (Enter), Stop (Tab,
+    Enter) while a call writes, Summarize again (Shift+Tab, Enter): the line says the stopped call
+    goes on from the tokens it wrote and counts on from them, and the summary comes out whole."""
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, n_ctx=1024, temperature=0)
+    db = demo.nemo.history.db
+    partials = lambda: db.execute("SELECT count(*) FROM cached_results WHERE key LIKE ?",  # noqa: E731
+                                  [f"%{PARTIAL}"]).fetchone()[0]
+    page.goto(url)
+    page.get_by_role("tab", name="Documents").focus()
+    page.keyboard.press("Enter")
+    drop_files(page, [("chronicle.md", "text/markdown", long_markdown(1_200).encode())])
+    page.locator("#doc-status", has_text="chronicle.md").wait_for(timeout=30_000)
+    demo.nemo.ensure_model()
+
+    page.locator("#summarize").focus()
+    page.keyboard.press("Enter")
+    follow_progress(page, "#doc-progress", "now writing: ", timeout_s=300)
+    page.keyboard.press("Tab")
+    assert focused(page) == "doc-stop"
+    page.keyboard.press("Enter")
+    page.locator("#doc-progress", has_text="Summarize again to go on from here").wait_for(timeout=60_000)
+    assert partials() == 1, "the call stopped while writing kept its tokens"
+    assert db.execute("SELECT count(*) FROM summaries").fetchone()[0] == 0
+
+    page.keyboard.press("Shift+Tab")
+    assert focused(page) == "summarize"
+    page.keyboard.press("Enter")
+    seen = follow_progress(page, "#doc-progress", "done", ("going on from the", str(artifacts / "ui-documents-resume.png")),
+                           timeout_s=600)
+    going_on = [(text, GOING_ON.search(text)) for _, text in seen if "going on from the" in text]
+    assert going_on and all(found for _, found in going_on), going_on
+    counts = [(int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))) for _, m in going_on]
+    assert all(count > kept for count, kept in counts), "the line counts the writing on from the kept tokens"
+    assert len({kept for _, kept in counts}) == 1, "one stopped call goes on"
+    tokens = f"{demo.nemo.documents.documents()[0]['tokens']:,}"
+    assert all(f" / {tokens} tokens of the document (Tekken)" in text for text, _ in going_on)
+    summary = page.locator("#doc-summary").inner_text().strip()
+    [(stored,)] = db.execute("SELECT text FROM summaries").fetchall()
+    assert summary and re.findall(r"\w+", summary) == re.findall(r"\w+", stored), "the whole summary is shown"
+    assert partials() == 0, "the stopped call finished: its kept tokens are gone"
+    page.screenshot(path=str(artifacts / "ui-documents-resumed-done.png"), full_page=True)
