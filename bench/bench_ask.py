@@ -5,13 +5,16 @@ chunk through a map call, then a reduce): wall time, document tokens read, share
 
 The document is the made-up chronicle of the summary tests and bench (`--words` words, about 103k
 Tekken tokens at 63,000), with one planted sentence; the question uses its rare words. Both modes
-start from an empty cache. Printed per mode: wall seconds, engine seconds and their ratio, chunks
-read of all, document tokens read, engine calls, and whether a source is the planted chunk.
+start from an empty cache. Printed first: the machine (cores, load average before the run); then per
+mode: wall seconds, engine seconds and their ratio, chunks read of all, document tokens read, engine
+calls, tokens the engine wrote, and whether a source is the planted chunk; last, the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -41,6 +44,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1)
     args = parser.parse_args()
 
+    print(f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), load average "
+          f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} (1 / 5 / 15 min) before the run")
     engine = LlamaEngine()
     engine.load(LoadOptions(str(resolve_model(args.model)), n_ctx=args.ctx, n_batch=256, parallel=args.parallel))
     with tempfile.TemporaryDirectory() as folder:
@@ -63,8 +68,9 @@ def main() -> None:
             print(f"{'Whole' if whole else 'Quick'}: {wall:.1f} s wall, {result.engine_seconds:.1f} s in the engine "
                   f"({result.engine_seconds / wall:.0%}), {result.chunks_read:,} / {result.chunks:,} chunks, "
                   f"{last.tokens_read:,} document tokens read, {result.engine_calls} engine calls, "
-                  f"planted chunk cited: {found}")
+                  f"{result.generated_tokens:,} tokens written, planted chunk cited: {found}", flush=True)
     engine.unload()
+    print(f"load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())} after the run")
 
 
 if __name__ == "__main__":
