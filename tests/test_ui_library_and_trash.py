@@ -1,6 +1,6 @@
-"""Two of issue 23's small defects, walked in Chromium with the real app (SmolLM2): the empty
-Documents table says what it is for, and the chat's trash icon deletes the open conversation
-(with Undo) instead of only leaving it."""
+"""Issue 23's small layout defects, walked in Chromium with the real app (SmolLM2): the empty
+Documents table says what it is for, the chat's trash icon deletes the open conversation (with
+Undo) instead of only leaving it, and no label is cut nor a message covered in en, ar and ja."""
 
 from __future__ import annotations
 
@@ -42,3 +42,48 @@ def test_the_chats_trash_icon_deletes_the_conversation_with_undo(served, page, a
     page.locator("#undo").click()
     expect(listed).to_have_count(1, timeout=30_000)
     assert [c["id"] for c in demo.nemo.history.conversations()] == [conversation["id"]]
+
+
+CUT = """() => {
+  const shown = e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0 && !e.closest('.sr-only, .hide, .label-wrap'); };  // an Accordion's header is its own row
+  const cut = [];
+  for (const e of document.querySelectorAll('[data-testid="block-info"], [role=tab], button, .secondary-wrap input')) {
+    const words = (e.innerText || e.value || '').trim();
+    if (!shown(e) || !words) continue;  // icons have no words to cut
+    if (e.scrollWidth > e.clientWidth + 1) cut.push(words.slice(0, 60));
+  }
+  return cut;
+}"""
+
+
+def test_no_label_is_cut_and_the_chat_icons_leave_the_first_message_free_in_english_arabic_japanese(
+        served, page, artifacts):
+    """Every tab in en, ar and ja: labels, tab names, buttons and the shown choice of each dropdown
+    fit their boxes (scrollWidth <= clientWidth); the Chat tab's Clear and Copy-conversation icons
+    do not overlap the first message."""
+    demo = one_exchange(served, page, "Name a green vegetable.")
+    url = served[1]
+    browser = page.context.browser
+    for code, locale in (("en", "en-US"), ("ar", "ar-EG"), ("ja", "ja-JP")):
+        walker = browser.new_page(locale=locale, viewport={"width": 1280, "height": 900})
+        walker.goto(url)
+        walker.wait_for_function("lang => document.documentElement.lang.startsWith(lang)", arg=code, timeout=30_000)
+        walker.locator("#conversation-list label").first.click()
+        walker.locator("#chatbot .message").first.wait_for(timeout=30_000)
+        first = walker.locator("#chatbot .message").first.bounding_box()
+        for name in ("Copy conversation", text(code, "common_delete"), "Clear"):
+            icon = walker.locator("#chatbot").get_by_role("button", name=name, exact=True)
+            for n in range(icon.count()):
+                box = icon.nth(n).bounding_box()
+                if box is None:
+                    continue
+                apart = (box["x"] + box["width"] <= first["x"] or first["x"] + first["width"] <= box["x"]
+                         or box["y"] + box["height"] <= first["y"] or first["y"] + first["height"] <= box["y"])
+                assert apart, (code, name, box, first)
+        for index in range(walker.get_by_role("tab").count()):
+            walker.get_by_role("tab").nth(index).click()
+            walker.wait_for_timeout(500)
+            assert walker.evaluate(CUT) == [], (code, index)
+        walker.screenshot(path=str(artifacts / f"ui-labels-{code}.png"))
+        walker.close()
+    assert demo.nemo.history.conversations()
