@@ -80,7 +80,7 @@ def status_line(job: TranslationJob, update: TranslationUpdate | None, started: 
         line += " · " + text(language, "translate_progress_cached", parts=parts(job.calls.cached_calls, language))
     if update is not None and update.eta_s is not None:
         line += " · " + text(language, "progress_left", time=duration_text(update.eta_s, language))
-    return line + f" · {time.monotonic() - started:.0f} s"
+    return line + " · " + text(language, "progress_elapsed", seconds=f"{time.monotonic() - started:.0f}")
 
 
 def result_line(job: TranslationJob, language: str = "en") -> str:
@@ -127,7 +127,7 @@ def language_labels(choices: list[tuple[Message, str]], language: str | None = N
     """The languages of a choice (what the service calls them) in words: in `language`; without
     one, as the page is built: NeMo's eleven translated by the page, the others in English until
     the page's words are written (`choice_words`)."""
-    return [(words(language, said) if language else t(said.key) if not said.values else words("en", said), code)
+    return [(words(language, said) if language else t(said.key) if not said.values else str(said), code)
             for said, code in choices]
 
 
