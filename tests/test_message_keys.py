@@ -11,9 +11,10 @@ app/engine (those that say anything), app/history.py and app/convert_gguf.py. In
 - a string literal with words among such a call's values (`reason="no GPU"`);
 - a string literal with words assigned (`=`, `+=`) to a name that carries a message to a person
   (`reason`, `sentence`, `advice`, `explanation`, `note`, `message`, `why`, `line`), or added to a list
-  of them (`notes`, `warnings`, `skipped`, `problems`: `append`, `extend`, `+=`);
+  of them (`notes`, `notices`, `warnings`, `skipped`, `problems`: `append`, `extend`, `+=`);
 - a string literal with words returned by a function that words something (`describe…`,
-  `format_…`, `…_note`, `…_notes`, `…_line`).
+  `format_…`, `…_note`, `…_notes`, `…_line`, `…_label`, `…_labels`, `…_choices`), or by a function
+  (of any scanned module) whose result such a name or list is given (`notices = [key_in_clear(url)]`).
 In the command line's faces it fails on the same, and on a string literal with words printed
 (`print`, `write`) or given to the progress bar (`follow`): they speak from the locale files too.
 A key is no sentence, nor is a single name (`"assistant"`, `"tokenizer.ggml.model"`) or a regular
@@ -43,9 +44,9 @@ CLI_FACES = ["app/faces/cli.py", *(f"app/faces/{p.name}" for p in sorted((ROOT /
 CONVERTED = BELOW_THE_FACES + CLI_FACES
 SAYS = {"UserError", "NoRoom", "Message"}
 CARRIERS = {"reason", "sentence", "advice", "explanation", "note", "message", "why", "line"}
-LISTS = {"notes", "warnings", "skipped", "problems"}
+LISTS = {"notes", "notices", "warnings", "skipped", "problems"}
 IDENTIFIER = re.compile(r"^[\w.{}-]*$")  # 'assistant', 'tokenizer.ggml.model': names, no sentences
-WORDING = re.compile(r"^(describe|format_)|_(note|notes|line)$")  # functions that word something
+WORDING = re.compile(r"^(describe|format_)|_(note|notes|line|label|labels|choices)$")  # functions that word something
 PRINTS = {"print", "write", "follow"}  # what the command line's faces show (follow: its title)
 
 
@@ -71,10 +72,32 @@ def _literals(node: ast.AST):
             yield from _literals(child)
 
 
-def sentences_in(source: str, face: bool = False) -> list[tuple[int, str]]:
+def _carries(node: ast.AST) -> ast.AST | None:
+    """What `node` gives to a name or list that carries words to a person (`reason = …`,
+    `notes.append(…)`), else None."""
+    if isinstance(node, ast.Assign) and any(_name(target) in CARRIERS | LISTS for target in node.targets):
+        return node.value
+    if isinstance(node, ast.AugAssign) and _name(node.target) in CARRIERS | LISTS:
+        return node.value
+    if isinstance(node, ast.Call) and _name(node.func) in ("append", "extend", "insert") \
+            and _name(node.func.value) in LISTS:
+        return ast.Tuple(elts=node.args)
+    return None
+
+
+def carried_calls(source: str) -> set[str]:
+    """The functions whose result a module gives to a name or list that carries words (`notices =
+    [key_in_clear(url)]`): what they return is looked at as a sentence, wherever they are defined."""
+    return {_name(call.func) for node in ast.walk(ast.parse(source)) if (given := _carries(node)) is not None
+            for call in ast.walk(given) if isinstance(call, ast.Call)}
+
+
+def sentences_in(source: str, face: bool = False, carried: set[str] = frozenset()) -> list[tuple[int, str]]:
     """(line, text) of every sentence the module writes for a person (see the module's docstring);
-    `face`: a command line face, whose printed literals count too."""
+    `face`: a command line face, whose printed literals count too; `carried`: the functions whose
+    result other modules give to a carrier (`carried_calls`)."""
     tree = ast.parse(source)
+    carried = set(carried) | carried_calls(source)
     imported = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                 and node.module in ("app.base.errors", "app.base.messages") for alias in node.names
                 if alias.name in SAYS}  # `Message as Note` beside a module's own Message record
@@ -100,14 +123,10 @@ def sentences_in(source: str, face: bool = False) -> list[tuple[int, str]]:
                 found += [(line, value) for line, value in given_keys if value not in keys] or (
                     [] if given_keys else [(node.lineno, f"<not a key: {ast.unparse(first)}>")])
             found += [(line, value) for given in values for line, value in _literals(given) if shown(value)]
-        elif isinstance(node, ast.Assign) and any(_name(target) in CARRIERS | LISTS for target in node.targets):
-            found += [(line, value) for line, value in _literals(node.value) if shown(value)]
-        elif isinstance(node, ast.AugAssign) and _name(node.target) in CARRIERS | LISTS:
-            found += [(line, value) for line, value in _literals(node.value) if shown(value)]
-        elif isinstance(node, ast.Call) and _name(node.func) in ("append", "extend", "insert") \
-                and _name(node.func.value) in LISTS:
-            found += [(line, value) for arg in node.args for line, value in _literals(arg) if shown(value)]
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and WORDING.search(node.name):
+        elif (given := _carries(node)) is not None:
+            found += [(line, value) for line, value in _literals(given) if shown(value)]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (WORDING.search(node.name)
+                                                                             or node.name in carried):
             found += [(line, value) for inner in ast.walk(node) if isinstance(inner, ast.Return) and inner.value
                       for line, value in _literals(inner.value) if shown(value)]
         elif face and isinstance(node, ast.Call) and _name(node.func) in PRINTS:
@@ -150,16 +169,30 @@ def read(skipped, problems, where):
     line += f" · {where} left"
     print("download one with: nemo-chat models download NAME")
     follow(job, "reading the prompt", "tokens")
+def in_clear(url):
+    return f"{url} is plain http"
+def load(url, notices):
+    notices = [in_clear(url), in_the_other_module(url)]
+    notices.append(f"{url} takes no token ids")
+def language_choices(names):
+    return [(f"{name} (less supported)", code) for code, name in names]
 '''
     assert sentences_in(more) == [(2, "writing: {} tokens"), (6, "{}: no messages"), (7, "{}: a circle"),
-                                  (8, "kept as it was"), (9, "reading the prompt"), (10, " · {} left")]
-    assert sentences_in(more, face=True)[-2:] == [(11, "download one with: nemo-chat models download NAME"),
-                                                  (12, "reading the prompt")]
+                                  (8, "kept as it was"), (9, "reading the prompt"), (10, " · {} left"),
+                                  (14, "{} is plain http"), (17, "{} takes no token ids"), (19, "{} (less supported)")]
+    assert set(sentences_in(more, face=True)) - set(sentences_in(more)) == {
+        (11, "download one with: nemo-chat models download NAME"), (12, "reading the prompt")}
+    other = 'def in_the_other_module(url):\n    return f"{url} is far away"\n'
+    assert carried_calls(more) >= {"in_clear", "in_the_other_module"}
+    assert sentences_in(other) == [] and sentences_in(other, carried={"in_the_other_module"}) == [(2, "{} is far away")]
+
+
+CARRIED = set().union(*(carried_calls((ROOT / module).read_text(encoding="utf-8")) for module in CONVERTED))
 
 
 @pytest.mark.parametrize("module", CONVERTED)
 def test_converted_modules_build_no_sentence_for_a_person(module):
-    found = sentences_in((ROOT / module).read_text(encoding="utf-8"), face=module in CLI_FACES)
+    found = sentences_in((ROOT / module).read_text(encoding="utf-8"), face=module in CLI_FACES, carried=CARRIED)
     assert found == [], f"{module}: sentences built in code, not message keys of app/faces/locales (line, text)"
 
 

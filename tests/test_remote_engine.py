@@ -25,6 +25,7 @@ import pytest
 from app.base.config import Settings
 from app.base.errors import UserError
 from app.base.jobs import CancelToken
+from app.base.messages import Message
 from app.engine.chat_format import ServerChatFormat, chat_format_for
 from app.engine.openai_http import MAX_RETRY_AFTER_S, RETRY_DELAYS_S, RETRY_STATUSES, check_base_url, retry_delay
 from app.engine.prompt_ids import PromptIds
@@ -468,7 +469,8 @@ def test_a_nemo_model_on_a_server_that_refuses_ids_falls_back_to_chat_and_says_s
     engine = RemoteEngine(tiny_nemo_server.url)
     engine.load(LoadOptions("", n_ctx=512))
     assert engine.tekken() is not None, "the server's tokenizer agrees with Tekken: a NeMo model"
-    assert not engine.takes_prompt_ids and "takes no token ids" in engine.notice
+    assert not engine.takes_prompt_ids and engine.notices == (Message("remote_no_prompt_ids", url=engine.url),)
+    assert "takes no token ids" in str(engine.notices[0])
     assert log_path().read_text().count("takes no token ids") == 1
     chat_format = chat_format_for(engine)
     messages = [{"role": "user", "content": "Bonjour [INST] </s>"}]
@@ -534,7 +536,7 @@ def test_a_nemo_model_on_a_server_that_takes_ids_gets_the_exact_tekken_prompt(ho
             with Services(settings) as services:
                 services.ensure_model()
                 engine = services.engine
-                assert engine.tekken() is not None and engine.takes_prompt_ids and not engine.notice
+                assert engine.tekken() is not None and engine.takes_prompt_ids and not engine.notices
                 assert isinstance(chat_format_for(engine), NemoChatFormat)
                 final = list(services.chat.send(None, "Bonjour [INST] </s>", settings))[-1]
                 expected = encode_chat(engine.tekken(), [{"role": "user", "content": "Bonjour [INST] </s>"}])

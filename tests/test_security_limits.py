@@ -16,6 +16,7 @@ from conftest import free_port
 from app.base.config import Settings
 from app.base.errors import UserError
 from app.base.jobs import CancelToken
+from app.base.messages import Message
 from app.engine.openai_http import MAX_BODY_BYTES, MAX_LINE_BYTES, ServerClient, capped_lines, key_in_clear
 from app.faces.api_server import ApiServer
 from app.services.root import Services
@@ -135,14 +136,17 @@ def test_a_key_sent_in_clear_to_another_machine_is_warned_of_once(home):
             engine = RemoteEngine(f"http://{address}:{port}/v1", KEY)
             engine.load(LoadOptions("", n_ctx=512))
             engine.load(LoadOptions("", n_ctx=512))  # loaded already: said once
-            assert f"the API key travels unencrypted to {address}" in engine.notice
+            assert [notice.key for notice in engine.notices] == ["remote_key_in_clear"]
+            assert f"the API key travels unencrypted to {address}" in str(engine.notices[0])
             assert log_path().read_text().count("travels unencrypted") == 1
             on_this_machine = RemoteEngine(f"http://127.0.0.1:{port}/v1", KEY)
             on_this_machine.load(LoadOptions("", n_ctx=512))
-            assert "unencrypted" not in on_this_machine.notice
+            assert on_this_machine.notices == ()
             assert log_path().read_text().count("travels unencrypted") == 1
         finally:
             api.stop()
-    assert key_in_clear("https://10.0.0.5/v1", KEY) == "" and key_in_clear("http://localhost:8000/v1", KEY) == ""
-    assert key_in_clear("http://[::1]:8000/v1", KEY) == "" and key_in_clear("http://gpu.example/v1", KEY)
-    assert key_in_clear("http://gpu.example/v1", "") == ""
+    assert key_in_clear("https://10.0.0.5/v1", KEY) is None and key_in_clear("http://localhost:8000/v1", KEY) is None
+    assert key_in_clear("http://[::1]:8000/v1", KEY) is None
+    assert key_in_clear("http://gpu.example/v1", KEY) == Message("remote_key_in_clear", url="http://gpu.example/v1",
+                                                               host="gpu.example")
+    assert key_in_clear("http://gpu.example/v1", "") is None

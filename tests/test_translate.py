@@ -18,14 +18,16 @@ from app.storage.document_store import DocumentStore
 from app.base.errors import UserError
 from app.history import History
 from app.base.jobs import CancelToken, Job
+from app.base.messages import Message
 from app.documents.reading import read_document
 from app.documents.language import LanguageCheck
+from app.faces.locale_text import words
 from app.faces.progress_text import call_text
 from app.services.engine_calls import READING, WRITING
 from app.services.glossary import glossary_from_rows, read_glossary, term_in
 from app.services.translate import (CAP, ROOM, TWICE, Cut, TranslateOptions, TranslationJob, TranslationRequest,
-                                    cut_notes, language_label, parse_numbered, plan_segments,
-                                    resolve_language, translate, unnumbered)
+                                    cut_notes, english_name, language_choices, parse_numbered,
+                                    plan_segments, resolve_language, translate, unnumbered)
 
 from conftest import run_cli
 from test_summarize import RecordingEngine
@@ -219,7 +221,11 @@ def test_segments_respect_the_budget_and_rows_join_to_the_text():
 
 def test_languages_and_glossary_files(tmp_path):
     assert resolve_language("French") == "fr" and resolve_language("auto", allow_auto=True) == "auto"
-    assert language_label("sv") == "Swedish (less supported)" and language_label("ja") == "Japanese"
+    assert english_name("sv") == "Swedish" and english_name("ja") == "Japanese"  # for the model's prompt
+    choices = dict((code, said) for said, code in language_choices())  # for the faces to word
+    assert choices["ja"] == Message("language_ja")
+    assert choices["sv"] == Message("language_less_supported", name="Swedish")
+    assert words("ar", choices["sv"]) == "Swedish (دعم أضعف)" and words("ja", choices["ja"]) == "日本語"
     with pytest.raises(UserError, match="unknown language"):
         resolve_language("xx")
     path = tmp_path / "terms.csv"

@@ -184,3 +184,40 @@ def test_search_hits_are_not_all_bold_and_their_snippets_start_at_a_word(served,
     assert int(hit.locator(".hit-title").evaluate(weight)) >= 600, "the title is"
     assert int(snippet.locator("mark").evaluate(weight)) >= 600, "and so is the match"
     page.screenshot(path=str(artifacts / "ui-walk-search-hits.png"))
+
+
+def test_stop_turns_off_once_the_reply_is_written_while_the_model_still_titles_the_chat(served, page, artifacts,
+                                                                                       monkeypatch):
+    """docs/screenshots/chat-en.png showed Stop red under a finished reply: the tab's job goes on to
+    title the conversation, and Stop followed the job. Held at the title here (the model's title
+    waits until the page has been read), the finished reply has Stop off, and it stays off once
+    the title is written; Escape then stops nothing."""
+    import threading
+
+    from app.services import chat_queue
+
+    titling, go_on, title = threading.Event(), threading.Event(), chat_queue.retitle
+
+    def held_title(*args, **kwargs):
+        titling.set()
+        go_on.wait(60)
+        return title(*args, **kwargs)
+
+    monkeypatch.setattr(chat_queue, "retitle", held_title)
+    demo, url = served
+    demo.nemo.settings = replace(demo.nemo.settings, max_tokens=8, temperature=0.0)
+    page.goto(url)
+    type_and_send(page, "Name a yellow fruit.")
+    assert titling.wait(120), "the reply was written and the title begun"
+    stop = page.locator("#stop")
+    try:
+        expect(page.locator("#reply-stats")).to_contain_text("tok/s", timeout=30_000)
+        expect(stop).to_be_disabled(timeout=10_000)
+        page.screenshot(path=str(artifacts / "ui-walk-stop-off-while-titling.png"))
+    finally:
+        go_on.set()
+    wait_for_reply(demo, page, 1)  # stored complete, Stop off
+    page.keyboard.press("Escape")
+    expect(stop).to_be_disabled()
+    [conversation] = demo.nemo.history.conversations()
+    assert [m["status"] for m in demo.nemo.history.messages(conversation["id"])] == ["complete", "complete"]

@@ -49,8 +49,8 @@ def check_base_url(url: str) -> str:
     return url
 
 
-def key_in_clear(url: str, key: str) -> str:
-    """A warning when `key` would travel unencrypted (http://) to another machine, else ""."""
+def key_in_clear(url: str, key: str) -> Message | None:
+    """A warning when `key` would travel unencrypted (http://) to another machine, else None."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     try:
@@ -58,9 +58,8 @@ def key_in_clear(url: str, key: str) -> str:
     except ValueError:
         loopback = False
     if not key or parts.scheme != "http" or loopback:
-        return ""
-    return (f"{url} is plain http: the API key travels unencrypted to {host}, where anyone on the way can "
-            "read it; use https:// (or an SSH tunnel)")
+        return None
+    return Message("remote_key_in_clear", url=url, host=host)
 
 
 def capped_lines(chunks: Iterable[bytes], limit: int = MAX_LINE_BYTES) -> Iterator[str]:

@@ -21,6 +21,7 @@ from app.base.config import Settings
 from app.base.errors import UserError
 from app.base.jobs import CancelToken, Progress, ProgressCallback, no_progress
 from app.base.logs import log_notice
+from app.base.messages import Message
 from app.engine.grammar import schema_grammar
 from app.engine.openai_http import READ_TIMEOUT_S, ServerClient, key_in_clear
 from app.engine.remote_tokens import ServerTokenizer, find_tokenizer
@@ -44,7 +45,7 @@ class RemoteEngine:
         self.parallel = parallel or DEFAULT_PARALLEL
         self.served: str | None = None
         self.takes_prompt_ids = False  # True for NeMo on a server that accepts prompt ids
-        self.notice = ""  # said once: a key sent in clear, a server that refuses ids
+        self.notices: tuple[Message, ...] = ()  # said once: a key sent in clear, a server that refuses ids
         self._options: LoadOptions | None = None
         self._n_ctx = 0
         self._tokens: ServerTokenizer | None = None
@@ -87,12 +88,10 @@ class RemoteEngine:
         self.takes_prompt_ids = tokens.is_nemo and self._accepts_prompt_ids()
         notices = [key_in_clear(self.url, self.key)]
         if tokens.is_nemo and not self.takes_prompt_ids:
-            notices.append(f"{self.url} takes no token ids on /v1/completions: NeMo prompts go to "
-                           "/v1/chat/completions and the server's chat template builds them (not token "
-                           "for token as mistral-common; no native tool calls)")
-        for notice in filter(None, notices):
-            log_notice(notice)
-        self.notice = "; ".join(filter(None, notices))
+            notices.append(Message("remote_no_prompt_ids", url=self.url))
+        self.notices = tuple(filter(None, notices))
+        for notice in self.notices:
+            log_notice(str(notice))  # the log is in English
 
     def _accepts_prompt_ids(self) -> bool:
         body = {"model": self.served, "prompt": IDS_PROBE, "max_tokens": 1, "temperature": 0}

@@ -188,9 +188,9 @@ def _services(args, **overrides):
 
 
 def _load_model(services) -> None:
-    """Load the model; a notice from the engine (a server that takes no token ids) goes to stderr once."""
+    """Load the model; the engine's notices (a server that takes no token ids) go to stderr once."""
     services.ensure_model()
-    if notice := getattr(services.engine, "notice", ""):
+    for notice in getattr(services.engine, "notices", ()):
         print(f"nemo-chat: {terminal_text('cli_note', note=notice)}", file=sys.stderr)
 
 

@@ -26,6 +26,7 @@ import gradio as gr
 from gradio.context import Context
 from gradio.i18n import I18nData
 
+from app.base.messages import isolated
 from app.faces import locale_text
 from app.faces.locale_text import CATALOG, LANGUAGES, LOCALES, RIGHT_TO_LEFT  # noqa: F401  the faces' one door
 
@@ -43,6 +44,12 @@ def text(language: str, key: str, /, **values) -> str:
 def words(language: str, said):
     """What a service said, in the page's words (locale_text.words), values isolated right to left."""
     return locale_text.words(language, said, language in RIGHT_TO_LEFT)
+
+
+def as_data(language: str, value: str) -> str:
+    """A value the page shows as it is, outside a sentence (a number and its unit in a table cell):
+    isolated in a right-to-left page, where '0.2 GiB' would otherwise read 'GiB 0.2'."""
+    return isolated(value) if language in RIGHT_TO_LEFT else value
 
 
 I18N = gr.I18n(**CATALOG)

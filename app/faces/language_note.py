@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from app.documents.language import LanguageCheck
-from app.faces.i18n import LANGUAGES, text
-from app.services.translate import language_label
+from app.faces.i18n import text, words
+from app.services.translate import language_said
 
 WARNINGS = {"summary": "note_summary_language", "translation": "note_translation_language"}  # locale keys
 
 
 def language_name(code: str, language: str = "en") -> str:
-    """`code`'s name in `language`: from the locale files for NeMo's 11, else the English name."""
-    return text(language, f"language_{code}") if code in LANGUAGES else language_label(code)
+    """`code`'s name in `language`: NeMo's 11 named in the locale files, another language by its
+    English name, said to be less supported in `language`."""
+    return words(language, language_said(code))
 
 
 def language_warning(check: LanguageCheck | None, what: str, language: str = "en") -> str:

@@ -131,15 +131,19 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
                 ui.title(cid)]
 
     def stop_state(session: str):
-        return gr.update(interactive=ui.replies.running(session) is not None)
+        """Stop on while this tab has a reply being written or waiting (not while titles are written)."""
+        return gr.update(interactive=ui.replies.answering(session))
 
     def follow(request: gr.Request, job, query: str):
-        """Stream the tab's reply job into the conversation the tab has open; then settle the view."""
+        """Stream the tab's reply job into the conversation the tab has open (Stop turned off once
+        its replies are done); then settle the view."""
         session, language = request.session_hash, language_of(request)
-        line, problem = "", skip()
+        line, problem, answering = "", skip(), True
         try:
             for messages, ids, cid, line in ui.follow(job, lambda: ui.viewing.get(session), language):
-                yield messages, ids, cid, line, skip(), skip(), skip(), skip(), skip()
+                now = ui.replies.answering(session)
+                button, answering = skip() if now == answering else gr.update(interactive=now), now
+                yield messages, ids, cid, line, skip(), skip(), skip(), button, skip()
         except UserError as exc:
             line, problem = "", say(request, "common_warning", message=exc)
         cid = ui.viewing.get(session)

@@ -39,9 +39,9 @@ def engine_notice(services, language: str = "en") -> str:
     if not settings.remote.strip():
         return text(language, "engine_runs_here")
     model = getattr(services.engine, "served", None) or settings.remote_model or text(language, "engine_first_listed")
-    notice = getattr(services.engine, "notice", "")
+    notices = getattr(services.engine, "notices", ())
     line = text(language, "engine_runs_on_server", model=model, url=settings.remote)
-    return f"{line}\n\n{text(language, 'common_warning', message=notice)}" if notice else line
+    return "\n\n".join([line, *(text(language, "common_warning", message=notice) for notice in notices)])
 
 
 def key_to_use(settings, url_text: str, key_text: str) -> str:

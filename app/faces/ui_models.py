@@ -12,7 +12,7 @@ from app.base.errors import UserError
 from app.engine.gpu_plan import CONTEXT_SIZES, context_costs, context_label, detected_gpu, model_memory, plan_for
 from app.base.jobs import Progress
 from app.engine.catalog import CATALOG, available_models, cached_path, model_rows, resolve_model
-from app.faces.i18n import in_page_language, language_of, say, t, text, words
+from app.faces.i18n import as_data, in_page_language, language_of, say, t, text, words
 from app.faces.safe_markdown import safe_markdown
 from app.engine.memory import KV_TYPES, free_memory_bytes
 
@@ -47,7 +47,8 @@ def plan_markdown(model: str, n_ctx: int, gpu_mode: str = "auto", kv_type: str =
     lines.append(f"\n| {text(language, 'models_col_context')} | " + " | ".join(f"{kv} K/V" for kv in KV_TYPES) + " |")
     lines.append("|---|" + "---|" * len(KV_TYPES))
     for size, costs in context_costs(mem):
-        lines.append(f"| {context_label(size)} | " + " | ".join(f"{costs[kv] / 2**30:.1f} GiB" for kv in KV_TYPES) + " |")
+        lines.append(f"| {context_label(size)} | "
+                     + " | ".join(as_data(language, f"{costs[kv] / 2**30:.1f} GiB") for kv in KV_TYPES) + " |")
     return "\n".join(lines)
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import gradio as gr
 
 from app.base.errors import UserError
+from app.base.messages import Message
 from app.documents.language import detect_language
 from app.documents.reading import KINDS, read_document
-from app.faces.i18n import LANGUAGES as PAGE_LANGUAGES
 from app.faces.i18n import in_page_language, language_of, say, t, text, words
 from app.faces.language_note import language_name, language_warning
 from app.faces.progress_text import call_text, duration_text
@@ -80,7 +80,7 @@ def status_line(job: TranslationJob, update: TranslationUpdate | None, started: 
         line += " · " + text(language, "translate_progress_cached", parts=parts(job.calls.cached_calls, language))
     if update is not None and update.eta_s is not None:
         line += " · " + text(language, "progress_left", time=duration_text(update.eta_s, language))
-    return line + f" · {time.monotonic() - started:.0f} s"
+    return line + " · " + text(language, "progress_elapsed", seconds=f"{time.monotonic() - started:.0f}")
 
 
 def result_line(job: TranslationJob, language: str = "en") -> str:
@@ -123,9 +123,12 @@ def glossary_rows(terms) -> list[list[str]]:
     return rows or [["", ""], ["", ""]]
 
 
-def language_labels(choices: list[tuple[str, str]]) -> list[tuple]:
-    """The languages of a choice, named in the page's language where the locale files have them."""
-    return [(t(f"language_{code}") if code in PAGE_LANGUAGES else name, code) for name, code in choices]
+def language_labels(choices: list[tuple[Message, str]], language: str | None = None) -> list[tuple]:
+    """The languages of a choice (what the service calls them) in words: in `language`; without
+    one, as the page is built: NeMo's eleven translated by the page, the others in English until
+    the page's words are written (`choice_words`)."""
+    return [(words(language, said) if language else t(said.key) if not said.values else str(said), code)
+            for said, code in choices]
 
 
 def translate_tab(services, files: TabFiles) -> None:
@@ -269,10 +272,17 @@ def translate_tab(services, files: TabFiles) -> None:
                 side_by_side([(row["source"], row["text"])], None, language_of(request)), ready(file))
 
     upload.change(load_document, upload, [document, detected])
+    def choice_words(source_code, target_code, request: gr.Request):
+        """The From and To choices in the page's language, the less supported ones included."""
+        languages = language_labels(language_choices(), language_of(request))
+        return (gr.update(choices=[(say(request, "translate_detect"), AUTO), *languages], value=source_code),
+                gr.update(choices=languages, value=target_code))
+
     def table_words(shown, request: gr.Request):
         return headed(shown, language_of(request)) if shown else gr.skip()
 
     in_page_language(page_words, [glossary, text_box, document], [upload, glossary, detected])
+    in_page_language(choice_words, [source, target], [source, target])
     in_page_language(table_words, table, table, on_load=False)  # the table shown after a translation
     text_box.input(detect, [text_box, document], detected, trigger_mode="always_last", show_progress="hidden")
     glossary_csv.upload(load_glossary, glossary_csv, [glossary, status])

@@ -19,11 +19,12 @@ from typing import Callable, Iterator
 
 from app.base.config import Settings
 from app.base.errors import UserError
-from app.base.jobs import CancelToken, Job, JobRegistry, ProgressCallback
+from app.base.jobs import CancelToken, Job, JobRegistry, Progress, ProgressCallback
 from app.services.chat import ChatService, ReplyUpdate
 from app.services.titles import retitle, wants_title
 
 KIND = "chat"  # the tab's job kind in the JobRegistry
+REPLIES_DONE = "replies done"  # Progress.what once the job's replies are written (titles may follow)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,12 @@ class _Waiting:
                 return self._items.popleft(), self._current
             self._closed, self._current = True, None
             return None
+
+    @property
+    def open(self) -> bool:
+        """Whether requests are still answered or waiting (not yet closed by the last `take`)."""
+        with self._lock:
+            return not self._closed
 
     def stop_current(self) -> bool:
         """Stop the request being answered; False when there is none."""
@@ -118,6 +125,13 @@ class TabReplies:
     def running(self, session: str) -> Job | None:
         return self.jobs.running(session, KIND)
 
+    def answering(self, session: str) -> bool:
+        """Whether this tab has a reply being written or waiting to be: what Stop stops (the
+        titles the job writes once the replies are done are not)."""
+        with self._lock:
+            waiting = self._waiting.get(session)
+        return waiting is not None and waiting.open
+
     def stop(self, session: str) -> bool:
         """Stop the reply this tab's job is writing, or its wait for the model; the messages queued
         behind it are answered next. False when nothing was being answered."""
@@ -173,6 +187,7 @@ class TabReplies:
                 answered.append(request.conversation_id)
         finally:
             self._drop(waiting.close())
+        progress(Progress(0, 0, REPLIES_DONE))  # the faces see that the replies are done
         for conversation_id in dict.fromkeys(answered):
             if not cancel.cancelled and wants_title(self.chat.history, conversation_id):
                 retitle(self.chat.history, self.chat.engine, conversation_id, cancel)

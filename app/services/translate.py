@@ -56,17 +56,16 @@ def _other_languages() -> dict[str, str]:
     return {lang.iso_code_639_1.name.lower(): lang.name.title() for lang in Language.all()}
 
 
-def language_label(code: str) -> str:
-    """'French', or 'Swedish (less supported)' for a language NeMo was not trained for."""
-    if code in LANGUAGES:
-        return LANGUAGES[code]
-    return f"{_other_languages().get(code, code)} (less supported)"
+def english_name(code: str) -> str:
+    """'French', 'Swedish': the language's English name, for the model's prompt."""
+    return LANGUAGES.get(code) or _other_languages().get(code, code)
 
 
-def language_choices() -> list[tuple[str, str]]:
-    """(label, code) pairs: NeMo's languages first, then the others."""
+def language_choices() -> list[tuple[Message, str]]:
+    """(what to call the language, code) pairs for the faces to word: NeMo's languages first, then
+    the others (less supported), by English name."""
     others = sorted((name, code) for code, name in _other_languages().items() if code not in LANGUAGES)
-    return [(name, code) for code, name in LANGUAGES.items()] + [(f"{n} (less supported)", c) for n, c in others]
+    return [(language_said(code), code) for code in LANGUAGES] + [(language_said(code), code) for _, code in others]
 
 
 def resolve_language(value: str, allow_auto: bool = False) -> str:
@@ -92,8 +91,8 @@ def language_said(code: str) -> Message:
 
 def system_prompt(source: str, target: str, glossary: Glossary) -> str:
     prompt = (
-        f"You are a professional translator. Translate the user's text from {language_label(source)} into "
-        f"{language_label(target)}. The text comes as numbered lines like “[1] …”: reply with the same "
+        f"You are a professional translator. Translate the user's text from {english_name(source)} into "
+        f"{english_name(target)}. The text comes as numbered lines like “[1] …”: reply with the same "
         "numbered lines, each one translated, in the same order, and nothing else. Markers like ⟦1⟧ stand "
         "for code, links or formatting: copy every marker unchanged to the place where it belongs. Two markers "
         "around words, like “⟦1⟧the manual⟦2⟧”, are a link: translate the words and keep them between the same "
