@@ -13,6 +13,7 @@ import pytest
 from app.base.jobs import WAITING, CancelToken
 from app.engine.chat_format import TemplateChatFormat
 from app.history import History
+from app.engine.batching import GAP_COST, Slot, busy_runs, choose_slot
 from app.engine.llama import LlamaEngine
 from app.runtime import LoadOptions, SamplingOptions
 from app.services.translate import TranslateOptions, TranslationJob, TranslationRequest, lanes, parse_numbered
@@ -237,3 +238,21 @@ def test_a_translation_runs_its_lanes_side_by_side_each_in_order_and_resumes(fou
         if update.segment is not None and update.partial:
             cancel.cancel()  # Stop while the new ninth segment is written
     assert stopping.result.stopped and stopping.result.cached_segments >= 7, "the finished segments came from the cache"
+
+
+def test_a_new_sequence_takes_a_slot_next_to_the_busy_ones_unless_another_holds_its_prompt():
+    """llama.cpp decodes in one pass only consecutive sequence ids: each gap between busy slots
+    costs a pass at every step, so a slot beside the busy ones wins over an idle cache."""
+    slots = [Slot(i, held=[9] * 40) for i in range(6)]
+    slots[2].busy = slots[3].busy = True
+    slots[0].held = []  # empty, but away from the busy ones
+    assert busy_runs([s.busy for s in slots]) == 1 and busy_runs([True, False, True]) == 2
+    assert choose_slot(slots, [1, 2, 3]).seq_id in (1, 4)
+    long_prompt = list(range(GAP_COST + 100))
+    slots[5].held = long_prompt[:GAP_COST + 50]  # a prefix worth more than a gap
+    assert choose_slot(slots, long_prompt).seq_id == 5
+    slots[5].held = long_prompt[:10]
+    assert choose_slot(slots, long_prompt).seq_id in (1, 4)
+    for slot in slots:
+        slot.busy = False
+    assert choose_slot(slots, [7]).seq_id == 0  # none busy: the one whose cache is the smallest loss
