@@ -103,12 +103,12 @@ class Slot:
     busy: bool = False
     used_at: float = 0.0
 
-    def keeps(self, prompt: list[int], runs: int) -> tuple[int, int, float]:
-        """How good a home this slot is for `prompt`: the tokens it can reuse, less `GAP_COST` for
-        each run of consecutive busy slots once it is taken (`runs`); then the fewest cached tokens
-        thrown away; then the one used longest ago (its cache is worth least)."""
+    def keeps(self, prompt: list[int], runs: int) -> tuple[int, float]:
+        """How good a home this slot is for `prompt`, in tokens not to read again: those it can
+        reuse, less the cached ones it would throw away, less `GAP_COST` for each run of consecutive
+        busy slots once it is taken (`runs`); then the one used longest ago (its cache is worth least)."""
         shared = common_prefix(self.held, prompt)
-        return shared - GAP_COST * runs, shared - len(self.held), -self.used_at
+        return shared - (len(self.held) - shared) - GAP_COST * runs, -self.used_at
 
 
 def busy_runs(busy: list[bool]) -> int:
