@@ -7,7 +7,12 @@ that is generating and prompt chunks of sequences still reading their prompt, ca
 owns a slot: a sequence id in the context with its own K/V cells. A sequence sends its caller
 events through a queue; a finished or stopped one gives its slot back, and the slot's cells keep
 its tokens for the next prompt that starts with them (prefix reuse).
-"""
+
+Each slot's cells are their own stream (`kv_unified` off), and llama.cpp then computes in one pass
+only the tokens of consecutive sequence ids listed in increasing order (`split_equal`,
+sequential); every other run costs one more pass over the weights. So a step lists its tokens by
+sequence id, and a new sequence takes a slot next to the busy ones unless another slot holds a
+long enough prefix of its prompt (`GAP_COST`)."""
 
 from __future__ import annotations
 
@@ -29,6 +34,9 @@ from app.runtime import TokenLogprob
 
 PROGRESS, TOKEN, END = "progress", "token", "end"  # the kinds of event a sequence receives
 PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over (llama-cpp-python's default)
+# A gap between busy slots makes llama.cpp pass over the weights once more at every step of every
+# sequence, for as long as they run: about what reading this many prompt tokens again costs.
+GAP_COST = 256
 
 
 def sampler_chain(sampling, vocab, prompt: list[int]):
@@ -95,11 +103,24 @@ class Slot:
     busy: bool = False
     used_at: float = 0.0
 
-    def keeps(self, prompt: list[int]) -> tuple[int, int]:
-        """How good a home this slot is for `prompt`: the tokens it can reuse, less the cached
-        tokens it would throw away; then the one used longest ago (its cache is worth least)."""
+    def keeps(self, prompt: list[int], runs: int) -> tuple[int, float]:
+        """How good a home this slot is for `prompt`, in tokens not to read again: those it can
+        reuse, less the cached ones it would throw away, less `GAP_COST` for each run of consecutive
+        busy slots once it is taken (`runs`); then the one used longest ago (its cache is worth least)."""
         shared = common_prefix(self.held, prompt)
-        return shared - (len(self.held) - shared), -self.used_at
+        return shared - (len(self.held) - shared) - GAP_COST * runs, -self.used_at
+
+
+def busy_runs(busy: list[bool]) -> int:
+    """Runs of consecutive busy slots: the passes llama.cpp makes for a step of all of them."""
+    return sum(1 for i, taken in enumerate(busy) if taken and (i == 0 or not busy[i - 1]))
+
+
+def choose_slot(slots: list[Slot], prompt: list[int]) -> Slot:
+    """The free slot (there is one) that keeps `prompt` best (`Slot.keeps`)."""
+    busy = [slot.busy for slot in slots]
+    runs = lambda slot: busy_runs(busy[: slot.seq_id] + [True] + busy[slot.seq_id + 1 :])
+    return max((slot for slot in slots if not slot.busy), key=lambda slot: slot.keeps(prompt, runs(slot)))
 
 
 class Sequence:
@@ -225,8 +246,7 @@ class BatchRunner:
 
     def _admit(self) -> None:
         while self._pending:
-            free = [slot for slot in self.slots if not slot.busy]
-            if not free:
+            if all(slot.busy for slot in self.slots):
                 return
             sequence = self._pending.pop(0)
             try:
@@ -234,7 +254,7 @@ class BatchRunner:
             except ValueError as exc:  # a schema the grammar cannot hold: this request fails alone
                 self._end(sequence, "error", str(exc))
                 continue
-            slot = max(free, key=lambda s: s.keeps(sequence.prompt))
+            slot = choose_slot(self.slots, sequence.prompt)
             reuse = min(common_prefix(slot.held, sequence.prompt), len(sequence.prompt) - 1)
             if self._states is not None:
                 self._states.leave(slot, reuse)
@@ -251,7 +271,7 @@ class BatchRunner:
 
     def _fill_batch(self) -> list[tuple[Sequence, list[int]]]:
         """This step's tokens: one for each generating sequence, then prompt chunks (first come,
-        first served) up to the batch size."""
+        first served) up to the batch size; listed by sequence id."""
         step, room = [], self._n_batch
         for sequence in self._live:
             if not sequence.reading and sequence.next_token is not None:
@@ -263,7 +283,7 @@ class BatchRunner:
                 step.append((sequence, chunk))
                 sequence.may_read = False
                 room -= len(chunk)
-        return step
+        return sorted(step, key=lambda entry: entry[0].slot.seq_id)
 
     def _decode(self, step: list[tuple[Sequence, list[int]]]) -> None:
         batch, i = self._batch, 0
