@@ -215,3 +215,17 @@ def test_right_to_left_mirrors_the_sidebar_arrow_and_the_version_chevrons(served
             page.screenshot(path=str(artifacts / f"rtl-sidebar-closed-{code}.png"))
             page.keyboard.press("Enter")
             page.wait_for_function(SETTLED)
+
+
+def test_what_the_page_opens_with_is_not_written_again_on_each_change(home):
+    """What runs when the page opens (`in_page_language`'s words, the settings' fill) never also runs
+    on a change of its inputs, as `gr.on(None, fn, inputs)` does: its late answer would undo what a
+    person chose meanwhile (a second document ticked in the ask panel was unticked by the answer to
+    the first tick, and each key typed in Translate's box asked for the page's words again)."""
+    from app.ui import build_app
+
+    demo, _ = build_app()
+    on_load = [block_fn for block_fn in demo.fns.values() if any(event == "load" for _, event in block_fn.targets)]
+    assert len(on_load) >= 8
+    both = [block_fn.name for block_fn in on_load if any(event == "change" for _, event in block_fn.targets)]
+    assert both == []

@@ -106,8 +106,9 @@ def in_page_language(fn, inputs, outputs, on_load: bool = True) -> None:
     handler writes them) and again each time the Settings picker switches the page
     (`redraw_on_switch`), so no word of the language left stays on an open page. Call inside the
     Blocks; `fn` should keep what a person typed or chose (take it as an input)."""
-    if on_load:
-        gr.on(None, fn, inputs, outputs, show_progress="hidden")
+    if on_load:  # on load only: `gr.on(None, …)` would also run on every change of `inputs`, and its
+        # answer, arriving late, would undo what the person chose meanwhile
+        Context.root_block.load(fn, inputs, outputs, show_progress="hidden")
     Context.root_block.__dict__.setdefault("page_words", []).append((fn, inputs, outputs))
 
 
