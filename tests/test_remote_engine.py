@@ -289,7 +289,7 @@ def test_stop_closes_the_stream_and_the_server_stops_at_once(home, server):
         assert final.text and final.stats.completion_tokens < 40, "the reply ended right after Stop"
         saved = services.history.messages(final.conversation_id)[-1]
         assert saved["status"] == STOPPED and saved["content"] == final.text
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # an event, not a speed: generous on a loaded machine
         while server.output().count("Disconnected from client") == before and time.monotonic() < deadline:
             time.sleep(0.1)
         assert server.output().count("Disconnected from client") == before + 1, "the server saw the client leave"

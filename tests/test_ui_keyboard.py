@@ -34,8 +34,8 @@ def test_enter_sends_shift_enter_breaks_the_line_and_escape_stops(served, page, 
     assert box.input_value() == "Write a long story about the sea.\nMake it very long.", "Shift+Enter breaks the line"
     page.keyboard.press("Enter")
 
-    page.locator("#chatbot .message.user", has_text="Make it very long.").wait_for(timeout=10_000)
-    page.wait_for_function(f"() => document.querySelector('{BOX}').value === ''", timeout=10_000)
+    page.locator("#chatbot .message.user", has_text="Make it very long.").wait_for(timeout=60_000)
+    page.wait_for_function(f"() => document.querySelector('{BOX}').value === ''", timeout=60_000)
     assert box_has_focus(page), "focus stays in the message box after sending"
     page.wait_for_function(STREAMING, timeout=120_000)
     assert page.locator("#stop").is_enabled(), "Stop is enabled while the reply runs"
@@ -44,7 +44,7 @@ def test_enter_sends_shift_enter_breaks_the_line_and_escape_stops(served, page, 
     page.keyboard.press("Escape")
     page.wait_for_function("() => document.querySelector('#reply-stats').innerText.includes('stopped')",
                            timeout=30_000)
-    page.locator("#chatbot .message.bot", has_text="■ stopped").wait_for(timeout=10_000)
+    page.locator("#chatbot .message.bot", has_text="■ stopped").wait_for(timeout=60_000)
     page.wait_for_function("() => document.querySelector('#stop').disabled", timeout=30_000)
     page.screenshot(path=str(artifacts / "ui-chat-stopped.png"))
     [conversation] = demo.nemo.history.conversations()
