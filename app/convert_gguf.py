@@ -338,7 +338,7 @@ def _llama_quantize(src: Path, dst: Path, kind: OutType, n_params: int, meter: _
                     pass
                 now = int(n_params * min(0.99, dst.stat().st_size / expected))
                 if now > reported:
-                    meter.add(now - reported, "llama.cpp quantizer")
+                    meter.add(now - reported, "llama-quantize")
                     reported = now
         finally:
             if proc.poll() is None:
@@ -351,4 +351,4 @@ def _llama_quantize(src: Path, dst: Path, kind: OutType, n_params: int, meter: _
             raise OSError(errno.ENOSPC, "No space left on device")
         tail = output.strip().splitlines()[-1:] or ["no output"]
         raise UserError("convert_quantizer_failed", path=str(src), error=tail[0])
-    meter.add(n_params - reported, "llama.cpp quantizer")
+    meter.add(n_params - reported, "llama-quantize")

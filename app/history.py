@@ -256,7 +256,8 @@ class History:
                 self._attach(message_id, COMPLETE)
 
     # -- conversations ---------------------------------------------------------------------------
-    def create_conversation(self, title: str = "New chat", title_by: str = TITLE_BY_MESSAGE) -> int:
+    def create_conversation(self, title: str = "", title_by: str = TITLE_BY_MESSAGE) -> int:
+        """A new conversation; an empty title (none yet) is worded by the faces ('New chat')."""
         now = time.time()
         row = {"title": title, "title_by": title_by, "created_at": now, "updated_at": now}
         with self.database.transaction():

@@ -123,11 +123,12 @@ def build_app(model: str | None = None, max_file_mb: int = 100, services: Servic
         settings_fields = [n_ctx, n_gpu_layers, max_tokens, temperature, top_p, system_prompt, tools,
                            parse_timeout_s, parse_memory_mb, parse_max_pages, kv_states_gib]
 
-        def page_opened():
+        def page_opened(request: gr.Request):
             """What depends on the moment, written when a tab opens: the Settings fields show the
             settings now in use, not those the page was built with."""
             now = ui.settings
-            return (gr.update(choices=ui.conversation_choices()), ui.model_choice(), now.n_ctx, now.n_gpu_layers,
+            choices = ui.conversation_choices(language=language_of(request))
+            return (gr.update(choices=choices), ui.model_choice(), now.n_ctx, now.n_gpu_layers,
                     now.max_tokens, now.temperature, now.top_p, now.system_prompt,
                     [tool for tool in now.tools.split(",") if tool], now.parse_timeout_s, now.parse_memory_mb,
                     now.parse_max_pages, now.kv_states_gib)

@@ -237,7 +237,7 @@ def test_progress_and_context_length(tiny, tmp_path):
     result = convert(tiny["native"], tmp_path / "q4.gguf", "q4_k_m", context_length=32768, progress=seen.append)
     assert seen[-1].done == seen[-1].total == 2 * result.n_params
     assert all(a.done <= b.done for a, b in zip(seen, seen[1:]))
-    assert any(p.what == "llama.cpp quantizer" for p in seen)
+    assert any(p.what == "llama-quantize" for p in seen)
     metadata, _ = read_gguf(result.path)
     assert metadata["llama.context_length"] == 32768
     assert metadata["general.file_type"] == gguf.LlamaFileType.MOSTLY_Q4_K_M

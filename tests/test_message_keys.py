@@ -11,14 +11,18 @@ app/engine (those that say anything), app/history.py and app/convert_gguf.py. In
 - a string literal with words among such a call's values (`reason="no GPU"`);
 - a string literal with words assigned (`=`, `+=`) to a name that carries a message to a person
   (`reason`, `sentence`, `advice`, `explanation`, `note`, `message`, `why`, `line`), or added to a list
-  of them (`notes`, `notices`, `warnings`, `skipped`, `problems`: `append`, `extend`, `+=`);
+  of them (`notes`, `notices`, `warnings`, `skipped`, `problems`, `parts`: `append`, `extend`, `+=`);
+- a string literal with words given to a parameter or a record's field that names something to a
+  person (`title`, `name`, `source`, `label`) of a function or dataclass of the scanned modules
+  (`Gpu(f"{gib} GiB GPU", …)`, `create_conversation(title="New chat")`), or its default there;
 - a string literal with words returned by a function that words something (`describe…`,
-  `format_…`, `…_note`, `…_notes`, `…_line`, `…_label`, `…_labels`, `…_choices`), or by a function
-  (of any scanned module) whose result such a name or list is given (`notices = [key_in_clear(url)]`).
+  `format_…`, `reference`, `…_note`, `…_notes`, `…_line`, `…_label`, `…_labels`, `…_choices`), or
+  by a function (of any scanned module) whose result such a name, list, parameter or function's
+  result is given (`notices = [key_in_clear(url)]`, `describe_gguf`'s `template_kind(…)`).
 In the command line's faces it fails on the same, and on a string literal with words printed
 (`print`, `write`) or given to the progress bar (`follow`): they speak from the locale files too.
-A key is no sentence, nor is a single name (`"assistant"`, `"tokenizer.ggml.model"`) or a regular
-expression. Prompts for the model, log lines, SQL and the API's protocol errors (English, as
+A key is no sentence, nor is a single name (`"assistant"`, `"tokenizer.ggml.model"`, `"server:/tokenize"`)
+or a regular expression. Prompts for the model, log lines, SQL and the API's protocol errors (English, as
 OpenAI's) are no sentences for a person here and pass.
 """
 
@@ -44,9 +48,11 @@ CLI_FACES = ["app/faces/cli.py", *(f"app/faces/{p.name}" for p in sorted((ROOT /
 CONVERTED = BELOW_THE_FACES + CLI_FACES
 SAYS = {"UserError", "NoRoom", "Message"}
 CARRIERS = {"reason", "sentence", "advice", "explanation", "note", "message", "why", "line"}
-LISTS = {"notes", "notices", "warnings", "skipped", "problems"}
-IDENTIFIER = re.compile(r"^[\w.{}-]*$")  # 'assistant', 'tokenizer.ggml.model': names, no sentences
-WORDING = re.compile(r"^(describe|format_)|_(note|notes|line|label|labels|choices)$")  # functions that word something
+LISTS = {"notes", "notices", "warnings", "skipped", "problems", "parts"}
+FENCE = re.compile(r"```\w*")  # a Markdown code fence and its language ("```json"): no words
+IDENTIFIER = re.compile(r"^[\w.{}:/-]*$")  # 'assistant', 'tokenizer.ggml.model', 'chatgpt:{}': names, no sentences
+NAMING = {"title", "name", "source", "label"}  # a parameter or a record's field that names something to a person
+WORDING = re.compile(r"^(describe|format_|reference$)|_(note|notes|line|label|labels|choices)$")  # they word something
 PRINTS = {"print", "write", "follow"}  # what the command line's faces show (follow: its title)
 
 
@@ -72,6 +78,46 @@ def _literals(node: ast.AST):
             yield from _literals(child)
 
 
+def signatures(sources: list[str]) -> dict[str, set[tuple[str, ...]]]:
+    """The parameters of each function, method (less `self`) and class (a dataclass's fields, else
+    its `__init__`'s) that the modules define, by name: which argument of a call names something."""
+    found: dict[str, set[tuple[str, ...]]] = {}
+    for source in sources:
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names = [a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)]
+                found.setdefault(node.name, set()).add(tuple(names[1:] if names[:1] in (["self"], ["cls"]) else names))
+            elif isinstance(node, ast.ClassDef) and any(_name(getattr(d, "func", d)) == "dataclass"
+                                                        for d in node.decorator_list):
+                found.setdefault(node.name, set()).add(tuple(
+                    item.target.id for item in node.body if isinstance(item, ast.AnnAssign)
+                    and isinstance(item.target, ast.Name)))
+            elif isinstance(node, ast.ClassDef):
+                for init in (item for item in node.body
+                             if isinstance(item, ast.FunctionDef) and item.name == "__init__"):
+                    names = [a.arg for a in (*init.args.posonlyargs, *init.args.args, *init.args.kwonlyargs)]
+                    found.setdefault(node.name, set()).add(tuple(names[1:]))
+    return found
+
+
+def _named(node: ast.AST, known: dict[str, set[tuple[str, ...]]]) -> list[ast.AST]:
+    """What a call gives to a parameter that names something to a person (`Gpu(f"{gib} GiB GPU", …)`,
+    `create_conversation(title="New chat")`), or a function's default for such a parameter."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        positional = [*node.args.posonlyargs, *node.args.args]
+        pairs = [*zip(positional[len(positional) - len(node.args.defaults):], node.args.defaults),
+                 *zip(node.args.kwonlyargs, node.args.kw_defaults)]
+        return [default for arg, default in pairs if default is not None and arg.arg in NAMING]
+    if isinstance(node, ast.ClassDef) and node.name in known:  # a dataclass field's default
+        return [item.value for item in node.body if isinstance(item, ast.AnnAssign) and item.value is not None
+                and _name(item.target) in NAMING]
+    if not isinstance(node, ast.Call) or _name(node.func) not in known:
+        return []
+    given = [arg for arg in node.args]
+    return [*(arg for params in known[_name(node.func)] for param, arg in zip(params, given) if param in NAMING),
+            *(k.value for k in node.keywords if k.arg in NAMING)]
+
+
 def _carries(node: ast.AST) -> ast.AST | None:
     """What `node` gives to a name or list that carries words to a person (`reason = …`,
     `notes.append(…)`), else None."""
@@ -85,19 +131,28 @@ def _carries(node: ast.AST) -> ast.AST | None:
     return None
 
 
-def carried_calls(source: str) -> set[str]:
+def carried_calls(source: str, known: dict[str, set[tuple[str, ...]]] = {}) -> set[str]:  # noqa: B006
     """The functions whose result a module gives to a name or list that carries words (`notices =
-    [key_in_clear(url)]`): what they return is looked at as a sentence, wherever they are defined."""
-    return {_name(call.func) for node in ast.walk(ast.parse(source)) if (given := _carries(node)) is not None
-            for call in ast.walk(given) if isinstance(call, ast.Call)}
+    [key_in_clear(url)]`), to a parameter that names something (`known`: `signatures`) or returns
+    from a function that words something (`describe_gguf`'s record): what they return is looked at
+    as a sentence, wherever they are defined."""
+    tree = ast.parse(source)
+    given = [*(given for node in ast.walk(tree) if (given := _carries(node)) is not None),
+             *(named for node in ast.walk(tree) for named in _named(node, known)),
+             *(inner.value for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+               and WORDING.search(node.name) for inner in ast.walk(node)
+               if isinstance(inner, ast.Return) and inner.value)]
+    return {_name(call.func) for node in given for call in ast.walk(node) if isinstance(call, ast.Call)}
 
 
-def sentences_in(source: str, face: bool = False, carried: set[str] = frozenset()) -> list[tuple[int, str]]:
+def sentences_in(source: str, face: bool = False, carried: set[str] = frozenset(),
+                 known: dict[str, set[tuple[str, ...]]] = {}) -> list[tuple[int, str]]:  # noqa: B006
     """(line, text) of every sentence the module writes for a person (see the module's docstring);
     `face`: a command line face, whose printed literals count too; `carried`: the functions whose
-    result other modules give to a carrier (`carried_calls`)."""
+    result other modules give to a carrier (`carried_calls`); `known`: the parameters of the
+    functions and records of all of them (`signatures`)."""
     tree = ast.parse(source)
-    carried = set(carried) | carried_calls(source)
+    carried = set(carried) | carried_calls(source, known)
     imported = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                 and node.module in ("app.base.errors", "app.base.messages") for alias in node.names
                 if alias.name in SAYS}  # `Message as Note` beside a module's own Message record
@@ -110,7 +165,8 @@ def sentences_in(source: str, face: bool = False, carried: set[str] = frozenset(
              and _name(call.func) == "__init__" and isinstance(call.func.value, ast.Call)
              and _name(call.func.value.func) == "super"}  # what a UserError subclass passes up
     keys = CATALOG["en"]
-    shown = lambda value: _has_words(value) and value not in keys and not IDENTIFIER.match(value)  # noqa: E731
+    shown = lambda value: (_has_words(FENCE.sub("", value)) and value not in keys  # noqa: E731
+                           and not IDENTIFIER.match(value))
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and (_name(node.func) in says or id(node) in inits):
@@ -132,6 +188,8 @@ def sentences_in(source: str, face: bool = False, carried: set[str] = frozenset(
         elif face and isinstance(node, ast.Call) and _name(node.func) in PRINTS:
             shows = node.args[1:2] if _name(node.func) == "follow" else node.args  # follow(job, title, unit)
             found += [(line, value) for arg in shows for line, value in _literals(arg) if shown(value)]
+    found += [(line, value) for node in ast.walk(tree) for named in _named(node, known)
+              for line, value in _literals(named) if shown(value)]
     return sorted(set(found))
 
 
@@ -185,14 +243,42 @@ def language_choices(names):
     other = 'def in_the_other_module(url):\n    return f"{url} is far away"\n'
     assert carried_calls(more) >= {"in_clear", "in_the_other_module"}
     assert sentences_in(other) == [] and sentences_in(other, carried={"in_the_other_module"}) == [(2, "{} is far away")]
+    named = '''@dataclass
+class Gpu:
+    name: str
+    free: int
+def vram_gpu(gib):
+    return Gpu(f"{gib:g} GiB GPU", gib)
+def create(title="New chat", by="message"):
+    return Counter(by, source="tekken (estimate)"), Gpu(card_name, 1), Gpu(name=first_user(), free=2)
+def first_user():
+    return "Imported chat"
+def reference(page):
+    return f"pp. {page}-{page + 1}"
+def kind(template):
+    return f"a name only ({template})"
+def describe_gguf(info):
+    return {"template": kind(info)}
+def export(rows):
+    parts = [f"# {rows[0]}"]
+    parts.append(body(rows[1]))
+def body(row):
+    return f"Attached **{row}**."
+'''
+    known = signatures([named, "class Counter:\n    def __init__(self, tokenize, source): ...\n"])
+    assert sentences_in(named, known=known) == [
+        (6, "{} GiB GPU"), (7, "New chat"), (8, "tekken (estimate)"), (10, "Imported chat"), (12, "pp. {}-{}"),
+        (14, "a name only ({})"), (21, "Attached **{}**.")]
 
 
-CARRIED = set().union(*(carried_calls((ROOT / module).read_text(encoding="utf-8")) for module in CONVERTED))
+SOURCES = {module: (ROOT / module).read_text(encoding="utf-8") for module in CONVERTED}
+KNOWN = signatures(list(SOURCES.values()))
+CARRIED = set().union(*(carried_calls(source, KNOWN) for source in SOURCES.values()))
 
 
 @pytest.mark.parametrize("module", CONVERTED)
 def test_converted_modules_build_no_sentence_for_a_person(module):
-    found = sentences_in((ROOT / module).read_text(encoding="utf-8"), face=module in CLI_FACES, carried=CARRIED)
+    found = sentences_in(SOURCES[module], face=module in CLI_FACES, carried=CARRIED, known=KNOWN)
     assert found == [], f"{module}: sentences built in code, not message keys of app/faces/locales (line, text)"
 
 
@@ -227,7 +313,8 @@ def test_the_keys_used_exist():
 
 SAME_WORDS = {("fr", "ask_sources"), ("fr", "import_where_conversation"),  # the same word in that language
               ("fr", "model_info_attention"), ("fr", "model_info_architecture"), ("it", "model_info_file"),
-              ("es", "ask_tokens"), ("es", "translate_cut_at"), ("pt", "ask_tokens"), ("pt", "translate_cut_at")}
+              ("es", "ask_tokens"), ("es", "translate_cut_at"), ("pt", "ask_tokens"), ("pt", "translate_cut_at"),
+              ("es", "doc_reference_pages"), ("it", "doc_reference_pages"), ("pt", "doc_reference_pages")}  # pp.
 
 
 @pytest.mark.parametrize("code", sorted(set(LANGUAGES) - {"en"}))
@@ -258,3 +345,39 @@ def test_the_command_line_speaks_the_terminal_language(model_path, home, monkeyp
     first = plan.stdout.splitlines()[0]
     assert first.startswith(f"{model_path.name}: ") and re.search("[\u3040-\u30ff\u4e00-\u9fff]", first), first
     assert "layers" not in first and "context" not in first, first
+
+
+def test_names_headings_and_places_are_worded_by_the_faces(tmp_path, monkeypatch):
+    """What the services name (a card given by its memory, a default title, a chat's roles in a
+    Markdown export, a page range, a template that is only a name) is data or a key the faces word."""
+    from app.engine.catalog import template_kind
+    from app.engine.gpu_plan import vram_gpu
+    from app.faces.chat_view import titled
+    from app.faces.cli_models import template_text
+    from app.faces.ui_ask import where
+    from app.history import History
+    from app.services.exchange import export_markdown
+    from app.services.retrieval import Source
+
+    assert str(vram_gpu(12).name) == "12 GiB GPU" and words("ja", vram_gpu(12).name) == "12 GiB の GPU"
+    assert titled("", "de") == "Neuer Chat" and titled("Paris", "de") == "Paris"
+    source = Source(1, 7, "ledger.pdf", 4, "", "the quote", True, 0, 6)
+    assert where(source) == "ledger.pdf, pp. 4-6" and where(source, "ja") == "ledger.pdf、4～6 ページ"
+    assert where(Source(1, 7, "ledger.pdf", 4, "", "q", True, 0, 4), "de") == "ledger.pdf, S. 4"
+    assert where(Source(1, 7, "notes.txt", None, "", "q", True, 0)) == "notes.txt"
+    assert template_kind("chatml") == "name-only" and template_kind("") == "none"
+    monkeypatch.setenv("LANG", "fr_FR.UTF-8")
+    assert template_text({"chat_template": "name-only", "chat_template_name": "chatml"}) == (
+        "un nom seulement ('chatml'), pas un modèle Jinja")
+    history = History(tmp_path / "history.db")
+    try:
+        conversation = history.create_conversation()
+        history.add_message(conversation, "user", "Bonjour")
+        history.add_message(conversation, "assistant", "Salut", status="stopped")
+        english = export_markdown(history, [conversation])
+        french = export_markdown(history, [conversation], lambda said: words("fr", said))
+    finally:
+        history.close()
+    assert english.startswith("# New chat\n") and "## You · " in english and "## Assistant · " in english
+    assert english.count("(stopped)") == 1
+    assert french.startswith("# Nouvelle conversation\n") and "## Vous · " in french and "(arrêté)" in french

@@ -171,10 +171,12 @@ TEMPLATE_KINDS = (("[AVAILABLE_TOOLS]", "mistral, with tools"), ("[INST]", "mist
 
 
 def template_kind(template: str) -> str:
+    """What family a GGUF's chat template is of: a name (`TEMPLATE_KINDS`), "other", "none", or
+    "name-only" (the template is a name, not Jinja: `describe_gguf` gives it, the faces word it)."""
     if not template:
         return "none"
     if "{{" not in template and "{%" not in template:
-        return f"a name only ({template[:40]!r}), not a Jinja template"
+        return "name-only"
     return next((kind for marker, kind in TEMPLATE_KINDS if marker in template), "other")
 
 
@@ -198,6 +200,7 @@ def describe_gguf(path: str | Path) -> dict:
     except ValueError:
         file_type = str(file_type)
     tokens = metadata.get("tokenizer.ggml.tokens")
+    kind = template_kind(info.chat_template)
     return {
         "path": str(info.path), "size_bytes": info.file_size, "name": info.name, "architecture": info.architecture,
         "parameters": sum(e["parameters"] for e in mix.values()), "file_type": file_type,
@@ -207,6 +210,7 @@ def describe_gguf(path: str | Path) -> dict:
         "heads": info.n_head, "kv_heads": info.n_head_kv, "head_dim": info.head_dim,
         "vocab_size": len(tokens) if tokens else metadata.get(f"{info.architecture}.vocab_size"),
         "tokenizer": metadata.get("tokenizer.ggml.model", ""), "tokenizer_pre": info.tokenizer_pre,
-        "tekken": info.is_tekken, "chat_template": template_kind(info.chat_template),
+        "tekken": info.is_tekken, "chat_template": kind,
+        "chat_template_name": (info.chat_template or "")[:40] if kind == "name-only" else "",
         "kv_cache_bytes_per_token_f16": info.kv_cache_bytes(1),
     }  # fmt: skip

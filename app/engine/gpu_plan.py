@@ -42,7 +42,7 @@ REBUILD_HINT = Message("plan_rebuild_hint")  # rebuild llama.cpp with CUDA (`NEM
 
 @dataclass(frozen=True)
 class Gpu:
-    name: str
+    name: str | Message  # the card's own name, or the words for a card given by its memory (`--vram`)
     free_bytes: int
     total_bytes: int
     source: str  # NVML | nvidia-smi | --vram
@@ -57,7 +57,7 @@ def vram_gpu(gib: float) -> Gpu:
     """A card with this much free memory (`--vram GIB`)."""
     if gib <= 0:
         raise UserError("plan_vram_not_positive", gib=gib)
-    return Gpu(f"{gib:g} GiB GPU", int(gib * GIB), int(gib * GIB), "--vram")
+    return Gpu(Message("plan_vram_gpu", gib=f"{gib:g}"), int(gib * GIB), int(gib * GIB), "--vram")
 
 
 def detect_gpu() -> Gpu | None:
@@ -225,14 +225,15 @@ class Plan:
     layers_on_gpu: int
     layers_total: int
     explanation: Message  # a sentence's key and values: the faces word it
-    gpu: str = ""
+    gpu: str | Message = ""
     notes: tuple[Message, ...] = field(default=())
     parallel: int = 1  # sequences at once; the memory figures above hold all of them
     kv_bytes_per_sequence: int = 0  # what each one of them costs
 
     def to_json(self) -> dict:
         """The plan's figures, its explanation and notes in English."""
-        return asdict(self) | {"explanation": str(self.explanation), "notes": [str(note) for note in self.notes]}
+        return asdict(self) | {"explanation": str(self.explanation), "notes": [str(note) for note in self.notes],
+                               "gpu": str(self.gpu)}
 
 
 def context_label(n_ctx: int) -> str:

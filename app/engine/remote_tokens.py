@@ -30,7 +30,7 @@ class ServerTokenizer:
 
     tokenize: Callable[[str], list[int]]
     tekken: Tekken | None
-    source: str  # "tekken", "server /tokenize", "server /extras/tokenize" or "tekken (estimate)"
+    source: str  # a name: "tekken", "tekken-estimate" (not NeMo), "server:/tokenize" or "server:/extras/tokenize"
 
     @property
     def is_nemo(self) -> bool:
@@ -43,11 +43,11 @@ def find_tokenizer(client: ServerClient, model: str) -> ServerTokenizer:
     server = _server_tokenize(client, model)
     if server is None:
         nemo = "nemo" in model.lower()
-        return ServerTokenizer(tekken.encode, tekken if nemo else None, "tekken" if nemo else "tekken (estimate)")
+        return ServerTokenizer(tekken.encode, tekken if nemo else None, "tekken" if nemo else "tekken-estimate")
     tokenize, route = server
     if tokenize(PROBE) == tekken.encode(PROBE):  # NeMo: Tekken counts exactly, without a request
         return ServerTokenizer(tekken.encode, tekken, "tekken")
-    return ServerTokenizer(tokenize, None, f"server {route}")
+    return ServerTokenizer(tokenize, None, f"server:{route}")
 
 
 def _server_tokenize(client: ServerClient, model: str) -> tuple[Callable[[str], list[int]], str] | None:

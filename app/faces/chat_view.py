@@ -137,6 +137,11 @@ def take_back_button(message_id: int, language: str = "en") -> str:
     return f' <button type="button" class="take-back" value="takeback:{message_id}" title="{label}">✕ {label}</button>'
 
 
+def titled(title: str, language: str = "en") -> str:
+    """A conversation's title, or the page's words for one that has none (a new chat's, stored empty)."""
+    return title or text(language, "chat_untitled")
+
+
 class ChatUI:
     """What the Chat tab shows, made from the services that all browser tabs share; `viewing`
     holds the conversation each browser tab (session) has open, `listed` how many conversations
@@ -172,19 +177,20 @@ class ChatUI:
         """The Settings model field: the model the settings name, or the one used when they name none."""
         return self.settings.model or next(iter(available_models()), None)
 
-    def conversation_choices(self, query: str = "", limit: int = SIDEBAR_PAGE) -> list[tuple[str, int]]:
+    def conversation_choices(self, query: str = "", limit: int = SIDEBAR_PAGE,
+                             language: str = "en") -> list[tuple[str, int]]:
         """The sidebar's list: the pinned conversations (marked 📌), then the newest, `limit` in all;
-        or those where `query` is found."""
+        or those where `query` is found (a conversation without a title named in `language`)."""
         if query.strip():
             seen: dict[int, str] = {}
             for hit in self.history.search(query):
-                seen.setdefault(hit.conversation_id, hit.conversation_title)
+                seen.setdefault(hit.conversation_id, titled(hit.conversation_title, language))
             return [(title, cid) for cid, title in seen.items()]
-        return [(("📌 " if c["pinned_at"] else "") + c["title"], c["id"])
+        return [(("📌 " if c["pinned_at"] else "") + titled(c["title"], language), c["id"])
                 for c in self.history.conversations(limit, pinned_first=True)]
 
-    def title(self, conversation_id: int | None) -> str:
-        return "" if conversation_id is None else self.history.conversation(conversation_id)["title"]
+    def title(self, conversation_id: int | None, language: str = "en") -> str:
+        return "" if conversation_id is None else titled(self.history.conversation(conversation_id)["title"], language)
 
     def chat_messages(self, conversation_id: int | None, live: ReplyUpdate | None = None,
                       progress: Progress | None = None, language: str = "en",

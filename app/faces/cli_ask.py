@@ -9,7 +9,7 @@ from pathlib import Path
 
 from app.base.errors import UserError
 from app.faces.cli_options import add_engine_options, add_json_option, add_model_options
-from app.faces.locale_text import terminal_text
+from app.faces.locale_text import terminal_language, terminal_text, words
 
 
 def add_ask_parser(commands) -> None:
@@ -64,11 +64,7 @@ def _is_id(doc: str) -> bool:
 
 def source_line(source) -> str:
     """'[1] report.pdf, p. 7: “the quote”' ('(the passage's own sentence)' when the quote is not the model's)."""
-    if source.page is not None:
-        where = terminal_text("ask_where_page", document=source.document, page=source.page)
-    else:
-        where = terminal_text("ask_where_section", document=source.document, section=source.section) \
-            if source.section else source.document
+    where = words(terminal_language(), source.where())
     number = f"[{source.number}] " if source.number else "- "
     mark = "" if source.verified else f" ({terminal_text('ask_passage_mark')})"
     return f"{number}{where}: “{source.quote}”{mark}"

@@ -8,7 +8,7 @@ import sys
 
 from app.base.errors import UserError
 from app.faces.cli_options import add_json_option
-from app.faces.locale_text import terminal_text
+from app.faces.locale_text import terminal_language, terminal_text, words
 
 
 def add_history_commands(commands) -> None:
@@ -42,7 +42,7 @@ def run_export(args) -> int:
         if args.format == "json":
             text = json.dumps(export_json(history, args.conversation), ensure_ascii=False, indent=1) + "\n"
         else:
-            text = export_markdown(history, args.conversation)
+            text = export_markdown(history, args.conversation, lambda said: words(terminal_language(), said))
     finally:
         history.close()
     if not args.output:
@@ -92,5 +92,6 @@ def run_search(args) -> int:
                           "took_ms": round(took_ms, 2)}, ensure_ascii=False))
     else:
         for h in hits:
-            print(f"{h.conversation_id}:{h.message_id}  {h.conversation_title}  {h.snippet}")
+            title = h.conversation_title or terminal_text("chat_untitled")
+            print(f"{h.conversation_id}:{h.message_id}  {title}  {h.snippet}")
     return 0

@@ -25,6 +25,15 @@ def model_info_text(d: dict) -> str:
                                                head_dim=d["head_dim"],
                                                kib=f"{d['kv_cache_bytes_per_token_f16'] / 1024:g}")),
         ("model_info_tokenizer", f"{d['tokenizer']}/{d['tokenizer_pre']}, {d['vocab_size']} tokens · {tekken}"),
-        ("model_info_template", d["chat_template"]),
+        ("model_info_template", template_text(d)),
     ]
     return "\n".join(f"{terminal_text(label):<13}{value}" for label, value in rows)
+
+
+def template_text(d: dict) -> str:
+    """The chat template's family ('chatml'), or what it is when it is none or only a name."""
+    if d["chat_template"] == "none":
+        return terminal_text("model_info_template_none")
+    if d["chat_template"] == "name-only":
+        return terminal_text("model_info_template_name_only", name=repr(d.get("chat_template_name", "")))
+    return d["chat_template"]

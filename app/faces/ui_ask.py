@@ -6,7 +6,7 @@ Layout, wiring and words only; the work is `Services.ask` (app/services/retrieva
 import html
 
 from app.base.errors import UserError
-from app.faces.i18n import language_of, say, t, text
+from app.faces.i18n import language_of, say, t, text, words
 from app.faces.progress_text import call_text, duration_text, stage_text
 from app.faces.safe_markdown import safe_markdown
 from app.services import retrieval
@@ -39,12 +39,8 @@ def progress_html(update: AskUpdate, language: str = "en") -> str:
 
 
 def where(source: Source, language: str = "en") -> str:
-    """'ledger.pdf, p. 27', 'notes.md, § Costs' or 'notes.txt'."""
-    if source.page is not None:
-        return text(language, "ask_where_page", document=source.document, page=source.page)
-    if source.section:
-        return text(language, "ask_where_section", document=source.document, section=source.section)
-    return source.document
+    """'ledger.pdf, p. 27', 'ledger.pdf, pp. 27-29', 'notes.md, § Costs' or 'notes.txt'."""
+    return words(language, source.where())
 
 
 def source_label(source: Source, language: str = "en") -> str:

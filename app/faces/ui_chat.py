@@ -113,7 +113,8 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
 
     def sidebar(request: gr.Request, query: str = "", selected=None):
         """The tab's conversation list, as long as "More" made it."""
-        choices = ui.conversation_choices(query or "", ui.listed.get(request.session_hash, SIDEBAR_PAGE))
+        choices = ui.conversation_choices(query or "", ui.listed.get(request.session_hash, SIDEBAR_PAGE),
+                                          language_of(request))
         return gr.update(choices=choices, value=selected if selected in {c for _, c in choices} else None)
 
     def searched(query: str, request: gr.Request):
@@ -128,7 +129,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
         language = language_of(request)
         messages, ids = ui.chat_messages(cid, language=language, answering=answering)
         return [messages, ids, cid, ui.meter(cid, language=language) if line is None else line, notice_text,
-                ui.title(cid)]
+                ui.title(cid, language)]
 
     def stop_state(session: str):
         """Stop on while this tab has a reply being written or waiting (not while titles are written)."""
@@ -148,7 +149,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
             line, problem = "", say(request, "common_warning", message=exc)
         cid = ui.viewing.get(session)
         messages, ids = ui.chat_messages(cid, language=language)
-        yield (messages, ids, cid, line, problem, ui.title(cid), skip(), stop_state(session),
+        yield (messages, ids, cid, line, problem, ui.title(cid, language), skip(), stop_state(session),
                sidebar(request, query, cid))
 
     def send(message, conversation_id, query, request: gr.Request):
@@ -231,7 +232,7 @@ def chat_page(ui: ChatUI, files: TabFiles, max_file_mb: int) -> ChatPage:
         if cid is None:
             return [*[skip()] * len(view), say(request, "common_warning", message=say(request, "sidebar_open_first")),
                     *[skip()] * 5]
-        name = ui.title(cid)
+        name = ui.title(cid, language_of(request))
         ui.history.trash_conversation(cid)
         return [*shown(request, None), "", sidebar(request, query), gr.update(visible=True),
                 say(request, "sidebar_deleted", title=name), gr.Timer(active=True), [*gone, cid]]

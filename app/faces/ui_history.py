@@ -25,7 +25,8 @@ from pathlib import Path
 import gradio as gr
 
 from app.base.errors import UserError
-from app.faces.chat_view import SIDEBAR_PAGE, ChatUI
+from app.faces import locale_text
+from app.faces.chat_view import SIDEBAR_PAGE, ChatUI, titled
 from app.faces.i18n import in_page_language, language_of, say, t, words
 from app.faces.safe_markdown import safe_markdown
 from app.faces.temp_files import TabFiles, file_name, forget_upload
@@ -166,7 +167,7 @@ def hits_html(ui: ChatUI, query: str, request: gr.Request) -> str:
     if not hits:
         return f'<p class="no-hits">{html.escape(say(request, "history_no_hits", query=query.strip()))}</p>'
     items = [f'<li><button type="button" class="hit" data-pick="open:{h.message_id}">'
-             f'<span class="hit-title">{html.escape(h.conversation_title)}</span>'
+             f'<span class="hit-title">{html.escape(titled(h.conversation_title, language_of(request)))}</span>'
              f'<span class="hit-snippet">{highlighted(h.snippet, query)}</span></button></li>' for h in hits]
     return f'<ul class="hits" aria-label="{html.escape(say(request, "history_hits"))}">{"".join(items)}</ul>'
 
@@ -232,12 +233,12 @@ def wire_exchange(ui: ChatUI, files: TabFiles, max_file_mb: int, parts: Exchange
     def export(fmt: str, conversation_id, whole: bool, request: gr.Request):
         if not whole and conversation_id is None:
             return gr.update(visible=False), say(request, "common_warning", message=say(request, "sidebar_open_first"))
-        ids = None if whole else [conversation_id]
-        if fmt == "markdown":
-            content, suffix = export_markdown(ui.history, ids), ".md"
+        ids, language = (None if whole else [conversation_id]), language_of(request)
+        if fmt == "markdown":  # the file's words in the page's language, values not isolated
+            content, suffix = export_markdown(ui.history, ids, lambda said: locale_text.words(language, said)), ".md"
         else:
             content, suffix = json.dumps(export_json(ui.history, ids), ensure_ascii=False, indent=1), ".json"
-        name = file_name("nemo-chat history" if whole else ui.title(conversation_id), suffix)
+        name = file_name("nemo-chat history" if whole else ui.title(conversation_id, language), suffix)
         path = files.write(request.session_hash, name, content)
         count = ui.history.count_conversations() if whole else 1
         return gr.update(value=path, visible=True), say(request, "history_exported", count=count)

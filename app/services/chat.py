@@ -68,8 +68,9 @@ def sampling_options(settings: Settings) -> SamplingOptions:
 
 
 def title_from(text: str) -> str:
+    """The start of `text` as a title; empty (the faces word a default) when it has no words."""
     words = " ".join(text.split())
-    return (words[:57] + "…") if len(words) > 60 else (words or "New chat")
+    return (words[:57] + "…") if len(words) > 60 else words
 
 
 class ChatService:

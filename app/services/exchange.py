@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,27 +97,35 @@ def _parents_first(rows: list[dict]) -> list[dict]:
     return ordered + [row for left in waiting.values() for row in left]  # parents missing: kept, last
 
 
-def export_markdown(history: History, ids: list[int] | None = None) -> str:
-    """The branch shown of each conversation, readable as is."""
+def export_markdown(history: History, ids: list[int] | None = None, say: Callable[[Message], str] = str) -> str:
+    """The branch shown of each conversation, readable as is; `say` words its headings (the roles,
+    a default title, an attached document) in the face's language (str: English)."""
     parts = []
     for conversation_id in _conversation_ids(history, ids):
-        parts.append(f"# {history.conversation(conversation_id)['title']}\n")
+        parts.append(f"# {history.conversation(conversation_id)['title'] or say(Message('chat_untitled'))}\n")
         for row in history.messages(conversation_id):
-            parts.append(f"## {_heading(row)}\n\n{_body(row)}\n")
+            parts.append(f"## {say(_heading(row))}\n\n{_body(row, say)}\n")
     return "\n".join(parts)
 
 
-def _heading(row: dict) -> str:
+ROLE_KEYS = {role: f"export_role_{role}" for role in ("user", "assistant", "tool", "document", "system")}
+STATUS_KEYS = {status: f"export_status_{status}" for status in ("stopped", "interrupted", "error", "streaming")}
+
+
+def _heading(row: dict) -> Message:
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"] or 0))
-    role = {"user": "You", "assistant": "Assistant", "tool": "Tool", "document": "Document", "system": "System"}
-    status = "" if row["status"] in ("complete", QUEUED) else f" ({row['status']})"
-    return f"{role.get(row['role'], row['role'])} · {stamp}{status}"
+    role_key, status_key = ROLE_KEYS.get(row["role"]), STATUS_KEYS.get(row["status"])
+    role = Message(role_key) if role_key else row["role"]
+    if row["status"] in ("complete", QUEUED):
+        return Message("export_heading", role=role, stamp=stamp)
+    return Message("export_heading_status", role=role, stamp=stamp,
+                   status=Message(status_key) if status_key else row["status"])
 
 
-def _body(row: dict) -> str:
+def _body(row: dict, say: Callable[[Message], str] = str) -> str:
     if row["role"] == "document":
         record = json.loads(row["content"])
-        return f"Attached **{record.get('title', '')}**. {record.get('note', '')}"
+        return say(Message("export_attached", title=record.get("title", ""), note=record.get("note", "")))
     if row["role"] == "tool":
         record = json.loads(row["content"])
         arguments = json.dumps(record.get("arguments"), ensure_ascii=False)
@@ -166,8 +175,7 @@ def import_files(history: History, paths: list[Path]) -> ImportResult:
 
 def _insert(history: History, conversation: Conversation) -> int:
     """One conversation with its branches; the number of messages written."""
-    conversation_id = history.create_conversation(" ".join(conversation.title.split())[:200] or "Imported chat",
-                                                  TITLE_BY_USER)
+    conversation_id = history.create_conversation(" ".join(conversation.title.split())[:200], TITLE_BY_USER)
     conn = history.database.conn
     ids: dict[str, int] = {}
     for message in conversation.messages:

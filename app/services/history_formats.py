@@ -117,7 +117,8 @@ def _each(items: Any, name: str, read) -> Parsed:
             continue
         _as_saved_here(conversation)
         if not conversation.messages:
-            parsed.skipped.append(Note("import_skip_no_messages", number=i + 1, title=conversation.title))
+            parsed.skipped.append(Note("import_skip_no_messages", number=i + 1,
+                                       title=conversation.title or Note("chat_untitled")))
             continue
         conversation.source = conversation.source or _fingerprint(conversation)
         parsed.conversations.append(conversation)
@@ -262,7 +263,7 @@ def _ours(item: dict, skipped: list[Note], where: Note) -> Conversation:
     placed = {m.key for m in messages}
     skipped += [Note("import_skip_circle", where=where, message=key) for key in nodes if key not in placed]
     current = item.get("current")
-    return Conversation(str(item.get("title") or "Imported chat"), item.get("created_at"), messages,
+    return Conversation(str(item.get("title") or ""), item.get("created_at"), messages,
                         None if current is None else str(current), str(item.get("source") or ""),
                         _own_settings(item.get("settings"), skipped, where), item.get("pinned") is True)
 
@@ -364,5 +365,6 @@ def _open_webui(item: dict, skipped: list[Note], where: Note) -> Conversation:
 
 
 def _first_user(messages: list[Message]) -> str:
-    text = next((m.content for m in messages if m.role == "user"), "Imported chat")
-    return " ".join(text.split())[:60] or "Imported chat"
+    """The first user message's start as a title; empty (the faces word a default) without one."""
+    text = next((m.content for m in messages if m.role == "user"), "")
+    return " ".join(text.split())[:60]

@@ -32,7 +32,7 @@ from app.engine.chat_format import token_counter
 from app.runtime import Engine, SamplingOptions
 from app.services.citations import QUOTE, best_sentence, check_answer, found_in, normalized, words
 from app.services.engine_calls import CachedCalls, CallProgress
-from app.storage.document_store import Chunk, DocumentStore
+from app.storage.document_store import Chunk, DocumentStore, reference
 
 PROMPT_VERSION = 1
 ANSWER_TOKENS = 400  # most tokens of an answer (fewer on small contexts)
@@ -72,10 +72,18 @@ class Source:
     quote: str
     verified: bool
     position: int  # the chunk's position in its document
+    page_end: int | None = None  # the chunk's last page, when it runs over more than one
 
     def as_json(self) -> dict:
         return {"document_id": self.document_id, "document": self.document, "page": self.page,
-                "section": self.section, "quote": self.quote, "verified": self.verified, "number": self.number}
+                "page_end": self.page_end, "section": self.section, "quote": self.quote, "verified": self.verified,
+                "number": self.number}
+
+    def where(self) -> Message:
+        """'ledger.pdf, p. 27', 'ledger.pdf, pp. 27-29', 'notes.md, § Costs' or 'notes.txt', as a key."""
+        place = reference(self.page, self.page_end, self.section)
+        return Message("ask_where", document=self.document, place=place) if place else Message(
+            "ask_where_document", document=self.document)
 
 
 @dataclass
@@ -307,7 +315,7 @@ class AskJob:
     # -- results and updates ----------------------------------------------------------------------
     def _source(self, number: int, passage: Passage, quote: str, verified: bool) -> Source:
         return Source(number, passage.document_id, passage.document, passage.chunk.page_start,
-                      passage.chunk.section, quote, verified, passage.position)
+                      passage.chunk.section, quote, verified, passage.position, passage.chunk.page_end)
 
     def _result(self, answer: str, sources: list[Source], stopped: bool = False) -> AskResult:
         return AskResult(answer, sources, self.chunks_read, len(self.passages), time.monotonic() - self.started,

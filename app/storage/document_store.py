@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app.base.errors import UserError
+from app.base.messages import Message
 if TYPE_CHECKING:
     from app.history import History
 
@@ -34,13 +35,19 @@ class Chunk:
     page_end: int | None = None
     section: str = ""
 
-    def reference(self) -> str:
-        """'p. 3', 'pp. 3-5' or '§ Heading' (empty when the format has neither)."""
-        if self.page_start is not None:
-            if self.page_end not in (None, self.page_start):
-                return f"pp. {self.page_start}-{self.page_end}"
-            return f"p. {self.page_start}"
-        return f"§ {self.section}" if self.section else ""
+    def reference(self) -> Message | None:
+        """Where the chunk is: 'p. 3', 'pp. 3-5' or '§ Heading' (None when the format has neither)."""
+        return reference(self.page_start, self.page_end, self.section)
+
+
+def reference(page_start: int | None, page_end: int | None, section: str) -> Message | None:
+    """'p. 3', 'pp. 3-5' or '§ Heading' as a key the faces word (str(): English, as prompts cite it);
+    None without a page or a section."""
+    if page_start is not None:
+        if page_end not in (None, page_start):
+            return Message("doc_reference_pages", first=page_start, last=page_end)
+        return Message("doc_reference_page", page=page_start)
+    return Message("doc_reference_section", section=section) if section else None
 
 
 @dataclass(frozen=True)
