@@ -65,7 +65,7 @@ def language_choices() -> list[tuple[Message, str]]:
     """(what to call the language, code) pairs for the faces to word: NeMo's languages first, then
     the others (less supported), by English name."""
     others = sorted((name, code) for code, name in _other_languages().items() if code not in LANGUAGES)
-    return [(language_said(code), code) for code in LANGUAGES] + [(language_said(code), code) for _, code in others]
+    return [(language_said(code), code) for code in [*LANGUAGES, *(code for _, code in others)]]
 
 
 def resolve_language(value: str, allow_auto: bool = False) -> str:
